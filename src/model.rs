@@ -1,0 +1,483 @@
+//! Plain data shared by every layer: table statuses, STS operations and jobs
+//! (with STS's JSON field names), and the rows of the two state tables.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A prefix's status in the job table (the public contract of SPEC 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Status {
+    Waiting,
+    Running,
+    Paused,
+    Done,
+    Error,
+}
+
+impl Status {
+    pub const ALL: [Status; 5] = [
+        Status::Waiting,
+        Status::Running,
+        Status::Paused,
+        Status::Done,
+        Status::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Waiting => "waiting",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Done => "done",
+            Status::Error => "error",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `TransferOperation.status` as STS sends it (name or number). Values this
+/// build does not know are kept, so a new STS status never stops the manager.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum OperationStatus {
+    Unspecified,
+    InProgress,
+    Paused,
+    Success,
+    Failed,
+    Aborted,
+    Queued,
+    Suspending,
+    Unknown(String),
+}
+
+impl OperationStatus {
+    const NAMED: [(OperationStatus, &'static str, i64); 8] = [
+        (OperationStatus::Unspecified, "STATUS_UNSPECIFIED", 0),
+        (OperationStatus::InProgress, "IN_PROGRESS", 1),
+        (OperationStatus::Paused, "PAUSED", 2),
+        (OperationStatus::Success, "SUCCESS", 3),
+        (OperationStatus::Failed, "FAILED", 4),
+        (OperationStatus::Aborted, "ABORTED", 5),
+        (OperationStatus::Queued, "QUEUED", 6),
+        (OperationStatus::Suspending, "SUSPENDING", 7),
+    ];
+
+    pub fn from_name(name: &str) -> OperationStatus {
+        let upper = name.to_ascii_uppercase();
+        Self::NAMED
+            .iter()
+            .find(|(_, n, _)| *n == upper)
+            .map(|(s, _, _)| s.clone())
+            .unwrap_or(OperationStatus::Unknown(name.to_string()))
+    }
+
+    pub fn from_number(number: i64) -> OperationStatus {
+        Self::NAMED
+            .iter()
+            .find(|(_, _, n)| *n == number)
+            .map(|(s, _, _)| s.clone())
+            .unwrap_or(OperationStatus::Unknown(number.to_string()))
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            OperationStatus::Unknown(raw) => raw,
+            known => Self::NAMED
+                .iter()
+                .find(|(s, _, _)| s == known)
+                .map(|(_, n, _)| *n)
+                .unwrap_or("STATUS_UNSPECIFIED"),
+        }
+    }
+
+    /// SPEC 3: the table status an operation status stands for; `None` means
+    /// "unknown: keep the prefix's current status".
+    pub fn table_status(&self) -> Option<Status> {
+        match self {
+            OperationStatus::InProgress | OperationStatus::Queued => Some(Status::Running),
+            OperationStatus::Paused | OperationStatus::Suspending => Some(Status::Paused),
+            OperationStatus::Success => Some(Status::Done),
+            OperationStatus::Failed => Some(Status::Error),
+            OperationStatus::Aborted => Some(Status::Waiting),
+            OperationStatus::Unspecified | OperationStatus::Unknown(_) => None,
+        }
+    }
+
+    /// Whether the operation can still change (it holds a concurrency slot).
+    pub fn is_active(&self) -> bool {
+        matches!(
+            self,
+            OperationStatus::InProgress
+                | OperationStatus::Queued
+                | OperationStatus::Paused
+                | OperationStatus::Suspending
+        )
+    }
+}
+
+impl Serialize for OperationStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for OperationStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(name) => Ok(OperationStatus::from_name(&name)),
+            serde_json::Value::Number(n) => Ok(n
+                .as_i64()
+                .map(OperationStatus::from_number)
+                .unwrap_or_else(|| OperationStatus::Unknown(n.to_string()))),
+            other => Ok(OperationStatus::Unknown(other.to_string())),
+        }
+    }
+}
+
+/// `TransferJob.status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobStatus {
+    Unspecified,
+    Enabled,
+    Disabled,
+    Deleted,
+}
+
+impl JobStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            JobStatus::Unspecified => "STATUS_UNSPECIFIED",
+            JobStatus::Enabled => "ENABLED",
+            JobStatus::Disabled => "DISABLED",
+            JobStatus::Deleted => "DELETED",
+        }
+    }
+
+    pub fn parse(text: &str) -> JobStatus {
+        match text.to_ascii_uppercase().as_str() {
+            "ENABLED" | "1" => JobStatus::Enabled,
+            "DISABLED" | "2" => JobStatus::Disabled,
+            "DELETED" | "3" => JobStatus::Deleted,
+            _ => JobStatus::Unspecified,
+        }
+    }
+}
+
+impl Serialize for JobStatus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for JobStatus {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(s) => JobStatus::parse(&s),
+            serde_json::Value::Number(n) => JobStatus::parse(&n.to_string()),
+            _ => JobStatus::Unspecified,
+        })
+    }
+}
+
+/// int64 fields travel as JSON strings in STS; accept numbers too.
+mod int64_string {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&value.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(s) => s.parse().map_err(serde::de::Error::custom),
+            serde_json::Value::Number(n) => n
+                .as_i64()
+                .ok_or_else(|| serde::de::Error::custom("int64 out of range")),
+            serde_json::Value::Null => Ok(0),
+            other => Err(serde::de::Error::custom(format!(
+                "expected an int64, found {other}"
+            ))),
+        }
+    }
+}
+
+fn is_zero(value: &i64) -> bool {
+    *value == 0
+}
+
+/// The `TransferCounters` the manager and its progress views read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Counters {
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub objects_found_from_source: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub bytes_found_from_source: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub objects_copied_to_sink: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub bytes_copied_to_sink: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub objects_from_source_skipped_by_sync: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub bytes_from_source_skipped_by_sync: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub objects_from_source_failed: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub bytes_from_source_failed: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ErrorLogEntry {
+    pub url: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_details: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ErrorSummary {
+    pub error_code: String,
+    #[serde(with = "int64_string")]
+    pub error_count: i64,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub error_log_entries: Vec<ErrorLogEntry>,
+}
+
+/// STS keeps at most this many log entries per error code.
+pub const MAX_ERROR_LOG_ENTRIES: usize = 5;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct GcsData {
+    pub bucket_name: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct ObjectConditions {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub include_prefixes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TransferOptions {
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub overwrite_objects_already_existing_in_sink: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TransferSpec {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gcs_data_source: Option<GcsData>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gcs_data_sink: Option<GcsData>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_conditions: Option<ObjectConditions>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_options: Option<TransferOptions>,
+}
+
+impl TransferSpec {
+    pub fn source_bucket(&self) -> Option<&str> {
+        self.gcs_data_source.as_ref().map(|g| g.bucket_name.as_str())
+    }
+
+    pub fn sink_bucket(&self) -> Option<&str> {
+        self.gcs_data_sink.as_ref().map(|g| g.bucket_name.as_str())
+    }
+
+    pub fn include_prefixes(&self) -> &[String] {
+        self.object_conditions
+            .as_ref()
+            .map(|c| c.include_prefixes.as_slice())
+            .unwrap_or(&[])
+    }
+
+    pub fn overwrite(&self) -> bool {
+        self.transfer_options
+            .as_ref()
+            .is_some_and(|o| o.overwrite_objects_already_existing_in_sink)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Date {
+    pub year: i32,
+    pub month: u32,
+    pub day: u32,
+}
+
+impl Date {
+    pub fn today_utc() -> Date {
+        use chrono::Datelike;
+        let today = Utc::now().date_naive();
+        Date {
+            year: today.year(),
+            month: today.month(),
+            day: today.day(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Schedule {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_start_date: Option<Date>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub schedule_end_date: Option<Date>,
+}
+
+impl Schedule {
+    /// A job that runs once: its start and end dates are the same day.
+    pub fn one_time(date: Date) -> Schedule {
+        Schedule {
+            schedule_start_date: Some(date),
+            schedule_end_date: Some(date),
+        }
+    }
+
+    pub fn is_one_time(&self) -> bool {
+        self.schedule_start_date.is_some() && self.schedule_start_date == self.schedule_end_date
+    }
+}
+
+/// `TransferJob`, restricted to the fields the manager writes and reads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferJob {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default)]
+    pub project_id: String,
+    #[serde(default)]
+    pub transfer_spec: TransferSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<Schedule>,
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest_operation_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub creation_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_time: Option<DateTime<Utc>>,
+}
+
+/// `TransferOperation`: the metadata of an STS long-running operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TransferOperation {
+    pub name: String,
+    #[serde(default)]
+    pub project_id: String,
+    #[serde(default)]
+    pub transfer_spec: TransferSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_time: Option<DateTime<Utc>>,
+    pub status: OperationStatus,
+    #[serde(default)]
+    pub counters: Counters,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub error_breakdowns: Vec<ErrorSummary>,
+    #[serde(default)]
+    pub transfer_job_name: String,
+}
+
+/// One row of the job table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrefixJob {
+    pub prefix: String,
+    pub status: Status,
+    pub job_name: Option<String>,
+    pub last_updated: DateTime<Utc>,
+}
+
+/// One row of the job history table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRow {
+    pub prefix: String,
+    pub status: Status,
+    pub job_name: Option<String>,
+    pub operation_results: Option<String>,
+    pub timestamp: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_sts_status_maps_as_spec_section_3() {
+        let expected = [
+            ("IN_PROGRESS", Some(Status::Running)),
+            ("QUEUED", Some(Status::Running)),
+            ("PAUSED", Some(Status::Paused)),
+            ("SUSPENDING", Some(Status::Paused)),
+            ("SUCCESS", Some(Status::Done)),
+            ("FAILED", Some(Status::Error)),
+            ("ABORTED", Some(Status::Waiting)),
+            ("STATUS_UNSPECIFIED", None),
+            ("SOMETHING_NEW", None),
+        ];
+        for (name, status) in expected {
+            assert_eq!(OperationStatus::from_name(name).table_status(), status, "{name}");
+        }
+    }
+
+    #[test]
+    fn status_decodes_from_numbers_and_names() {
+        for (number, name) in [(1, "IN_PROGRESS"), (6, "QUEUED"), (7, "SUSPENDING")] {
+            let by_number: OperationStatus = serde_json::from_str(&number.to_string()).unwrap();
+            let by_name: OperationStatus = serde_json::from_str(&format!("\"{name}\"")).unwrap();
+            assert_eq!(by_number, by_name);
+        }
+        let unknown: OperationStatus = serde_json::from_str("42").unwrap();
+        assert_eq!(unknown, OperationStatus::Unknown("42".into()));
+        assert_eq!(unknown.table_status(), None);
+    }
+
+    #[test]
+    fn operation_round_trips_with_sts_field_names() {
+        let wire = r#"{"name":"transferOperations/x","projectId":"p","status":"SUCCESS",
+            "transferSpec":{"gcsDataSource":{"bucketName":"a"},"gcsDataSink":{"bucketName":"b"},
+            "objectConditions":{"includePrefixes":["logs/"]}},
+            "counters":{"objectsCopiedToSink":"3","bytesCopiedToSink":12},
+            "startTime":"2026-01-01T00:00:00Z","transferJobName":"transferJobs/j"}"#;
+        let op: TransferOperation = serde_json::from_str(wire).unwrap();
+        assert_eq!(op.counters.objects_copied_to_sink, 3);
+        assert_eq!(op.counters.bytes_copied_to_sink, 12);
+        assert_eq!(op.transfer_spec.include_prefixes(), ["logs/".to_string()]);
+        let back = serde_json::to_value(&op).unwrap();
+        assert_eq!(back["counters"]["bytesCopiedToSink"], "12");
+        assert_eq!(back["status"], "SUCCESS");
+    }
+
+    #[test]
+    fn table_status_text_round_trips() {
+        for status in Status::ALL {
+            assert_eq!(Status::parse(status.as_str()), Some(status));
+        }
+        assert_eq!(Status::parse("Running"), None);
+    }
+}

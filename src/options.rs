@@ -1,0 +1,508 @@
+//! Every option of the four tools (SPEC 4), read from command-line arguments,
+//! from a JSON `--config-path` file (whose values win) or from key/value pairs
+//! (the Python API), then validated once.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum OptionsError {
+    #[error("unknown option '{0}'")]
+    UnknownOption(String),
+    #[error("option '--{0}' needs a value")]
+    MissingValue(String),
+    #[error("option '--{key}': {problem}")]
+    InvalidValue { key: String, problem: String },
+    #[error("unexpected argument '{0}'")]
+    UnexpectedArgument(String),
+    #[error("config file {path}: {problem}")]
+    ConfigFile { path: String, problem: String },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Text,
+    OptionalText,
+    Seconds,
+    Count,
+    Flag,
+}
+
+struct OptionSpec {
+    name: &'static str,
+    kind: Kind,
+    help: &'static str,
+}
+
+const SPECS: &[OptionSpec] = &[
+    OptionSpec { name: "dataset", kind: Kind::Text, help: "The name of the dataset to create and use (default: data_migration)" },
+    OptionSpec { name: "dataset-location", kind: Kind::Text, help: "The location of the dataset (default: US)" },
+    OptionSpec { name: "job-table", kind: Kind::Text, help: "Name of the job table (default: sts_job)" },
+    OptionSpec { name: "job-history-table", kind: Kind::Text, help: "Name of the job history table (default: sts_job_history)" },
+    OptionSpec { name: "config-path", kind: Kind::OptionalText, help: "A JSON file of these options (keys with dashes or underscores); its values win over the command line" },
+    OptionSpec { name: "source-bucket", kind: Kind::Text, help: "The source bucket to transfer data from (default: migration-source)" },
+    OptionSpec { name: "destination-bucket", kind: Kind::Text, help: "The destination bucket to transfer data to (default: migration-destination)" },
+    OptionSpec { name: "job-interval", kind: Kind::Seconds, help: "Seconds between rounds that start new jobs; must be >= --sleep-timeout (default: 1200)" },
+    OptionSpec { name: "metrics-interval", kind: Kind::Seconds, help: "Seconds between state syncs; must be >= --sleep-timeout (default: 300)" },
+    OptionSpec { name: "max-concurrent-jobs", kind: Kind::Count, help: "The most jobs allowed to run at once (default: 20)" },
+    OptionSpec { name: "no-retry-on-job-error", kind: Kind::Flag, help: "Do not restart prefixes whose job failed" },
+    OptionSpec { name: "allow-new-jobs-when-stalled", kind: Kind::Flag, help: "Stalled jobs do not count as running when deciding how many jobs to start" },
+    OptionSpec { name: "publish-heartbeat", kind: Kind::Flag, help: "Publish status counts to Cloud Monitoring every iteration" },
+    OptionSpec { name: "stackdriver-project", kind: Kind::OptionalText, help: "Project for the heartbeat (default: the environment's)" },
+    OptionSpec { name: "overwrite-dest-objects", kind: Kind::Flag, help: "New jobs overwrite objects already in the destination" },
+    OptionSpec { name: "sleep-timeout", kind: Kind::Seconds, help: "Seconds between loop iterations (default: 60)" },
+    OptionSpec { name: "state", kind: Kind::Text, help: "Where state is kept: 'bigquery' or 'sqlite:PATH' (default: bigquery)" },
+    OptionSpec { name: "transfer", kind: Kind::Text, help: "Transfer backend: 'sts' or 'local:ROOT' where each bucket is a directory (default: sts)" },
+    OptionSpec { name: "project", kind: Kind::OptionalText, help: "Google Cloud project (default: GOOGLE_CLOUD_PROJECT)" },
+    OptionSpec { name: "exit-when-done", kind: Kind::Flag, help: "Stop once no prefix is pending or running" },
+    OptionSpec { name: "job-prefix-source-file", kind: Kind::OptionalText, help: "A JSON array of prefixes to load into the job table (prepare tables)" },
+];
+
+/// Old spellings still accepted, mapped to the option they stand for.
+const ALIASES: &[(&str, &str)] = &[("allow-new-jobs-on-stalled", "allow-new-jobs-when-stalled")];
+
+/// Where the job and history tables live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StateLocation {
+    BigQuery,
+    Sqlite(PathBuf),
+}
+
+/// Which transfer service runs the jobs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TransferLocation {
+    Sts,
+    Local(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Options {
+    pub dataset: String,
+    pub dataset_location: String,
+    pub job_table: String,
+    pub job_history_table: String,
+    pub config_path: Option<String>,
+    pub source_bucket: String,
+    pub destination_bucket: String,
+    pub job_interval: f64,
+    pub metrics_interval: f64,
+    pub max_concurrent_jobs: u32,
+    pub no_retry_on_job_error: bool,
+    pub allow_new_jobs_when_stalled: bool,
+    pub publish_heartbeat: bool,
+    pub stackdriver_project: Option<String>,
+    pub overwrite_dest_objects: bool,
+    pub sleep_timeout: f64,
+    pub state: String,
+    pub transfer: String,
+    pub project: Option<String>,
+    pub exit_when_done: bool,
+    pub job_prefix_source_file: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            dataset: "data_migration".into(),
+            dataset_location: "US".into(),
+            job_table: "sts_job".into(),
+            job_history_table: "sts_job_history".into(),
+            config_path: None,
+            source_bucket: "migration-source".into(),
+            destination_bucket: "migration-destination".into(),
+            job_interval: 1200.0,
+            metrics_interval: 300.0,
+            max_concurrent_jobs: 20,
+            no_retry_on_job_error: false,
+            allow_new_jobs_when_stalled: false,
+            publish_heartbeat: false,
+            stackdriver_project: None,
+            overwrite_dest_objects: false,
+            sleep_timeout: 60.0,
+            state: "bigquery".into(),
+            transfer: "sts".into(),
+            project: None,
+            exit_when_done: false,
+            job_prefix_source_file: None,
+        }
+    }
+}
+
+/// What the command line asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Help,
+    Run(Box<Options>),
+}
+
+fn canonical(key: &str) -> Result<&'static str, OptionsError> {
+    let dashed = key.trim_start_matches('-').replace('_', "-");
+    if let Some((_, target)) = ALIASES.iter().find(|(alias, _)| *alias == dashed) {
+        return Ok(target);
+    }
+    SPECS
+        .iter()
+        .find(|s| s.name == dashed)
+        .map(|s| s.name)
+        .ok_or_else(|| OptionsError::UnknownOption(key.to_string()))
+}
+
+fn spec(name: &str) -> &'static OptionSpec {
+    SPECS
+        .iter()
+        .find(|s| s.name == name)
+        .expect("canonical names come from SPECS")
+}
+
+fn invalid(key: &str, problem: impl Into<String>) -> OptionsError {
+    OptionsError::InvalidValue {
+        key: key.to_string(),
+        problem: problem.into(),
+    }
+}
+
+fn seconds(key: &str, value: &Value) -> Result<f64, OptionsError> {
+    let number = match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| invalid(key, format!("expected a number of seconds, got {value}")))?;
+    if !number.is_finite() || number < 0.0 {
+        return Err(invalid(key, format!("must be a non-negative number of seconds, got {number}")));
+    }
+    Ok(number)
+}
+
+fn count(key: &str, value: &Value) -> Result<u32, OptionsError> {
+    let number = match value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    }
+    .ok_or_else(|| invalid(key, format!("expected a whole number, got {value}")))?;
+    u32::try_from(number).map_err(|_| invalid(key, format!("{number} is too large")))
+}
+
+fn flag(key: &str, value: &Value) -> Result<bool, OptionsError> {
+    match value {
+        Value::Bool(b) => Ok(*b),
+        Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
+        Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
+        other => Err(invalid(key, format!("expected true or false, got {other}"))),
+    }
+}
+
+fn text(key: &str, value: &Value) -> Result<String, OptionsError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        other => Err(invalid(key, format!("expected a string, got {other}"))),
+    }
+}
+
+fn optional_text(key: &str, value: &Value) -> Result<Option<String>, OptionsError> {
+    match value {
+        Value::Null => Ok(None),
+        other => text(key, other).map(Some),
+    }
+}
+
+impl Options {
+    /// Sets one option by name (dashes or underscores, leading dashes allowed).
+    pub fn set(&mut self, key: &str, value: &Value) -> Result<(), OptionsError> {
+        let name = canonical(key)?;
+        match name {
+            "dataset" => self.dataset = text(name, value)?,
+            "dataset-location" => self.dataset_location = text(name, value)?,
+            "job-table" => self.job_table = text(name, value)?,
+            "job-history-table" => self.job_history_table = text(name, value)?,
+            "config-path" => self.config_path = optional_text(name, value)?,
+            "source-bucket" => self.source_bucket = text(name, value)?,
+            "destination-bucket" => self.destination_bucket = text(name, value)?,
+            "job-interval" => self.job_interval = seconds(name, value)?,
+            "metrics-interval" => self.metrics_interval = seconds(name, value)?,
+            "max-concurrent-jobs" => self.max_concurrent_jobs = count(name, value)?,
+            "no-retry-on-job-error" => self.no_retry_on_job_error = flag(name, value)?,
+            "allow-new-jobs-when-stalled" => self.allow_new_jobs_when_stalled = flag(name, value)?,
+            "publish-heartbeat" => self.publish_heartbeat = flag(name, value)?,
+            "stackdriver-project" => self.stackdriver_project = optional_text(name, value)?,
+            "overwrite-dest-objects" => self.overwrite_dest_objects = flag(name, value)?,
+            "sleep-timeout" => self.sleep_timeout = seconds(name, value)?,
+            "state" => self.state = text(name, value)?,
+            "transfer" => self.transfer = text(name, value)?,
+            "project" => self.project = optional_text(name, value)?,
+            "exit-when-done" => self.exit_when_done = flag(name, value)?,
+            "job-prefix-source-file" => self.job_prefix_source_file = optional_text(name, value)?,
+            other => return Err(OptionsError::UnknownOption(other.to_string())),
+        }
+        Ok(())
+    }
+
+    /// Parses command-line arguments (without the program name), applies the
+    /// config file if one is named, and validates the result.
+    pub fn from_args<S: AsRef<str>>(args: &[S]) -> Result<Command, OptionsError> {
+        let mut options = Options::default();
+        let mut rest = args.iter().map(AsRef::as_ref);
+        while let Some(arg) = rest.next() {
+            if arg == "-h" || arg == "--help" {
+                return Ok(Command::Help);
+            }
+            let Some(body) = arg.strip_prefix("--") else {
+                return Err(OptionsError::UnexpectedArgument(arg.to_string()));
+            };
+            let (key, inline) = match body.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (body, None),
+            };
+            let name = canonical(arg.split('=').next().unwrap_or(arg))?;
+            let value = match (spec(name).kind, inline) {
+                (Kind::Flag, None) => Value::Bool(true),
+                (_, Some(v)) => Value::String(v.to_string()),
+                (_, None) => match rest.next() {
+                    Some(v) => Value::String(v.to_string()),
+                    None => return Err(OptionsError::MissingValue(key.to_string())),
+                },
+            };
+            options.set(name, &value)?;
+        }
+        options.apply_config_file()?;
+        options.validate()?;
+        Ok(Command::Run(Box::new(options)))
+    }
+
+    /// Builds options from key/value pairs (the Python API), then the config
+    /// file if one is named, then validates.
+    pub fn from_pairs<'a>(
+        pairs: impl IntoIterator<Item = (&'a str, Value)>,
+    ) -> Result<Options, OptionsError> {
+        let mut options = Options::default();
+        for (key, value) in pairs {
+            options.set(key, &value)?;
+        }
+        options.apply_config_file()?;
+        options.validate()?;
+        Ok(options)
+    }
+
+    fn apply_config_file(&mut self) -> Result<(), OptionsError> {
+        let Some(path) = self.config_path.clone() else {
+            return Ok(());
+        };
+        let problem = |problem: String| OptionsError::ConfigFile {
+            path: path.clone(),
+            problem,
+        };
+        let body = std::fs::read_to_string(&path).map_err(|e| problem(e.to_string()))?;
+        let config: Value =
+            serde_json::from_str(&body).map_err(|e| problem(format!("not valid JSON: {e}")))?;
+        let Value::Object(entries) = config else {
+            return Err(problem("must hold a JSON object of options".into()));
+        };
+        for (key, value) in &entries {
+            if canonical(key)? == "config-path" {
+                return Err(problem("may not name another config-path".into()));
+            }
+            self.set(key, value).map_err(|e| problem(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    pub fn validate(&self) -> Result<(), OptionsError> {
+        for (name, interval) in [
+            ("job-interval", self.job_interval),
+            ("metrics-interval", self.metrics_interval),
+        ] {
+            if interval < self.sleep_timeout {
+                return Err(invalid(
+                    name,
+                    format!("{interval} s is shorter than --sleep-timeout ({} s)", self.sleep_timeout),
+                ));
+            }
+        }
+        if self.max_concurrent_jobs == 0 {
+            return Err(invalid("max-concurrent-jobs", "must be at least 1"));
+        }
+        for (name, bucket) in [
+            ("source-bucket", &self.source_bucket),
+            ("destination-bucket", &self.destination_bucket),
+        ] {
+            validate_bucket_name(bucket).map_err(|problem| invalid(name, problem))?;
+        }
+        if self.source_bucket == self.destination_bucket {
+            return Err(OptionsError::Invalid(
+                "--source-bucket and --destination-bucket must differ".into(),
+            ));
+        }
+        self.state_location()?;
+        self.transfer_location()?;
+        Ok(())
+    }
+
+    pub fn state_location(&self) -> Result<StateLocation, OptionsError> {
+        if self.state == "bigquery" {
+            return Ok(StateLocation::BigQuery);
+        }
+        match url_path(&self.state, "sqlite") {
+            Some(path) => Ok(StateLocation::Sqlite(path)),
+            None => Err(invalid("state", format!("'{}' is neither 'bigquery' nor 'sqlite:PATH'", self.state))),
+        }
+    }
+
+    pub fn transfer_location(&self) -> Result<TransferLocation, OptionsError> {
+        if self.transfer == "sts" {
+            return Ok(TransferLocation::Sts);
+        }
+        match url_path(&self.transfer, "local") {
+            Some(path) => Ok(TransferLocation::Local(path)),
+            None => Err(invalid("transfer", format!("'{}' is neither 'sts' nor 'local:ROOT'", self.transfer))),
+        }
+    }
+
+    /// The project named by `--project`, else GOOGLE_CLOUD_PROJECT.
+    pub fn project_id(&self) -> Option<String> {
+        self.project
+            .clone()
+            .or_else(|| std::env::var("GOOGLE_CLOUD_PROJECT").ok())
+            .filter(|p| !p.is_empty())
+    }
+
+    pub fn help(program: &str, summary: &str) -> String {
+        let mut out = format!("usage: {program} [options]\n\n{summary}\n\noptions:\n  -h, --help\n      show this help message and exit\n");
+        for spec in SPECS {
+            let value = match spec.kind {
+                Kind::Flag => "",
+                Kind::Seconds | Kind::Count => " N",
+                Kind::Text | Kind::OptionalText => " VALUE",
+            };
+            out.push_str(&format!("  --{}{}\n      {}\n", spec.name, value, spec.help));
+        }
+        out
+    }
+}
+
+/// `scheme:PATH`, `scheme://PATH` or `scheme:///abs/path` -> the path.
+fn url_path(text: &str, scheme: &str) -> Option<PathBuf> {
+    let rest = text.strip_prefix(scheme)?.strip_prefix(':')?;
+    let path = rest.strip_prefix("//").unwrap_or(rest);
+    (!path.is_empty()).then(|| Path::new(path).to_path_buf())
+}
+
+/// Cloud Storage bucket naming rules (the subset that matters for a name
+/// typed by a person: length, characters, and the ends).
+pub fn validate_bucket_name(name: &str) -> Result<(), String> {
+    let valid_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    let ends_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !(3..=222).contains(&name.len())
+        || !valid_chars
+        || !ends_ok(name.as_bytes().first())
+        || !ends_ok(name.as_bytes().last())
+    {
+        return Err(format!(
+            "'{name}' is not a valid bucket name (3-222 characters: lowercase letters, digits, '-', '_', '.'; starting and ending with a letter or digit)"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn run(args: &[&str]) -> Result<Options, OptionsError> {
+        match Options::from_args(args)? {
+            Command::Run(options) => Ok(*options),
+            Command::Help => panic!("unexpected help"),
+        }
+    }
+
+    #[test]
+    fn defaults_match_the_original() {
+        let o = run(&[]).unwrap();
+        assert_eq!(o.dataset, "data_migration");
+        assert_eq!(o.dataset_location, "US");
+        assert_eq!(o.job_table, "sts_job");
+        assert_eq!(o.job_history_table, "sts_job_history");
+        assert_eq!(o.source_bucket, "migration-source");
+        assert_eq!(o.destination_bucket, "migration-destination");
+        assert_eq!(o.job_interval, 1200.0);
+        assert_eq!(o.metrics_interval, 300.0);
+        assert_eq!(o.max_concurrent_jobs, 20);
+        assert_eq!(o.sleep_timeout, 60.0);
+        assert!(!o.no_retry_on_job_error && !o.allow_new_jobs_when_stalled);
+        assert!(!o.publish_heartbeat && !o.overwrite_dest_objects && !o.exit_when_done);
+        assert_eq!(o.state_location().unwrap(), StateLocation::BigQuery);
+        assert_eq!(o.transfer_location().unwrap(), TransferLocation::Sts);
+    }
+
+    #[test]
+    fn flags_values_and_aliases_parse() {
+        let o = run(&[
+            "--max-concurrent-jobs", "5", "--sleep-timeout=2", "--job-interval", "3",
+            "--metrics-interval", "2.5", "--allow-new-jobs-on-stalled", "--no-retry-on-job-error",
+            "--state", "sqlite:state.db", "--transfer", "local:///tmp/buckets", "--exit-when-done",
+        ])
+        .unwrap();
+        assert_eq!(o.max_concurrent_jobs, 5);
+        assert_eq!(o.sleep_timeout, 2.0);
+        assert_eq!(o.metrics_interval, 2.5);
+        assert!(o.allow_new_jobs_when_stalled && o.no_retry_on_job_error && o.exit_when_done);
+        assert_eq!(o.state_location().unwrap(), StateLocation::Sqlite("state.db".into()));
+        assert_eq!(o.transfer_location().unwrap(), TransferLocation::Local("/tmp/buckets".into()));
+        assert_eq!(Options::from_args(&["-h"]).unwrap(), Command::Help);
+    }
+
+    fn config(body: &str) -> tempfile::NamedTempFile {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(body.as_bytes()).unwrap();
+        file
+    }
+
+    #[test]
+    fn config_values_win_and_accept_both_spellings() {
+        let file = config(r#"{"max_concurrent_jobs": 7, "source-bucket": "from-config", "overwrite_dest_objects": true}"#);
+        let path = file.path().to_str().unwrap();
+        let o = run(&["--config-path", path, "--max-concurrent-jobs", "3", "--source-bucket", "from-cli"]).unwrap();
+        assert_eq!(o.max_concurrent_jobs, 7);
+        assert_eq!(o.source_bucket, "from-config");
+        assert!(o.overwrite_dest_objects);
+    }
+
+    #[test]
+    fn unknown_or_mistyped_config_keys_are_named() {
+        let file = config(r#"{"max_concurent_jobs": 7}"#);
+        let err = run(&["--config-path", file.path().to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("max_concurent_jobs"), "{err}");
+        let file = config(r#"{"max-concurrent-jobs": "many"}"#);
+        let err = run(&["--config-path", file.path().to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("max-concurrent-jobs"), "{err}");
+        let file = config("[1, 2");
+        let err = run(&["--config-path", file.path().to_str().unwrap()]).unwrap_err();
+        assert!(err.to_string().contains("not valid JSON"), "{err}");
+        assert_eq!(run(&["--bogus"]).unwrap_err(), OptionsError::UnknownOption("--bogus".into()));
+        assert_eq!(run(&["--dataset"]).unwrap_err(), OptionsError::MissingValue("dataset".into()));
+    }
+
+    #[test]
+    fn intervals_must_cover_the_sleep_timeout() {
+        let err = run(&["--sleep-timeout", "400"]).unwrap_err();
+        assert!(err.to_string().contains("metrics-interval"), "{err}");
+        let err = run(&["--sleep-timeout", "10", "--job-interval", "5"]).unwrap_err();
+        assert!(err.to_string().contains("job-interval"), "{err}");
+        assert!(run(&["--sleep-timeout", "-1"]).is_err());
+        assert!(run(&["--max-concurrent-jobs", "0"]).is_err());
+    }
+
+    #[test]
+    fn backends_and_buckets_are_checked() {
+        assert!(run(&["--state", "postgres://x"]).is_err());
+        assert!(run(&["--transfer", "local:"]).is_err());
+        assert!(run(&["--source-bucket", "Bad Bucket"]).is_err());
+        assert!(run(&["--source-bucket", "same", "--destination-bucket", "same"]).is_err());
+    }
+}
