@@ -296,7 +296,9 @@ pub struct TransferSpec {
 
 impl TransferSpec {
     pub fn source_bucket(&self) -> Option<&str> {
-        self.gcs_data_source.as_ref().map(|g| g.bucket_name.as_str())
+        self.gcs_data_source
+            .as_ref()
+            .map(|g| g.bucket_name.as_str())
     }
 
     pub fn sink_bucket(&self) -> Option<&str> {
@@ -441,7 +443,11 @@ mod tests {
             ("SOMETHING_NEW", None),
         ];
         for (name, status) in expected {
-            assert_eq!(OperationStatus::from_name(name).table_status(), status, "{name}");
+            assert_eq!(
+                OperationStatus::from_name(name).table_status(),
+                status,
+                "{name}"
+            );
         }
     }
 

@@ -172,7 +172,10 @@ fn seconds(key: &str, value: &Value) -> Result<f64, OptionsError> {
     }
     .ok_or_else(|| invalid(key, format!("expected a number of seconds, got {value}")))?;
     if !number.is_finite() || number < 0.0 {
-        return Err(invalid(key, format!("must be a non-negative number of seconds, got {number}")));
+        return Err(invalid(
+            key,
+            format!("must be a non-negative number of seconds, got {number}"),
+        ));
     }
     Ok(number)
 }
@@ -318,7 +321,10 @@ impl Options {
             if interval < self.sleep_timeout {
                 return Err(invalid(
                     name,
-                    format!("{interval} s is shorter than --sleep-timeout ({} s)", self.sleep_timeout),
+                    format!(
+                        "{interval} s is shorter than --sleep-timeout ({} s)",
+                        self.sleep_timeout
+                    ),
                 ));
             }
         }
@@ -347,7 +353,10 @@ impl Options {
         }
         match url_path(&self.state, "sqlite") {
             Some(path) => Ok(StateLocation::Sqlite(path)),
-            None => Err(invalid("state", format!("'{}' is neither 'bigquery' nor 'sqlite:PATH'", self.state))),
+            None => Err(invalid(
+                "state",
+                format!("'{}' is neither 'bigquery' nor 'sqlite:PATH'", self.state),
+            )),
         }
     }
 
@@ -357,7 +366,10 @@ impl Options {
         }
         match url_path(&self.transfer, "local") {
             Some(path) => Ok(TransferLocation::Local(path)),
-            None => Err(invalid("transfer", format!("'{}' is neither 'sts' nor 'local:ROOT'", self.transfer))),
+            None => Err(invalid(
+                "transfer",
+                format!("'{}' is neither 'sts' nor 'local:ROOT'", self.transfer),
+            )),
         }
     }
 
@@ -377,7 +389,10 @@ impl Options {
                 Kind::Seconds | Kind::Count => " N",
                 Kind::Text | Kind::OptionalText => " VALUE",
             };
-            out.push_str(&format!("  --{}{}\n      {}\n", spec.name, value, spec.help));
+            out.push_str(&format!(
+                "  --{}{}\n      {}\n",
+                spec.name, value, spec.help
+            ));
         }
         out
     }
@@ -443,17 +458,34 @@ mod tests {
     #[test]
     fn flags_values_and_aliases_parse() {
         let o = run(&[
-            "--max-concurrent-jobs", "5", "--sleep-timeout=2", "--job-interval", "3",
-            "--metrics-interval", "2.5", "--allow-new-jobs-on-stalled", "--no-retry-on-job-error",
-            "--state", "sqlite:state.db", "--transfer", "local:///tmp/buckets", "--exit-when-done",
+            "--max-concurrent-jobs",
+            "5",
+            "--sleep-timeout=2",
+            "--job-interval",
+            "3",
+            "--metrics-interval",
+            "2.5",
+            "--allow-new-jobs-on-stalled",
+            "--no-retry-on-job-error",
+            "--state",
+            "sqlite:state.db",
+            "--transfer",
+            "local:///tmp/buckets",
+            "--exit-when-done",
         ])
         .unwrap();
         assert_eq!(o.max_concurrent_jobs, 5);
         assert_eq!(o.sleep_timeout, 2.0);
         assert_eq!(o.metrics_interval, 2.5);
         assert!(o.allow_new_jobs_when_stalled && o.no_retry_on_job_error && o.exit_when_done);
-        assert_eq!(o.state_location().unwrap(), StateLocation::Sqlite("state.db".into()));
-        assert_eq!(o.transfer_location().unwrap(), TransferLocation::Local("/tmp/buckets".into()));
+        assert_eq!(
+            o.state_location().unwrap(),
+            StateLocation::Sqlite("state.db".into())
+        );
+        assert_eq!(
+            o.transfer_location().unwrap(),
+            TransferLocation::Local("/tmp/buckets".into())
+        );
         assert_eq!(Options::from_args(&["-h"]).unwrap(), Command::Help);
     }
 
@@ -465,9 +497,19 @@ mod tests {
 
     #[test]
     fn config_values_win_and_accept_both_spellings() {
-        let file = config(r#"{"max_concurrent_jobs": 7, "source-bucket": "from-config", "overwrite_dest_objects": true}"#);
+        let file = config(
+            r#"{"max_concurrent_jobs": 7, "source-bucket": "from-config", "overwrite_dest_objects": true}"#,
+        );
         let path = file.path().to_str().unwrap();
-        let o = run(&["--config-path", path, "--max-concurrent-jobs", "3", "--source-bucket", "from-cli"]).unwrap();
+        let o = run(&[
+            "--config-path",
+            path,
+            "--max-concurrent-jobs",
+            "3",
+            "--source-bucket",
+            "from-cli",
+        ])
+        .unwrap();
         assert_eq!(o.max_concurrent_jobs, 7);
         assert_eq!(o.source_bucket, "from-config");
         assert!(o.overwrite_dest_objects);
@@ -484,8 +526,14 @@ mod tests {
         let file = config("[1, 2");
         let err = run(&["--config-path", file.path().to_str().unwrap()]).unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
-        assert_eq!(run(&["--bogus"]).unwrap_err(), OptionsError::UnknownOption("--bogus".into()));
-        assert_eq!(run(&["--dataset"]).unwrap_err(), OptionsError::MissingValue("dataset".into()));
+        assert_eq!(
+            run(&["--bogus"]).unwrap_err(),
+            OptionsError::UnknownOption("--bogus".into())
+        );
+        assert_eq!(
+            run(&["--dataset"]).unwrap_err(),
+            OptionsError::MissingValue("dataset".into())
+        );
     }
 
     #[test]

@@ -1,0 +1,3 @@
+pub mod ramp;
+pub mod stall;
+pub mod sync;

@@ -1,0 +1,87 @@
+//! Where the job and history tables live. The manager sees only this trait.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+
+use crate::manager::sync::ChangeSet;
+use crate::model::{HistoryRow, PrefixJob};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "'{0}' is not a plain table name (letters, digits and '_', starting with a letter or '_')"
+    )]
+    InvalidIdentifier(String),
+    #[error("table '{0}' does not exist: run sts-prepare-tables first")]
+    MissingTable(String),
+    #[error("state database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("state database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state table holds an invalid row: {0}")]
+    CorruptRow(String),
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// What loading prefixes did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoadReport {
+    pub inserted: usize,
+    pub already_present: usize,
+}
+
+#[async_trait]
+pub trait StateStore: Send + Sync {
+    /// Creates the tables when missing; leaves existing ones alone.
+    async fn prepare(&self) -> Result<(), StoreError>;
+    /// Adds prefixes as `waiting`, all or none; prefixes already present stay.
+    async fn load_prefixes(&self, prefixes: &[String]) -> Result<LoadReport, StoreError>;
+    async fn read_jobs(&self) -> Result<Vec<PrefixJob>, StoreError>;
+    async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError>;
+    /// Writes one step's changes atomically, in a constant number of statements.
+    async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError>;
+    /// Statements sent to the backend so far (for benchmarks and tests).
+    fn statements_issued(&self) -> u64;
+}
+
+/// Table names are formatted into SQL, so only plain identifiers pass.
+pub fn check_identifier(name: &str) -> Result<&str, StoreError> {
+    let mut bytes = name.bytes();
+    let first_ok = bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_');
+    if first_ok && name.len() <= 1024 && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        Ok(name)
+    } else {
+        Err(StoreError::InvalidIdentifier(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_identifier;
+
+    #[test]
+    fn only_plain_identifiers_pass() {
+        for good in ["sts_job", "_x", "T1"] {
+            assert!(check_identifier(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "1abc",
+            "sts_job; DROP TABLE x",
+            "a-b",
+            "a.b",
+            "`x`",
+            "ta ble",
+        ] {
+            assert!(check_identifier(bad).is_err(), "{bad}");
+        }
+    }
+}

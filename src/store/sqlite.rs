@@ -1,0 +1,386 @@
+//! The embedded state store: the two tables of SPEC 2 in one SQLite file.
+//! Timestamps are RFC 3339 text in UTC, so they sort and read as in SQL.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde_json::json;
+
+use super::{check_identifier, LoadReport, StateStore, StoreError};
+use crate::manager::sync::ChangeSet;
+use crate::model::{HistoryRow, PrefixJob, Status};
+
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+    job_table: String,
+    history_table: String,
+    statements: AtomicU64,
+}
+
+pub fn timestamp_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::CorruptRow(format!("timestamp '{text}': {e}")))
+}
+
+fn parse_status(text: &str) -> Result<Status, StoreError> {
+    Status::parse(text).ok_or_else(|| StoreError::CorruptRow(format!("status '{text}'")))
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path, job_table: &str, history_table: &str) -> Result<Self, StoreError> {
+        let job_table = check_identifier(job_table)?.to_string();
+        let history_table = check_identifier(history_table)?.to_string();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
+            })?;
+        }
+        let open_error = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_error)?;
+        // WAL lets notebooks read while the manager writes; the busy timeout
+        // rides out a concurrent writer instead of failing at once.
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open_error)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))
+            .map_err(open_error)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+            job_table,
+            history_table,
+            statements: AtomicU64::new(0),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic elsewhere cannot leave SQLite mid-transaction, so the
+        // connection stays usable even if the mutex is poisoned.
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn count(&self, statements: u64) {
+        self.statements.fetch_add(statements, Ordering::Relaxed);
+    }
+
+    fn missing_table(&self, error: rusqlite::Error) -> StoreError {
+        let text = error.to_string();
+        if text.contains("no such table") {
+            let table = if text.contains(&self.history_table) {
+                &self.history_table
+            } else {
+                &self.job_table
+            };
+            StoreError::MissingTable(table.clone())
+        } else {
+            StoreError::Sqlite(error)
+        }
+    }
+}
+
+#[async_trait]
+impl StateStore for SqliteStore {
+    async fn prepare(&self) -> Result<(), StoreError> {
+        let conn = self.lock();
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {jobs} (
+                prefix TEXT NOT NULL PRIMARY KEY,
+                status TEXT NOT NULL CHECK (status IN ('waiting','running','paused','done','error')),
+                job_name TEXT,
+                last_updated TEXT NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS {history} (
+                prefix TEXT NOT NULL,
+                status TEXT NOT NULL,
+                job_name TEXT,
+                operation_results TEXT,
+                timestamp TEXT NOT NULL
+            );
+            CREATE INDEX IF NOT EXISTS {history}_prefix ON {history} (prefix, timestamp);",
+            jobs = self.job_table,
+            history = self.history_table,
+        ))?;
+        self.count(3);
+        Ok(())
+    }
+
+    async fn load_prefixes(&self, prefixes: &[String]) -> Result<LoadReport, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let inserted = tx
+            .execute(
+                &format!(
+                    "INSERT INTO {} (prefix, status, job_name, last_updated)
+                     SELECT value, 'waiting', NULL, ?2 FROM json_each(?1) WHERE true
+                     ON CONFLICT (prefix) DO NOTHING",
+                    self.job_table
+                ),
+                params![
+                    serde_json::to_string(prefixes).unwrap_or_default(),
+                    timestamp_text(Utc::now())
+                ],
+            )
+            .map_err(|e| self.missing_table(e))?;
+        tx.commit()?;
+        self.count(1);
+        Ok(LoadReport {
+            inserted,
+            already_present: prefixes.len() - inserted,
+        })
+    }
+
+    async fn read_jobs(&self) -> Result<Vec<PrefixJob>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare(&format!(
+                "SELECT prefix, status, job_name, last_updated FROM {} ORDER BY prefix",
+                self.job_table
+            ))
+            .map_err(|e| self.missing_table(e))?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let (prefix, status, job_name, last_updated) = row?;
+            jobs.push(PrefixJob {
+                prefix,
+                status: parse_status(&status)?,
+                job_name,
+                last_updated: parse_timestamp(&last_updated)?,
+            });
+        }
+        self.count(1);
+        Ok(jobs)
+    }
+
+    async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare(&format!(
+                "SELECT prefix, status, job_name, operation_results, timestamp FROM {} ORDER BY timestamp, rowid",
+                self.history_table
+            ))
+            .map_err(|e| self.missing_table(e))?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut history = Vec::new();
+        for row in rows {
+            let (prefix, status, job_name, operation_results, timestamp) = row?;
+            history.push(HistoryRow {
+                prefix,
+                status: parse_status(&status)?,
+                job_name,
+                operation_results,
+                timestamp: parse_timestamp(&timestamp)?,
+            });
+        }
+        self.count(1);
+        Ok(history)
+    }
+
+    async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // Each list travels as one JSON parameter: two statements per step
+        // however many prefixes changed, and no value is ever spliced into SQL.
+        let updates: Vec<_> = changes
+            .updates
+            .iter()
+            .map(|u| {
+                json!([
+                    u.prefix,
+                    u.status.as_str(),
+                    u.job_name,
+                    timestamp_text(u.last_updated)
+                ])
+            })
+            .collect();
+        let history: Vec<_> = changes
+            .history
+            .iter()
+            .map(|h| {
+                json!([
+                    h.prefix,
+                    h.status.as_str(),
+                    h.job_name,
+                    h.operation_results,
+                    timestamp_text(h.timestamp)
+                ])
+            })
+            .collect();
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let mut statements = 0;
+        if !updates.is_empty() {
+            tx.execute(
+                &format!(
+                    "UPDATE {jobs} SET status = c.status, job_name = c.job_name, last_updated = c.last_updated
+                     FROM (SELECT value ->> 0 AS prefix, value ->> 1 AS status,
+                                  value ->> 2 AS job_name, value ->> 3 AS last_updated
+                           FROM json_each(?1)) AS c
+                     WHERE {jobs}.prefix = c.prefix",
+                    jobs = self.job_table
+                ),
+                params![serde_json::Value::Array(updates).to_string()],
+            )
+            .map_err(|e| self.missing_table(e))?;
+            statements += 1;
+        }
+        if !history.is_empty() {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (prefix, status, job_name, operation_results, timestamp)
+                     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?1)",
+                    self.history_table
+                ),
+                params![serde_json::Value::Array(history).to_string()],
+            )
+            .map_err(|e| self.missing_table(e))?;
+            statements += 1;
+        }
+        tx.commit()?;
+        self.count(statements);
+        Ok(())
+    }
+
+    fn statements_issued(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}
+
+impl SqliteStore {
+    /// Whether the job table exists (the tools give a clear message if not).
+    pub fn has_tables(&self) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let found: Option<String> = conn
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                params![self.job_table],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manager::sync::JobUpdate;
+
+    fn store(dir: &tempfile::TempDir) -> SqliteStore {
+        SqliteStore::open(&dir.path().join("state.db"), "sts_job", "sts_job_history").unwrap()
+    }
+
+    #[tokio::test]
+    async fn load_is_idempotent_and_rows_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.prepare().await.unwrap();
+        s.prepare().await.unwrap();
+        let prefixes: Vec<String> = vec!["a/".into(), "b/".into()];
+        assert_eq!(
+            s.load_prefixes(&prefixes).await.unwrap(),
+            LoadReport {
+                inserted: 2,
+                already_present: 0
+            }
+        );
+        let more: Vec<String> = vec!["b/".into(), "c/".into()];
+        assert_eq!(
+            s.load_prefixes(&more).await.unwrap(),
+            LoadReport {
+                inserted: 1,
+                already_present: 1
+            }
+        );
+        let jobs = s.read_jobs().await.unwrap();
+        assert_eq!(
+            jobs.iter().map(|j| j.prefix.as_str()).collect::<Vec<_>>(),
+            ["a/", "b/", "c/"]
+        );
+        assert!(jobs
+            .iter()
+            .all(|j| j.status == Status::Waiting && j.job_name.is_none()));
+    }
+
+    #[tokio::test]
+    async fn a_change_set_is_two_statements_whatever_its_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.prepare().await.unwrap();
+        let prefixes: Vec<String> = (0..500).map(|i| format!("p{i:04}/")).collect();
+        s.load_prefixes(&prefixes).await.unwrap();
+        let now = Utc::now();
+        let changes = ChangeSet {
+            updates: prefixes
+                .iter()
+                .map(|p| JobUpdate {
+                    prefix: p.clone(),
+                    status: Status::Running,
+                    job_name: Some(format!("op-{p}")),
+                    last_updated: now,
+                })
+                .collect(),
+            history: prefixes
+                .iter()
+                .map(|p| HistoryRow {
+                    prefix: p.clone(),
+                    status: Status::Running,
+                    job_name: Some(format!("op-{p}")),
+                    operation_results: Some("{\"x\":1}".into()),
+                    timestamp: now,
+                })
+                .collect(),
+        };
+        let before = s.statements_issued();
+        s.apply(&changes).await.unwrap();
+        assert_eq!(s.statements_issued() - before, 2);
+        let jobs = s.read_jobs().await.unwrap();
+        assert!(jobs.iter().all(|j| j.status == Status::Running
+            && j.job_name.as_deref() == Some(&format!("op-{}", j.prefix)[..])));
+        let history = s.read_history().await.unwrap();
+        assert_eq!(history.len(), 500);
+        assert_eq!(history[0].operation_results.as_deref(), Some("{\"x\":1}"));
+    }
+
+    #[tokio::test]
+    async fn missing_tables_and_bad_names_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let err = s.read_jobs().await.unwrap_err();
+        assert!(
+            err.to_string().contains("sts_job") && err.to_string().contains("sts-prepare-tables"),
+            "{err}"
+        );
+        let bad = SqliteStore::open(&dir.path().join("x.db"), "sts_job; DROP TABLE x", "h");
+        assert!(matches!(bad, Err(StoreError::InvalidIdentifier(_))));
+    }
+}

@@ -1,0 +1,425 @@
+//! The local transfer engine: bucket `B` is the directory `ROOT/B`, an object
+//! is a file named by its path relative to it. Jobs and operations have STS's
+//! fields and live in `ROOT/.sts-engine/engine.db`, so every process on the
+//! same ROOT (manager, pause-all, cleanup) sees and changes the same
+//! operations. An engine opened to execute runs operations on background
+//! threads and takes over operations whose executor stopped heartbeating
+//! (a killed manager).
+
+mod faults;
+mod worker;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rusqlite::{params, Connection, OptionalExtension};
+
+pub use faults::Faults;
+
+use super::{
+    glob_match, validate_job_name, JobFilter, OperationFilter, TransferError, TransferService,
+};
+use crate::model::{Date, JobStatus, OperationStatus, TransferJob, TransferOperation};
+
+/// Whether this process runs operations or only reads and controls them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Control,
+    Execute,
+}
+
+pub const ENGINE_DIR: &str = ".sts-engine";
+
+pub struct LocalEngine {
+    root: PathBuf,
+    conn: Mutex<Connection>,
+    executor: Option<Executor>,
+}
+
+struct Executor {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            // A panicked scheduler has nothing left to clean up.
+            let _ = thread.join();
+        }
+    }
+}
+
+fn engine_error(root: &Path, problem: impl ToString) -> TransferError {
+    TransferError::Engine {
+        root: root.display().to_string(),
+        problem: problem.to_string(),
+    }
+}
+
+pub(crate) fn open_db(root: &Path) -> Result<Connection, TransferError> {
+    let dir = root.join(ENGINE_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| engine_error(root, e))?;
+    let conn = Connection::open(dir.join("engine.db")).map_err(|e| engine_error(root, e))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(|e| engine_error(root, e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))
+        .map_err(|e| engine_error(root, e))?;
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS jobs (
+            name TEXT PRIMARY KEY, project_id TEXT NOT NULL, status TEXT NOT NULL, body TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS operations (
+            name TEXT PRIMARY KEY, job_name TEXT NOT NULL, project_id TEXT NOT NULL,
+            status TEXT NOT NULL, end_time TEXT, body TEXT NOT NULL,
+            owner TEXT, heartbeat REAL);
+         CREATE INDEX IF NOT EXISTS operations_status ON operations (status);
+         CREATE INDEX IF NOT EXISTS operations_job ON operations (job_name);",
+    )
+    .map_err(|e| engine_error(root, e))?;
+    Ok(conn)
+}
+
+/// Decodes a stored operation: the status and end-time columns are the truth
+/// (other processes change them), the body holds everything else.
+pub(crate) fn decode_operation(
+    status: &str,
+    end_time: Option<String>,
+    body: &str,
+) -> Result<TransferOperation, String> {
+    let mut op: TransferOperation = serde_json::from_str(body).map_err(|e| e.to_string())?;
+    op.status = OperationStatus::from_name(status);
+    op.end_time = end_time
+        .map(|t| chrono::DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    Ok(op)
+}
+
+impl LocalEngine {
+    pub fn open(root: &Path, mode: Mode) -> Result<Self, TransferError> {
+        if !root.is_dir() {
+            return Err(engine_error(
+                root,
+                "is not a directory (it should hold one directory per bucket)",
+            ));
+        }
+        let conn = open_db(root)?;
+        let executor = (mode == Mode::Execute).then(|| {
+            let stop = Arc::new(AtomicBool::new(false));
+            let thread = worker::spawn_scheduler(root.to_path_buf(), stop.clone());
+            Executor {
+                stop,
+                thread: Some(thread),
+            }
+        });
+        Ok(LocalEngine {
+            root: root.to_path_buf(),
+            conn: Mutex::new(conn),
+            executor,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn is_executing(&self) -> bool {
+        self.executor.is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn err(&self, problem: impl ToString) -> TransferError {
+        engine_error(&self.root, problem)
+    }
+
+    fn insert_operation(
+        &self,
+        conn: &Connection,
+        job: &TransferJob,
+    ) -> Result<String, TransferError> {
+        let id = job.name.trim_start_matches("transferJobs/");
+        let count: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM operations WHERE job_name = ?1",
+                params![job.name],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        let name = format!("transferOperations/transferJobs-{id}-{}", count + 1);
+        let op = TransferOperation {
+            name: name.clone(),
+            project_id: job.project_id.clone(),
+            transfer_spec: job.transfer_spec.clone(),
+            start_time: Some(Utc::now()),
+            end_time: None,
+            status: OperationStatus::Queued,
+            counters: Default::default(),
+            error_breakdowns: vec![],
+            transfer_job_name: job.name.clone(),
+        };
+        let body = serde_json::to_string(&op).map_err(|e| self.err(e))?;
+        conn.execute(
+            "INSERT INTO operations (name, job_name, project_id, status, body) VALUES (?1, ?2, ?3, 'QUEUED', ?4)",
+            params![name, job.name, job.project_id, body],
+        )
+        .map_err(|e| self.err(e))?;
+        conn.execute(
+            "UPDATE jobs SET body = json_set(body, '$.latestOperationName', ?2) WHERE name = ?1",
+            params![job.name, name],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(name)
+    }
+
+    fn load_job(&self, conn: &Connection, name: &str) -> Result<TransferJob, TransferError> {
+        let body: Option<String> = conn
+            .query_row(
+                "SELECT body FROM jobs WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let body = body.ok_or_else(|| TransferError::NotFound(name.to_string()))?;
+        serde_json::from_str(&body).map_err(|e| self.err(e))
+    }
+
+    fn operation_status(
+        &self,
+        conn: &Connection,
+        name: &str,
+    ) -> Result<OperationStatus, TransferError> {
+        let status: Option<String> = conn
+            .query_row(
+                "SELECT status FROM operations WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        status
+            .map(|s| OperationStatus::from_name(&s))
+            .ok_or_else(|| TransferError::NotFound(name.to_string()))
+    }
+
+    /// Moves an operation from one of `from` to `to`, or explains why not.
+    fn transition(
+        &self,
+        name: &str,
+        from: &[OperationStatus],
+        to: OperationStatus,
+    ) -> Result<(), TransferError> {
+        let conn = self.lock();
+        let current = self.operation_status(&conn, name)?;
+        if !from.contains(&current) {
+            return Err(TransferError::FailedPrecondition(format!(
+                "operation {name} is {}, cannot become {}",
+                current.name(),
+                to.name()
+            )));
+        }
+        let end_time = (!to.is_active()).then(|| crate::store::sqlite::timestamp_text(Utc::now()));
+        conn.execute(
+            "UPDATE operations SET status = ?2, end_time = COALESCE(?3, end_time) WHERE name = ?1 AND status = ?4",
+            params![name, to.name(), end_time, current.name()],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl TransferService for LocalEngine {
+    async fn list_operations(
+        &self,
+        filter: &OperationFilter,
+    ) -> Result<Vec<TransferOperation>, TransferError> {
+        let conn = self.lock();
+        let job_names = serde_json::to_string(&filter.job_names).map_err(|e| self.err(e))?;
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.name()).collect();
+        let statuses = serde_json::to_string(&statuses).map_err(|e| self.err(e))?;
+        let mut statement = conn
+            .prepare(
+                "SELECT status, end_time, body, job_name FROM operations
+                 WHERE project_id = ?1
+                   AND (?2 = '[]' OR job_name IN (SELECT value FROM json_each(?2)))
+                   AND (?3 = '[]' OR status IN (SELECT value FROM json_each(?3)))
+                 ORDER BY rowid DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = statement
+            .query_map(params![filter.project_id, job_names, statuses], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut operations = Vec::new();
+        for row in rows {
+            let (status, end_time, body, job_name) = row.map_err(|e| self.err(e))?;
+            if filter
+                .job_name_pattern
+                .as_deref()
+                .is_some_and(|p| !glob_match(p, &job_name))
+            {
+                continue;
+            }
+            operations.push(decode_operation(&status, end_time, &body).map_err(|e| self.err(e))?);
+        }
+        Ok(operations)
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<TransferJob>, TransferError> {
+        let conn = self.lock();
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.name()).collect();
+        let statuses = serde_json::to_string(&statuses).map_err(|e| self.err(e))?;
+        let mut statement = conn
+            .prepare(
+                "SELECT body FROM jobs WHERE project_id = ?1
+                   AND (?2 = '[]' OR status IN (SELECT value FROM json_each(?2)))
+                 ORDER BY rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = statement
+            .query_map(params![filter.project_id, statuses], |r| {
+                r.get::<_, String>(0)
+            })
+            .map_err(|e| self.err(e))?;
+        let mut jobs = Vec::new();
+        for body in rows {
+            let body = body.map_err(|e| self.err(e))?;
+            jobs.push(serde_json::from_str(&body).map_err(|e| self.err(e))?);
+        }
+        Ok(jobs)
+    }
+
+    async fn create_job(&self, job: &TransferJob) -> Result<TransferJob, TransferError> {
+        validate_job_name(&job.name)?;
+        if job.project_id.is_empty() {
+            return Err(TransferError::InvalidArgument(
+                "projectId is required".into(),
+            ));
+        }
+        if job.transfer_spec.source_bucket().is_none() || job.transfer_spec.sink_bucket().is_none()
+        {
+            return Err(TransferError::InvalidArgument(
+                "transferSpec needs gcsDataSource and gcsDataSink".into(),
+            ));
+        }
+        let mut created = job.clone();
+        created.creation_time = Some(Utc::now());
+        created.latest_operation_name = None;
+        let body = serde_json::to_string(&created).map_err(|e| self.err(e))?;
+        let conn = self.lock();
+        let inserted = conn
+            .execute(
+                "INSERT INTO jobs (name, project_id, status, body) VALUES (?1, ?2, ?3, ?4) ON CONFLICT (name) DO NOTHING",
+                params![job.name, job.project_id, job.status.name(), body],
+            )
+            .map_err(|e| self.err(e))?;
+        if inserted == 0 {
+            return Err(TransferError::AlreadyExists(job.name.clone()));
+        }
+        // A one-time job dated today or earlier starts at once, as on STS.
+        let starts_now = job.status == JobStatus::Enabled
+            && job
+                .schedule
+                .as_ref()
+                .and_then(|s| s.schedule_start_date)
+                .is_some_and(|d| {
+                    (d.year, d.month, d.day) <= {
+                        let t = Date::today_utc();
+                        (t.year, t.month, t.day)
+                    }
+                });
+        if starts_now {
+            created.latest_operation_name = Some(self.insert_operation(&conn, &created)?);
+        }
+        Ok(created)
+    }
+
+    async fn run_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
+        let conn = self.lock();
+        let job = self.load_job(&conn, job_name)?;
+        if job.project_id != project_id {
+            return Err(TransferError::NotFound(job_name.to_string()));
+        }
+        if job.status == JobStatus::Deleted {
+            return Err(TransferError::FailedPrecondition(format!(
+                "job {job_name} is DELETED"
+            )));
+        }
+        let active: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM operations WHERE job_name = ?1 AND status IN ('QUEUED','IN_PROGRESS','PAUSED','SUSPENDING')",
+                params![job_name],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if active > 0 {
+            return Err(TransferError::FailedPrecondition(format!(
+                "job {job_name} already has an operation running"
+            )));
+        }
+        self.insert_operation(&conn, &job)?;
+        Ok(())
+    }
+
+    async fn delete_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
+        let conn = self.lock();
+        let job = self.load_job(&conn, job_name)?;
+        if job.project_id != project_id {
+            return Err(TransferError::NotFound(job_name.to_string()));
+        }
+        let now = serde_json::to_value(Utc::now()).map_err(|e| self.err(e))?;
+        conn.execute(
+            "UPDATE jobs SET status = 'DELETED',
+                body = json_set(body, '$.status', 'DELETED', '$.deletionTime', ?2) WHERE name = ?1",
+            params![job_name, now.as_str().unwrap_or_default()],
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    async fn pause_operation(&self, name: &str) -> Result<(), TransferError> {
+        self.transition(
+            name,
+            &[OperationStatus::InProgress, OperationStatus::Queued],
+            OperationStatus::Paused,
+        )
+    }
+
+    async fn resume_operation(&self, name: &str) -> Result<(), TransferError> {
+        self.transition(
+            name,
+            &[OperationStatus::Paused, OperationStatus::Suspending],
+            OperationStatus::InProgress,
+        )
+    }
+
+    async fn cancel_operation(&self, name: &str) -> Result<(), TransferError> {
+        self.transition(
+            name,
+            &[
+                OperationStatus::InProgress,
+                OperationStatus::Queued,
+                OperationStatus::Paused,
+                OperationStatus::Suspending,
+            ],
+            OperationStatus::Aborted,
+        )
+    }
+}

@@ -1,0 +1,407 @@
+//! Runs the local engine's operations: a scheduler thread promotes QUEUED
+//! operations, claims operations nobody is executing (heartbeat lease), and
+//! starts one copy thread per claimed operation.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{decode_operation, open_db, Faults, ENGINE_DIR};
+use crate::model::{
+    Counters, ErrorLogEntry, ErrorSummary, TransferOperation, MAX_ERROR_LOG_ENTRIES,
+};
+use crate::store::sqlite::timestamp_text;
+
+/// An executor that has not heartbeated for this long is presumed dead.
+const LEASE_SECONDS: f64 = 5.0;
+const TICK: Duration = Duration::from_millis(100);
+const TEMP_MARKER: &str = ".sts-tmp-";
+
+fn now_seconds() -> f64 {
+    Utc::now().timestamp_micros() as f64 / 1e6
+}
+
+pub(super) fn spawn_scheduler(root: PathBuf, stop: Arc<AtomicBool>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let owner = format!(
+            "{}-{}",
+            std::process::id(),
+            Utc::now().timestamp_nanos_opt().unwrap_or_default()
+        );
+        if let Err(e) = schedule(&root, &owner, &stop) {
+            tracing::error!("local transfer engine stopped: {e}");
+        }
+    })
+}
+
+fn schedule(root: &Path, owner: &str, stop: &Arc<AtomicBool>) -> Result<(), String> {
+    let conn = open_db(root).map_err(|e| e.to_string())?;
+    let mut workers: HashMap<String, JoinHandle<()>> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        let faults = Faults::load(&root.join(ENGINE_DIR));
+        if let Err(e) = promote_and_claim(&conn, owner, &faults).map(|claimed| {
+            for name in claimed {
+                let (root, owner, stop) = (root.to_path_buf(), owner.to_string(), stop.clone());
+                let thread_name = name.clone();
+                workers.insert(
+                    name,
+                    std::thread::spawn(move || {
+                        if let Err(e) = execute(&root, &thread_name, &owner, &stop) {
+                            tracing::error!("operation {thread_name}: {e}");
+                        }
+                    }),
+                );
+            }
+        }) {
+            tracing::warn!("local transfer engine: {e}");
+        }
+        workers.retain(|_, handle| !handle.is_finished());
+        std::thread::sleep(TICK);
+    }
+    for (_, handle) in workers {
+        let _ = handle.join();
+    }
+    // Hand our operations over at once instead of after the lease runs out.
+    conn.execute(
+        "UPDATE operations SET owner = NULL WHERE owner = ?1",
+        params![owner],
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn promote_and_claim(
+    conn: &Connection,
+    owner: &str,
+    faults: &Faults,
+) -> Result<Vec<String>, rusqlite::Error> {
+    let in_progress: i64 = conn.query_row(
+        "SELECT COUNT(*) FROM operations WHERE status = 'IN_PROGRESS'",
+        [],
+        |r| r.get(0),
+    )?;
+    let room = (faults.max_in_progress as i64 - in_progress).max(0);
+    conn.execute(
+        "UPDATE operations SET status = 'IN_PROGRESS' WHERE name IN
+           (SELECT name FROM operations WHERE status = 'QUEUED' ORDER BY rowid LIMIT ?1)",
+        params![room],
+    )?;
+    let now = now_seconds();
+    let mut claim = conn.prepare(
+        "UPDATE operations SET owner = ?1, heartbeat = ?2
+         WHERE status = 'IN_PROGRESS' AND (owner IS NULL OR heartbeat IS NULL OR heartbeat < ?3)
+         RETURNING name",
+    )?;
+    let claimed = claim.query_map(params![owner, now, now - LEASE_SECONDS], |r| r.get(0))?;
+    claimed.collect()
+}
+
+/// One object to copy: its name and size at listing time.
+struct Object {
+    name: String,
+    size: u64,
+}
+
+/// Every object under `bucket_dir` whose name starts with one of `prefixes`.
+fn list_objects(bucket_dir: &Path, prefixes: &[String]) -> io::Result<Vec<Object>> {
+    let mut objects = Vec::new();
+    let mut pending = vec![bucket_dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let entry = entry?;
+            let path = entry.path();
+            if entry.file_type()?.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            let Ok(relative) = path.strip_prefix(bucket_dir) else {
+                continue;
+            };
+            let name = relative
+                .to_string_lossy()
+                .replace(std::path::MAIN_SEPARATOR, "/");
+            if name.contains(TEMP_MARKER) || !prefixes.iter().any(|p| name.starts_with(p.as_str()))
+            {
+                continue;
+            }
+            // A dangling link still is an object; its copy will fail.
+            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+            objects.push(Object { name, size });
+        }
+    }
+    objects.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(objects)
+}
+
+fn same_content(a: &Path, b: &Path) -> io::Result<bool> {
+    if std::fs::metadata(a)?.len() != std::fs::metadata(b)?.len() {
+        return Ok(false);
+    }
+    let (mut fa, mut fb) = (File::open(a)?, File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 64 * 1024], vec![0u8; 64 * 1024]);
+    loop {
+        let n = fa.read(&mut ba)?;
+        if n == 0 {
+            return Ok(true);
+        }
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+    }
+}
+
+fn error_code(error: &io::Error) -> &'static str {
+    match error.kind() {
+        io::ErrorKind::NotFound => "NOT_FOUND",
+        io::ErrorKind::PermissionDenied => "PERMISSION_DENIED",
+        _ => "UNKNOWN",
+    }
+}
+
+/// What the executing thread learns when it looks at the shared record.
+enum Control {
+    Go,
+    Wait,
+    Stop,
+}
+
+struct Execution<'a> {
+    conn: Connection,
+    name: &'a str,
+    owner: &'a str,
+    stop: &'a AtomicBool,
+    op: TransferOperation,
+    failures: BTreeMap<String, ErrorSummary>,
+    last_save: Instant,
+}
+
+impl Execution<'_> {
+    fn control(&self) -> Result<Control, rusqlite::Error> {
+        if self.stop.load(Ordering::SeqCst) {
+            return Ok(Control::Stop);
+        }
+        let row: Option<(String, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT status, owner FROM operations WHERE name = ?1",
+                params![self.name],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(match row {
+            Some((_, owner)) if owner.as_deref() != Some(self.owner) => Control::Stop,
+            Some((status, _)) if status == "IN_PROGRESS" => Control::Go,
+            Some((status, _)) if status == "PAUSED" || status == "SUSPENDING" => Control::Wait,
+            _ => Control::Stop,
+        })
+    }
+
+    /// Saves counters and heartbeat, only while we still own the operation.
+    fn save(&mut self, force: bool) -> Result<(), String> {
+        if !force && self.last_save.elapsed() < Duration::from_millis(250) {
+            return Ok(());
+        }
+        self.op.error_breakdowns = self.failures.values().cloned().collect();
+        let body = serde_json::to_string(&self.op).map_err(|e| e.to_string())?;
+        self.conn
+            .execute(
+                "UPDATE operations SET body = ?3, heartbeat = ?4 WHERE name = ?1 AND owner = ?2",
+                params![self.name, self.owner, body, now_seconds()],
+            )
+            .map_err(|e| e.to_string())?;
+        self.last_save = Instant::now();
+        Ok(())
+    }
+
+    fn heartbeat(&self) -> Result<(), rusqlite::Error> {
+        self.conn.execute(
+            "UPDATE operations SET heartbeat = ?3 WHERE name = ?1 AND owner = ?2",
+            params![self.name, self.owner, now_seconds()],
+        )?;
+        Ok(())
+    }
+
+    fn record_failure(&mut self, code: &str, url: String, details: String, size: u64) {
+        let summary = self
+            .failures
+            .entry(code.to_string())
+            .or_insert_with(|| ErrorSummary {
+                error_code: code.to_string(),
+                ..ErrorSummary::default()
+            });
+        summary.error_count += 1;
+        if summary.error_log_entries.len() < MAX_ERROR_LOG_ENTRIES {
+            summary.error_log_entries.push(ErrorLogEntry {
+                url,
+                error_details: vec![details],
+            });
+        }
+        self.op.counters.objects_from_source_failed += 1;
+        self.op.counters.bytes_from_source_failed += size as i64;
+    }
+
+    /// Waits until the operation may go on; false when it must stop.
+    fn wait_for_go(&mut self, faults: &mut Faults, root: &Path) -> Result<bool, String> {
+        loop {
+            match self.control().map_err(|e| e.to_string())? {
+                Control::Stop => return Ok(false),
+                Control::Go if !faults.freeze_counters => return Ok(true),
+                Control::Go | Control::Wait => {
+                    self.heartbeat().map_err(|e| e.to_string())?;
+                    std::thread::sleep(TICK);
+                    *faults = Faults::load(&root.join(ENGINE_DIR));
+                }
+            }
+        }
+    }
+}
+
+fn copy_object(source: &Path, sink: &Path, bytes_per_second: u64) -> io::Result<()> {
+    if let Some(dir) = sink.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let file_name = sink
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temp = sink.with_file_name(format!("{file_name}{TEMP_MARKER}{}", std::process::id()));
+    let result = (|| {
+        let mut input = File::open(source)?;
+        let mut output = File::create(&temp)?;
+        let mut buffer = vec![0u8; 64 * 1024];
+        let started = Instant::now();
+        let mut copied: u64 = 0;
+        loop {
+            let n = input.read(&mut buffer)?;
+            if n == 0 {
+                break;
+            }
+            output.write_all(&buffer[..n])?;
+            copied += n as u64;
+            if bytes_per_second > 0 {
+                let due = Duration::from_secs_f64(copied as f64 / bytes_per_second as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+        }
+        output.sync_all()?;
+        // Rename last, so a reader never sees a half-written object.
+        std::fs::rename(&temp, sink)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
+
+fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<(), String> {
+    let conn = open_db(root).map_err(|e| e.to_string())?;
+    let (status, end_time, body): (String, Option<String>, String) = conn
+        .query_row(
+            "SELECT status, end_time, body FROM operations WHERE name = ?1",
+            params![name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .map_err(|e| e.to_string())?;
+    let mut op = decode_operation(&status, end_time, &body)?;
+    // A taken-over operation is counted again from the start; objects already
+    // copied are found identical and skipped.
+    op.counters = Counters::default();
+    op.error_breakdowns.clear();
+    let spec = op.transfer_spec.clone();
+    let source_dir = root.join(spec.source_bucket().unwrap_or_default());
+    let sink_dir = root.join(spec.sink_bucket().unwrap_or_default());
+    let overwrite = spec.overwrite();
+    let mut run = Execution {
+        conn,
+        name,
+        owner,
+        stop,
+        op,
+        failures: BTreeMap::new(),
+        last_save: Instant::now(),
+    };
+
+    let objects = match list_objects(&source_dir, spec.include_prefixes()) {
+        Ok(objects) => objects,
+        Err(e) => {
+            let url = format!("gs://{}", spec.source_bucket().unwrap_or_default());
+            run.record_failure(
+                error_code(&e),
+                url,
+                format!("listing the source failed: {e}"),
+                0,
+            );
+            vec![]
+        }
+    };
+    run.op.counters.objects_found_from_source = objects.len() as i64;
+    run.op.counters.bytes_found_from_source = objects.iter().map(|o| o.size as i64).sum();
+    run.save(true)?;
+
+    let mut faults = Faults::load(&root.join(ENGINE_DIR));
+    for object in &objects {
+        if !run.wait_for_go(&mut faults, root)? {
+            return run.save(true);
+        }
+        let source = source_dir.join(&object.name);
+        let sink = sink_dir.join(&object.name);
+        let url = format!(
+            "gs://{}/{}",
+            spec.source_bucket().unwrap_or_default(),
+            object.name
+        );
+        let injected = faults
+            .fail_objects_matching
+            .as_deref()
+            .is_some_and(|p| crate::transfer::glob_match(p, &object.name));
+        if injected {
+            run.record_failure(
+                &faults.error_code.clone(),
+                url,
+                "injected fault".into(),
+                object.size,
+            );
+        } else if !overwrite && sink.exists() && same_content(&source, &sink).unwrap_or(false) {
+            run.op.counters.objects_from_source_skipped_by_sync += 1;
+            run.op.counters.bytes_from_source_skipped_by_sync += object.size as i64;
+        } else {
+            match copy_object(&source, &sink, faults.bytes_per_second) {
+                Ok(()) => {
+                    run.op.counters.objects_copied_to_sink += 1;
+                    run.op.counters.bytes_copied_to_sink += object.size as i64;
+                }
+                Err(e) => run.record_failure(error_code(&e), url, e.to_string(), object.size),
+            }
+        }
+        run.save(false)?;
+    }
+    if !run.wait_for_go(&mut faults, root)? {
+        return run.save(true);
+    }
+    run.op.error_breakdowns = run.failures.values().cloned().collect();
+    let outcome = if run.failures.is_empty() {
+        "SUCCESS"
+    } else {
+        "FAILED"
+    };
+    let body = serde_json::to_string(&run.op).map_err(|e| e.to_string())?;
+    run.conn
+        .execute(
+            "UPDATE operations SET status = ?3, end_time = ?4, body = ?5
+             WHERE name = ?1 AND owner = ?2 AND status = 'IN_PROGRESS'",
+            params![name, owner, outcome, timestamp_text(Utc::now()), body],
+        )
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
