@@ -3,8 +3,15 @@
 //! (`manager::{sync, ramp, stall}`); I/O sits behind two traits
 //! (`store::StateStore`, `transfer::TransferService`).
 
+pub mod backends;
+pub mod cli;
+pub mod error;
 pub mod manager;
 pub mod model;
 pub mod options;
+#[cfg(feature = "python")]
+mod python;
+pub mod runtime;
 pub mod store;
+pub mod tools;
 pub mod transfer;

@@ -78,7 +78,7 @@ pub enum TransferLocation {
     Local(PathBuf),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Options {
     pub dataset: String,
     pub dataset_location: String,

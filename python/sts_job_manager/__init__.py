@@ -1,0 +1,116 @@
+"""sts-job-manager: migrate buckets with Storage Transfer Service, one prefix at a time.
+
+>>> import sts_job_manager as sjm
+>>> options = sjm.Options(state="sqlite:state.db", transfer="local:buckets")  # doctest: +SKIP
+>>> sjm.prepare_tables(options)  # doctest: +SKIP
+>>> sjm.Manager(options).run_once()["counts"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from . import _core, errors
+from .errors import (
+    InputError,
+    OptionsError,
+    StateError,
+    StsJobManagerError,
+    TransferError,
+    UnsupportedBackendError,
+)
+
+__version__: str = _core.__version__
+
+
+class Options:
+    """Every option of the tools, named like the command-line flags
+    (``max_concurrent_jobs=5`` for ``--max-concurrent-jobs 5``).
+
+    Values are validated at once; a bad one raises :class:`OptionsError`.
+    """
+
+    def __init__(self, **options: Any) -> None:
+        self._given = {key.replace("_", "-"): value for key, value in options.items()}
+        self._resolved: dict[str, Any] = json.loads(_core.resolve_options(json.dumps(self._given)))
+
+    @classmethod
+    def from_config_file(cls, path: str, **overrides: Any) -> Options:
+        """Options from a JSON config file (its values win, as on the command line)."""
+        return cls(config_path=str(path), **overrides)
+
+    def to_json(self) -> str:
+        return json.dumps(self._given)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_resolved"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __repr__(self) -> str:
+        given = ", ".join(f"{k.replace('-', '_')}={v!r}" for k, v in self._given.items())
+        return f"Options({given})"
+
+
+def _options_json(options: Options | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> str:
+    if options is None:
+        options = Options(**overrides)
+    elif not isinstance(options, Options):
+        options = Options(**{**options, **overrides})
+    elif overrides:
+        options = Options(**{**options._given, **overrides})
+    return options.to_json()
+
+
+class Manager:
+    """The job manager. With ``transfer="local:ROOT"`` it also executes the
+    transfers on background threads for as long as it lives."""
+
+    def __init__(self, options: Options | Mapping[str, Any] | None = None, **overrides: Any):
+        self._native = _core.Manager(_options_json(options, overrides))
+
+    def run_once(self) -> dict[str, Any]:
+        """One full cycle (sync, start jobs, sync). Returns a JSON-serialisable
+        summary: ``counts`` per status, ``started``, ``resumed``, ``stalled``,
+        ``errors``, ``progress`` and ``done``."""
+        return json.loads(self._native.run_once())
+
+    def iteration(self) -> dict[str, Any]:
+        """One loop iteration honouring the job and metrics intervals."""
+        return json.loads(self._native.iteration())
+
+
+def prepare_tables(options: Options | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """Create the tables if missing and load ``job_prefix_source_file`` if given."""
+    return json.loads(_core.prepare_tables(_options_json(options, overrides)))
+
+
+def pause_all_jobs(options: Options | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """Pause every running transfer operation of the project."""
+    return json.loads(_core.pause_all_jobs(_options_json(options, overrides)))
+
+
+def remove_successful_one_time_jobs(
+    options: Options | Mapping[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
+    """Delete every one-time job whose operations all succeeded."""
+    return json.loads(_core.remove_successful_one_time_jobs(_options_json(options, overrides)))
+
+
+__all__ = [
+    "InputError",
+    "Manager",
+    "Options",
+    "OptionsError",
+    "StateError",
+    "StsJobManagerError",
+    "TransferError",
+    "UnsupportedBackendError",
+    "errors",
+    "pause_all_jobs",
+    "prepare_tables",
+    "remove_successful_one_time_jobs",
+]

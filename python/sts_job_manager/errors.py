@@ -1,0 +1,37 @@
+"""Exceptions raised by sts_job_manager; every one derives from StsJobManagerError."""
+
+from __future__ import annotations
+
+
+class StsJobManagerError(Exception):
+    """Base of every error raised by sts_job_manager."""
+
+
+class OptionsError(StsJobManagerError, ValueError):
+    """An option is unknown, mistyped or out of range (the message names it)."""
+
+
+class InputError(StsJobManagerError, ValueError):
+    """User input (a prefix file, a name) cannot be used as it is."""
+
+
+class StateError(StsJobManagerError):
+    """The state store failed, or its tables do not exist yet."""
+
+
+class TransferError(StsJobManagerError):
+    """The transfer service refused or failed a call."""
+
+
+class UnsupportedBackendError(StsJobManagerError):
+    """The requested backend is not available in this build."""
+
+
+__all__ = [
+    "InputError",
+    "OptionsError",
+    "StateError",
+    "StsJobManagerError",
+    "TransferError",
+    "UnsupportedBackendError",
+]

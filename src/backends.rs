@@ -1,0 +1,51 @@
+//! Picks the state store and transfer service named by the options.
+
+use std::sync::Arc;
+
+use crate::error::{Error, Result};
+use crate::options::{Options, StateLocation, TransferLocation};
+use crate::store::{sqlite::SqliteStore, StateStore};
+use crate::transfer::local::{LocalEngine, Mode};
+use crate::transfer::TransferService;
+
+/// The project the embedded engine files its jobs under when none is given.
+pub const LOCAL_PROJECT: &str = "local-project";
+
+pub fn open_store(options: &Options) -> Result<Arc<dyn StateStore>> {
+    match options.state_location()? {
+        StateLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open(
+            &path,
+            &options.job_table,
+            &options.job_history_table,
+        )?)),
+        StateLocation::BigQuery => Err(Error::Unsupported(
+            "the BigQuery state store (--state bigquery, the default) is not available in this build yet; \
+             use --state sqlite:PATH"
+                .into(),
+        )),
+    }
+}
+
+pub fn open_transfer(options: &Options, mode: Mode) -> Result<Arc<dyn TransferService>> {
+    match options.transfer_location()? {
+        TransferLocation::Local(root) => Ok(Arc::new(LocalEngine::open(&root, mode)?)),
+        TransferLocation::Sts => Err(Error::Unsupported(
+            "Google's Storage Transfer Service (--transfer sts, the default) is not available in this build yet; \
+             use --transfer local:ROOT"
+                .into(),
+        )),
+    }
+}
+
+/// `--project`, else GOOGLE_CLOUD_PROJECT; the local engine needs no real one.
+pub fn project_id(options: &Options) -> Result<String> {
+    if let Some(project) = options.project_id() {
+        return Ok(project);
+    }
+    match options.transfer_location()? {
+        TransferLocation::Local(_) => Ok(LOCAL_PROJECT.into()),
+        TransferLocation::Sts => Err(Error::Input(
+            "no project: pass --project or set GOOGLE_CLOUD_PROJECT".into(),
+        )),
+    }
+}

@@ -1,0 +1,110 @@
+//! The four command-line tools. Python's console scripts call `main`.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::backends::{open_store, open_transfer, project_id};
+use crate::error::{Error, Result};
+use crate::manager::Manager;
+use crate::options::{Command, Options};
+use crate::runtime::{init_logging, runtime};
+use crate::tools;
+use crate::transfer::local::Mode;
+
+pub const MANAGER: &str = "sts-job-manager";
+pub const PREPARE: &str = "sts-prepare-tables";
+pub const PAUSE: &str = "sts-pause-all-jobs";
+pub const REMOVE: &str = "sts-remove-successful-one-time-jobs";
+
+fn summary(program: &str) -> Option<&'static str> {
+    Some(match program {
+        MANAGER => "The STS Job Manager: creates STS jobs for the prefixes of the job table and records each job's state.",
+        PREPARE => "Creates the dataset and tables if they do not exist, and loads the job table with a list of prefixes.",
+        PAUSE => "Pauses every running Storage Transfer Service operation of the project.",
+        REMOVE => "Deletes one-time transfer jobs whose operations all succeeded.",
+        _ => return None,
+    })
+}
+
+/// Runs one tool; returns the process exit code (0 ok, 1 failed, 2 bad usage).
+pub fn main(program: &str, args: &[String]) -> i32 {
+    let Some(about) = summary(program) else {
+        eprintln!("error: unknown tool '{program}'");
+        return 2;
+    };
+    let options = match Options::from_args(args) {
+        Ok(Command::Help) => {
+            print!("{}", Options::help(program, about));
+            return 0;
+        }
+        Ok(Command::Run(options)) => *options,
+        Err(e) => {
+            eprintln!("{program}: error: {e}");
+            return 2;
+        }
+    };
+    init_logging();
+    let outcome = runtime().block_on(async {
+        match program {
+            MANAGER => run_manager(options, stop_signal()?).await,
+            PREPARE => tools::prepare_tables(&options).await.map(|r| {
+                println!(
+                    "Tables '{}' and '{}' are ready; loaded {} prefixes ({} already present).",
+                    options.job_table, options.job_history_table, r.loaded, r.already_present
+                );
+            }),
+            PAUSE => tools::pause_all_jobs(&options).await.map(|r| {
+                println!("Paused {} transfer operations.", r.count);
+                for e in &r.errors {
+                    eprintln!("  not paused: {e}");
+                }
+            }),
+            _ => tools::remove_successful_one_time_jobs(&options)
+                .await
+                .map(|r| {
+                    println!("Removed {} successful one-time transfer jobs.", r.count);
+                    for e in &r.errors {
+                        eprintln!("  not removed: {e}");
+                    }
+                }),
+        }
+    });
+    match outcome {
+        Ok(()) => 0,
+        Err(e @ (Error::Options(_) | Error::Input(_) | Error::Unsupported(_))) => {
+            eprintln!("{program}: error: {e}");
+            2
+        }
+        Err(e) => {
+            eprintln!("{program}: error: {e}");
+            1
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM. Registered before the loop starts, so a
+/// signal that lands mid-iteration stops the loop once the step is written.
+fn stop_signal() -> Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let register =
+        |kind| signal(kind).map_err(|e| Error::Input(format!("cannot watch signals: {e}")));
+    let mut interrupt = register(SignalKind::interrupt())?;
+    let mut terminate = register(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}
+
+async fn run_manager(options: Options, stop: impl Future<Output = ()>) -> Result<()> {
+    let store = open_store(&options)?;
+    let transfer = open_transfer(&options, Mode::Execute)?;
+    let project = project_id(&options)?;
+    // Fail at once on missing tables rather than on every iteration.
+    store.read_jobs().await?;
+    let mut manager = Manager::new(store, Arc::clone(&transfer), options, project);
+    manager.run(stop).await?;
+    Ok(())
+}

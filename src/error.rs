@@ -1,0 +1,34 @@
+//! The crate's top-level error: one variant per layer, each with a message a
+//! user can act on. The Python layer maps variants to exception classes.
+
+use crate::manager::ManagerError;
+use crate::options::OptionsError;
+use crate::store::StoreError;
+use crate::transfer::TransferError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Options(#[from] OptionsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+    /// A prefix file or other user input that cannot be used as it is.
+    #[error("{0}")]
+    Input(String),
+    /// A backend that this build does not provide yet.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+impl From<ManagerError> for Error {
+    fn from(e: ManagerError) -> Self {
+        match e {
+            ManagerError::Store(e) => Error::Store(e),
+            ManagerError::Transfer(e) => Error::Transfer(e),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,172 @@
+//! The PyO3 layer: converts, releases the GIL, calls the core. No logic.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pyo3::exceptions::PyRuntimeError;
+use pyo3::prelude::*;
+
+use crate::backends::{open_store, open_transfer, project_id};
+use crate::error::Error;
+use crate::manager::Manager as CoreManager;
+use crate::options::Options;
+use crate::runtime::{init_logging, runtime};
+use crate::tools;
+use crate::transfer::local::Mode;
+
+/// Errors are raised as the classes of `sts_job_manager.errors` (a Python
+/// module, so each class can have several bases, e.g. `OptionsError` is both
+/// an `StsJobManagerError` and a `ValueError`).
+fn to_py(error: Error) -> PyErr {
+    let class = match &error {
+        Error::Options(_) => "OptionsError",
+        Error::Input(_) => "InputError",
+        Error::Store(_) => "StateError",
+        Error::Transfer(_) => "TransferError",
+        Error::Unsupported(_) => "UnsupportedBackendError",
+    };
+    let message = error.to_string();
+    Python::attach(|py| {
+        let raised = py
+            .import("sts_job_manager.errors")
+            .and_then(|module| module.getattr(class))
+            .and_then(|class| class.call1((message.clone(),)));
+        match raised {
+            Ok(instance) => PyErr::from_value(instance),
+            Err(_) => PyRuntimeError::new_err(message),
+        }
+    })
+}
+
+/// Runs `work` on the shared runtime with the GIL released; Ctrl-C (checked
+/// every 100 ms on this, the calling, thread) drops the work and raises
+/// KeyboardInterrupt. Store writes are single transactions, so dropping the
+/// work between awaits leaves the state consistent.
+fn block_on<T: Send>(
+    py: Python<'_>,
+    work: impl Future<Output = Result<T, Error>> + Send,
+) -> PyResult<T> {
+    py.detach(|| {
+        runtime().block_on(async {
+            let interrupted = async {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Err(e) = Python::attach(|py| py.check_signals()) {
+                        return e;
+                    }
+                }
+            };
+            tokio::select! {
+                outcome = work => outcome.map_err(to_py),
+                e = interrupted => Err(e),
+            }
+        })
+    })
+}
+
+fn parse_options(options_json: &str) -> Result<Options, Error> {
+    let value: serde_json::Value = serde_json::from_str(options_json)
+        .map_err(|e| Error::Input(format!("options must be a JSON object: {e}")))?;
+    let serde_json::Value::Object(entries) = value else {
+        return Err(Error::Input("options must be a JSON object".into()));
+    };
+    Ok(Options::from_pairs(
+        entries.iter().map(|(k, v)| (k.as_str(), v.clone())),
+    )?)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> PyResult<String> {
+    serde_json::to_string(value).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+/// Runs one command-line tool with `args`; returns its exit code.
+#[pyfunction]
+fn cli_main(py: Python<'_>, program: &str, args: Vec<String>) -> i32 {
+    py.detach(|| crate::cli::main(program, &args))
+}
+
+/// Validates options given as a JSON object; returns them in full as JSON.
+#[pyfunction]
+fn resolve_options(options_json: &str) -> PyResult<String> {
+    let options = parse_options(options_json).map_err(to_py)?;
+    to_json(&options)
+}
+
+#[pyfunction]
+fn prepare_tables(py: Python<'_>, options_json: &str) -> PyResult<String> {
+    init_logging();
+    let options = parse_options(options_json).map_err(to_py)?;
+    let report = block_on(py, async { tools::prepare_tables(&options).await })?;
+    to_json(&report)
+}
+
+#[pyfunction]
+fn pause_all_jobs(py: Python<'_>, options_json: &str) -> PyResult<String> {
+    init_logging();
+    let options = parse_options(options_json).map_err(to_py)?;
+    let report = block_on(py, async { tools::pause_all_jobs(&options).await })?;
+    to_json(&report)
+}
+
+#[pyfunction]
+fn remove_successful_one_time_jobs(py: Python<'_>, options_json: &str) -> PyResult<String> {
+    init_logging();
+    let options = parse_options(options_json).map_err(to_py)?;
+    let report = block_on(py, async {
+        tools::remove_successful_one_time_jobs(&options).await
+    })?;
+    to_json(&report)
+}
+
+/// The manager; with the local engine it also executes the transfers on
+/// background threads for as long as it lives.
+#[pyclass(module = "sts_job_manager._core")]
+struct Manager {
+    inner: Arc<tokio::sync::Mutex<CoreManager>>,
+}
+
+#[pymethods]
+impl Manager {
+    #[new]
+    fn new(py: Python<'_>, options_json: &str) -> PyResult<Self> {
+        init_logging();
+        let options = parse_options(options_json).map_err(to_py)?;
+        let manager = block_on(py, async move {
+            let store = open_store(&options)?;
+            let transfer = open_transfer(&options, Mode::Execute)?;
+            let project = project_id(&options)?;
+            store.read_jobs().await?;
+            Ok(CoreManager::new(store, transfer, options, project))
+        })?;
+        Ok(Manager {
+            inner: Arc::new(tokio::sync::Mutex::new(manager)),
+        })
+    }
+
+    /// One full cycle (sync, start jobs, sync); returns the summary as JSON.
+    fn run_once(&self, py: Python<'_>) -> PyResult<String> {
+        let inner = Arc::clone(&self.inner);
+        let summary = block_on(py, async move { Ok(inner.lock().await.run_once().await?) })?;
+        to_json(&summary)
+    }
+
+    /// One loop iteration honouring the intervals; returns the summary as JSON.
+    fn iteration(&self, py: Python<'_>) -> PyResult<String> {
+        let inner = Arc::clone(&self.inner);
+        let summary = block_on(py, async move { Ok(inner.lock().await.iteration().await?) })?;
+        to_json(&summary)
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_function(wrap_pyfunction!(cli_main, m)?)?;
+    m.add_function(wrap_pyfunction!(resolve_options, m)?)?;
+    m.add_function(wrap_pyfunction!(prepare_tables, m)?)?;
+    m.add_function(wrap_pyfunction!(pause_all_jobs, m)?)?;
+    m.add_function(wrap_pyfunction!(remove_successful_one_time_jobs, m)?)?;
+    m.add_class::<Manager>()?;
+    Ok(())
+}
