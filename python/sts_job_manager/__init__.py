@@ -33,7 +33,7 @@ class Options:
     """
 
     def __init__(self, **options: Any) -> None:
-        self._given = {key.replace("_", "-"): value for key, value in options.items()}
+        self._given = dict(options)
         self._resolved: dict[str, Any] = json.loads(_core.resolve_options(json.dumps(self._given)))
 
     @classmethod
@@ -51,7 +51,7 @@ class Options:
             raise AttributeError(name) from None
 
     def __repr__(self) -> str:
-        given = ", ".join(f"{k.replace('-', '_')}={v!r}" for k, v in self._given.items())
+        given = ", ".join(f"{k}={v!r}" for k, v in self._given.items())
         return f"Options({given})"
 
 
@@ -83,12 +83,16 @@ class Manager:
         return json.loads(self._native.iteration())
 
 
-def prepare_tables(options: Options | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+def prepare_tables(
+    options: Options | Mapping[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
     """Create the tables if missing and load ``job_prefix_source_file`` if given."""
     return json.loads(_core.prepare_tables(_options_json(options, overrides)))
 
 
-def pause_all_jobs(options: Options | Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+def pause_all_jobs(
+    options: Options | Mapping[str, Any] | None = None, **overrides: Any
+) -> dict[str, Any]:
     """Pause every running transfer operation of the project."""
     return json.loads(_core.pause_all_jobs(_options_json(options, overrides)))
 

@@ -110,7 +110,9 @@ def main(argv: list[str] | None = None) -> None:
         while True:
             summary = manager.iteration()
             line = _progress_line(summary, time.monotonic() - started)
-            print(("\r" + line) if interactive else line, end="" if interactive else "\n", flush=True)
+            print(
+                ("\r" + line) if interactive else line, end="" if interactive else "\n", flush=True
+            )
             if summary["done"]:
                 break
             time.sleep(1)
@@ -121,16 +123,22 @@ def main(argv: list[str] | None = None) -> None:
 
     elapsed = time.monotonic() - started
     progress = summary["progress"]
-    print(f"\n\nDone in {elapsed:.1f} s: {summary['counts']['done']} prefixes done, "
-          f"{summary['counts']['error']} in error, {progress['objects_copied']} objects "
-          f"({_human(progress['bytes_copied'])}) copied to {buckets / 'migration-destination'}")
+    print(
+        f"\n\nDone in {elapsed:.1f} s: {summary['counts']['done']} prefixes done, "
+        f"{summary['counts']['error']} in error, {progress['objects_copied']} objects "
+        f"({_human(progress['bytes_copied'])}) copied to {buckets / 'migration-destination'}"
+    )
     print("\nQuery the state (the same tables as in BigQuery):")
-    print(f"  sqlite3 {state} \"SELECT status, COUNT(*) FROM sts_job GROUP BY status\"")
-    print(f"  sqlite3 {state} \"SELECT prefix, status, timestamp FROM sts_job_history"
-          " ORDER BY timestamp DESC LIMIT 10\"")
+    print(f'  sqlite3 {state} "SELECT status, COUNT(*) FROM sts_job GROUP BY status"')
+    print(
+        f'  sqlite3 {state} "SELECT prefix, status, timestamp FROM sts_job_history'
+        ' ORDER BY timestamp DESC LIMIT 10"'
+    )
     print("\nRun the manager yourself on the same backends:")
-    print(f"  sts-job-manager --state sqlite:{state} --transfer local:{buckets}"
-          " --sleep-timeout 1 --job-interval 1 --metrics-interval 1 --exit-when-done")
+    print(
+        f"  sts-job-manager --state sqlite:{state} --transfer local:{buckets}"
+        " --sleep-timeout 1 --job-interval 1 --metrics-interval 1 --exit-when-done"
+    )
 
 
 if __name__ == "__main__":

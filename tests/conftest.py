@@ -1,0 +1,165 @@
+"""Shared fixtures: sample buckets on the local engine, SQLite state, and
+helpers to run the installed command-line tools and read the engine's record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def tool(
+    name: str, *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """Runs an installed console script and returns its completed process."""
+    result = subprocess.run(
+        [str(BIN / name), *args], capture_output=True, text=True, timeout=timeout
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(
+            f"{name} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass
+class Migration:
+    """A source bucket with known objects, an empty destination and state."""
+
+    root: Path
+    state: Path
+    prefixes: list[str]
+    objects: dict[str, bytes] = field(default_factory=dict)
+    source_bucket: str = "migration-source"
+    destination_bucket: str = "migration-destination"
+
+    @property
+    def source(self) -> Path:
+        return self.root / self.source_bucket
+
+    @property
+    def destination(self) -> Path:
+        return self.root / self.destination_bucket
+
+    @property
+    def prefix_file(self) -> Path:
+        return self.root.parent / "prefixes.json"
+
+    def backend_args(self) -> list[str]:
+        return ["--state", f"sqlite:{self.state}", "--transfer", f"local:{self.root}"]
+
+    def options(self, **extra: object) -> dict[str, object]:
+        return {
+            "state": f"sqlite:{self.state}",
+            "transfer": f"local:{self.root}",
+            "sleep_timeout": 0.2,
+            "job_interval": 0.2,
+            "metrics_interval": 0.2,
+            **extra,
+        }
+
+    def set_faults(self, **faults: object) -> None:
+        engine = self.root / ".sts-engine"
+        engine.mkdir(exist_ok=True)
+        (engine / "faults.json").write_text(json.dumps(faults))
+
+    def prepare(self) -> None:
+        self.prefix_file.write_text(json.dumps(self.prefixes))
+        tool(
+            "sts-prepare-tables",
+            *self.backend_args(),
+            "--job-prefix-source-file",
+            str(self.prefix_file),
+        )
+
+    def jobs(self) -> dict[str, tuple[str, str | None]]:
+        with sqlite3.connect(self.state) as db:
+            rows = db.execute("SELECT prefix, status, job_name FROM sts_job").fetchall()
+        return {prefix: (status, job) for prefix, status, job in rows}
+
+    def history(self) -> list[tuple[str, str, str | None, str | None]]:
+        with sqlite3.connect(self.state) as db:
+            return db.execute(
+                "SELECT prefix, status, job_name, operation_results"
+                " FROM sts_job_history ORDER BY rowid"
+            ).fetchall()
+
+    def operations(self) -> list[dict]:
+        """The engine's record of every operation, oldest first."""
+        database = self.root / ".sts-engine" / "engine.db"
+        if not database.exists():
+            return []
+        try:
+            with sqlite3.connect(database) as db:
+                rows = db.execute(
+                    "SELECT status, end_time, body FROM operations ORDER BY rowid"
+                ).fetchall()
+        except sqlite3.OperationalError:  # the engine has not made its tables yet
+            return []
+        ops = []
+        for status, end_time, body in rows:
+            op = json.loads(body)
+            op["status"], op["endTime"] = status, end_time
+            ops.append(op)
+        return ops
+
+    def engine_jobs(self) -> list[dict]:
+        with sqlite3.connect(self.root / ".sts-engine" / "engine.db") as db:
+            rows = db.execute("SELECT status, body FROM jobs ORDER BY rowid").fetchall()
+        return [{**json.loads(body), "status": status} for status, body in rows]
+
+    def active_operations(self) -> int:
+        return sum(op["status"] in ("IN_PROGRESS", "QUEUED") for op in self.operations())
+
+    def assert_copied(self, skip: tuple[str, ...] = ()) -> None:
+        for name, data in self.objects.items():
+            if name.startswith(skip):
+                continue
+            copied = self.destination / name
+            assert copied.is_file(), f"{name} was not copied"
+            assert copied.read_bytes() == data, f"{name} differs"
+
+
+def make_migration(
+    base: Path, prefixes: int = 6, files_per_prefix: int = 5, size: int = 2000
+) -> Migration:
+    root = base / "buckets"
+    migration = Migration(root=root, state=base / "state.db", prefixes=[])
+    migration.destination.mkdir(parents=True)
+    for p in range(prefixes):
+        prefix = f"data/p{p:02d}/"
+        migration.prefixes.append(prefix)
+        for f in range(files_per_prefix):
+            name = f"{prefix}nested/file-{f}.bin"
+            data = hashlib.sha256(f"{name}".encode()).digest() * (size // 32 + 1)
+            data = data[: size + f]
+            path = migration.source / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            migration.objects[name] = data
+    # An object outside every prefix must never be copied.
+    (migration.source / "elsewhere.txt").write_text("not part of the migration")
+    return migration
+
+
+@pytest.fixture
+def migration(tmp_path: Path) -> Migration:
+    return make_migration(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_logs() -> None:
+    os.environ.setdefault("LOGLEVEL", "INFO")
