@@ -8,7 +8,6 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
-use serde_json::json;
 
 use super::{check_identifier, LoadReport, StateStore, StoreError};
 use crate::manager::sync::ChangeSet;
@@ -210,35 +209,42 @@ impl StateStore for SqliteStore {
         }
         // Each list travels as one JSON parameter: two statements per step
         // however many prefixes changed, and no value is ever spliced into SQL.
-        let updates: Vec<_> = changes
-            .updates
-            .iter()
-            .map(|u| {
-                json!([
-                    u.prefix,
-                    u.status.as_str(),
-                    u.job_name,
-                    timestamp_text(u.last_updated)
-                ])
-            })
-            .collect();
-        let history: Vec<_> = changes
-            .history
-            .iter()
-            .map(|h| {
-                json!([
-                    h.prefix,
-                    h.status.as_str(),
-                    h.job_name,
-                    h.operation_results,
-                    timestamp_text(h.timestamp)
-                ])
-            })
-            .collect();
+        // Tuples serialise straight to JSON arrays, with no Value tree between.
+        let updates = serde_json::to_string(
+            &changes
+                .updates
+                .iter()
+                .map(|u| {
+                    (
+                        &u.prefix,
+                        u.status.as_str(),
+                        &u.job_name,
+                        timestamp_text(u.last_updated),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| StoreError::CorruptRow(e.to_string()))?;
+        let history = serde_json::to_string(
+            &changes
+                .history
+                .iter()
+                .map(|h| {
+                    (
+                        &h.prefix,
+                        h.status.as_str(),
+                        &h.job_name,
+                        &h.operation_results,
+                        timestamp_text(h.timestamp),
+                    )
+                })
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| StoreError::CorruptRow(e.to_string()))?;
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let mut statements = 0;
-        if !updates.is_empty() {
+        if !changes.updates.is_empty() {
             tx.execute(
                 &format!(
                     "UPDATE {jobs} SET status = c.status, job_name = c.job_name, last_updated = c.last_updated
@@ -248,19 +254,19 @@ impl StateStore for SqliteStore {
                      WHERE {jobs}.prefix = c.prefix",
                     jobs = self.job_table
                 ),
-                params![serde_json::Value::Array(updates).to_string()],
+                params![updates],
             )
             .map_err(|e| self.missing_table(e))?;
             statements += 1;
         }
-        if !history.is_empty() {
+        if !changes.history.is_empty() {
             tx.execute(
                 &format!(
                     "INSERT INTO {} (prefix, status, job_name, operation_results, timestamp)
                      SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4 FROM json_each(?1)",
                     self.history_table
                 ),
-                params![serde_json::Value::Array(history).to_string()],
+                params![history],
             )
             .map_err(|e| self.missing_table(e))?;
             statements += 1;
