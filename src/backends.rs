@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::options::{Options, StateLocation, TransferLocation};
 use crate::store::{sqlite::SqliteStore, StateStore};
 use crate::transfer::local::{LocalEngine, Mode};
+use crate::transfer::rest::StsClient;
 use crate::transfer::TransferService;
 
 /// The project the embedded engine files its jobs under when none is given.
@@ -29,17 +30,17 @@ pub fn open_store(options: &Options) -> Result<Arc<dyn StateStore>> {
 pub fn open_transfer(options: &Options, mode: Mode) -> Result<Arc<dyn TransferService>> {
     match options.transfer_location()? {
         TransferLocation::Local(root) => Ok(Arc::new(LocalEngine::open(&root, mode)?)),
-        TransferLocation::Sts => Err(Error::Unsupported(
-            "Google's Storage Transfer Service (--transfer sts, the default) is not available in this build yet; \
-             use --transfer local:ROOT"
-                .into(),
-        )),
+        TransferLocation::Sts => Ok(Arc::new(StsClient::from_environment()?)),
     }
 }
 
-/// `--project`, else GOOGLE_CLOUD_PROJECT; the local engine needs no real one.
+/// `--project`, else GOOGLE_CLOUD_PROJECT, else the credentials' project;
+/// the local engine needs no real one.
 pub fn project_id(options: &Options) -> Result<String> {
-    if let Some(project) = options.project_id() {
+    if let Some(project) = options
+        .project_id()
+        .or_else(crate::auth::project_from_credentials)
+    {
         return Ok(project);
     }
     match options.transfer_location()? {

@@ -15,6 +15,7 @@ pub const MANAGER: &str = "sts-job-manager";
 pub const PREPARE: &str = "sts-prepare-tables";
 pub const PAUSE: &str = "sts-pause-all-jobs";
 pub const REMOVE: &str = "sts-remove-successful-one-time-jobs";
+pub const EMULATOR: &str = "sts-emulator";
 
 fn summary(program: &str) -> Option<&'static str> {
     Some(match program {
@@ -28,6 +29,9 @@ fn summary(program: &str) -> Option<&'static str> {
 
 /// Runs one tool; returns the process exit code (0 ok, 1 failed, 2 bad usage).
 pub fn main(program: &str, args: &[String]) -> i32 {
+    if program == EMULATOR {
+        return crate::emulator::cli::main(args);
+    }
     let Some(about) = summary(program) else {
         eprintln!("error: unknown tool '{program}'");
         return 2;
@@ -84,7 +88,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
 
 /// Resolves on SIGINT or SIGTERM. Registered before the loop starts, so a
 /// signal that lands mid-iteration stops the loop once the step is written.
-fn stop_signal() -> Result<impl Future<Output = ()>> {
+pub(crate) fn stop_signal() -> Result<impl Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let register =
         |kind| signal(kind).map_err(|e| Error::Input(format!("cannot watch signals: {e}")));

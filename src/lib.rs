@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod backends;
 pub mod cli;
+pub mod emulator;
 pub mod error;
 pub mod manager;
 pub mod model;

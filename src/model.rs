@@ -146,8 +146,9 @@ impl<'de> Deserialize<'de> for OperationStatus {
 }
 
 /// `TransferJob.status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum JobStatus {
+    #[default]
     Unspecified,
     Enabled,
     Disabled,
@@ -375,6 +376,7 @@ pub struct TransferJob {
     pub transfer_spec: TransferSpec,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schedule: Option<Schedule>,
+    #[serde(default)]
     pub status: JobStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_operation_name: Option<String>,

@@ -29,3 +29,7 @@ def pause_all_jobs() -> None:
 
 def remove_successful_one_time_jobs() -> None:
     _run("sts-remove-successful-one-time-jobs")
+
+
+def emulator() -> None:
+    _run("sts-emulator")

@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::model::{
     Date, GcsData, HistoryRow, JobStatus, ObjectConditions, PrefixJob, Schedule, Status,
 };
-use crate::model::{TransferJob, TransferOptions, TransferSpec};
+use crate::model::{OperationStatus, TransferJob, TransferOptions, TransferSpec};
 use crate::options::Options;
 use crate::store::{StateStore, StoreError};
 use crate::transfer::{
@@ -356,11 +356,28 @@ impl Manager {
         };
         match outcome {
             Ok(()) => Ok(name),
-            // Its operation is already under way: nothing to start.
-            Err(TransferError::FailedPrecondition(why))
-                if why.contains("already has an operation") =>
-            {
-                Ok(name)
+            // Refused: if the job's operation is already under way (a crash
+            // after the start, or a list that lags), there is nothing to start.
+            Err(TransferError::FailedPrecondition(why)) => {
+                let active = self
+                    .transfer
+                    .list_operations(&OperationFilter {
+                        project_id: self.project_id.clone(),
+                        job_names: vec![name.clone()],
+                        statuses: vec![
+                            OperationStatus::Queued,
+                            OperationStatus::InProgress,
+                            OperationStatus::Paused,
+                            OperationStatus::Suspending,
+                        ],
+                        ..OperationFilter::default()
+                    })
+                    .await?;
+                if active.is_empty() {
+                    Err(TransferError::FailedPrecondition(why))
+                } else {
+                    Ok(name)
+                }
             }
             // The job was deleted: a new name for a new attempt.
             Err(TransferError::NotFound(_)) => {

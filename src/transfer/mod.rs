@@ -4,6 +4,9 @@
 
 pub mod local;
 mod naming;
+mod pacing;
+pub mod rest;
+pub mod wire;
 
 use async_trait::async_trait;
 
@@ -25,6 +28,21 @@ pub enum TransferError {
     Engine { root: String, problem: String },
     #[error("{0}")]
     Unsupported(String),
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
+    /// Still failing (429, 5xx, network) after every retry.
+    #[error("Storage Transfer Service unavailable after {attempts} attempts: {last}")]
+    Unavailable { attempts: u32, last: String },
+    #[error("Storage Transfer Service answered {http} {status}: {message}")]
+    Api {
+        http: u16,
+        status: String,
+        message: String,
+    },
+    #[error("Storage Transfer Service sent a response that cannot be read: {0}")]
+    Malformed(String),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// Server-side filter for `transferOperations.list`.

@@ -181,6 +181,93 @@ impl LocalEngine {
         Ok(name)
     }
 
+    /// One job, as `transferJobs.get` answers it.
+    pub fn get_job(&self, name: &str, project_id: &str) -> Result<TransferJob, TransferError> {
+        let conn = self.lock();
+        let job = self.load_job(&conn, name)?;
+        if job.project_id != project_id {
+            return Err(TransferError::NotFound(name.to_string()));
+        }
+        Ok(job)
+    }
+
+    /// One operation, as `transferOperations.get` answers it.
+    pub fn get_operation(&self, name: &str) -> Result<TransferOperation, TransferError> {
+        let conn = self.lock();
+        let row: Option<(String, Option<String>, String)> = conn
+            .query_row(
+                "SELECT status, end_time, body FROM operations WHERE name = ?1",
+                params![name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        let (status, end_time, body) =
+            row.ok_or_else(|| TransferError::NotFound(name.to_string()))?;
+        decode_operation(&status, end_time, &body).map_err(|e| self.err(e))
+    }
+
+    /// `transferJobs.patch` for the fields a job manager changes: status and
+    /// description (a status of DELETED deletes the job).
+    pub fn patch_job(
+        &self,
+        name: &str,
+        project_id: &str,
+        status: Option<JobStatus>,
+        description: Option<&str>,
+    ) -> Result<TransferJob, TransferError> {
+        let mut job = self.get_job(name, project_id)?;
+        if job.status == JobStatus::Deleted {
+            return Err(TransferError::NotFound(format!("{name} is deleted")));
+        }
+        if let Some(status) = status {
+            job.status = status;
+            if status == JobStatus::Deleted {
+                job.deletion_time = Some(Utc::now());
+            }
+        }
+        if let Some(description) = description {
+            job.description = description.to_string();
+        }
+        let body = serde_json::to_string(&job).map_err(|e| self.err(e))?;
+        self.lock()
+            .execute(
+                "UPDATE jobs SET status = ?2, body = ?3 WHERE name = ?1",
+                params![name, job.status.name(), body],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(job)
+    }
+
+    /// `transferJobs.run`: a new operation of the job; its name.
+    pub fn run_job_operation(
+        &self,
+        job_name: &str,
+        project_id: &str,
+    ) -> Result<String, TransferError> {
+        let conn = self.lock();
+        let job = self.load_job(&conn, job_name)?;
+        if job.project_id != project_id {
+            return Err(TransferError::NotFound(job_name.to_string()));
+        }
+        if job.status == JobStatus::Deleted {
+            return Err(TransferError::NotFound(format!("{job_name} is deleted")));
+        }
+        let active: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM operations WHERE job_name = ?1 AND status IN ('QUEUED','IN_PROGRESS','PAUSED','SUSPENDING')",
+                params![job_name],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.err(e))?;
+        if active > 0 {
+            return Err(TransferError::FailedPrecondition(format!(
+                "job {job_name} already has an operation running"
+            )));
+        }
+        self.insert_operation(&conn, &job)
+    }
+
     fn load_job(&self, conn: &Connection, name: &str) -> Result<TransferJob, TransferError> {
         let body: Option<String> = conn
             .query_row(
@@ -352,46 +439,12 @@ impl TransferService for LocalEngine {
     }
 
     async fn run_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
-        let conn = self.lock();
-        let job = self.load_job(&conn, job_name)?;
-        if job.project_id != project_id {
-            return Err(TransferError::NotFound(job_name.to_string()));
-        }
-        if job.status == JobStatus::Deleted {
-            return Err(TransferError::FailedPrecondition(format!(
-                "job {job_name} is DELETED"
-            )));
-        }
-        let active: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM operations WHERE job_name = ?1 AND status IN ('QUEUED','IN_PROGRESS','PAUSED','SUSPENDING')",
-                params![job_name],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.err(e))?;
-        if active > 0 {
-            return Err(TransferError::FailedPrecondition(format!(
-                "job {job_name} already has an operation running"
-            )));
-        }
-        self.insert_operation(&conn, &job)?;
-        Ok(())
+        self.run_job_operation(job_name, project_id).map(|_| ())
     }
 
     async fn delete_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
-        let conn = self.lock();
-        let job = self.load_job(&conn, job_name)?;
-        if job.project_id != project_id {
-            return Err(TransferError::NotFound(job_name.to_string()));
-        }
-        let now = serde_json::to_value(Utc::now()).map_err(|e| self.err(e))?;
-        conn.execute(
-            "UPDATE jobs SET status = 'DELETED',
-                body = json_set(body, '$.status', 'DELETED', '$.deletionTime', ?2) WHERE name = ?1",
-            params![job_name, now.as_str().unwrap_or_default()],
-        )
-        .map_err(|e| self.err(e))?;
-        Ok(())
+        self.patch_job(job_name, project_id, Some(JobStatus::Deleted), None)
+            .map(|_| ())
     }
 
     async fn pause_operation(&self, name: &str) -> Result<(), TransferError> {

@@ -1,0 +1,90 @@
+//! Faults the emulator injects: API errors answered before any work
+//! (in memory), and the engine's copy faults (`faults.json`, shared with the
+//! engine's executor threads).
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::transfer::local::{Faults, ENGINE_DIR};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiFaults {
+    /// Share of API requests (0.0 to 1.0) answered with an error.
+    pub api_error_rate: f64,
+    /// HTTP codes to answer with, picked in turn (429 and 503 by default).
+    pub api_error_codes: Vec<u16>,
+}
+
+impl Default for ApiFaults {
+    fn default() -> Self {
+        ApiFaults {
+            api_error_rate: 0.0,
+            api_error_codes: vec![429, 503],
+        }
+    }
+}
+
+impl ApiFaults {
+    pub fn validate(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.api_error_rate) {
+            return Err(format!(
+                "api_error_rate must be between 0 and 1, got {}",
+                self.api_error_rate
+            ));
+        }
+        if self.api_error_codes.is_empty()
+            || self
+                .api_error_codes
+                .iter()
+                .any(|c| !(400..=599).contains(c))
+        {
+            return Err("api_error_codes must list HTTP error codes (400-599)".into());
+        }
+        Ok(())
+    }
+}
+
+const API_KEYS: [&str; 2] = ["api_error_rate", "api_error_codes"];
+
+/// Applies a control request `{...api faults, ...engine faults}`: API faults
+/// are returned, engine faults merged into `faults.json`. All checked first.
+pub fn apply_control(
+    root: &Path,
+    current: &ApiFaults,
+    request: &Value,
+) -> Result<ApiFaults, String> {
+    let Value::Object(fields) = request else {
+        return Err("faults must be a JSON object".into());
+    };
+    let (api_fields, engine_fields): (Map<String, Value>, Map<String, Value>) = fields
+        .clone()
+        .into_iter()
+        .partition(|(k, _)| API_KEYS.contains(&k.as_str()));
+    let mut api = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    for (k, v) in api_fields {
+        api[k] = v;
+    }
+    let api: ApiFaults = serde_json::from_value(api).map_err(|e| e.to_string())?;
+    api.validate()?;
+    let dir = root.join(ENGINE_DIR);
+    let mut engine = serde_json::to_value(Faults::load(&dir)).map_err(|e| e.to_string())?;
+    for (k, v) in engine_fields {
+        engine[k] = v;
+    }
+    let engine: Faults = serde_json::from_value(engine).map_err(|e| e.to_string())?;
+    write_engine_faults(root, &engine)?;
+    Ok(api)
+}
+
+pub fn write_engine_faults(root: &Path, faults: &Faults) -> Result<(), String> {
+    let dir = root.join(ENGINE_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let body = serde_json::to_string_pretty(faults).map_err(|e| e.to_string())?;
+    // Write then rename: executor threads never read half a file.
+    let temp = dir.join("faults.json.tmp");
+    std::fs::write(&temp, body).map_err(|e| e.to_string())?;
+    std::fs::rename(&temp, dir.join(Faults::FILE)).map_err(|e| e.to_string())
+}

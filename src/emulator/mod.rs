@@ -1,0 +1,188 @@
+//! `sts-emulator`: Google's STS v1 REST API on 127.0.0.1, over the local
+//! engine, with fault injection. A control endpoint (`/_emulator/faults`)
+//! changes faults while it runs.
+
+pub mod cli;
+mod faults;
+mod routes;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+
+pub use faults::{write_engine_faults, ApiFaults};
+use routes::Reply;
+
+use crate::transfer::local::{LocalEngine, Mode};
+use crate::transfer::TransferError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    #[error("cannot listen on 127.0.0.1:{port}: {source}")]
+    Bind { port: u16, source: std::io::Error },
+    #[error(transparent)]
+    Engine(#[from] TransferError),
+}
+
+struct Emulator {
+    root: PathBuf,
+    engine: LocalEngine,
+    api_faults: Mutex<ApiFaults>,
+    requests: AtomicU64,
+}
+
+impl Emulator {
+    /// Every `1/rate`-th request (evenly spread, so a test's share is exact
+    /// over any window) is answered with the next configured error code.
+    fn injected_error(&self) -> Option<u16> {
+        let faults = self
+            .api_faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if faults.api_error_rate <= 0.0 {
+            return None;
+        }
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        let before = (n as f64 * faults.api_error_rate).floor();
+        let after = ((n + 1) as f64 * faults.api_error_rate).floor();
+        (after > before)
+            .then(|| faults.api_error_codes[(after as usize) % faults.api_error_codes.len()])
+    }
+
+    fn control(&self, method: &str, body: &str) -> Reply {
+        let mut current = self.api_faults.lock().unwrap_or_else(|p| p.into_inner());
+        if method == "POST" {
+            let request: Value = match serde_json::from_str(body) {
+                Ok(v) => v,
+                Err(e) => return Reply::error(400, format!("faults: {e}")),
+            };
+            match faults::apply_control(&self.root, &current, &request) {
+                Ok(api) => *current = api,
+                Err(e) => return Reply::error(400, e),
+            }
+        }
+        let engine = crate::transfer::local::Faults::load(
+            &self.root.join(crate::transfer::local::ENGINE_DIR),
+        );
+        let mut body = serde_json::to_value(&*current).unwrap_or_default();
+        if let (Value::Object(map), Ok(Value::Object(engine))) =
+            (&mut body, serde_json::to_value(engine))
+        {
+            map.extend(engine);
+        }
+        Reply { status: 200, body }
+    }
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+async fn handle(
+    emulator: Arc<Emulator>,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = request.method().as_str().to_string();
+    let path = percent_decode(request.uri().path());
+    let query: HashMap<String, String> = request
+        .uri()
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default();
+    let body = match request.into_body().collect().await {
+        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+        Err(e) => {
+            return Ok(respond(Reply::error(
+                400,
+                format!("cannot read the body: {e}"),
+            )))
+        }
+    };
+    let reply = if path == "/_emulator/faults" {
+        emulator.control(&method, &body)
+    } else if let Some(code) = emulator.injected_error() {
+        Reply::error(code, "injected by sts-emulator")
+    } else {
+        routes::route(&emulator.engine, &method, &path, &query, &body).await
+    };
+    tracing::debug!(%method, %path, status = reply.status, "request");
+    Ok(respond(reply))
+}
+
+fn respond(reply: Reply) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(reply.body.to_string())));
+    *response.status_mut() = hyper::StatusCode::from_u16(reply.status)
+        .unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json; charset=UTF-8"),
+    );
+    response
+}
+
+/// Serves until `stop` resolves; calls `ready` with the bound address first.
+pub async fn serve(
+    root: &Path,
+    port: u16,
+    api_faults: ApiFaults,
+    ready: impl FnOnce(SocketAddr),
+    stop: impl Future<Output = ()>,
+) -> Result<(), EmulatorError> {
+    let engine = LocalEngine::open(root, Mode::Execute)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|source| EmulatorError::Bind { port, source })?;
+    let address = listener
+        .local_addr()
+        .map_err(|source| EmulatorError::Bind { port, source })?;
+    let emulator = Arc::new(Emulator {
+        root: root.to_path_buf(),
+        engine,
+        api_faults: Mutex::new(api_faults),
+        requests: AtomicU64::new(0),
+    });
+    ready(address);
+    tokio::pin!(stop);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(connection) => connection,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    continue;
+                }
+            },
+            _ = &mut stop => return Ok(()),
+        };
+        let emulator = Arc::clone(&emulator);
+        tokio::spawn(async move {
+            let service =
+                hyper::service::service_fn(move |request| handle(Arc::clone(&emulator), request));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!("connection ended: {e}");
+            }
+        });
+    }
+}

@@ -1,0 +1,370 @@
+//! `TransferService` over the STS v1 REST API (reqwest). Listing is filtered
+//! server-side and paged at 256; 429, 5xx and network errors are retried with
+//! exponential backoff and full jitter; calls are paced under the quotas.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+use super::pacing::{Pacer, Quota};
+use super::wire::{operation_from_envelope, MAX_PAGE_SIZE};
+use super::{JobFilter, OperationFilter, TransferError, TransferService};
+use crate::auth::GoogleAuth;
+use crate::model::{TransferJob, TransferOperation};
+
+pub const EMULATOR_HOST_VARIABLE: &str = "STORAGE_TRANSFER_EMULATOR_HOST";
+const GOOGLE_ENDPOINT: &str = "https://storagetransfer.googleapis.com";
+
+/// How hard to retry transient failures.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 8,
+            first_backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(20),
+        }
+    }
+}
+
+/// A number in [0, 1) that differs between calls and processes: enough
+/// randomness to spread retries, with no RNG dependency.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl RetryPolicy {
+    /// Full jitter: a random wait up to the exponential bound.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let bound = self
+            .first_backoff
+            .saturating_mul(1u32 << attempt.min(16))
+            .min(self.max_backoff);
+        bound.mul_f64(jitter())
+    }
+}
+
+pub struct StsClient {
+    http: reqwest::Client,
+    endpoint: String,
+    auth: GoogleAuth,
+    retry: RetryPolicy,
+    pacer: Pacer,
+}
+
+fn is_transient(status: StatusCode) -> bool {
+    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
+}
+
+impl StsClient {
+    pub fn new(
+        endpoint: impl Into<String>,
+        auth: GoogleAuth,
+        retry: RetryPolicy,
+    ) -> Result<Self, TransferError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| TransferError::Malformed(format!("cannot build the HTTP client: {e}")))?;
+        Ok(StsClient {
+            http,
+            endpoint: endpoint.into().trim_end_matches('/').to_string(),
+            auth,
+            retry,
+            pacer: Pacer::default(),
+        })
+    }
+
+    /// Google's endpoint with Application Default Credentials, or plain HTTP
+    /// to `STORAGE_TRANSFER_EMULATOR_HOST` with none.
+    pub fn from_environment() -> Result<Self, TransferError> {
+        match std::env::var(EMULATOR_HOST_VARIABLE) {
+            Ok(host) if !host.is_empty() => {
+                let endpoint = if host.contains("://") {
+                    host
+                } else {
+                    format!("http://{host}")
+                };
+                StsClient::new(endpoint, GoogleAuth::anonymous(), RetryPolicy::default())
+            }
+            _ => StsClient::new(
+                GOOGLE_ENDPOINT,
+                GoogleAuth::application_default()?,
+                RetryPolicy::default(),
+            ),
+        }
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// One API call with pacing and retries; returns the JSON body.
+    async fn call(
+        &self,
+        quota: Quota,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, TransferError> {
+        let url = format!("{}/v1/{}", self.endpoint, path);
+        let mut last = String::new();
+        for attempt in 0..self.retry.attempts {
+            if attempt > 0 {
+                let wait = self.retry.backoff(attempt - 1);
+                tracing::debug!(
+                    attempt,
+                    wait_ms = wait.as_millis() as u64,
+                    "retrying {method} {path}: {last}"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            self.pacer.wait(quota).await;
+            let mut request = self.http.request(method.clone(), &url).query(query);
+            if let Some(authorization) = self.auth.authorization().await? {
+                request = request.header(reqwest::header::AUTHORIZATION, authorization);
+            }
+            if let Some(body) = body {
+                request = request.json(body);
+            }
+            let response = match request.send().await {
+                Ok(response) => response,
+                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
+                    // Never the URL with its query only: no secret is in it,
+                    // but keep messages short and stable.
+                    last = format!("{method} {path}: {}", e.without_url());
+                    continue;
+                }
+                Err(e) => return Err(TransferError::Malformed(e.without_url().to_string())),
+            };
+            let status = response.status();
+            let text = response.text().await.unwrap_or_default();
+            if status.is_success() {
+                if text.trim().is_empty() {
+                    return Ok(json!({}));
+                }
+                return serde_json::from_str(&text)
+                    .map_err(|e| TransferError::Malformed(format!("{method} {path}: {e}")));
+            }
+            let (rpc_status, message) = rpc_error(&text, status);
+            if is_transient(status) {
+                last = format!("{} {rpc_status}: {message}", status.as_u16());
+                continue;
+            }
+            return Err(match (status.as_u16(), rpc_status.as_str()) {
+                (409, _) | (_, "ALREADY_EXISTS") => TransferError::AlreadyExists(message),
+                (404, _) => TransferError::NotFound(message),
+                (_, "FAILED_PRECONDITION") => TransferError::FailedPrecondition(message),
+                (400, _) => TransferError::InvalidArgument(message),
+                (401 | 403, _) => TransferError::PermissionDenied(message),
+                (http, _) => TransferError::Api {
+                    http,
+                    status: rpc_status,
+                    message,
+                },
+            });
+        }
+        Err(TransferError::Unavailable {
+            attempts: self.retry.attempts,
+            last,
+        })
+    }
+
+    /// Follows `nextPageToken` until the last page; returns every item of `field`.
+    async fn list_all(
+        &self,
+        path: &str,
+        query: Vec<(&str, String)>,
+        field: &str,
+    ) -> Result<Vec<Value>, TransferError> {
+        let mut items = Vec::new();
+        let mut token = String::new();
+        loop {
+            let mut page_query = query.clone();
+            page_query.push(("pageSize", MAX_PAGE_SIZE.to_string()));
+            if !token.is_empty() {
+                page_query.push(("pageToken", token.clone()));
+            }
+            let mut page = self
+                .call(Quota::Read, Method::GET, path, &page_query, None)
+                .await?;
+            if let Some(Value::Array(found)) = page.get_mut(field).map(Value::take) {
+                items.extend(found);
+            }
+            token = page
+                .get("nextPageToken")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            if token.is_empty() {
+                return Ok(items);
+            }
+        }
+    }
+}
+
+/// The google.rpc status and message of an error body (or the HTTP reason).
+fn rpc_error(text: &str, status: StatusCode) -> (String, String) {
+    let parsed: Option<Value> = serde_json::from_str(text).ok();
+    let error = parsed.as_ref().and_then(|v| v.get("error"));
+    let rpc_status = error
+        .and_then(|e| e.get("status"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| super::wire::status_name(status.as_u16()).to_string());
+    let message = error
+        .and_then(|e| e.get("message"))
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+    (rpc_status, message)
+}
+
+fn operation_filter(filter: &OperationFilter) -> Value {
+    let mut f = json!({ "projectId": filter.project_id });
+    if !filter.job_names.is_empty() {
+        f["jobNames"] = json!(filter.job_names);
+    }
+    if let Some(pattern) = &filter.job_name_pattern {
+        f["jobNamePattern"] = json!(pattern);
+    }
+    if !filter.statuses.is_empty() {
+        f["transferStatuses"] = json!(filter.statuses.iter().map(|s| s.name()).collect::<Vec<_>>());
+    }
+    f
+}
+
+#[async_trait]
+impl TransferService for StsClient {
+    async fn list_operations(
+        &self,
+        filter: &OperationFilter,
+    ) -> Result<Vec<TransferOperation>, TransferError> {
+        let query = vec![
+            ("name", "transferOperations".to_string()),
+            ("filter", operation_filter(filter).to_string()),
+        ];
+        let envelopes = self
+            .list_all("transferOperations", query, "operations")
+            .await?;
+        envelopes
+            .iter()
+            .map(|e| operation_from_envelope(e).map_err(TransferError::Malformed))
+            .collect()
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<TransferJob>, TransferError> {
+        let mut f = json!({ "projectId": filter.project_id });
+        if !filter.statuses.is_empty() {
+            f["jobStatuses"] = json!(filter.statuses.iter().map(|s| s.name()).collect::<Vec<_>>());
+        }
+        let jobs = self
+            .list_all(
+                "transferJobs",
+                vec![("filter", f.to_string())],
+                "transferJobs",
+            )
+            .await?;
+        jobs.into_iter()
+            .map(|j| {
+                serde_json::from_value(j)
+                    .map_err(|e| TransferError::Malformed(format!("TransferJob: {e}")))
+            })
+            .collect()
+    }
+
+    async fn create_job(&self, job: &TransferJob) -> Result<TransferJob, TransferError> {
+        let body =
+            serde_json::to_value(job).map_err(|e| TransferError::Malformed(e.to_string()))?;
+        let created = self
+            .call(
+                Quota::Create,
+                Method::POST,
+                "transferJobs",
+                &[],
+                Some(&body),
+            )
+            .await?;
+        serde_json::from_value(created)
+            .map_err(|e| TransferError::Malformed(format!("TransferJob: {e}")))
+    }
+
+    async fn run_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
+        let body = json!({ "projectId": project_id });
+        self.call(
+            Quota::Update,
+            Method::POST,
+            &format!("{job_name}:run"),
+            &[],
+            Some(&body),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn delete_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
+        // As the original: a patch to DELETED (the job stays listable as deleted).
+        let body = json!({
+            "projectId": project_id,
+            "transferJob": { "status": "DELETED" },
+            "updateTransferJobFieldMask": "status",
+        });
+        self.call(Quota::Delete, Method::PATCH, job_name, &[], Some(&body))
+            .await
+            .map(|_| ())
+    }
+
+    async fn pause_operation(&self, name: &str) -> Result<(), TransferError> {
+        self.call(
+            Quota::Control,
+            Method::POST,
+            &format!("{name}:pause"),
+            &[],
+            Some(&json!({})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn resume_operation(&self, name: &str) -> Result<(), TransferError> {
+        self.call(
+            Quota::Control,
+            Method::POST,
+            &format!("{name}:resume"),
+            &[],
+            Some(&json!({})),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    async fn cancel_operation(&self, name: &str) -> Result<(), TransferError> {
+        self.call(
+            Quota::Control,
+            Method::POST,
+            &format!("{name}:cancel"),
+            &[],
+            Some(&json!({})),
+        )
+        .await
+        .map(|_| ())
+    }
+}
