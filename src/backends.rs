@@ -50,3 +50,24 @@ pub fn project_id(options: &Options) -> Result<String> {
         )),
     }
 }
+
+/// The manager on the backends the options name, with the heartbeat sink
+/// when `--publish-heartbeat` is on. Fails at once on missing tables.
+pub async fn open_manager(options: Options) -> Result<crate::manager::Manager> {
+    let store = open_store(&options)?;
+    let transfer = open_transfer(&options, Mode::Execute)?;
+    let project = project_id(&options)?;
+    store.read_jobs().await?;
+    let heartbeat_project = options
+        .stackdriver_project
+        .clone()
+        .unwrap_or_else(|| project.clone());
+    let publish = options.publish_heartbeat;
+    let mut manager = crate::manager::Manager::new(store, transfer, options, project);
+    if publish {
+        let sink = crate::monitoring::CloudMonitoring::from_environment(heartbeat_project)
+            .map_err(Error::Input)?;
+        manager = manager.with_heartbeat(Arc::new(sink));
+    }
+    Ok(manager)
+}

@@ -1,15 +1,12 @@
 //! The four command-line tools. Python's console scripts call `main`.
 
 use std::future::Future;
-use std::sync::Arc;
 
-use crate::backends::{open_store, open_transfer, project_id};
+use crate::backends::open_manager;
 use crate::error::{Error, Result};
-use crate::manager::Manager;
 use crate::options::{Command, Options};
 use crate::runtime::{init_logging, runtime};
 use crate::tools;
-use crate::transfer::local::Mode;
 
 pub const MANAGER: &str = "sts-job-manager";
 pub const PREPARE: &str = "sts-prepare-tables";
@@ -103,12 +100,7 @@ pub(crate) fn stop_signal() -> Result<impl Future<Output = ()>> {
 }
 
 async fn run_manager(options: Options, stop: impl Future<Output = ()>) -> Result<()> {
-    let store = open_store(&options)?;
-    let transfer = open_transfer(&options, Mode::Execute)?;
-    let project = project_id(&options)?;
-    // Fail at once on missing tables rather than on every iteration.
-    store.read_jobs().await?;
-    let mut manager = Manager::new(store, Arc::clone(&transfer), options, project);
+    let mut manager = open_manager(options).await?;
     manager.run(stop).await?;
     Ok(())
 }

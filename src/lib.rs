@@ -10,6 +10,7 @@ pub mod emulator;
 pub mod error;
 pub mod manager;
 pub mod model;
+pub mod monitoring;
 pub mod options;
 #[cfg(feature = "python")]
 mod python;

@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -153,6 +154,53 @@ def make_migration(
     # An object outside every prefix must never be copied.
     (migration.source / "elsewhere.txt").write_text("not part of the migration")
     return migration
+
+
+class Emulator:
+    """A running `sts-emulator` on 127.0.0.1 over a bucket root."""
+
+    def __init__(self, root: Path, *flags: str) -> None:
+        self.root = root
+        self.process = subprocess.Popen(
+            [str(BIN / "sts-emulator"), "--root", str(root), *flags],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if "listening on" not in line:
+            self.process.kill()
+            raise AssertionError(f"sts-emulator did not start: {line!r}")
+        self.url = line.split("listening on ")[1].strip()
+        self.host = self.url.removeprefix("http://")
+
+    def set_faults(self, **faults: object) -> dict:
+        request = urllib.request.Request(
+            f"{self.url}/_emulator/faults",
+            data=json.dumps(faults).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+
+
+@pytest.fixture
+def emulator(migration: Migration):
+    running = Emulator(migration.root)
+    yield running
+    running.stop()
 
 
 @pytest.fixture

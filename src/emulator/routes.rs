@@ -324,7 +324,9 @@ fn patch_job(engine: &LocalEngine, name: &str, body: &str) -> Result<Reply, Repl
 }
 
 async fn list_operations(engine: &LocalEngine, query: &Query) -> Result<Reply, Reply> {
-    if query.get("name").map(String::as_str) != Some("transferOperations") {
+    // GAPIC clients put the name in the path (/v1/{name=transferOperations}),
+    // the discovery client in the query: either is fine, a wrong one is not.
+    if query.get("name").is_some_and(|n| n != "transferOperations") {
         return Err(bad("name must be 'transferOperations'"));
     }
     let filter = filter_of(query)?;

@@ -66,7 +66,14 @@ pub struct CycleSummary {
     pub done: bool,
 }
 
+/// Where the heartbeat goes (Cloud Monitoring in production).
+#[async_trait::async_trait]
+pub trait Heartbeat: Send + Sync {
+    async fn publish(&self, points: &[(String, i64)]) -> Result<(), String>;
+}
+
 pub struct Manager {
+    heartbeat: Option<Arc<dyn Heartbeat>>,
     store: Arc<dyn StateStore>,
     transfer: Arc<dyn TransferService>,
     options: Options,
@@ -87,6 +94,7 @@ impl Manager {
         project_id: String,
     ) -> Self {
         Manager {
+            heartbeat: None,
             store,
             transfer,
             options,
@@ -98,6 +106,13 @@ impl Manager {
             last_sync: None,
             last_job_round: None,
         }
+    }
+
+    /// Publishes the heartbeat there (with `--publish-heartbeat`); without a
+    /// sink the points are logged.
+    pub fn with_heartbeat(mut self, heartbeat: Arc<dyn Heartbeat>) -> Self {
+        self.heartbeat = Some(heartbeat);
+        self
     }
 
     pub fn options(&self) -> &Options {
@@ -124,8 +139,19 @@ impl Manager {
         }
         self.finish_summary(&mut summary);
         if self.options.publish_heartbeat {
-            for (metric, value) in heartbeat_points(&summary.counts, summary.stalled.len()) {
-                tracing::info!(metric, value, "heartbeat");
+            let points = heartbeat_points(&summary.counts, summary.stalled.len());
+            match &self.heartbeat {
+                Some(sink) => {
+                    if let Err(e) = sink.publish(&points).await {
+                        tracing::warn!("could not publish the heartbeat (going on): {e}");
+                        summary.errors.push(format!("heartbeat: {e}"));
+                    }
+                }
+                None => {
+                    for (metric, value) in points {
+                        tracing::info!(metric, value, "heartbeat");
+                    }
+                }
             }
         }
         Ok(summary)

@@ -7,13 +7,12 @@ use std::time::Duration;
 use pyo3::exceptions::PyRuntimeError;
 use pyo3::prelude::*;
 
-use crate::backends::{open_store, open_transfer, project_id};
+use crate::backends::open_manager;
 use crate::error::Error;
 use crate::manager::Manager as CoreManager;
 use crate::options::Options;
 use crate::runtime::{init_logging, runtime};
 use crate::tools;
-use crate::transfer::local::Mode;
 
 /// Errors are raised as the classes of `sts_job_manager.errors` (a Python
 /// module, so each class can have several bases, e.g. `OptionsError` is both
@@ -132,13 +131,7 @@ impl Manager {
     fn new(py: Python<'_>, options_json: &str) -> PyResult<Self> {
         init_logging();
         let options = parse_options(options_json).map_err(to_py)?;
-        let manager = block_on(py, async move {
-            let store = open_store(&options)?;
-            let transfer = open_transfer(&options, Mode::Execute)?;
-            let project = project_id(&options)?;
-            store.read_jobs().await?;
-            Ok(CoreManager::new(store, transfer, options, project))
-        })?;
+        let manager = block_on(py, open_manager(options))?;
         Ok(Manager {
             inner: Arc::new(tokio::sync::Mutex::new(manager)),
         })

@@ -65,7 +65,7 @@ pub struct StsClient {
     endpoint: String,
     auth: GoogleAuth,
     retry: RetryPolicy,
-    pacer: Pacer,
+    pacer: Option<Pacer>,
 }
 
 fn is_transient(status: StatusCode) -> bool {
@@ -88,7 +88,7 @@ impl StsClient {
             endpoint: endpoint.into().trim_end_matches('/').to_string(),
             auth,
             retry,
-            pacer: Pacer::default(),
+            pacer: Some(Pacer::default()),
         })
     }
 
@@ -110,6 +110,12 @@ impl StsClient {
                 RetryPolicy::default(),
             ),
         }
+    }
+
+    /// No quota pacing: for emulators and tests, where quotas do not apply.
+    pub fn without_pacing(mut self) -> Self {
+        self.pacer = None;
+        self
     }
 
     pub fn endpoint(&self) -> &str {
@@ -137,7 +143,9 @@ impl StsClient {
                 );
                 tokio::time::sleep(wait).await;
             }
-            self.pacer.wait(quota).await;
+            if let Some(pacer) = &self.pacer {
+                pacer.wait(quota).await;
+            }
             let mut request = self.http.request(method.clone(), &url).query(query);
             if let Some(authorization) = self.auth.authorization().await? {
                 request = request.header(reqwest::header::AUTHORIZATION, authorization);

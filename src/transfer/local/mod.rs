@@ -307,21 +307,31 @@ impl LocalEngine {
         to: OperationStatus,
     ) -> Result<(), TransferError> {
         let conn = self.lock();
-        let current = self.operation_status(&conn, name)?;
-        if !from.contains(&current) {
-            return Err(TransferError::FailedPrecondition(format!(
-                "operation {name} is {}, cannot become {}",
-                current.name(),
-                to.name()
-            )));
+        // Another process (an executor promoting QUEUED, finishing) may move
+        // the operation between our read and our write: the write is
+        // conditional on what we read, and we read again if it lost.
+        for _ in 0..10 {
+            let current = self.operation_status(&conn, name)?;
+            if !from.contains(&current) {
+                return Err(TransferError::FailedPrecondition(format!(
+                    "operation {name} is {}, cannot become {}",
+                    current.name(),
+                    to.name()
+                )));
+            }
+            let end_time =
+                (!to.is_active()).then(|| crate::store::sqlite::timestamp_text(Utc::now()));
+            let changed = conn
+                .execute(
+                    "UPDATE operations SET status = ?2, end_time = COALESCE(?3, end_time) WHERE name = ?1 AND status = ?4",
+                    params![name, to.name(), end_time, current.name()],
+                )
+                .map_err(|e| self.err(e))?;
+            if changed == 1 {
+                return Ok(());
+            }
         }
-        let end_time = (!to.is_active()).then(|| crate::store::sqlite::timestamp_text(Utc::now()));
-        conn.execute(
-            "UPDATE operations SET status = ?2, end_time = COALESCE(?3, end_time) WHERE name = ?1 AND status = ?4",
-            params![name, to.name(), end_time, current.name()],
-        )
-        .map_err(|e| self.err(e))?;
-        Ok(())
+        Err(self.err(format!("operation {name} kept changing; try again")))
     }
 }
 
@@ -399,6 +409,19 @@ impl TransferService for LocalEngine {
             return Err(TransferError::InvalidArgument(
                 "projectId is required".into(),
             ));
+        }
+        let taken: Option<String> = self
+            .lock()
+            .query_row(
+                "SELECT name FROM jobs WHERE name = ?1",
+                params![job.name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))?;
+        // A name in use is refused before the body is judged, as on STS.
+        if taken.is_some() {
+            return Err(TransferError::AlreadyExists(job.name.clone()));
         }
         if job.transfer_spec.source_bucket().is_none() || job.transfer_spec.sink_bucket().is_none()
         {
