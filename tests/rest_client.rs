@@ -39,9 +39,17 @@ async fn start_emulator(faults: ApiFaults) -> Running {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let path = root.path().to_path_buf();
     tokio::spawn(async move {
-        serve(&path, 0, faults, |a| drop(address_tx.send(a)), async {
-            let _ = stop_rx.await;
-        })
+        serve(
+            &path,
+            0,
+            faults,
+            |a| {
+                let _ = address_tx.send(a);
+            },
+            async {
+                let _ = stop_rx.await;
+            },
+        )
         .await
         .unwrap();
     });
