@@ -1,0 +1,171 @@
+"""The manager and the helper tools speaking STS REST to sts-emulator, and
+the heartbeat going to a stand-in for Cloud Monitoring."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import sts_job_manager as sjm
+from conftest import Emulator, Migration, tool
+
+PROJECT = "http-project"
+
+
+@pytest.fixture
+def sts(emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
+    return emulator
+
+
+def http_options(migration: Migration, **extra: object) -> dict[str, object]:
+    return migration.options(transfer="sts", project=PROJECT, **extra)
+
+
+def ops_for(migration: Migration, prefix: str) -> list[dict]:
+    return [
+        op
+        for op in migration.operations()
+        if op["transferSpec"]["objectConditions"]["includePrefixes"] == [prefix]
+    ]
+
+
+def cycle_until(manager: sjm.Manager, condition, limit: float = 90) -> dict:
+    deadline = time.monotonic() + limit
+    while True:
+        summary = manager.run_once()
+        if condition(summary):
+            return summary
+        assert time.monotonic() < deadline, f"condition not met: {summary}"
+        time.sleep(0.2)
+
+
+def cycle_after(manager: sjm.Manager, pause: float) -> dict:
+    """A cycle after a pause, so the executor has time to report counters."""
+    time.sleep(pause)
+    return manager.run_once()
+
+
+def test_migration_over_http_with_failures_and_api_faults(
+    migration: Migration, sts: Emulator
+) -> None:
+    migration.prepare()
+    sts.set_faults(fail_objects_matching="data/p01/*", api_error_rate=0.2)
+    manager = sjm.Manager(http_options(migration))
+    cycle_until(
+        manager, lambda _: any(r[:2] == ("data/p01/", "error") for r in migration.history())
+    )
+    sts.set_faults(fail_objects_matching=None)
+    summary = cycle_until(manager, lambda s: s["done"])
+    assert summary["counts"]["done"] == len(migration.prefixes)
+    migration.assert_copied()
+    failed = ops_for(migration, "data/p01/")
+    assert failed[0]["status"] == "FAILED" and failed[-1]["status"] == "SUCCESS"
+    (breakdown,) = failed[0]["errorBreakdowns"]
+    assert breakdown["errorCode"] == "PERMISSION_DENIED"
+    assert breakdown["errorLogEntries"][0]["url"].startswith("gs://migration-source/data/p01/")
+    for prefix in migration.prefixes:
+        assert len([op for op in ops_for(migration, prefix) if op["status"] == "SUCCESS"]) == 1
+
+
+def test_stalled_operation_is_detected_and_new_jobs_may_start(
+    migration: Migration, sts: Emulator
+) -> None:
+    migration.prepare()
+    sts.set_faults(freeze_counters=True)
+    strict = sjm.Manager(http_options(migration, max_concurrent_jobs=1))
+    summaries = [cycle_after(strict, 0.5) for _ in range(4)]
+    assert summaries[-1]["stalled"] == ["data/p00/"]
+    assert sum(len(s["started"]) for s in summaries) == 1, "a stalled job still counts as running"
+    del strict
+
+    lenient = sjm.Manager(
+        http_options(migration, max_concurrent_jobs=1, allow_new_jobs_when_stalled=True)
+    )
+    summaries = [cycle_after(lenient, 0.5) for _ in range(3)]
+    assert "data/p00/" in summaries[-1]["stalled"]
+    assert any(s["started"] for s in summaries), "stalled jobs do not count: a new job starts"
+    assert migration.active_operations() == 2
+
+
+def test_pause_all_and_remove_successful_over_http(migration: Migration, sts: Emulator) -> None:
+    migration.prepare()
+    sts.set_faults(bytes_per_second=500)
+    manager = sjm.Manager(http_options(migration, max_concurrent_jobs=1))
+    manager.run_once()
+    args = ["--transfer", "sts", "--project", PROJECT]
+    env_tool = tool("sts-pause-all-jobs", *args)
+    assert env_tool.stdout.startswith("Paused 1 ")
+    assert [op["status"] for op in migration.operations()] == ["PAUSED"]
+
+    sts.set_faults(bytes_per_second=0)
+    summary = cycle_until(manager, lambda s: s["done"])
+    assert summary["counts"]["done"] == len(migration.prefixes)
+    assert any(row[1] == "paused" for row in migration.history())
+    assert len(migration.operations()) == len(migration.prefixes), "resumed, not restarted"
+
+    removed = tool("sts-remove-successful-one-time-jobs", *args)
+    assert removed.stdout.startswith(f"Removed {len(migration.prefixes)} ")
+    assert {job["status"] for job in migration.engine_jobs()} == {"DELETED"}
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    received: list[tuple[str, dict]] = []
+    answer = 200
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).received.append((self.path, body))
+        self.send_response(type(self).answer)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def monitoring(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_Recorder]]:
+    recorder = type("Recorder", (_Recorder,), {"received": [], "answer": 200})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), recorder)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setenv("MONITORING_EMULATOR_HOST", f"127.0.0.1:{server.server_address[1]}")
+    yield recorder
+    server.shutdown()
+    server.server_close()
+
+
+def test_heartbeat_publishes_every_status_and_stalled(
+    migration: Migration, monitoring: type[_Recorder]
+) -> None:
+    migration.prepare()
+    manager = sjm.Manager(
+        migration.options(publish_heartbeat=True, stackdriver_project="heartbeat-project")
+    )
+    summary = manager.run_once()
+    (path, body), *_ = monitoring.received
+    assert path == "/v3/projects/heartbeat-project/timeSeries"
+    points = {
+        series["metric"]["type"]: int(series["points"][0]["value"]["int64Value"])
+        for series in body["timeSeries"]
+    }
+    prefix = "custom.googleapis.com/sts_job_manager/"
+    expected = {f"{prefix}status/{status}": n for status, n in summary["counts"].items()}
+    expected[f"{prefix}metrics/stalled"] = 0
+    assert points == expected
+    assert points[f"{prefix}status/waiting"] == len(migration.prefixes) - 1
+    assert {s["resource"]["labels"]["project_id"] for s in body["timeSeries"]} == {
+        "heartbeat-project"
+    }
+
+    monitoring.answer = 500
+    summary = manager.run_once()
+    assert any(error.startswith("heartbeat:") for error in summary["errors"])
+    assert len(monitoring.received) == 2, "a failed publish does not stop the cycle"
