@@ -61,6 +61,29 @@ impl GoogleAuth {
     }
 }
 
+/// Where a Google API lives and how to authenticate to it: plain HTTP to
+/// `$emulator_variable` (`host:port` or a URL) with no credentials when that
+/// is set, else `google_endpoint` with Application Default Credentials.
+pub fn endpoint_and_auth(
+    emulator_variable: &str,
+    google_endpoint: &str,
+) -> Result<(String, GoogleAuth), AuthError> {
+    match std::env::var(emulator_variable) {
+        Ok(host) if !host.is_empty() => {
+            let endpoint = if host.contains("://") {
+                host
+            } else {
+                format!("http://{host}")
+            };
+            Ok((endpoint, GoogleAuth::anonymous()))
+        }
+        _ => Ok((
+            google_endpoint.to_string(),
+            GoogleAuth::application_default()?,
+        )),
+    }
+}
+
 /// The project named in the ADC file (`project_id` of a service-account key,
 /// `quota_project_id` of user credentials), if any.
 pub fn project_from_credentials() -> Option<String> {

@@ -24,7 +24,8 @@ fn summary(program: &str) -> Option<&'static str> {
     })
 }
 
-/// Runs one tool; returns the process exit code (0 ok, 1 failed, 2 bad usage).
+/// Runs one tool; returns the process exit code (0 ok, 1 failed, 2 bad usage
+/// or input, 3 another manager holds the job table).
 pub fn main(program: &str, args: &[String]) -> i32 {
     if program == EMULATOR {
         return crate::emulator::cli::main(args);
@@ -72,6 +73,10 @@ pub fn main(program: &str, args: &[String]) -> i32 {
     });
     match outcome {
         Ok(()) => 0,
+        Err(e @ Error::Busy(_)) => {
+            eprintln!("{program}: error: {e}");
+            3
+        }
         Err(e @ (Error::Options(_) | Error::Input(_) | Error::Unsupported(_))) => {
             eprintln!("{program}: error: {e}");
             2

@@ -17,6 +17,9 @@ pub enum Error {
     /// A prefix file or other user input that cannot be used as it is.
     #[error("{0}")]
     Input(String),
+    /// Another manager holds the job table.
+    #[error("{0}")]
+    Busy(String),
     /// A backend that this build does not provide yet.
     #[error("{0}")]
     Unsupported(String),
@@ -27,6 +30,7 @@ impl From<ManagerError> for Error {
         match e {
             ManagerError::Store(e) => Error::Store(e),
             ManagerError::Transfer(e) => Error::Transfer(e),
+            held @ ManagerError::LeaseHeld { .. } => Error::Busy(held.to_string()),
         }
     }
 }

@@ -41,21 +41,10 @@ impl CloudMonitoring {
     /// Google's endpoint with Application Default Credentials, or plain HTTP
     /// to `MONITORING_EMULATOR_HOST` with none.
     pub fn from_environment(project: String) -> Result<Self, String> {
-        match std::env::var(EMULATOR_HOST_VARIABLE) {
-            Ok(host) if !host.is_empty() => {
-                let endpoint = if host.contains("://") {
-                    host
-                } else {
-                    format!("http://{host}")
-                };
-                CloudMonitoring::new(endpoint, GoogleAuth::anonymous(), project)
-            }
-            _ => CloudMonitoring::new(
-                GOOGLE_ENDPOINT,
-                GoogleAuth::application_default().map_err(|e| e.to_string())?,
-                project,
-            ),
-        }
+        let (endpoint, auth) =
+            crate::auth::endpoint_and_auth(EMULATOR_HOST_VARIABLE, GOOGLE_ENDPOINT)
+                .map_err(|e| e.to_string())?;
+        CloudMonitoring::new(endpoint, auth, project)
     }
 }
 

@@ -59,6 +59,7 @@ const SPECS: &[OptionSpec] = &[
     OptionSpec { name: "project", kind: Kind::OptionalText, help: "Google Cloud project (default: GOOGLE_CLOUD_PROJECT)" },
     OptionSpec { name: "exit-when-done", kind: Kind::Flag, help: "Stop once no prefix is pending or running" },
     OptionSpec { name: "job-prefix-source-file", kind: Kind::OptionalText, help: "A JSON array of prefixes to load into the job table (prepare tables)" },
+    OptionSpec { name: "lease-seconds", kind: Kind::Seconds, help: "How long the manager's hold on the job table lasts without renewal; a second manager waits it out (default: 300)" },
 ];
 
 /// Old spellings still accepted, mapped to the option they stand for.
@@ -101,6 +102,7 @@ pub struct Options {
     pub project: Option<String>,
     pub exit_when_done: bool,
     pub job_prefix_source_file: Option<String>,
+    pub lease_seconds: f64,
 }
 
 impl Default for Options {
@@ -127,6 +129,7 @@ impl Default for Options {
             project: None,
             exit_when_done: false,
             job_prefix_source_file: None,
+            lease_seconds: 300.0,
         }
     }
 }
@@ -239,6 +242,7 @@ impl Options {
             "project" => self.project = optional_text(name, value)?,
             "exit-when-done" => self.exit_when_done = flag(name, value)?,
             "job-prefix-source-file" => self.job_prefix_source_file = optional_text(name, value)?,
+            "lease-seconds" => self.lease_seconds = seconds(name, value)?,
             other => return Err(OptionsError::UnknownOption(other.to_string())),
         }
         Ok(())
@@ -327,6 +331,16 @@ impl Options {
                     ),
                 ));
             }
+        }
+        // The lease is renewed once per iteration, so it must outlast one.
+        if self.lease_seconds < 2.0 * self.sleep_timeout || self.lease_seconds <= 0.0 {
+            return Err(invalid(
+                "lease-seconds",
+                format!(
+                    "{} s must be positive and at least twice --sleep-timeout ({} s)",
+                    self.lease_seconds, self.sleep_timeout
+                ),
+            ));
         }
         if self.max_concurrent_jobs == 0 {
             return Err(invalid("max-concurrent-jobs", "must be at least 1"));

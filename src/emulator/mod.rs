@@ -39,7 +39,10 @@ struct Emulator {
     root: PathBuf,
     engine: LocalEngine,
     api_faults: Mutex<ApiFaults>,
+    /// Requests seen, for `GET /_emulator/stats` (API-call figures).
     requests: AtomicU64,
+    /// Requests considered for fault injection.
+    fault_draws: AtomicU64,
 }
 
 impl Emulator {
@@ -54,7 +57,7 @@ impl Emulator {
         if faults.api_error_rate <= 0.0 {
             return None;
         }
-        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        let n = self.fault_draws.fetch_add(1, Ordering::Relaxed);
         let before = (n as f64 * faults.api_error_rate).floor();
         let after = ((n + 1) as f64 * faults.api_error_rate).floor();
         (after > before)
@@ -119,11 +122,19 @@ async fn handle(
     };
     let reply = if path == "/_emulator/faults" {
         emulator.control(&method, &body)
+    } else if path == "/_emulator/stats" {
+        Reply {
+            status: 200,
+            body: serde_json::json!({ "requests": emulator.requests.load(Ordering::Relaxed) }),
+        }
     } else if let Some(code) = emulator.injected_error() {
         Reply::error(code, "injected by sts-emulator")
     } else {
         routes::route(&emulator.engine, &method, &path, &query, &body).await
     };
+    if !path.starts_with("/_emulator/") {
+        emulator.requests.fetch_add(1, Ordering::Relaxed);
+    }
     tracing::debug!(%method, %path, status = reply.status, "request");
     Ok(respond(reply))
 }
@@ -159,6 +170,7 @@ pub async fn serve(
         engine,
         api_faults: Mutex::new(api_faults),
         requests: AtomicU64::new(0),
+        fault_draws: AtomicU64::new(0),
     });
     ready(address);
     tokio::pin!(stop);

@@ -121,7 +121,7 @@ fn job_status(value: &Value) -> Option<JobStatus> {
 }
 
 /// `pageSize` (0 or missing: the maximum) and `pageToken` (an offset).
-fn page<T>(items: Vec<T>, query: &Query) -> Result<(Vec<T>, Option<String>), Reply> {
+fn page_bounds(query: &Query) -> Result<(usize, usize), Reply> {
     let size = match query.get("pageSize").map(|s| s.parse::<usize>()) {
         None => MAX_PAGE_SIZE,
         Some(Ok(0)) => MAX_PAGE_SIZE,
@@ -134,6 +134,11 @@ fn page<T>(items: Vec<T>, query: &Query) -> Result<(Vec<T>, Option<String>), Rep
             .parse::<usize>()
             .map_err(|_| bad("invalid pageToken"))?,
     };
+    Ok((size, start))
+}
+
+fn page<T>(items: Vec<T>, query: &Query) -> Result<(Vec<T>, Option<String>), Reply> {
+    let (size, start) = page_bounds(query)?;
     let total = items.len();
     let chosen: Vec<T> = items.into_iter().skip(start).take(size).collect();
     let next = (start + size < total).then(|| (start + size).to_string());
@@ -338,24 +343,37 @@ async fn list_operations(engine: &LocalEngine, query: &Query) -> Result<Reply, R
         time_bound(&filter, "minCreationTime")?,
         time_bound(&filter, "maxCreationTime")?,
     );
-    let operations: Vec<TransferOperation> = engine
-        .list_operations(&OperationFilter {
-            project_id,
-            job_names: strings(&filter, "jobNames"),
-            job_name_pattern: filter
-                .get("jobNamePattern")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            statuses,
-        })
-        .await?
-        .into_iter()
-        .filter(|op| op_names.is_empty() || op_names.contains(&op.name))
-        .filter(|op| op_pattern.is_none_or(|p| glob_match(p, &op.name)))
-        .filter(|op| min_time.is_none_or(|t| op.start_time.is_some_and(|s| s >= t)))
-        .filter(|op| max_time.is_none_or(|t| op.start_time.is_some_and(|s| s <= t)))
-        .collect();
-    let (operations, next) = page(operations, query)?;
+    let engine_filter = OperationFilter {
+        project_id,
+        job_names: strings(&filter, "jobNames"),
+        job_name_pattern: filter
+            .get("jobNamePattern")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        statuses,
+    };
+    let engine_filters_all =
+        op_names.is_empty() && op_pattern.is_none() && min_time.is_none() && max_time.is_none();
+    let (operations, next) = if engine_filters_all {
+        // The engine applies every filter asked: let it page, decoding one page.
+        let (size, start) = page_bounds(query)?;
+        let (operations, matched) = engine.list_operations_page(&engine_filter, start, size)?;
+        (
+            operations,
+            (start + size < matched).then(|| (start + size).to_string()),
+        )
+    } else {
+        let operations: Vec<TransferOperation> = engine
+            .list_operations(&engine_filter)
+            .await?
+            .into_iter()
+            .filter(|op| op_names.is_empty() || op_names.contains(&op.name))
+            .filter(|op| op_pattern.is_none_or(|p| glob_match(p, &op.name)))
+            .filter(|op| min_time.is_none_or(|t| op.start_time.is_some_and(|s| s >= t)))
+            .filter(|op| max_time.is_none_or(|t| op.start_time.is_some_and(|s| s <= t)))
+            .collect();
+        page(operations, query)?
+    };
     let mut reply =
         json!({ "operations": operations.iter().map(operation_envelope).collect::<Vec<_>>() });
     if let Some(next) = next {

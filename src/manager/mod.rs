@@ -30,6 +30,15 @@ pub const JOB_NAME_PATTERN: &str = "transferJobs/sts-jm-*";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
+    #[error(
+        "another sts-job-manager ({holder}) is running on job table '{table}' (its lease lasts until {until}); \
+         stop it, or wait for its lease to expire"
+    )]
+    LeaseHeld {
+        holder: String,
+        table: String,
+        until: String,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -171,18 +180,52 @@ impl Manager {
         &mut self,
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), ManagerError> {
+        let holder = crate::store::lease_holder();
+        self.hold_lease(&holder).await?;
+        let outcome = self.run_holding(&holder, stop).await;
+        if let Err(e) = self.store.release_lease(&holder).await {
+            tracing::warn!("could not release the lease (it will expire): {e}");
+        }
+        outcome
+    }
+
+    /// One manager per job table: take or renew the store's lease.
+    async fn hold_lease(&self, holder: &str) -> Result<(), ManagerError> {
+        let ttl = Duration::from_secs_f64(self.options.lease_seconds);
+        match self.store.acquire_lease(holder, ttl).await? {
+            crate::store::Lease::Acquired => Ok(()),
+            crate::store::Lease::HeldBy { holder, until } => Err(ManagerError::LeaseHeld {
+                holder,
+                table: self.options.job_table.clone(),
+                until: until.to_rfc3339(),
+            }),
+        }
+    }
+
+    async fn run_holding(
+        &mut self,
+        holder: &str,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ManagerError> {
         tokio::pin!(stop);
         loop {
             let started = Instant::now();
-            match self.iteration().await {
-                Ok(summary) => {
-                    log_summary(&summary);
-                    if self.options.exit_when_done && summary.done {
-                        tracing::info!("every prefix is finished; exiting");
-                        return Ok(());
-                    }
+            match self.hold_lease(holder).await {
+                // Another manager took the table over (ours expired): stop.
+                Err(e @ ManagerError::LeaseHeld { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::error!("could not renew the lease, trying again next iteration: {e}")
                 }
-                Err(e) => tracing::error!("iteration failed, trying again next iteration: {e}"),
+                Ok(()) => match self.iteration().await {
+                    Ok(summary) => {
+                        log_summary(&summary);
+                        if self.options.exit_when_done && summary.done {
+                            tracing::info!("every prefix is finished; exiting");
+                            return Ok(());
+                        }
+                    }
+                    Err(e) => tracing::error!("iteration failed, trying again next iteration: {e}"),
+                },
             }
             let rest = Duration::from_secs_f64(self.options.sleep_timeout)
                 .saturating_sub(started.elapsed());

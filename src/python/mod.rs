@@ -24,6 +24,7 @@ fn to_py(error: Error) -> PyErr {
         Error::Store(_) => "StateError",
         Error::Transfer(_) => "TransferError",
         Error::Unsupported(_) => "UnsupportedBackendError",
+        Error::Busy(_) => "StateError",
     };
     let message = error.to_string();
     Python::attach(|py| {

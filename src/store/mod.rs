@@ -4,6 +4,8 @@ pub mod sqlite;
 
 use async_trait::async_trait;
 
+use chrono::{DateTime, Utc};
+
 use crate::manager::sync::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob};
 
@@ -48,6 +50,61 @@ pub trait StateStore: Send + Sync {
     async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError>;
     /// Statements sent to the backend so far (for benchmarks and tests).
     fn statements_issued(&self) -> u64;
+    /// Takes or renews the job table's lease for `holder` until
+    /// `now + ttl`, unless another live holder has it. Stores without
+    /// leases always grant it.
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Lease, StoreError> {
+        let _ = (holder, ttl);
+        Ok(Lease::Acquired)
+    }
+    /// Gives the lease up (a clean stop), if `holder` has it.
+    async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
+        let _ = holder;
+        Ok(())
+    }
+}
+
+/// The answer to a lease request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    Acquired,
+    HeldBy {
+        holder: String,
+        until: DateTime<Utc>,
+    },
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// `host:pid:nonce`, unique per manager process.
+pub fn lease_holder() -> String {
+    let nonce = Utc::now().timestamp_nanos_opt().unwrap_or_default() % 1_000_000;
+    format!("{}:{}:{nonce}", host_name(), std::process::id())
+}
+
+/// A holder on this machine whose process is gone (killed) can be taken
+/// over at once instead of waiting its lease out. Only Linux tells (/proc);
+/// elsewhere a holder is presumed alive until its lease expires.
+pub fn holder_is_dead_here(holder: &str) -> bool {
+    let mut parts = holder.split(':');
+    let (Some(host), Some(pid)) = (parts.next(), parts.next()) else {
+        return false;
+    };
+    host == host_name()
+        && pid != std::process::id().to_string()
+        && std::path::Path::new("/proc/self").exists()
+        && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// Table names are formatted into SQL, so only plain identifiers pass.

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{check_identifier, LoadReport, StateStore, StoreError};
+use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StateStore, StoreError};
 use crate::manager::sync::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
 
@@ -279,6 +279,72 @@ impl StateStore for SqliteStore {
     fn statements_issued(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
     }
+
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Lease, StoreError> {
+        let now = Utc::now();
+        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let mut conn = self.lock();
+        // IMMEDIATE: two managers starting together serialise here.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            &format!(
+                "CREATE TABLE IF NOT EXISTS {}_lease (
+                    id INTEGER PRIMARY KEY CHECK (id = 1), holder TEXT NOT NULL, until TEXT NOT NULL)",
+                self.job_table
+            ),
+            [],
+        )?;
+        let current: Option<(String, String)> = tx
+            .query_row(
+                &format!(
+                    "SELECT holder, until FROM {}_lease WHERE id = 1",
+                    self.job_table
+                ),
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((other, other_until)) = current {
+            let other_until = parse_timestamp(&other_until)?;
+            if other != holder && other_until > now && !holder_is_dead_here(&other) {
+                return Ok(Lease::HeldBy {
+                    holder: other,
+                    until: other_until,
+                });
+            }
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {}_lease (id, holder, until) VALUES (1, ?1, ?2)
+                 ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, until = excluded.until",
+                self.job_table
+            ),
+            params![holder, timestamp_text(until)],
+        )?;
+        tx.commit()?;
+        Ok(Lease::Acquired)
+    }
+
+    async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let released = conn.execute(
+            &format!(
+                "DELETE FROM {}_lease WHERE id = 1 AND holder = ?1",
+                self.job_table
+            ),
+            params![holder],
+        );
+        match released {
+            Ok(_) => Ok(()),
+            // Never leased: nothing to give up.
+            Err(e) if e.to_string().contains("no such table") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
 }
 
 impl SqliteStore {
@@ -375,6 +441,37 @@ mod tests {
         let history = s.read_history().await.unwrap();
         assert_eq!(history.len(), 500);
         assert_eq!(history[0].operation_results.as_deref(), Some("{\"x\":1}"));
+    }
+
+    #[tokio::test]
+    async fn the_lease_has_one_holder_until_it_expires() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let long = std::time::Duration::from_secs(60);
+        assert_eq!(
+            s.acquire_lease("host-a:1:1", long).await.unwrap(),
+            Lease::Acquired
+        );
+        assert_eq!(
+            s.acquire_lease("host-a:1:1", long).await.unwrap(),
+            Lease::Acquired,
+            "renewal"
+        );
+        assert!(
+            matches!(s.acquire_lease("host-b:2:2", long).await.unwrap(), Lease::HeldBy { holder, .. } if holder == "host-a:1:1")
+        );
+        s.release_lease("host-a:1:1").await.unwrap();
+        assert_eq!(
+            s.acquire_lease("host-b:2:2", std::time::Duration::ZERO)
+                .await
+                .unwrap(),
+            Lease::Acquired
+        );
+        // An expired lease is taken over.
+        assert_eq!(
+            s.acquire_lease("host-c:3:3", long).await.unwrap(),
+            Lease::Acquired
+        );
     }
 
     #[tokio::test]

@@ -95,21 +95,9 @@ impl StsClient {
     /// Google's endpoint with Application Default Credentials, or plain HTTP
     /// to `STORAGE_TRANSFER_EMULATOR_HOST` with none.
     pub fn from_environment() -> Result<Self, TransferError> {
-        match std::env::var(EMULATOR_HOST_VARIABLE) {
-            Ok(host) if !host.is_empty() => {
-                let endpoint = if host.contains("://") {
-                    host
-                } else {
-                    format!("http://{host}")
-                };
-                StsClient::new(endpoint, GoogleAuth::anonymous(), RetryPolicy::default())
-            }
-            _ => StsClient::new(
-                GOOGLE_ENDPOINT,
-                GoogleAuth::application_default()?,
-                RetryPolicy::default(),
-            ),
-        }
+        let (endpoint, auth) =
+            crate::auth::endpoint_and_auth(EMULATOR_HOST_VARIABLE, GOOGLE_ENDPOINT)?;
+        StsClient::new(endpoint, auth, RetryPolicy::default())
     }
 
     /// No quota pacing: for emulators and tests, where quotas do not apply.

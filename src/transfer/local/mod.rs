@@ -268,6 +268,59 @@ impl LocalEngine {
         self.insert_operation(&conn, &job)
     }
 
+    /// Operations matching `filter`, newest first: the `skip` first matches
+    /// are passed over and at most `take` are decoded. Returns them and the
+    /// number of matches in all (for paging).
+    pub fn list_operations_page(
+        &self,
+        filter: &OperationFilter,
+        skip: usize,
+        take: usize,
+    ) -> Result<(Vec<TransferOperation>, usize), TransferError> {
+        let conn = self.lock();
+        let job_names = serde_json::to_string(&filter.job_names).map_err(|e| self.err(e))?;
+        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.name()).collect();
+        let statuses = serde_json::to_string(&statuses).map_err(|e| self.err(e))?;
+        let mut statement = conn
+            .prepare(
+                "SELECT status, end_time, body, job_name FROM operations
+                 WHERE project_id = ?1
+                   AND (?2 = '[]' OR job_name IN (SELECT value FROM json_each(?2)))
+                   AND (?3 = '[]' OR status IN (SELECT value FROM json_each(?3)))
+                 ORDER BY rowid DESC",
+            )
+            .map_err(|e| self.err(e))?;
+        let rows = statement
+            .query_map(params![filter.project_id, job_names, statuses], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Option<String>>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })
+            .map_err(|e| self.err(e))?;
+        let mut operations = Vec::new();
+        let mut matched = 0;
+        for row in rows {
+            let (status, end_time, body, job_name) = row.map_err(|e| self.err(e))?;
+            if filter
+                .job_name_pattern
+                .as_deref()
+                .is_some_and(|p| !glob_match(p, &job_name))
+            {
+                continue;
+            }
+            matched += 1;
+            // Only the page is decoded: listing page k of many stays cheap.
+            if matched > skip && operations.len() < take {
+                operations
+                    .push(decode_operation(&status, end_time, &body).map_err(|e| self.err(e))?);
+            }
+        }
+        Ok((operations, matched))
+    }
+
     fn load_job(&self, conn: &Connection, name: &str) -> Result<TransferJob, TransferError> {
         let body: Option<String> = conn
             .query_row(
@@ -341,42 +394,8 @@ impl TransferService for LocalEngine {
         &self,
         filter: &OperationFilter,
     ) -> Result<Vec<TransferOperation>, TransferError> {
-        let conn = self.lock();
-        let job_names = serde_json::to_string(&filter.job_names).map_err(|e| self.err(e))?;
-        let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.name()).collect();
-        let statuses = serde_json::to_string(&statuses).map_err(|e| self.err(e))?;
-        let mut statement = conn
-            .prepare(
-                "SELECT status, end_time, body, job_name FROM operations
-                 WHERE project_id = ?1
-                   AND (?2 = '[]' OR job_name IN (SELECT value FROM json_each(?2)))
-                   AND (?3 = '[]' OR status IN (SELECT value FROM json_each(?3)))
-                 ORDER BY rowid DESC",
-            )
-            .map_err(|e| self.err(e))?;
-        let rows = statement
-            .query_map(params![filter.project_id, job_names, statuses], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
-            .map_err(|e| self.err(e))?;
-        let mut operations = Vec::new();
-        for row in rows {
-            let (status, end_time, body, job_name) = row.map_err(|e| self.err(e))?;
-            if filter
-                .job_name_pattern
-                .as_deref()
-                .is_some_and(|p| !glob_match(p, &job_name))
-            {
-                continue;
-            }
-            operations.push(decode_operation(&status, end_time, &body).map_err(|e| self.err(e))?);
-        }
-        Ok(operations)
+        self.list_operations_page(filter, 0, usize::MAX)
+            .map(|(operations, _)| operations)
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<TransferJob>, TransferError> {

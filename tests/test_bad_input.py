@@ -1,0 +1,105 @@
+"""Bad input: a one-line error naming the problem, a non-zero exit code, and
+the state left exactly as it was."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from conftest import Migration, tool
+
+
+def snapshot(state: Path) -> tuple[list, list]:
+    with sqlite3.connect(state) as db:
+        jobs = db.execute("SELECT * FROM sts_job ORDER BY prefix").fetchall()
+        history = db.execute("SELECT * FROM sts_job_history ORDER BY rowid").fetchall()
+    return jobs, history
+
+
+PREFIX_FILES = [
+    ('{"logs/": 1}', "must hold a JSON array of strings"),
+    ('["logs/", 7]', "entry 1: 7 is not a string"),
+    ('["logs/", ""]', "empty prefix"),
+    ('["logs/", "logs/"]', "'logs/' appears twice"),
+    ('["/logs/"]', "starts with '/'"),
+    (json.dumps(["x" * 1025]), "STS allows at most 1024"),
+    ('["logs/"', "not valid JSON"),
+]
+
+
+@pytest.mark.parametrize(("body", "expected"), PREFIX_FILES)
+def test_bad_prefix_files_load_nothing(migration: Migration, body: str, expected: str) -> None:
+    migration.prepare()
+    before = snapshot(migration.state)
+    bad = migration.root.parent / "bad.json"
+    bad.write_text(body)
+    result = tool(
+        "sts-prepare-tables",
+        *migration.backend_args(),
+        "--job-prefix-source-file",
+        str(bad),
+        check=False,
+    )
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert snapshot(migration.state) == before
+
+
+CONFIGS = [
+    ({"max_concurent_jobs": 3}, "max_concurent_jobs"),
+    ({"max-concurrent-jobs": "many"}, "max-concurrent-jobs"),
+    ({"sleep_timeout": 100, "metrics_interval": 10}, "metrics-interval"),
+    ({"job_table": "sts_job; DROP TABLE x"}, "not a plain table name"),
+    ({"source_bucket": "Bad Bucket!"}, "not a valid bucket name"),
+    ({"overwrite_dest_objects": "yes please"}, "overwrite-dest-objects"),
+]
+
+
+@pytest.mark.parametrize(("config", "expected"), CONFIGS)
+def test_bad_config_files_change_nothing(migration: Migration, config: dict, expected: str) -> None:
+    migration.prepare()
+    before = snapshot(migration.state)
+    path = migration.root.parent / "config.json"
+    path.write_text(json.dumps(config))
+    result = tool(
+        "sts-job-manager",
+        *migration.backend_args(),
+        "--config-path",
+        str(path),
+        "--exit-when-done",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert expected in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert snapshot(migration.state) == before
+    assert migration.operations() == [], "no job was started"
+
+
+def test_missing_config_file_is_named(migration: Migration) -> None:
+    result = tool("sts-job-manager", "--config-path", "/nonexistent/config.json", check=False)
+    assert result.returncode == 2
+    assert "/nonexistent/config.json" in result.stderr
+
+
+def test_unreadable_credentials_file_is_named(
+    migration: Migration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration.prepare()
+    monkeypatch.delenv("STORAGE_TRANSFER_EMULATOR_HOST", raising=False)
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(migration.root / "missing-key.json"))
+    result = tool(
+        "sts-pause-all-jobs",
+        "--transfer",
+        "sts",
+        "--project",
+        "p",
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "could not load Google credentials" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -1,0 +1,91 @@
+"""Crashes, restarts and a second manager on the same table."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import time
+
+from conftest import BIN, Emulator, Migration, make_migration, tool
+
+FAST = ["--sleep-timeout", "0.2", "--job-interval", "0.2", "--metrics-interval", "0.2"]
+
+
+def test_kill_9_loop_loses_and_doubles_nothing(tmp_path, monkeypatch) -> None:
+    migration = make_migration(tmp_path, prefixes=10, files_per_prefix=4, size=3000)
+    migration.prepare()
+    emulator = Emulator(migration.root, "--bytes-per-second", "6000")
+    monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
+    args = [
+        str(BIN / "sts-job-manager"),
+        "--state",
+        f"sqlite:{migration.state}",
+        "--transfer",
+        "sts",
+        "--project",
+        "crash-project",
+        "--max-concurrent-jobs",
+        "4",
+        *FAST,
+        "--exit-when-done",
+    ]
+    rng = random.Random(2026)
+    try:
+        kills = 0
+        while kills < 20:
+            manager = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.05, 0.8))
+            if manager.poll() is not None:
+                break  # finished before this kill
+            manager.send_signal(signal.SIGKILL)
+            manager.wait()
+            kills += 1
+        assert kills >= 10, "the migration finished too soon to test crashes"
+        final = subprocess.run(args, capture_output=True, text=True, timeout=300)
+        assert final.returncode == 0, final.stderr
+    finally:
+        emulator.stop()
+
+    assert {status for status, _ in migration.jobs().values()} == {"done"}
+    migration.assert_copied()
+    by_prefix: dict[str, list[tuple[str, str]]] = {}
+    for op in migration.operations():
+        prefix = op["transferSpec"]["objectConditions"]["includePrefixes"][0]
+        by_prefix.setdefault(prefix, []).append((op["startTime"], op["endTime"] or "~"))
+    for prefix, spans in by_prefix.items():
+        spans.sort()
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            assert end <= start, f"{prefix} had two operations at once: {spans}"
+    history = migration.history()
+    assert {row[0] for row in history if row[1] == "done"} == set(migration.prefixes)
+
+
+def test_a_second_manager_refuses_then_takes_over_an_expired_lease(migration: Migration) -> None:
+    migration.prepare()
+    migration.set_faults(bytes_per_second=1000)
+    args = [*migration.backend_args(), *FAST, "--lease-seconds", "3"]
+    first = subprocess.Popen([str(BIN / "sts-job-manager"), *args], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while migration.active_operations() == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        second = tool("sts-job-manager", *args, "--exit-when-done", check=False)
+        assert second.returncode == 3, second.stderr
+        assert "another sts-job-manager" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    migration.set_faults()
+    # The dead manager's lease runs out; then the second one takes over.
+    started = time.monotonic()
+    while True:
+        retry = tool("sts-job-manager", *args, "--exit-when-done", check=False)
+        if retry.returncode == 0:
+            break
+        assert retry.returncode == 3 and time.monotonic() - started < 30, retry.stderr
+        time.sleep(0.5)
+    assert {status for status, _ in migration.jobs().values()} == {"done"}
+    migration.assert_copied()
