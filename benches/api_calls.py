@@ -43,17 +43,49 @@ def seed(root: Path, state: Path, count: int) -> None:
         job = f"transferJobs/sts-jm-bench-{index}"
         op = f"transferOperations/transferJobs-sts-jm-bench-{index}-1"
         job_spec = {**spec, "objectConditions": {"includePrefixes": [prefix]}}
-        jobs.append((job, PROJECT, "ENABLED", json.dumps({"name": job, "projectId": PROJECT,
-                     "transferSpec": job_spec, "status": "ENABLED"})))
-        ops.append((op, job, PROJECT, "SUCCESS", "2026-01-01T01:00:00Z", json.dumps({
-            "name": op, "projectId": PROJECT, "transferSpec": job_spec, "status": "SUCCESS",
-            "startTime": "2026-01-01T00:00:00Z", "transferJobName": job,
-            "counters": {"objectsCopiedToSink": "10", "bytesCopiedToSink": "1000"}})))
+        jobs.append(
+            (
+                job,
+                PROJECT,
+                "ENABLED",
+                json.dumps(
+                    {
+                        "name": job,
+                        "projectId": PROJECT,
+                        "transferSpec": job_spec,
+                        "status": "ENABLED",
+                    }
+                ),
+            )
+        )
+        ops.append(
+            (
+                op,
+                job,
+                PROJECT,
+                "SUCCESS",
+                "2026-01-01T01:00:00Z",
+                json.dumps(
+                    {
+                        "name": op,
+                        "projectId": PROJECT,
+                        "transferSpec": job_spec,
+                        "status": "SUCCESS",
+                        "startTime": "2026-01-01T00:00:00Z",
+                        "transferJobName": job,
+                        "counters": {"objectsCopiedToSink": "10", "bytesCopiedToSink": "1000"},
+                    }
+                ),
+            )
+        )
         rows.append((op, prefix))
     with sqlite3.connect(root / ".sts-engine" / "engine.db") as db:
         db.executemany("INSERT INTO jobs (name, project_id, status, body) VALUES (?,?,?,?)", jobs)
-        db.executemany("INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
-                       " VALUES (?,?,?,?,?,?)", ops)
+        db.executemany(
+            "INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
+            " VALUES (?,?,?,?,?,?)",
+            ops,
+        )
     with sqlite3.connect(state) as db:
         db.executemany("UPDATE sts_job SET status = 'done', job_name = ? WHERE prefix = ?", rows)
 
@@ -72,8 +104,12 @@ def measure(count: int) -> tuple[int, float]:
         try:
             seed(root, Path(work) / "state.db", count)
             os.environ["STORAGE_TRANSFER_EMULATOR_HOST"] = emulator.host
-            manager = sjm.Manager(state=f"sqlite:{Path(work) / 'state.db'}", transfer="sts",
-                                  project=PROJECT, max_concurrent_jobs=20)
+            manager = sjm.Manager(
+                state=f"sqlite:{Path(work) / 'state.db'}",
+                transfer="sts",
+                project=PROJECT,
+                max_concurrent_jobs=20,
+            )
             before = requests(emulator)
             started = time.perf_counter()
             manager.run_once()
