@@ -58,6 +58,14 @@ pub async fn open_manager(options: Options) -> Result<crate::manager::Manager> {
     let transfer = open_transfer(&options, Mode::Execute)?;
     let project = project_id(&options)?;
     store.read_jobs().await?;
+    // Credentials and reachability are checked once, up front: a manager that
+    // cannot authenticate exits with the reason instead of failing every cycle.
+    transfer
+        .list_jobs(&crate::transfer::JobFilter {
+            project_id: project.clone(),
+            statuses: vec![crate::model::JobStatus::Deleted],
+        })
+        .await?;
     let heartbeat_project = options
         .stackdriver_project
         .clone()

@@ -65,9 +65,12 @@ def test_prepare_is_idempotent_and_refuses_bad_files(migration: Migration) -> No
 
 
 def test_missing_backends_and_tables_are_one_line_errors(migration: Migration) -> None:
+    prepared = f"sqlite:{migration.root.parent / 'prepared.db'}"
+    tool("sts-prepare-tables", "--state", prepared)
     for args, expected in [
         ([], "BigQuery state store"),
-        (["--state", f"sqlite:{migration.state}"], "Storage Transfer Service"),
+        # No credentials here (and no network): STS is tried once, then refused.
+        (["--state", prepared, "--project", "p"], "Google"),
         (migration.backend_args(), "sts-prepare-tables"),
         (["--max-concurrent-jobs", "many"], "max-concurrent-jobs"),
         (["--no-such-flag"], "no-such-flag"),

@@ -130,10 +130,11 @@ def test_pause_all_from_another_process_then_manager_resumes(migration: Migratio
     )
     try:
         deadline = time.monotonic() + 30
-        while migration.active_operations() < 1:
+        running: set[str] = set()
+        while not running:
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        running = {op["name"] for op in migration.operations() if op["status"] == "IN_PROGRESS"}
+            running = {op["name"] for op in migration.operations() if op["status"] == "IN_PROGRESS"}
         result = tool("sts-pause-all-jobs", *migration.backend_args())
         paused = int(result.stdout.split()[1])
         assert paused >= len(running) >= 1
@@ -141,6 +142,7 @@ def test_pause_all_from_another_process_then_manager_resumes(migration: Migratio
         assert manager.wait(timeout=120) == 0
     finally:
         manager.kill()
+        manager.wait()
     assert {status for status, _ in migration.jobs().values()} == {"done"}
     paused_prefixes = {row[0] for row in migration.history() if row[1] == "paused"}
     assert paused_prefixes, "the manager never saw the paused operations"
