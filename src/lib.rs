@@ -3,6 +3,7 @@
 //! (`manager::{sync, ramp, stall}`); I/O sits behind two traits
 //! (`store::StateStore`, `transfer::TransferService`).
 
+pub mod analysis;
 pub mod auth;
 pub mod backends;
 pub mod cli;

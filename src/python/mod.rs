@@ -1,15 +1,18 @@
 //! The PyO3 layer: converts, releases the GIL, calls the core. No logic.
 
+mod state;
+
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use pyo3::exceptions::PyRuntimeError;
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3_async_runtimes::tokio::future_into_py;
 
 use crate::backends::open_manager;
 use crate::error::Error;
-use crate::manager::Manager as CoreManager;
+use crate::manager::{CycleSummary, Manager as CoreManager};
 use crate::options::Options;
 use crate::runtime::{init_logging, runtime};
 use crate::tools;
@@ -17,7 +20,7 @@ use crate::tools;
 /// Errors are raised as the classes of `sts_job_manager.errors` (a Python
 /// module, so each class can have several bases, e.g. `OptionsError` is both
 /// an `StsJobManagerError` and a `ValueError`).
-fn to_py(error: Error) -> PyErr {
+pub(crate) fn to_py(error: Error) -> PyErr {
     let class = match &error {
         Error::Options(_) => "OptionsError",
         Error::Input(_) => "InputError",
@@ -43,7 +46,7 @@ fn to_py(error: Error) -> PyErr {
 /// every 100 ms on this, the calling, thread) drops the work and raises
 /// KeyboardInterrupt. Store writes are single transactions, so dropping the
 /// work between awaits leaves the state consistent.
-fn block_on<T: Send>(
+pub(crate) fn block_on<T: Send>(
     py: Python<'_>,
     work: impl Future<Output = Result<T, Error>> + Send,
 ) -> PyResult<T> {
@@ -65,7 +68,7 @@ fn block_on<T: Send>(
     })
 }
 
-fn parse_options(options_json: &str) -> Result<Options, Error> {
+pub(crate) fn parse_options(options_json: &str) -> Result<Options, Error> {
     let value: serde_json::Value = serde_json::from_str(options_json)
         .map_err(|e| Error::Input(format!("options must be a JSON object: {e}")))?;
     let serde_json::Value::Object(entries) = value else {
@@ -76,7 +79,7 @@ fn parse_options(options_json: &str) -> Result<Options, Error> {
     )?)
 }
 
-fn to_json<T: serde::Serialize>(value: &T) -> PyResult<String> {
+pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> PyResult<String> {
     serde_json::to_string(value).map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 
@@ -151,6 +154,77 @@ impl Manager {
         let summary = block_on(py, async move { Ok(inner.lock().await.iteration().await?) })?;
         to_json(&summary)
     }
+
+    /// Iterates until every prefix is finished or `timeout` seconds passed;
+    /// returns (finished, last summary as JSON).
+    #[pyo3(signature = (timeout=None))]
+    fn run_until_done(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(bool, String)> {
+        let deadline = deadline(timeout)?;
+        let inner = Arc::clone(&self.inner);
+        let (done, summary) = block_on(py, until_done(inner, deadline))?;
+        Ok((done, to_json(&summary)?))
+    }
+
+    /// `run_once` as an awaitable; the work runs on the shared tokio runtime.
+    fn run_once_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let inner = Arc::clone(&self.inner);
+        future_into_py(py, async move {
+            let summary = inner.lock().await.run_once().await;
+            to_json(&summary.map_err(|e| to_py(e.into()))?)
+        })
+    }
+
+    /// `run_until_done` as an awaitable.
+    #[pyo3(signature = (timeout=None))]
+    fn run_until_done_async<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let deadline = deadline(timeout)?;
+        let inner = Arc::clone(&self.inner);
+        future_into_py(py, async move {
+            let (done, summary) = until_done(inner, deadline).await.map_err(to_py)?;
+            Ok((done, to_json(&summary)?))
+        })
+    }
+}
+
+fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
+    match timeout {
+        None => Ok(None),
+        Some(t) if t.is_finite() && t >= 0.0 => {
+            Ok(Some(Instant::now() + Duration::from_secs_f64(t)))
+        }
+        Some(t) => Err(PyValueError::new_err(format!(
+            "timeout must be a number of seconds >= 0, not {t}"
+        ))),
+    }
+}
+
+/// The manager loop until nothing is pending or running, or the deadline.
+async fn until_done(
+    inner: Arc<tokio::sync::Mutex<CoreManager>>,
+    deadline: Option<Instant>,
+) -> Result<(bool, CycleSummary), Error> {
+    let mut manager = inner.lock().await;
+    loop {
+        let started = Instant::now();
+        let summary = manager.iteration().await?;
+        if summary.done {
+            return Ok((true, summary));
+        }
+        let mut rest = Duration::from_secs_f64(manager.options().sleep_timeout)
+            .saturating_sub(started.elapsed());
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok((false, summary));
+            }
+            rest = rest.min(left);
+        }
+        tokio::time::sleep(rest).await;
+    }
 }
 
 #[pymodule]
@@ -162,5 +236,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(pause_all_jobs, m)?)?;
     m.add_function(wrap_pyfunction!(remove_successful_one_time_jobs, m)?)?;
     m.add_class::<Manager>()?;
+    m.add_class::<state::State>()?;
+    // Awaitables run on the runtime the blocking calls use: one per process.
+    let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime());
     Ok(())
 }

@@ -1,0 +1,122 @@
+//! `State`: the state tables as column frames (Arrow buffers as `bytes`),
+//! read through the `StateStore` trait so every store serves them.
+
+use std::sync::Arc;
+
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+use pyo3_async_runtimes::tokio::future_into_py;
+
+use super::{block_on, parse_options, to_json, to_py};
+use crate::analysis::{self, columns::Frame};
+use crate::backends::open_store;
+use crate::error::Error;
+use crate::manager::count_statuses;
+use crate::runtime::init_logging;
+use crate::store::StateStore;
+
+/// (name, Arrow type, validity bitmap or None, data buffers).
+type PyColumn<'py> = (
+    &'static str,
+    &'static str,
+    Option<Bound<'py, PyBytes>>,
+    Vec<Bound<'py, PyBytes>>,
+);
+
+fn frame_to_py(py: Python<'_>, frame: Frame) -> (usize, Vec<PyColumn<'_>>) {
+    let columns = frame
+        .columns
+        .iter()
+        .map(|(name, column)| {
+            (
+                *name,
+                column.kind(),
+                column.validity().map(|bits| PyBytes::new(py, bits)),
+                column
+                    .buffers()
+                    .iter()
+                    .map(|b| PyBytes::new(py, b))
+                    .collect(),
+            )
+        })
+        .collect();
+    (frame.rows, columns)
+}
+
+#[pyclass(module = "sts_job_manager._core", frozen)]
+pub struct State {
+    store: Arc<dyn StateStore>,
+}
+
+impl State {
+    fn frame<'py>(
+        &self,
+        py: Python<'py>,
+        build: impl FnOnce(Arc<dyn StateStore>) -> FrameWork + Send,
+    ) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
+        let store = Arc::clone(&self.store);
+        let frame = block_on(py, build(store))?;
+        Ok(frame_to_py(py, frame))
+    }
+}
+
+type FrameWork = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Frame, Error>> + Send>>;
+
+#[pymethods]
+impl State {
+    #[new]
+    fn new(options_json: &str) -> PyResult<Self> {
+        init_logging();
+        let options = parse_options(options_json).map_err(to_py)?;
+        let store = open_store(&options).map_err(to_py)?;
+        Ok(State { store })
+    }
+
+    /// The job table: prefix, status, job_name, last_updated.
+    fn jobs<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
+        self.frame(py, |store| {
+            Box::pin(async move { Ok(analysis::jobs_frame(&store.read_jobs().await?)) })
+        })
+    }
+
+    /// The history table: prefix, status, job_name, operation_results, timestamp.
+    fn history<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
+        self.frame(py, |store| {
+            Box::pin(async move { Ok(analysis::history_frame(&store.read_history().await?)) })
+        })
+    }
+
+    /// One row per failed object of each operation's latest snapshot.
+    fn failures<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
+        self.frame(py, |store| {
+            Box::pin(async move { Ok(analysis::failures_frame(&store.read_history().await?)) })
+        })
+    }
+
+    /// Per prefix and in total: counters, throughput and ETA.
+    fn progress<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
+        self.frame(py, |store| {
+            Box::pin(async move {
+                let jobs = store.read_jobs().await?;
+                let history = store.read_history().await?;
+                Ok(analysis::progress_frame(&jobs, &history))
+            })
+        })
+    }
+
+    /// Prefixes per status (every status, 0 included) as JSON.
+    fn status_counts(&self, py: Python<'_>) -> PyResult<String> {
+        let store = Arc::clone(&self.store);
+        let jobs = block_on(py, async move { Ok(store.read_jobs().await?) })?;
+        to_json(&count_statuses(&jobs))
+    }
+
+    /// `status_counts` as an awaitable.
+    fn status_counts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let store = Arc::clone(&self.store);
+        future_into_py(py, async move {
+            let jobs = store.read_jobs().await.map_err(|e| to_py(e.into()))?;
+            to_json(&count_statuses(&jobs))
+        })
+    }
+}
