@@ -211,3 +211,24 @@ def migration(tmp_path: Path) -> Migration:
 @pytest.fixture(autouse=True)
 def _quiet_logs() -> None:
     os.environ.setdefault("LOGLEVEL", "INFO")
+
+
+FAILING_PREFIX = "data/p01/"
+
+
+def finished_migration_with_failures(base: Path) -> Migration:
+    """A migration run to the end in which every object of one prefix failed
+    (injected PERMISSION_DENIED) and no prefix was retried."""
+    import sts_job_manager as sjm
+
+    migration = make_migration(base, prefixes=4, files_per_prefix=3)
+    migration.prepare()
+    migration.set_faults(fail_objects_matching=f"{FAILING_PREFIX}*", error_code="PERMISSION_DENIED")
+    manager = sjm.Manager(migration.options(no_retry_on_job_error=True))
+    manager.run_until_done(timeout=120)
+    return migration
+
+
+@pytest.fixture(scope="module")
+def failed_migration(tmp_path_factory: pytest.TempPathFactory) -> Migration:
+    return finished_migration_with_failures(tmp_path_factory.mktemp("failed"))

@@ -4,6 +4,7 @@
 >>> options = sjm.Options(state="sqlite:state.db", transfer="local:buckets")  # doctest: +SKIP
 >>> sjm.prepare_tables(options)  # doctest: +SKIP
 >>> sjm.Manager(options).run_once()["counts"]  # doctest: +SKIP
+>>> sjm.State(options).progress()  # a pandas DataFrame (extra "analysis")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from . import _core, errors
 from .errors import (
     InputError,
+    MigrationTimeoutError,
     OptionsError,
     StateError,
     StsJobManagerError,
@@ -82,6 +84,34 @@ class Manager:
         """One loop iteration honouring the job and metrics intervals."""
         return json.loads(self._native.iteration())
 
+    def run_until_done(self, timeout: float | None = None) -> dict[str, Any]:
+        """Loop (iteration, then sleep what is left of ``sleep_timeout``) until
+        no prefix is pending or running; returns the last summary.
+
+        Raises :class:`MigrationTimeoutError` (a :class:`TimeoutError`, with the
+        last summary as ``.summary``) after ``timeout`` seconds. Ctrl-C stops
+        it with KeyboardInterrupt; every state write is already committed.
+        """
+        return _finished(*self._native.run_until_done(timeout), timeout)
+
+    async def run_once_async(self) -> dict[str, Any]:
+        """:meth:`run_once` as a coroutine; it does not block the event loop."""
+        return json.loads(await self._native.run_once_async())
+
+    async def run_until_done_async(self, timeout: float | None = None) -> dict[str, Any]:
+        """:meth:`run_until_done` as a coroutine; it does not block the event loop."""
+        return _finished(*(await self._native.run_until_done_async(timeout)), timeout)
+
+
+def _finished(done: bool, summary_json: str, timeout: float | None) -> dict[str, Any]:
+    summary: dict[str, Any] = json.loads(summary_json)
+    if not done:
+        raise MigrationTimeoutError(
+            f"prefixes still pending or running after {timeout} s: {summary['counts']}",
+            summary,
+        )
+    return summary
+
 
 def prepare_tables(
     options: Options | Mapping[str, Any] | None = None, **overrides: Any
@@ -104,11 +134,15 @@ def remove_successful_one_time_jobs(
     return json.loads(_core.remove_successful_one_time_jobs(_options_json(options, overrides)))
 
 
+from .state import State  # noqa: E402  (it needs Options and _options_json above)
+
 __all__ = [
     "InputError",
     "Manager",
+    "MigrationTimeoutError",
     "Options",
     "OptionsError",
+    "State",
     "StateError",
     "StsJobManagerError",
     "TransferError",

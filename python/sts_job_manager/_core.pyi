@@ -5,6 +5,8 @@ Options travel as JSON objects whose keys are the command-line option names
 the classes of :mod:`sts_job_manager.errors`.
 """
 
+from collections.abc import Awaitable
+
 __version__: str
 
 def cli_main(program: str, args: list[str]) -> int:
@@ -37,3 +39,36 @@ class Manager:
         """One full cycle (sync, start jobs, sync); the summary as JSON."""
     def iteration(self) -> str:
         """One loop iteration honouring the intervals; the summary as JSON."""
+    def run_until_done(self, timeout: float | None = None) -> tuple[bool, str]:
+        """Iterate until nothing is pending or running, or ``timeout`` seconds.
+
+        Returns ``(finished, last summary as JSON)``; Ctrl-C raises KeyboardInterrupt.
+        """
+    def run_once_async(self) -> Awaitable[str]:
+        """``run_once`` as an awaitable, run on the shared tokio runtime."""
+    def run_until_done_async(self, timeout: float | None = None) -> Awaitable[tuple[bool, str]]:
+        """``run_until_done`` as an awaitable."""
+
+# (name, Arrow type: "large_string" | "int64" | "float64" | "timestamp_us_utc",
+#  validity bitmap or None when no value is null, data buffers: for strings
+#  the int64 offsets then the UTF-8 bytes; otherwise the little-endian values)
+_Column = tuple[str, str, bytes | None, list[bytes]]
+# (row count, columns)
+_Frame = tuple[int, list[_Column]]
+
+class State:
+    """The state tables, read through the configured state store."""
+
+    def __init__(self, options_json: str) -> None: ...
+    def jobs(self) -> _Frame:
+        """The job table as Arrow buffers."""
+    def history(self) -> _Frame:
+        """The history table as Arrow buffers, oldest first."""
+    def failures(self) -> _Frame:
+        """One row per failed object of each operation's latest snapshot."""
+    def progress(self) -> _Frame:
+        """Counters, throughput and ETA per prefix, then a total row."""
+    def status_counts(self) -> str:
+        """Prefixes per status as a JSON object."""
+    def status_counts_async(self) -> Awaitable[str]:
+        """``status_counts`` as an awaitable."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class StsJobManagerError(Exception):
     """Base of every error raised by sts_job_manager."""
@@ -27,8 +29,17 @@ class UnsupportedBackendError(StsJobManagerError):
     """The requested backend is not available in this build."""
 
 
+class MigrationTimeoutError(StsJobManagerError, TimeoutError):
+    """``run_until_done`` ran out of time; ``summary`` is the last cycle's summary."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.summary: dict[str, Any] = summary or {}
+
+
 __all__ = [
     "InputError",
+    "MigrationTimeoutError",
     "OptionsError",
     "StateError",
     "StsJobManagerError",

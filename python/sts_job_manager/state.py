@@ -1,0 +1,132 @@
+"""The state tables as pandas DataFrames, for notebooks and dashboards.
+
+Rows are read in Rust through the state store in use (SQLite or BigQuery)
+and leave it as Arrow buffers, so a million history rows cost a few byte
+strings, not a Python object per cell. Needs pandas and pyarrow::
+
+    pip install 'sts-job-manager[analysis]'
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from . import _core
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from . import Options
+
+_EXTRA_HINT = (
+    "sts_job_manager.State returns pandas DataFrames and needs pandas and pyarrow: "
+    "pip install 'sts-job-manager[analysis]'"
+)
+
+
+def _libraries() -> tuple[Any, Any]:
+    try:
+        import pandas
+        import pyarrow
+    except ImportError as e:
+        raise ImportError(_EXTRA_HINT) from e
+    return pandas, pyarrow
+
+
+def _arrow_table(native: tuple[int, list[Any]]) -> pa.Table:
+    _, pa = _libraries()
+    types = {
+        "large_string": pa.large_string(),
+        "int64": pa.int64(),
+        "float64": pa.float64(),
+        "timestamp_us_utc": pa.timestamp("us", tz="UTC"),
+    }
+    rows, columns = native
+    arrays, names = [], []
+    for name, kind, validity, buffers in columns:
+        # py_buffer wraps the bytes without copying them.
+        bitmap = None if validity is None else pa.py_buffer(validity)
+        arrays.append(
+            pa.Array.from_buffers(types[kind], rows, [bitmap, *map(pa.py_buffer, buffers)])
+        )
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _to_pandas(table: pa.Table) -> pd.DataFrame:
+    pd, pa = _libraries()
+
+    def arrow_strings(kind: pa.DataType) -> Any:
+        # Strings stay in their Arrow buffers (no Python str per cell);
+        # numbers and timestamps become ordinary numpy columns.
+        return pd.ArrowDtype(kind) if pa.types.is_large_string(kind) else None
+
+    return table.to_pandas(types_mapper=arrow_strings)
+
+
+class State:
+    """Read-only views of a migration's job and history tables.
+
+    Works on every state store (``state="sqlite:PATH"`` or BigQuery) because
+    rows are read through the same store the manager writes. Each method
+    reads the tables afresh. The DataFrame methods need the ``analysis``
+    extra (pandas, pyarrow); ``status_counts`` needs nothing more.
+    """
+
+    def __init__(
+        self, options: Options | Mapping[str, Any] | None = None, **overrides: Any
+    ) -> None:
+        from . import _options_json
+
+        self._native = _core.State(_options_json(options, overrides))
+
+    @staticmethod
+    def _frame(read: Callable[[], tuple[int, list[Any]]]) -> pd.DataFrame:
+        _libraries()  # before the read: name the missing extra at once
+        return _to_pandas(_arrow_table(read()))
+
+    def jobs(self) -> pd.DataFrame:
+        """The job table: ``prefix``, ``status``, ``job_name``, ``last_updated``."""
+        return self._frame(self._native.jobs)
+
+    def history(self) -> pd.DataFrame:
+        """The history table, oldest first: ``prefix``, ``status``, ``job_name``,
+        ``operation_results`` (the TransferOperation JSON), ``timestamp``."""
+        return _to_pandas(self.history_arrow())
+
+    def history_arrow(self) -> pa.Table:
+        """:meth:`history` as a ``pyarrow.Table`` (no pandas conversion)."""
+        _libraries()  # before the read: name the missing extra at once
+        return _arrow_table(self._native.history())
+
+    def failures(self) -> pd.DataFrame:
+        """One row per failed object listed in the errorBreakdowns of each
+        operation's latest snapshot: ``prefix``, ``job_name`` (the operation),
+        ``error_code``, ``error_count`` (objects failed with that code in that
+        operation), ``object_url``, ``details``, ``time``. STS lists at most
+        five objects per error code; a code without any gets one row whose
+        ``object_url`` is null."""
+        return self._frame(self._native.failures)
+
+    def progress(self) -> pd.DataFrame:
+        """Progress per prefix (``scope == "prefix"``), then one ``scope ==
+        "total"`` row (null prefix): ``status``, ``job_name``,
+        ``objects_found/copied/skipped/failed``, ``bytes_found/copied/skipped/
+        failed``, ``started``, ``updated``, ``throughput_bytes_per_second``
+        (bytes copied over the time since the operation started) and
+        ``eta_seconds`` (bytes left at that throughput; NaN when unknown, e.g.
+        for prefixes whose size nobody has listed yet)."""
+        return self._frame(self._native.progress)
+
+    def status_counts(self) -> dict[str, int]:
+        """Prefixes per status, every status present (0 included)."""
+        counts: dict[str, int] = json.loads(self._native.status_counts())
+        return counts
+
+    async def status_counts_async(self) -> dict[str, int]:
+        """:meth:`status_counts` as a coroutine (for Airflow triggers)."""
+        counts: dict[str, int] = json.loads(await self._native.status_counts_async())
+        return counts
