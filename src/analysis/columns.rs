@@ -45,8 +45,9 @@ impl Column {
         }
     }
 
-    /// The Arrow data buffers after the validity bitmap, as bytes.
-    pub fn buffers(&self) -> Vec<Vec<u8>> {
+    /// The validity bitmap and the Arrow data buffers after it, as bytes;
+    /// string data moves out without a copy.
+    pub fn into_buffers(self) -> (Option<Vec<u8>>, Vec<Vec<u8>>) {
         fn le<T: Copy, const N: usize>(values: &[T], to: fn(T) -> [u8; N]) -> Vec<u8> {
             let mut out = Vec::with_capacity(values.len() * N);
             for v in values {
@@ -55,13 +56,15 @@ impl Column {
             out
         }
         match self {
-            Column::Utf8 { offsets, data, .. } => {
-                vec![le(offsets, i64::to_le_bytes), data.clone()]
+            Column::Utf8 {
+                offsets,
+                data,
+                validity,
+            } => (validity, vec![le(&offsets, i64::to_le_bytes), data]),
+            Column::Int64 { values, validity } | Column::TimestampMicros { values, validity } => {
+                (validity, vec![le(&values, i64::to_le_bytes)])
             }
-            Column::Int64 { values, .. } | Column::TimestampMicros { values, .. } => {
-                vec![le(values, i64::to_le_bytes)]
-            }
-            Column::Float64 { values, .. } => vec![le(values, f64::to_le_bytes)],
+            Column::Float64 { values, validity } => (validity, vec![le(&values, f64::to_le_bytes)]),
         }
     }
 }
@@ -221,6 +224,6 @@ mod tests {
         }
         let column = b.finish_int();
         assert_eq!(column.validity(), None);
-        assert_eq!(column.buffers()[0].len(), 72);
+        assert_eq!(column.into_buffers().1[0].len(), 72);
     }
 }

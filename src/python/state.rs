@@ -26,17 +26,15 @@ type PyColumn<'py> = (
 fn frame_to_py(py: Python<'_>, frame: Frame) -> (usize, Vec<PyColumn<'_>>) {
     let columns = frame
         .columns
-        .iter()
+        .into_iter()
         .map(|(name, column)| {
+            let kind = column.kind();
+            let (validity, buffers) = column.into_buffers();
             (
-                *name,
-                column.kind(),
-                column.validity().map(|bits| PyBytes::new(py, bits)),
-                column
-                    .buffers()
-                    .iter()
-                    .map(|b| PyBytes::new(py, b))
-                    .collect(),
+                name,
+                kind,
+                validity.map(|bits| PyBytes::new(py, &bits)),
+                buffers.iter().map(|b| PyBytes::new(py, b)).collect(),
             )
         })
         .collect();
