@@ -1,0 +1,86 @@
+"""Both notebooks run headless against a state made by a real run with
+injected failures; each writes a JSON summary whose values are checked."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import FAILING_PREFIX, Migration
+
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+
+
+def run_notebook(name: str, work: Path, **parameters: object) -> dict:
+    """Executes a notebook as papermill does: the given values go in a cell
+    right after the one tagged `parameters`. Any cell error fails."""
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    tagged = [i for i, c in enumerate(notebook.cells) if "parameters" in c.metadata.get("tags", [])]
+    assert len(tagged) == 1, "exactly one parameters cell"
+    summary = work / f"{name}.summary.json"
+    values = {**parameters, "SUMMARY_PATH": str(summary)}
+    injected = "\n".join(f"{k} = {v!r}" for k, v in values.items())
+    notebook.cells.insert(tagged[0] + 1, nbformat.v4.new_code_cell(injected))
+    NotebookClient(
+        notebook,
+        timeout=300,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(work)}},
+    ).execute()
+    nbformat.write(notebook, work / name)
+    return json.loads(summary.read_text())
+
+
+@pytest.fixture(autouse=True)
+def _jupyter_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Current Jupyter paths (no deprecation warning) and a headless backend.
+    monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("MPLCONFIGDIR", str(tmp_path / "mpl"))
+    monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
+
+
+def test_failure_analysis_notebook(failed_migration: Migration, tmp_path: Path) -> None:
+    summary = run_notebook(
+        "failure_analysis.ipynb", tmp_path, STATE={"state": f"sqlite:{failed_migration.state}"}
+    )
+    failing = sorted(
+        f"gs://{failed_migration.source_bucket}/{name}"
+        for name in failed_migration.objects
+        if name.startswith(FAILING_PREFIX)
+    )
+    assert summary == {
+        "failed_prefixes": [FAILING_PREFIX],
+        "failing_objects": failing,
+        "error_codes": {"PERMISSION_DENIED": len(failing)},
+        "retry": [],
+        "fix_first": [FAILING_PREFIX],
+    }
+
+
+def test_migration_progress_notebook(failed_migration: Migration, tmp_path: Path) -> None:
+    summary = run_notebook(
+        "migration_progress.ipynb", tmp_path, STATE={"state": f"sqlite:{failed_migration.state}"}
+    )
+    sizes = {name: len(data) for name, data in failed_migration.objects.items()}
+    copied = sum(s for n, s in sizes.items() if not n.startswith(FAILING_PREFIX))
+    assert summary["bytes_found"] == sum(sizes.values())
+    assert summary["bytes_copied"] == copied
+    assert summary["bytes_copied_over_time_last"] == copied
+    assert summary["status_counts"] == {
+        "done": 3,
+        "error": 1,
+        "paused": 0,
+        "running": 0,
+        "waiting": 0,
+    }
+    final = {status: n for status, n in summary["final_status_counts"].items() if n}
+    assert final == {"done": 3, "error": 1}
+    assert summary["eta_seconds"] == 0
+    assert summary["stalled"] == []
+    assert os.path.exists(tmp_path / "migration_progress.ipynb")
