@@ -4,6 +4,7 @@ helpers to run the installed command-line tools and read the engine's record."""
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import os
 import sqlite3
@@ -232,3 +233,8 @@ def finished_migration_with_failures(base: Path) -> Migration:
 @pytest.fixture(scope="module")
 def failed_migration(tmp_path_factory: pytest.TempPathFactory) -> Migration:
     return finished_migration_with_failures(tmp_path_factory.mktemp("failed"))
+
+
+# The Airflow tests run apart, with the Python of the Airflow virtualenv
+# (tests/run.sh); this one has no Airflow.
+collect_ignore = [] if importlib.util.find_spec("airflow") else ["airflow"]

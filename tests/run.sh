@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every test, from a fresh clone: lint, Rust unit tests, then the wheel built
-# and installed into .venv exactly as a user installs it, then pytest.
+# once and installed into .venv (and .venv-airflow) exactly as a user
+# installs it, then pytest, then the Airflow tests with a real Airflow.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,7 +10,8 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "ruff>=0.5" \
-    google-cloud-storage-transfer google-api-python-client
+    google-cloud-storage-transfer google-api-python-client \
+    "pandas>=2" "pyarrow>=14" "matplotlib>=3.7" "nbclient>=0.10" "nbformat>=5" "ipykernel>=6"
 
 echo "== lint"
 cargo fmt --check
@@ -20,8 +22,18 @@ ruff format --check python tests benches
 echo "== cargo test"
 cargo test --quiet
 
-echo "== install (pip install .)"
-python -m pip install --quiet --force-reinstall --no-deps .
+echo "== build and install the wheel"
+rm -rf target/wheels
+maturin build --release --quiet --out target/wheels
+wheel=$(ls target/wheels/sts_job_manager-*.whl)
+python -m pip install --quiet --force-reinstall --no-deps "$wheel"
 
 echo "== pytest"
 python -m pytest -q "$@"
+
+echo "== Airflow (a separate virtualenv with apache-airflow)"
+python3 -m venv .venv-airflow
+.venv-airflow/bin/python -m pip install --quiet --upgrade pip
+.venv-airflow/bin/python -m pip install --quiet "apache-airflow==3.3.2" "pytest>=7" "pytest-timeout>=2"
+.venv-airflow/bin/python -m pip install --quiet --force-reinstall --no-deps "$wheel"
+.venv-airflow/bin/python -m pytest -q tests/airflow

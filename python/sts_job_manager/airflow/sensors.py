@@ -1,0 +1,76 @@
+"""Sensor waiting until every prefix of the job table is done."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+from typing import Any
+
+import sts_job_manager as sjm
+
+from ._compat import AirflowException, BaseSensorOperator, checked_options, default_deferrable
+from .triggers import StsMigrationDoneTrigger, migration_state
+
+
+class StsMigrationDoneSensor(BaseSensorOperator):
+    """Waits until every prefix is ``done``. With ``fail_on_error=True`` a
+    prefix in ``error`` fails the task at once (use it with
+    ``no_retry_on_job_error``, when errors are never retried).
+
+    ``deferrable=True`` (default: ``[operators] default_deferrable``) pokes
+    once, then hands the wait to :class:`StsMigrationDoneTrigger`, freeing
+    the worker slot. The XCom is the final count of prefixes per status.
+    """
+
+    template_fields: Sequence[str] = ("options",)
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        options: Mapping[str, Any],
+        fail_on_error: bool = False,
+        deferrable: bool | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.options = checked_options(options)
+        self.fail_on_error = fail_on_error
+        self.deferrable = default_deferrable() if deferrable is None else deferrable
+        self._counts: dict[str, int] = {}
+
+    def poke(self, context: Any) -> bool:
+        self._counts = sjm.State(self.options).status_counts()
+        outcome = migration_state(self._counts, self.fail_on_error)
+        if outcome == "error":
+            raise AirflowException(f"prefixes in error: {self._counts}")
+        self.log.info("prefixes per status: %s", self._counts)
+        return outcome == "done"
+
+    def execute(self, context: Any) -> dict[str, int]:
+        if not self.deferrable:
+            super().execute(context)
+        elif not self.poke(context):
+            self.defer(
+                trigger=StsMigrationDoneTrigger(
+                    options=self.options,
+                    poll_interval=self.poke_interval_seconds(),
+                    fail_on_error=self.fail_on_error,
+                ),
+                method_name="execute_complete",
+                timeout=timedelta(seconds=self.timeout),
+            )
+        return self._counts
+
+    def poke_interval_seconds(self) -> float:
+        interval = self.poke_interval
+        return interval.total_seconds() if isinstance(interval, timedelta) else float(interval)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, int]:
+        if event.get("status") != "success":
+            raise AirflowException(event.get("message", f"unexpected event {event!r}"))
+        counts: dict[str, int] = event["counts"]
+        return counts
+
+
+__all__ = ["StsMigrationDoneSensor"]
