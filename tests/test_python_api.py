@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -236,3 +240,47 @@ def test_creating_the_coroutine_does_no_work(migration: Migration) -> None:
     assert migration.operations() == []
     summary = asyncio.run(coroutine)
     assert summary["started"] == [migration.prefixes[0]]
+
+
+def test_cancelling_an_async_call_releases_the_manager(migration: Migration) -> None:
+    migration.prepare()
+    migration.set_faults(bytes_per_second=500)
+    manager = sjm.Manager(migration.options())
+
+    async def main() -> dict:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(manager.run_until_done_async(), 1.0)
+        # Were the cancelled loop still running, it would hold the manager.
+        return await asyncio.wait_for(manager.run_once_async(), 30)
+
+    summary = asyncio.run(main())
+    assert summary["counts"]["running"] >= 1
+
+
+def test_ctrl_c_stops_run_until_done(migration: Migration) -> None:
+    migration.prepare()
+    migration.set_faults(bytes_per_second=500)
+    script = (
+        "import json, sys, sts_job_manager as sjm\n"
+        "manager = sjm.Manager(json.loads(sys.argv[1]))\n"
+        "print('started', flush=True)\n"
+        "try:\n"
+        "    manager.run_until_done()\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', flush=True)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, json.dumps(migration.options())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "started"
+    deadline = time.monotonic() + 30
+    while migration.active_operations() < 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    child.send_signal(signal.SIGINT)
+    out, _ = child.communicate(timeout=30)
+    assert out.strip() == "interrupted"
+    assert child.returncode == 0
