@@ -237,4 +237,4 @@ def failed_migration(tmp_path_factory: pytest.TempPathFactory) -> Migration:
 
 # The Airflow tests run apart, with the Python of the Airflow virtualenv
 # (tests/run.sh); this one has no Airflow.
-collect_ignore = [] if importlib.util.find_spec("airflow") else ["airflow"]
+collect_ignore = [] if importlib.util.find_spec("airflow") else ["airflow_integration"]

@@ -36,4 +36,4 @@ python3 -m venv .venv-airflow
 .venv-airflow/bin/python -m pip install --quiet --upgrade pip
 .venv-airflow/bin/python -m pip install --quiet "apache-airflow==3.3.2" "pytest>=7" "pytest-timeout>=2"
 .venv-airflow/bin/python -m pip install --quiet --force-reinstall --no-deps "$wheel"
-.venv-airflow/bin/python -m pytest -q tests/airflow
+.venv-airflow/bin/python -m pytest -q tests/airflow_integration

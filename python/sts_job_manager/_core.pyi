@@ -6,6 +6,9 @@ the classes of :mod:`sts_job_manager.errors`.
 """
 
 from collections.abc import Awaitable
+from typing import final
+
+from typing_extensions import disjoint_base
 
 __version__: str
 
@@ -30,11 +33,13 @@ def pause_all_jobs(options_json: str) -> str:
 def remove_successful_one_time_jobs(options_json: str) -> str:
     """Delete successful one-time jobs; returns ``{"count", "errors"}`` as JSON."""
 
+@final
+@disjoint_base
 class Manager:
     """The job manager. With the local engine it also executes transfers on
     background threads for as long as the object lives."""
 
-    def __init__(self, options_json: str) -> None: ...
+    def __new__(cls, options_json: str) -> Manager: ...
     def run_once(self) -> str:
         """One full cycle (sync, start jobs, sync); the summary as JSON."""
     def iteration(self) -> str:
@@ -56,10 +61,12 @@ _Column = tuple[str, str, bytes | None, list[bytes]]
 # (row count, columns)
 _Frame = tuple[int, list[_Column]]
 
+@final
+@disjoint_base
 class State:
     """The state tables, read through the configured state store."""
 
-    def __init__(self, options_json: str) -> None: ...
+    def __new__(cls, options_json: str) -> State: ...
     def jobs(self) -> _Frame:
         """The job table as Arrow buffers."""
     def history(self) -> _Frame:

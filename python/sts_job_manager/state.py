@@ -59,7 +59,7 @@ def _arrow_table(native: tuple[int, list[Any]]) -> pa.Table:
 def _to_pandas(table: pa.Table) -> pd.DataFrame:
     pd, pa = _libraries()
 
-    def arrow_strings(kind: pa.DataType) -> Any:
+    def arrow_strings(kind: Any) -> Any:
         # Strings stay in their Arrow buffers (no Python str per cell);
         # numbers and timestamps become ordinary numpy columns.
         return pd.ArrowDtype(kind) if pa.types.is_large_string(kind) else None
