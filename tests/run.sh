@@ -11,7 +11,8 @@ python3 -m venv .venv
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "ruff>=0.5" \
     google-cloud-storage-transfer google-api-python-client \
-    "pandas>=2" "pyarrow>=14" "matplotlib>=3.7" "nbclient>=0.10" "nbformat>=5" "ipykernel>=6"
+    "pandas>=2" "pyarrow>=14" "matplotlib>=3.7" "nbclient>=0.10" "nbformat>=5" "ipykernel>=6" \
+    "mypy>=1.18"
 
 echo "== lint"
 cargo fmt --check
@@ -27,6 +28,9 @@ rm -rf target/wheels
 maturin build --release --quiet --out target/wheels
 wheel=$(ls target/wheels/sts_job_manager-*.whl)
 python -m pip install --quiet --force-reinstall --no-deps "$wheel"
+
+echo "== stubtest (_core.pyi against the built extension)"
+python -m mypy.stubtest sts_job_manager._core
 
 echo "== pytest"
 python -m pytest -q "$@"

@@ -8,7 +8,16 @@ the classes of :mod:`sts_job_manager.errors`.
 from collections.abc import Awaitable
 from typing import final
 
-from typing_extensions import disjoint_base
+__all__ = [
+    "__version__",
+    "cli_main",
+    "resolve_options",
+    "prepare_tables",
+    "pause_all_jobs",
+    "remove_successful_one_time_jobs",
+    "Manager",
+    "State",
+]
 
 __version__: str
 
@@ -34,7 +43,6 @@ def remove_successful_one_time_jobs(options_json: str) -> str:
     """Delete successful one-time jobs; returns ``{"count", "errors"}`` as JSON."""
 
 @final
-@disjoint_base
 class Manager:
     """The job manager. With the local engine it also executes transfers on
     background threads for as long as the object lives."""
@@ -62,7 +70,6 @@ _Column = tuple[str, str, bytes | None, list[bytes]]
 _Frame = tuple[int, list[_Column]]
 
 @final
-@disjoint_base
 class State:
     """The state tables, read through the configured state store."""
 
