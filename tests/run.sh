@@ -25,7 +25,9 @@ cargo test --quiet
 
 echo "== build and install the wheel"
 rm -rf target/wheels
-maturin build --release --quiet --out target/wheels
+# A local test wheel: it links the system SQLite (as Python does), so it is
+# not repaired into a manylinux one (that would bundle a second copy).
+maturin build --release --quiet --auditwheel skip --out target/wheels
 wheel=$(ls target/wheels/sts_job_manager-*.whl)
 python -m pip install --quiet --force-reinstall --no-deps "$wheel"
 
