@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::options::{Options, StateLocation, TransferLocation};
-use crate::store::{sqlite::SqliteStore, StateStore};
+use crate::store::{bigquery::BigQueryStore, sqlite::SqliteStore, StateStore};
 use crate::transfer::local::{LocalEngine, Mode};
 use crate::transfer::rest::StsClient;
 use crate::transfer::TransferService;
@@ -19,11 +19,7 @@ pub fn open_store(options: &Options) -> Result<Arc<dyn StateStore>> {
             &options.job_table,
             &options.job_history_table,
         )?)),
-        StateLocation::BigQuery => Err(Error::Unsupported(
-            "the BigQuery state store (--state bigquery, the default) is not available in this build yet; \
-             use --state sqlite:PATH"
-                .into(),
-        )),
+        StateLocation::BigQuery => Ok(Arc::new(BigQueryStore::from_options(options)?)),
     }
 }
 

@@ -13,6 +13,12 @@ python -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" 
     google-cloud-storage-transfer google-api-python-client \
     "pandas>=2" "pyarrow>=14" "matplotlib>=3.7" "nbclient>=0.10" "nbformat>=5" "ipykernel>=6" \
     "mypy>=1.18"
+# bqemulator (the BigQuery emulator the BigQuery tests start) works offline
+# only with numpy and DuckDB's spatial extension installed from PyPI and loaded
+# once; otherwise it tries to download the extension when it starts.
+python -m pip install --quiet "bqemulator==1.4.*" numpy "duckdb==1.5.5" \
+    "duckdb-extension-spatial==1.5.5" "duckdb-extensions==1.5.5"
+python -c "import duckdb_extensions; duckdb_extensions.import_extension('spatial')"
 
 echo "== lint"
 cargo fmt --check

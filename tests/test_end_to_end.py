@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from conftest import BIN, Migration, tool
 
 
@@ -64,11 +66,16 @@ def test_prepare_is_idempotent_and_refuses_bad_files(migration: Migration) -> No
     assert len(migration.jobs()) == len(migration.prefixes), "nothing half-loaded"
 
 
-def test_missing_backends_and_tables_are_one_line_errors(migration: Migration) -> None:
+def test_missing_backends_and_tables_are_one_line_errors(
+    migration: Migration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ["GOOGLE_CLOUD_PROJECT", "GOOGLE_APPLICATION_CREDENTIALS"]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
     prepared = f"sqlite:{migration.root.parent / 'prepared.db'}"
     tool("sts-prepare-tables", "--state", prepared)
     for args, expected in [
-        ([], "BigQuery state store"),
+        ([], "no Google Cloud project for BigQuery"),
         # No credentials here (and no network): STS is tried once, then refused.
         (["--state", prepared, "--project", "p"], "Google"),
         (migration.backend_args(), "sts-prepare-tables"),

@@ -1,5 +1,6 @@
 //! Where the job and history tables live. The manager sees only this trait.
 
+pub mod bigquery;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -12,7 +13,7 @@ use crate::model::{HistoryRow, PrefixJob};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "'{0}' is not a plain table name (letters, digits and '_', starting with a letter or '_')"
+        "'{0}' is not a plain table or dataset name (letters, digits and '_', starting with a letter or '_')"
     )]
     InvalidIdentifier(String),
     #[error("table '{0}' does not exist: run sts-prepare-tables first")]
@@ -29,6 +30,36 @@ pub enum StoreError {
     CorruptRow(String),
     #[error("{0}")]
     Unsupported(String),
+    #[error(
+        "'{0}' is not a valid Google Cloud project id (6-30 lowercase letters, digits and '-', \
+         starting with a letter)"
+    )]
+    InvalidProject(String),
+    #[error(
+        "no Google Cloud project for BigQuery: pass --project, set GOOGLE_CLOUD_PROJECT, \
+         or use credentials that name one"
+    )]
+    NoProject,
+    #[error("BigQuery credentials: {0}")]
+    Auth(String),
+    /// BigQuery answered with an HTTP error.
+    #[error("BigQuery answered HTTP {code} ({reason}): {message}")]
+    Api {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    /// A statement BigQuery accepted but could not run.
+    #[error("BigQuery statement failed ({reason}): {message}")]
+    Statement { reason: String, message: String },
+    #[error("BigQuery at {endpoint} could not be reached: {message}")]
+    Unreachable { endpoint: String, message: String },
+    /// A transient error that outlasted the retry policy.
+    #[error("BigQuery still failing after {attempts} attempts: {last}")]
+    RetriesExhausted {
+        attempts: u32,
+        last: Box<StoreError>,
+    },
 }
 
 /// What loading prefixes did.
@@ -107,7 +138,8 @@ pub fn holder_is_dead_here(holder: &str) -> bool {
         && !std::path::Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// Table names are formatted into SQL, so only plain identifiers pass.
+/// Table names are formatted into SQL, so only plain identifiers pass (a
+/// subset of what SQLite and BigQuery accept for tables and datasets).
 pub fn check_identifier(name: &str) -> Result<&str, StoreError> {
     let mut bytes = name.bytes();
     let first_ok = bytes

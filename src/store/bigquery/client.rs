@@ -1,0 +1,541 @@
+//! The BigQuery REST calls the store makes, through gcp-bigquery-client:
+//! endpoint and credentials, retries with backoff, typed errors, and the
+//! quirks bqemulator has (errors in a 200 body) handled so that the same code
+//! works on both.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use gcp_bigquery_client::auth::Authenticator;
+use gcp_bigquery_client::client_builder::ClientBuilder;
+use gcp_bigquery_client::error::BQError;
+use gcp_bigquery_client::model::data_format_options::DataFormatOptions;
+use gcp_bigquery_client::model::dataset::Dataset;
+use gcp_bigquery_client::model::error_proto::ErrorProto;
+use gcp_bigquery_client::model::get_query_results_parameters::GetQueryResultsParameters;
+use gcp_bigquery_client::model::query_parameter::QueryParameter;
+use gcp_bigquery_client::model::query_request::QueryRequest;
+use gcp_bigquery_client::model::table::Table;
+use gcp_bigquery_client::model::table_row::TableRow;
+use gcp_bigquery_client::Client;
+use tokio::sync::OnceCell;
+
+use super::super::StoreError;
+use crate::auth::GoogleAuth;
+
+/// The public endpoint, used when no emulator is named.
+pub const BIGQUERY_URL: &str = "https://bigquery.googleapis.com/bigquery/v2";
+/// Error reasons BigQuery documents as worth retrying after a pause.
+const TRANSIENT_REASONS: &[&str] = &[
+    "backendError",
+    "internalError",
+    "rateLimitExceeded",
+    "jobRateLimitExceeded",
+    "quotaExceeded",
+];
+/// No single call may hang the manager: past this it counts as transient.
+const CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How transient failures are retried: exponential backoff, bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    pub attempts: u32,
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            first_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    fn delay(&self, attempt: u32) -> Duration {
+        self.first_delay
+            .saturating_mul(1 << attempt.min(16))
+            .min(self.max_delay)
+    }
+}
+
+/// gcp-bigquery-client asks for a bare token; google-cloud-auth caches and
+/// refreshes it. Anonymous (emulator) gives an empty one.
+#[derive(Clone)]
+struct TokenSource(GoogleAuth);
+
+#[async_trait]
+impl Authenticator for TokenSource {
+    async fn access_token(&self) -> Result<String, BQError> {
+        match self.0.authorization().await {
+            Ok(Some(header)) => Ok(header
+                .strip_prefix("Bearer ")
+                .map(str::to_owned)
+                .unwrap_or(header)),
+            Ok(None) => Ok(String::new()),
+            // The real cause is reported by `Api::check_auth` before each call.
+            Err(_) => Err(BQError::NoToken),
+        }
+    }
+}
+
+/// Rows of a finished query, cells as BigQuery's JSON (`f[].v`).
+#[derive(Debug, Default)]
+pub struct QueryOutput {
+    pub rows: Vec<Vec<serde_json::Value>>,
+    pub affected_rows: Option<u64>,
+}
+
+pub struct Api {
+    base_url: String,
+    auth: GoogleAuth,
+    pub project: String,
+    client: OnceCell<Client>,
+    retry: RetryPolicy,
+    requests: AtomicU64,
+}
+
+impl Api {
+    /// Nothing is sent until the first call.
+    pub fn new(base_url: String, auth: GoogleAuth, project: String) -> Self {
+        Api {
+            base_url,
+            auth,
+            project,
+            client: OnceCell::new(),
+            retry: RetryPolicy::default(),
+            requests: AtomicU64::new(0),
+        }
+    }
+
+    pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.base_url
+    }
+
+    /// HTTP requests sent so far (retries and pages included).
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    async fn client(&self) -> Result<&Client, StoreError> {
+        self.client
+            .get_or_try_init(|| async {
+                ClientBuilder::new()
+                    .with_v2_base_url(self.base_url.clone())
+                    .build_from_authenticator(Arc::new(TokenSource(self.auth.clone())))
+                    .await
+                    .map_err(|e| self.error(e))
+            })
+            .await
+    }
+
+    /// Surfaces a credentials problem as itself rather than "no token".
+    async fn check_auth(&self) -> Result<(), StoreError> {
+        self.auth
+            .authorization()
+            .await
+            .map(|_| ())
+            .map_err(|e| StoreError::Auth(e.to_string()))
+    }
+
+    /// Runs `call` until it succeeds, fails permanently, or the policy is spent.
+    async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            self.check_auth().await?;
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let outcome = match tokio::time::timeout(CALL_TIMEOUT, call()).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(StoreError::Unreachable {
+                    endpoint: self.base_url.clone(),
+                    message: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
+                }),
+            };
+            match outcome {
+                Ok(value) => return Ok(value),
+                Err(e) if is_transient(&e) && attempt + 1 < self.retry.attempts => {
+                    let delay = self.retry.delay(attempt);
+                    tracing::warn!("BigQuery {what} failed ({e}); retrying in {delay:?}");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                Err(e) if is_transient(&e) => {
+                    return Err(StoreError::RetriesExhausted {
+                        attempts: attempt + 1,
+                        last: Box::new(e),
+                    })
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn error(&self, e: BQError) -> StoreError {
+        from_client_error(e, &self.base_url)
+    }
+
+    /// Runs one GoogleSQL statement with named parameters and returns every
+    /// row (all pages). One request id for all attempts, so BigQuery runs a
+    /// retried statement at most once.
+    pub async fn query(
+        &self,
+        sql: &str,
+        parameters: Vec<QueryParameter>,
+    ) -> Result<QueryOutput, StoreError> {
+        let request_id = request_id();
+        let mut request = QueryRequest::new(sql);
+        request.parameter_mode = Some("NAMED".into());
+        request.query_parameters = Some(parameters);
+        request.request_id = Some(request_id);
+        // bqemulator always answers int64 microseconds; ask BigQuery for the same.
+        request.format_options = Some(DataFormatOptions {
+            use_int64_timestamp: Some(true),
+        });
+        request.timeout_ms = Some(30_000);
+        let response = self
+            .retrying("query", || async {
+                let client = self.client().await?;
+                let response = client
+                    .job()
+                    .query(&self.project, request.clone())
+                    .await
+                    .map_err(|e| self.error(e))?;
+                statement_errors(response.errors.as_deref())?;
+                Ok(response)
+            })
+            .await?;
+        let mut output = QueryOutput {
+            affected_rows: response
+                .num_dml_affected_rows
+                .as_deref()
+                .and_then(|n| n.parse().ok()),
+            ..QueryOutput::default()
+        };
+        push_rows(&mut output.rows, response.rows);
+        let (mut complete, mut page_token) =
+            (response.job_complete.unwrap_or(true), response.page_token);
+        let job = response.job_reference.unwrap_or_default();
+        // Results not ready yet, or more pages: follow the job.
+        while !complete || page_token.is_some() {
+            let Some(job_id) = job.job_id.as_deref() else {
+                return Err(StoreError::Api {
+                    code: 0,
+                    reason: "invalidResponse".into(),
+                    message: "query answered without a job id to follow".into(),
+                });
+            };
+            // No format options here: the client sends these parameters as a
+            // query string, which cannot hold the nested object.
+            let parameters = GetQueryResultsParameters {
+                location: job.location.clone(),
+                page_token: page_token.clone(),
+                timeout_ms: Some(30_000),
+                ..GetQueryResultsParameters::default()
+            };
+            let page = self
+                .retrying("query results", || async {
+                    let client = self.client().await?;
+                    let page = client
+                        .job()
+                        .get_query_results(&self.project, job_id, parameters.clone())
+                        .await
+                        .map_err(|e| self.error(e))?;
+                    statement_errors(page.errors.as_deref())?;
+                    Ok(page)
+                })
+                .await?;
+            complete = page.job_complete.unwrap_or(true);
+            if !complete {
+                continue;
+            }
+            if output.affected_rows.is_none() {
+                output.affected_rows = page
+                    .num_dml_affected_rows
+                    .as_deref()
+                    .and_then(|n| n.parse().ok());
+            }
+            push_rows(&mut output.rows, page.rows);
+            page_token = page.page_token;
+        }
+        Ok(output)
+    }
+
+    /// Creates the dataset unless it exists (an existing one is left alone).
+    pub async fn ensure_dataset(&self, dataset: &str, location: &str) -> Result<bool, StoreError> {
+        let exists = self
+            .retrying("datasets.get", || async {
+                let client = self.client().await?;
+                match client.dataset().get(&self.project, dataset).await {
+                    Ok(_) => Ok(true),
+                    Err(e) => match self.error(e) {
+                        StoreError::Api { code: 404, .. } => Ok(false),
+                        other => Err(other),
+                    },
+                }
+            })
+            .await?;
+        if exists {
+            return Ok(false);
+        }
+        self.retrying("datasets.insert", || async {
+            let client = self.client().await?;
+            let body = Dataset::new(&self.project, dataset).location(location);
+            match client.dataset().create(body).await {
+                Ok(_) => Ok(true),
+                // Created by someone else meanwhile: fine.
+                Err(e) => match self.error(e) {
+                    StoreError::Api { code: 409, .. } => Ok(false),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
+    }
+
+    /// Creates the table unless it exists (an existing one is left alone).
+    pub async fn ensure_table(&self, table: Table) -> Result<bool, StoreError> {
+        let reference = &table.table_reference;
+        let (dataset, table_id) = (&reference.dataset_id, &reference.table_id);
+        match self.get_table(dataset, table_id).await {
+            Ok(_) => return Ok(false),
+            Err(StoreError::Api { code: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.retrying("tables.insert", || async {
+            let client = self.client().await?;
+            match client.table().create(table.clone()).await {
+                Ok(_) => Ok(true),
+                Err(e) => match self.error(e) {
+                    StoreError::Api { code: 409, .. } => Ok(false),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
+    }
+
+    pub async fn delete_table(&self, table: &super::sql::TableName) -> Result<(), StoreError> {
+        self.retrying("tables.delete", || async {
+            let client = self.client().await?;
+            match client
+                .table()
+                .delete(&table.project, &table.dataset, &table.table)
+                .await
+            {
+                Ok(()) => Ok(()),
+                Err(e) => match self.error(e) {
+                    StoreError::Api { code: 404, .. } => Ok(()),
+                    other => Err(other),
+                },
+            }
+        })
+        .await
+    }
+
+    pub async fn get_table(&self, dataset: &str, table: &str) -> Result<Table, StoreError> {
+        self.retrying("tables.get", || async {
+            let client = self.client().await?;
+            client
+                .table()
+                .get(&self.project, dataset, table, None)
+                .await
+                .map_err(|e| self.error(e))
+        })
+        .await
+    }
+}
+
+fn push_rows(into: &mut Vec<Vec<serde_json::Value>>, rows: Option<Vec<TableRow>>) {
+    into.extend(rows.unwrap_or_default().into_iter().map(|row| {
+        row.columns
+            .unwrap_or_default()
+            .into_iter()
+            .map(|cell| cell.value.unwrap_or(serde_json::Value::Null))
+            .collect()
+    }));
+}
+
+/// bqemulator reports a failed statement as HTTP 200 with `errors`; BigQuery
+/// as an HTTP error. Both become `StoreError::Statement`.
+fn statement_errors(errors: Option<&[ErrorProto]>) -> Result<(), StoreError> {
+    match errors.and_then(|e| e.first()) {
+        None => Ok(()),
+        Some(first) => Err(StoreError::Statement {
+            reason: first.reason.clone().unwrap_or_default(),
+            message: first.message.clone().unwrap_or_default(),
+        }),
+    }
+}
+
+/// Client errors as typed store errors. Messages carry no credentials: the
+/// client never puts the token in an error.
+pub fn from_client_error(e: BQError, endpoint: &str) -> StoreError {
+    match e {
+        BQError::ResponseError { error } => StoreError::Api {
+            code: u16::try_from(error.error.code).unwrap_or(0),
+            reason: error
+                .error
+                .errors
+                .iter()
+                .find_map(|e| e.get("reason").cloned())
+                .unwrap_or(error.error.status),
+            message: error.error.message,
+        },
+        BQError::RequestError(e) if e.is_connect() || e.is_timeout() => StoreError::Unreachable {
+            endpoint: endpoint.to_string(),
+            message: error_chain(&e),
+        },
+        // A body that is not BigQuery's JSON error (a proxy's 502 page, say).
+        BQError::RequestError(e) => StoreError::Api {
+            code: e.status().map_or(0, |s| s.as_u16()),
+            reason: if e.is_decode() {
+                "invalidResponse".into()
+            } else {
+                "request".into()
+            },
+            message: error_chain(&e),
+        },
+        BQError::NoToken => StoreError::Auth("no access token".into()),
+        other => StoreError::Api {
+            code: 0,
+            reason: "client".into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// reqwest's own message ("error sending request") hides the cause.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// Worth another attempt: 429, 5xx, rate and quota limits, the network, and
+/// bodies that could not be read (often a 5xx from something in between).
+pub fn is_transient(e: &StoreError) -> bool {
+    match e {
+        StoreError::Api { code, reason, .. } => {
+            *code == 429
+                || *code >= 500
+                || TRANSIENT_REASONS.contains(&reason.as_str())
+                || reason == "invalidResponse"
+        }
+        StoreError::Statement { reason, .. } => TRANSIENT_REASONS.contains(&reason.as_str()),
+        StoreError::Unreachable { .. } => true,
+        _ => false,
+    }
+}
+
+/// Unique per statement: BigQuery de-duplicates `jobs.query` by request id.
+fn request_id() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "sts-job-manager-{}-{nanos:x}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16, reason: &str) -> StoreError {
+        StoreError::Api {
+            code,
+            reason: reason.into(),
+            message: "m".into(),
+        }
+    }
+
+    #[test]
+    fn quota_rate_limits_and_5xx_are_retried_other_errors_are_not() {
+        assert!(is_transient(&api(403, "rateLimitExceeded")));
+        assert!(is_transient(&api(403, "quotaExceeded")));
+        assert!(is_transient(&api(429, "")));
+        assert!(is_transient(&api(503, "backendError")));
+        assert!(is_transient(&StoreError::Unreachable {
+            endpoint: "e".into(),
+            message: "m".into()
+        }));
+        assert!(!is_transient(&api(400, "invalidQuery")));
+        assert!(!is_transient(&api(404, "notFound")));
+        assert!(!is_transient(&api(403, "accessDenied")));
+        assert!(!is_transient(&StoreError::Statement {
+            reason: "invalidQuery".into(),
+            message: "m".into()
+        }));
+        assert!(is_transient(&StoreError::Statement {
+            reason: "backendError".into(),
+            message: "m".into()
+        }));
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_its_cap() {
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.delay(0), Duration::from_millis(500));
+        assert_eq!(policy.delay(1), Duration::from_secs(1));
+        assert_eq!(policy.delay(3), Duration::from_secs(4));
+        assert_eq!(policy.delay(10), Duration::from_secs(20));
+        assert_eq!(policy.delay(40), Duration::from_secs(20));
+    }
+
+    #[test]
+    fn request_ids_differ() {
+        assert_ne!(request_id(), request_id());
+    }
+
+    #[tokio::test]
+    async fn unreachable_endpoints_are_retried_then_reported() {
+        // A port nobody listens on: bind one, then free it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let api = Api::new(
+            format!("http://127.0.0.1:{port}/bigquery/v2"),
+            GoogleAuth::anonymous(),
+            "test-project".into(),
+        )
+        .with_retry(RetryPolicy {
+            attempts: 3,
+            first_delay: Duration::from_millis(1),
+            max_delay: Duration::from_millis(2),
+        });
+        let err = api.query("SELECT 1", vec![]).await.unwrap_err();
+        assert!(
+            matches!(&err, StoreError::RetriesExhausted { attempts: 3, last }
+                if matches!(**last, StoreError::Unreachable { .. })),
+            "{err}"
+        );
+        assert_eq!(api.requests(), 3);
+        assert!(
+            err.to_string().contains(&format!("127.0.0.1:{port}")),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,387 @@
+//! The BigQuery state store: the two tables of SPEC 2 in `PROJECT.DATASET`,
+//! written with DML only (never streaming inserts, whose buffer blocks
+//! UPDATE for up to 90 minutes), every value a query parameter.
+//!
+//! A cycle is at most two statements (one INSERT into the history table, one
+//! UPDATE of the job table) unless its parameters exceed
+//! [`sql::APPLY_BATCH_BYTES`]. bqemulator does not bind parameters inside
+//! multi-statement transactions, so the two tables are written by separate
+//! statements, history first: if the UPDATE then fails, the next sync sees
+//! the same differences and writes them again (a history row may repeat;
+//! none is lost, and each table is always in a state some statement left).
+
+pub mod client;
+pub mod sql;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use gcp_bigquery_client::model::field_type::FieldType;
+use gcp_bigquery_client::model::table::Table;
+use gcp_bigquery_client::model::table_field_schema::TableFieldSchema;
+use gcp_bigquery_client::model::table_schema::TableSchema;
+
+use self::client::{Api, BIGQUERY_URL};
+use self::sql::TableName;
+use super::{check_identifier, LoadReport, StateStore, StoreError};
+use crate::auth::{project_from_credentials, GoogleAuth};
+use crate::manager::sync::ChangeSet;
+use crate::model::{HistoryRow, PrefixJob, Status};
+use crate::options::Options;
+
+/// `host:port` of a BigQuery emulator: plain HTTP, no credentials.
+pub const EMULATOR_ENV: &str = "BIGQUERY_EMULATOR_HOST";
+
+/// Where the tables are and how to reach BigQuery.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub project: Option<String>,
+    pub dataset: String,
+    pub location: String,
+    pub job_table: String,
+    pub history_table: String,
+    /// `host:port` (or a URL) of an emulator.
+    pub emulator_host: Option<String>,
+}
+
+impl Settings {
+    /// Project from `--project`, else GOOGLE_CLOUD_PROJECT, else the
+    /// credentials file; emulator from BIGQUERY_EMULATOR_HOST.
+    pub fn from_options(options: &Options) -> Self {
+        Settings {
+            project: options.project_id().or_else(project_from_credentials),
+            dataset: options.dataset.clone(),
+            location: options.dataset_location.clone(),
+            job_table: options.job_table.clone(),
+            history_table: options.job_history_table.clone(),
+            emulator_host: std::env::var(EMULATOR_ENV).ok().filter(|h| !h.is_empty()),
+        }
+    }
+}
+
+pub struct BigQueryStore {
+    api: Api,
+    dataset: String,
+    location: String,
+    jobs: TableName,
+    history: TableName,
+    statements: AtomicU64,
+}
+
+fn field(name: &str, kind: FieldType, mode: &str) -> TableFieldSchema {
+    let mut field = TableFieldSchema::new(name, kind);
+    field.mode = Some(mode.to_string());
+    field
+}
+
+/// SPEC 2, the public contract: names, types and modes.
+pub fn job_table_schema() -> TableSchema {
+    TableSchema::new(vec![
+        field("prefix", FieldType::String, "REQUIRED"),
+        field("status", FieldType::String, "REQUIRED"),
+        field("job_name", FieldType::String, "NULLABLE"),
+        field("last_updated", FieldType::Timestamp, "REQUIRED"),
+    ])
+}
+
+/// SPEC 2, the public contract: names, types and modes.
+pub fn history_table_schema() -> TableSchema {
+    TableSchema::new(vec![
+        field("prefix", FieldType::String, "REQUIRED"),
+        field("status", FieldType::String, "REQUIRED"),
+        field("job_name", FieldType::String, "NULLABLE"),
+        field("operation_results", FieldType::String, "NULLABLE"),
+        field("timestamp", FieldType::Timestamp, "REQUIRED"),
+    ])
+}
+
+fn text(cell: &serde_json::Value, what: &str) -> Result<String, StoreError> {
+    cell.as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| StoreError::CorruptRow(format!("{what}: expected a string, got {cell}")))
+}
+
+fn optional_text(cell: &serde_json::Value, what: &str) -> Result<Option<String>, StoreError> {
+    if cell.is_null() {
+        Ok(None)
+    } else {
+        text(cell, what).map(Some)
+    }
+}
+
+/// Timestamps are selected as `UNIX_MICROS(...)`: INT64 cells, sent as strings.
+fn timestamp(cell: &serde_json::Value) -> Result<DateTime<Utc>, StoreError> {
+    let raw = text(cell, "timestamp")?;
+    raw.parse::<i64>()
+        .ok()
+        .and_then(DateTime::from_timestamp_micros)
+        .ok_or_else(|| StoreError::CorruptRow(format!("timestamp '{raw}'")))
+}
+
+fn status(cell: &serde_json::Value) -> Result<Status, StoreError> {
+    let raw = text(cell, "status")?;
+    Status::parse(&raw).ok_or_else(|| StoreError::CorruptRow(format!("status '{raw}'")))
+}
+
+fn columns<const N: usize>(
+    row: &[serde_json::Value],
+) -> Result<&[serde_json::Value; N], StoreError> {
+    row.try_into()
+        .map_err(|_| StoreError::CorruptRow(format!("expected {N} columns, got {}", row.len())))
+}
+
+impl BigQueryStore {
+    /// Checks every name first, so a bad one is refused before any request
+    /// (or credential lookup) happens. Nothing is sent until the first call.
+    pub fn open(settings: &Settings) -> Result<Self, StoreError> {
+        check_identifier(&settings.dataset)?;
+        check_identifier(&settings.job_table)?;
+        check_identifier(&settings.history_table)?;
+        let project = settings.project.clone().ok_or(StoreError::NoProject)?;
+        let jobs = TableName::new(&project, &settings.dataset, &settings.job_table)?;
+        let history = TableName::new(&project, &settings.dataset, &settings.history_table)?;
+        let (base_url, auth) = match &settings.emulator_host {
+            Some(host) => {
+                let host = host.trim_end_matches('/');
+                let url = if host.starts_with("http://") || host.starts_with("https://") {
+                    format!("{host}/bigquery/v2")
+                } else {
+                    format!("http://{host}/bigquery/v2")
+                };
+                (url, GoogleAuth::anonymous())
+            }
+            None => (
+                BIGQUERY_URL.to_string(),
+                GoogleAuth::application_default().map_err(|e| StoreError::Auth(e.to_string()))?,
+            ),
+        };
+        Ok(BigQueryStore {
+            api: Api::new(base_url, auth, project),
+            dataset: settings.dataset.clone(),
+            location: settings.location.clone(),
+            jobs,
+            history,
+            statements: AtomicU64::new(0),
+        })
+    }
+
+    pub fn from_options(options: &Options) -> Result<Self, StoreError> {
+        Self::open(&Settings::from_options(options))
+    }
+
+    pub fn api(&self) -> &Api {
+        &self.api
+    }
+
+    pub fn job_table(&self) -> &TableName {
+        &self.jobs
+    }
+
+    pub fn history_table(&self) -> &TableName {
+        &self.history
+    }
+
+    async fn run(
+        &self,
+        sql: &str,
+        parameters: Vec<gcp_bigquery_client::model::query_parameter::QueryParameter>,
+    ) -> Result<client::QueryOutput, StoreError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.api
+            .query(sql, parameters)
+            .await
+            .map_err(|e| self.missing_table(e))
+    }
+
+    /// "Not found" names the table to create (with the tool that creates it).
+    fn missing_table(&self, error: StoreError) -> StoreError {
+        let message = match &error {
+            StoreError::Api {
+                code: 404, message, ..
+            } => message,
+            StoreError::Statement { reason, message } if reason == "notFound" => message,
+            _ => return error,
+        };
+        let qualified = |t: &TableName| format!("{}.{}.{}", t.project, t.dataset, t.table);
+        if message.contains(&self.history.table) {
+            StoreError::MissingTable(qualified(&self.history))
+        } else {
+            StoreError::MissingTable(qualified(&self.jobs))
+        }
+    }
+
+    /// A private table for a load too big for one statement, so the job
+    /// table still gains every new prefix in one statement (all or none).
+    fn staging_table(&self) -> Result<TableName, StoreError> {
+        let nanos = Utc::now().timestamp_nanos_opt().unwrap_or_default();
+        TableName::new(
+            &self.jobs.project,
+            &self.jobs.dataset,
+            &format!("{}_load_{}_{nanos:x}", self.jobs.table, std::process::id()),
+        )
+    }
+
+    async fn load_through_staging(
+        &self,
+        batches: &[&[String]],
+        staging: &TableName,
+    ) -> Result<usize, StoreError> {
+        let schema = TableSchema::new(vec![field("prefix", FieldType::String, "REQUIRED")]);
+        self.api
+            .ensure_table(Table::new(
+                &staging.project,
+                &staging.dataset,
+                &staging.table,
+                schema,
+            ))
+            .await
+            .map_err(|e| self.missing_table(e))?;
+        let fill = format!(
+            "INSERT INTO {} (prefix) SELECT p FROM UNNEST(@prefixes) AS p",
+            staging.sql()
+        );
+        for batch in batches {
+            self.run(&fill, vec![sql::string_array_param("prefixes", batch)])
+                .await?;
+        }
+        let output = self
+            .run(
+                &sql::insert_from_staging(&self.jobs, staging),
+                vec![sql::timestamp_param("now", Utc::now())],
+            )
+            .await?;
+        self.affected(output).await
+    }
+
+    async fn affected(&self, output: client::QueryOutput) -> Result<usize, StoreError> {
+        output
+            .affected_rows
+            .map(|n| n as usize)
+            .ok_or_else(|| StoreError::Statement {
+                reason: "invalidResponse".into(),
+                message: "BigQuery did not report how many rows the INSERT added".into(),
+            })
+    }
+}
+
+#[async_trait]
+impl StateStore for BigQueryStore {
+    async fn prepare(&self) -> Result<(), StoreError> {
+        if self
+            .api
+            .ensure_dataset(&self.dataset, &self.location)
+            .await?
+        {
+            tracing::info!(
+                "created dataset {}.{} in {}",
+                self.jobs.project,
+                self.dataset,
+                self.location
+            );
+        }
+        for (table, schema) in [
+            (&self.jobs, job_table_schema()),
+            (&self.history, history_table_schema()),
+        ] {
+            let body = Table::new(&table.project, &table.dataset, &table.table, schema);
+            if self.api.ensure_table(body).await? {
+                tracing::info!("created table {}", table.sql());
+            }
+        }
+        self.statements.fetch_add(3, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn load_prefixes(&self, prefixes: &[String]) -> Result<LoadReport, StoreError> {
+        let batches = sql::load_batches(prefixes);
+        let inserted = match batches.as_slice() {
+            [] => 0,
+            [only] => {
+                let output = self
+                    .run(
+                        &sql::insert_prefixes(&self.jobs),
+                        vec![
+                            sql::string_array_param("prefixes", only),
+                            sql::timestamp_param("now", Utc::now()),
+                        ],
+                    )
+                    .await?;
+                self.affected(output).await?
+            }
+            many => {
+                let staging = self.staging_table()?;
+                let loaded = self.load_through_staging(many, &staging).await;
+                // Best effort: a leftover staging table holds only prefixes.
+                if let Err(e) = self.api.delete_table(&staging).await {
+                    tracing::warn!("could not delete staging table {}: {e}", staging.sql());
+                }
+                loaded?
+            }
+        };
+        Ok(LoadReport {
+            inserted,
+            already_present: prefixes.len().saturating_sub(inserted),
+        })
+    }
+
+    async fn read_jobs(&self) -> Result<Vec<PrefixJob>, StoreError> {
+        let output = self.run(&sql::select_jobs(&self.jobs), vec![]).await?;
+        output
+            .rows
+            .iter()
+            .map(|row| {
+                let [prefix, status_cell, job_name, last_updated] = columns::<4>(row)?;
+                Ok(PrefixJob {
+                    prefix: text(prefix, "prefix")?,
+                    status: status(status_cell)?,
+                    job_name: optional_text(job_name, "job_name")?,
+                    last_updated: timestamp(last_updated)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        let output = self
+            .run(&sql::select_history(&self.history), vec![])
+            .await?;
+        output
+            .rows
+            .iter()
+            .map(|row| {
+                let [prefix, status_cell, job_name, results, at] = columns::<5>(row)?;
+                Ok(HistoryRow {
+                    prefix: text(prefix, "prefix")?,
+                    status: status(status_cell)?,
+                    job_name: optional_text(job_name, "job_name")?,
+                    operation_results: optional_text(results, "operation_results")?,
+                    timestamp: timestamp(at)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError> {
+        // History first: see the module comment for why this order.
+        for batch in sql::history_batches(&changes.history) {
+            self.run(
+                &sql::insert_history(&self.history),
+                vec![sql::history_param(batch)],
+            )
+            .await?;
+        }
+        for batch in sql::update_batches(&changes.updates) {
+            self.run(
+                &sql::update_jobs(&self.jobs),
+                vec![sql::updates_param(batch)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn statements_issued(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,223 @@
+//! The BigQuery state store against bqemulator (started by each test on a
+//! free 127.0.0.1 port, stopped after): schemas, loads, round trips, and the
+//! number of statements a cycle costs.
+
+#[path = "support/bqemulator.rs"]
+mod bqemulator;
+
+use chrono::{DateTime, Duration, Utc};
+use sts_job_manager::manager::sync::{ChangeSet, JobUpdate};
+use sts_job_manager::model::{HistoryRow, Status};
+use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
+use sts_job_manager::store::{LoadReport, StateStore, StoreError};
+
+const PROJECT: &str = "sts-store-test";
+
+fn settings(emulator_host: &str) -> Settings {
+    Settings {
+        project: Some(PROJECT.into()),
+        dataset: "data_migration".into(),
+        location: "EU".into(),
+        job_table: "sts_job".into(),
+        history_table: "sts_job_history".into(),
+        emulator_host: Some(emulator_host.into()),
+    }
+}
+
+fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap()
+}
+
+fn fields(table: &gcp_bigquery_client::model::table::Table) -> Vec<(String, String, String)> {
+    table
+        .schema
+        .fields()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .map(|f| {
+            (
+                f.name.clone(),
+                serde_json::to_value(&f.r#type)
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                f.mode.clone().unwrap_or_default(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepare_load_apply_and_read_back() {
+    let emulator = bqemulator::Emulator::start(PROJECT);
+    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+
+    let err = store.read_jobs().await.unwrap_err();
+    assert!(
+        matches!(&err, StoreError::MissingTable(t) if t.ends_with("data_migration.sts_job")),
+        "{err}"
+    );
+    assert!(err.to_string().contains("sts-prepare-tables"), "{err}");
+
+    store.prepare().await.unwrap();
+    store.prepare().await.unwrap();
+    let owned = |v: &[(&str, &str, &str)]| {
+        v.iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect::<Vec<_>>()
+    };
+    let jobs_table = store
+        .api()
+        .get_table("data_migration", "sts_job")
+        .await
+        .unwrap();
+    assert_eq!(
+        fields(&jobs_table),
+        owned(&[
+            ("prefix", "STRING", "REQUIRED"),
+            ("status", "STRING", "REQUIRED"),
+            ("job_name", "STRING", "NULLABLE"),
+            ("last_updated", "TIMESTAMP", "REQUIRED"),
+        ])
+    );
+    let history_table = store
+        .api()
+        .get_table("data_migration", "sts_job_history")
+        .await
+        .unwrap();
+    assert_eq!(
+        fields(&history_table),
+        owned(&[
+            ("prefix", "STRING", "REQUIRED"),
+            ("status", "STRING", "REQUIRED"),
+            ("job_name", "STRING", "NULLABLE"),
+            ("operation_results", "STRING", "NULLABLE"),
+            ("timestamp", "TIMESTAMP", "REQUIRED"),
+        ])
+    );
+
+    // More than one load batch, so the staged (all-or-none) path runs.
+    let prefixes: Vec<String> = (0..12_000).map(|i| format!("logs/{i:05}/")).collect();
+    assert_eq!(
+        store.load_prefixes(&prefixes[..11_000]).await.unwrap(),
+        LoadReport {
+            inserted: 11_000,
+            already_present: 0
+        }
+    );
+    let before = store.statements_issued();
+    assert_eq!(
+        store.load_prefixes(&prefixes[10_500..]).await.unwrap(),
+        LoadReport {
+            inserted: 1_000,
+            already_present: 500
+        }
+    );
+    assert_eq!(
+        store.statements_issued() - before,
+        1,
+        "one batch, one INSERT"
+    );
+
+    // An apply straight after the load (no streaming buffer in the way),
+    // touching every prefix, with history rows: two statements in all.
+    let now = micros(Utc::now());
+    let changes = ChangeSet {
+        updates: prefixes
+            .iter()
+            .enumerate()
+            .map(|(i, p)| JobUpdate {
+                prefix: p.clone(),
+                status: if i % 2 == 0 {
+                    Status::Running
+                } else {
+                    Status::Error
+                },
+                job_name: (i % 3 != 0).then(|| format!("transferOperations/op-{i}")),
+                last_updated: now,
+            })
+            .collect(),
+        history: prefixes[..1_000]
+            .iter()
+            .enumerate()
+            .map(|(i, p)| HistoryRow {
+                prefix: p.clone(),
+                status: Status::Error,
+                job_name: Some(format!("transferOperations/op-{i}")),
+                operation_results: (i % 2 == 0).then(|| {
+                    format!(r#"{{"errorBreakdowns":[{{"n":{i},"q":"it's \"quoted\""}}]}}"#)
+                }),
+                timestamp: now + Duration::microseconds(i as i64),
+            })
+            .collect(),
+    };
+    let before = store.statements_issued();
+    store.apply(&changes).await.unwrap();
+    assert_eq!(store.statements_issued() - before, 2);
+    store.apply(&ChangeSet::default()).await.unwrap();
+    assert_eq!(
+        store.statements_issued() - before,
+        2,
+        "no change, no statement"
+    );
+
+    let jobs = store.read_jobs().await.unwrap();
+    assert_eq!(jobs.len(), prefixes.len());
+    let expected: Vec<_> = changes
+        .updates
+        .iter()
+        .map(|u| {
+            (
+                u.prefix.clone(),
+                u.status,
+                u.job_name.clone(),
+                u.last_updated,
+            )
+        })
+        .collect();
+    let read: Vec<_> = jobs
+        .iter()
+        .map(|j| {
+            (
+                j.prefix.clone(),
+                j.status,
+                j.job_name.clone(),
+                j.last_updated,
+            )
+        })
+        .collect();
+    assert_eq!(read, expected);
+
+    let history = store.read_history().await.unwrap();
+    assert_eq!(history, changes.history);
+}
+
+#[tokio::test]
+async fn bad_names_are_refused_before_any_request() {
+    // Nobody listens on this port: any request would fail differently.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap();
+    let host = format!("127.0.0.1:{port}");
+    for (table, dataset, project) in [
+        ("sts_job; DROP TABLE x", "data_migration", PROJECT),
+        ("sts_job", "data-migration", PROJECT),
+        ("sts_job", "data_migration", "Bad Project`"),
+    ] {
+        let result = BigQueryStore::open(&Settings {
+            job_table: table.into(),
+            dataset: dataset.into(),
+            project: Some(project.into()),
+            ..settings(&host)
+        });
+        match result {
+            Err(StoreError::InvalidIdentifier(name)) => assert!(name == table || name == dataset),
+            Err(StoreError::InvalidProject(name)) => assert_eq!(name, project),
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("{project}.{dataset}.{table} was accepted"),
+        }
+    }
+}

@@ -1,0 +1,255 @@
+"""The BigQuery state store through the installed tools, against bqemulator
+(started here on a free 127.0.0.1 port, stopped after), with the local
+transfer engine. Everything is read back through the BigQuery REST API."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from conftest import Migration, tool
+
+PROJECT = "sts-jm-test"
+BQEMULATOR = Path(sys.executable).parent / "bqemulator"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class BigQuery:
+    """A running bqemulator and a few REST calls against it."""
+
+    host: str
+    project: str
+    log: Path
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host}/bigquery/v2/projects/{self.project}/{path}"
+
+    def get(self, path: str) -> dict:
+        with urllib.request.urlopen(self.url(path), timeout=30) as response:
+            return json.load(response)
+
+    def query(self, sql: str) -> list[dict]:
+        """Runs GoogleSQL; rows as dicts. Errors (also in a 200 body) raise."""
+        body = json.dumps(
+            {"query": sql, "useLegacySql": False, "formatOptions": {"useInt64Timestamp": True}}
+        ).encode()
+        request = urllib.request.Request(
+            self.url("queries"), body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.load(response)
+        assert not answer.get("errors"), answer["errors"]
+        names = [f["name"] for f in answer["schema"]["fields"]]
+        return [dict(zip(names, [c["v"] for c in row["f"]])) for row in answer.get("rows", [])]
+
+    def requests_logged(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def bigquery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQuery]:
+    rest, grpc = free_port(), free_port()
+    log = tmp_path_factory.mktemp("bqemulator") / "bqemulator.log"
+    with log.open("w") as out:
+        process = subprocess.Popen(
+            [
+                str(BQEMULATOR),
+                "start",
+                "--rest-host",
+                "127.0.0.1",
+                "--rest-port",
+                str(rest),
+                "--grpc-host",
+                "127.0.0.1",
+                "--grpc-port",
+                str(grpc),
+                "--project",
+                PROJECT,
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    emulator = BigQuery(host=f"127.0.0.1:{rest}", project=PROJECT, log=log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None, log.read_text()
+            try:
+                emulator.get("datasets")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, "bqemulator did not start"
+                time.sleep(0.2)
+        yield emulator
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture
+def dataset(bigquery: BigQuery, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh dataset name; the tools started by the test see the emulator."""
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", bigquery.host)
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
+    return f"mig_{uuid.uuid4().hex[:10]}"
+
+
+def bq_args(migration: Migration, dataset: str) -> list[str]:
+    return [
+        "--state",
+        "bigquery",
+        "--project",
+        PROJECT,
+        "--dataset",
+        dataset,
+        "--transfer",
+        f"local:{migration.root}",
+    ]
+
+
+def schema(table: dict) -> list[tuple[str, str, str]]:
+    return [(f["name"], f["type"], f.get("mode", "NULLABLE")) for f in table["schema"]["fields"]]
+
+
+def test_prepare_creates_the_exact_schemas_and_loads_updatable_rows(
+    bigquery: BigQuery, dataset: str, migration: Migration
+) -> None:
+    migration.prefix_file.write_text(json.dumps(migration.prefixes[:4]))
+    args = [
+        *bq_args(migration, dataset),
+        "--dataset-location",
+        "EU",
+        "--job-prefix-source-file",
+        str(migration.prefix_file),
+    ]
+    tool("sts-prepare-tables", *args)
+
+    assert bigquery.get(f"datasets/{dataset}")["location"] == "EU"
+    assert schema(bigquery.get(f"datasets/{dataset}/tables/sts_job")) == [
+        ("prefix", "STRING", "REQUIRED"),
+        ("status", "STRING", "REQUIRED"),
+        ("job_name", "STRING", "NULLABLE"),
+        ("last_updated", "TIMESTAMP", "REQUIRED"),
+    ]
+    assert schema(bigquery.get(f"datasets/{dataset}/tables/sts_job_history")) == [
+        ("prefix", "STRING", "REQUIRED"),
+        ("status", "STRING", "REQUIRED"),
+        ("job_name", "STRING", "NULLABLE"),
+        ("operation_results", "STRING", "NULLABLE"),
+        ("timestamp", "TIMESTAMP", "REQUIRED"),
+    ]
+
+    # Re-running adds only the new prefixes and leaves the tables alone.
+    created = bigquery.get(f"datasets/{dataset}/tables/sts_job")["creationTime"]
+    migration.prefix_file.write_text(json.dumps(migration.prefixes))
+    tool("sts-prepare-tables", *args)
+    assert bigquery.get(f"datasets/{dataset}/tables/sts_job")["creationTime"] == created
+    rows = bigquery.query(f"SELECT prefix, status, job_name FROM `{PROJECT}.{dataset}.sts_job`")
+    assert sorted(r["prefix"] for r in rows) == sorted(migration.prefixes)
+    assert {(r["status"], r["job_name"]) for r in rows} == {("waiting", None)}
+
+    # Loaded rows can be updated at once: DML only, no streaming inserts.
+    assert "insertAll" not in bigquery.requests_logged()
+    bigquery.query(
+        f"UPDATE `{PROJECT}.{dataset}.sts_job` SET status = 'paused' WHERE prefix = 'data/p00/'"
+    )
+    rows = bigquery.query(
+        f"SELECT status FROM `{PROJECT}.{dataset}.sts_job` WHERE prefix = 'data/p00/'"
+    )
+    assert rows == [{"status": "paused"}]
+
+
+def test_manager_records_a_failure_the_readme_query_finds(
+    bigquery: BigQuery, dataset: str, migration: Migration
+) -> None:
+    migration.prefix_file.write_text(json.dumps(migration.prefixes))
+    args = bq_args(migration, dataset)
+    tool("sts-prepare-tables", *args, "--job-prefix-source-file", str(migration.prefix_file))
+    migration.set_faults(fail_objects_matching="data/p01/*")
+
+    result = tool(
+        "sts-job-manager",
+        *args,
+        "--sleep-timeout",
+        "0.2",
+        "--job-interval",
+        "0.2",
+        "--metrics-interval",
+        "0.2",
+        "--no-retry-on-job-error",
+        "--exit-when-done",
+        timeout=240,
+    )
+    assert "every prefix is finished" in result.stderr
+
+    jobs = bigquery.query(f"SELECT prefix, status, job_name FROM `{PROJECT}.{dataset}.sts_job`")
+    statuses = {row["prefix"]: row["status"] for row in jobs}
+    assert statuses == {p: ("error" if p == "data/p01/" else "done") for p in migration.prefixes}
+    assert all(row["job_name"].startswith("transferOperations/") for row in jobs)
+    migration.assert_copied(skip=("data/p01/",))
+
+    # The original README's debugging query, on our dataset.
+    failed = bigquery.query(
+        f"SELECT * FROM `{PROJECT}.{dataset}.sts_job_history` WHERE status = 'error'"
+    )
+    assert [row["prefix"] for row in failed] == ["data/p01/"]
+    results = json.loads(failed[0]["operation_results"])
+    assert results["status"] == "FAILED"
+    urls = [
+        entry["url"]
+        for breakdown in results["errorBreakdowns"]
+        for entry in breakdown.get("errorLogEntries", [])
+    ]
+    assert urls, results["errorBreakdowns"]
+    assert all(url.startswith("gs://migration-source/data/p01/") for url in urls), urls
+    assert int(failed[0]["timestamp"]) > 0
+    done = bigquery.query(
+        f"SELECT prefix FROM `{PROJECT}.{dataset}.sts_job_history` WHERE status = 'done'"
+    )
+    assert sorted(r["prefix"] for r in done) == sorted(set(migration.prefixes) - {"data/p01/"})
+
+
+def test_a_table_name_with_sql_in_it_is_refused_before_any_request(
+    migration: Migration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nobody listens there: a request would fail with a connection error.
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
+    migration.prefix_file.write_text(json.dumps(migration.prefixes))
+    for name, value in [("--job-table", "sts_job; DROP TABLE x"), ("--dataset", "a.b")]:
+        for command in ("sts-prepare-tables", "sts-job-manager"):
+            started = time.monotonic()
+            result = tool(
+                command,
+                *bq_args(migration, "data_migration"),
+                name,
+                value,
+                "--job-prefix-source-file" if command == "sts-prepare-tables" else "--sleep-timeout",
+                str(migration.prefix_file) if command == "sts-prepare-tables" else "1",
+                check=False,
+            )
+            assert result.returncode != 0
+            assert f"'{value}' is not a plain table or dataset name" in result.stderr, result.stderr
+            assert "could not be reached" not in result.stderr
+            assert "Traceback" not in result.stderr
+            assert time.monotonic() - started < 10, "it must not have tried to connect"
