@@ -236,16 +236,19 @@ def test_a_table_name_with_sql_in_it_is_refused_before_any_request(
     # Nobody listens there: a request would fail with a connection error.
     monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", f"127.0.0.1:{free_port()}")
     migration.prefix_file.write_text(json.dumps(migration.prefixes))
+    commands = {
+        "sts-prepare-tables": ["--job-prefix-source-file", str(migration.prefix_file)],
+        "sts-job-manager": ["--sleep-timeout", "1"],
+    }
     for name, value in [("--job-table", "sts_job; DROP TABLE x"), ("--dataset", "a.b")]:
-        for command in ("sts-prepare-tables", "sts-job-manager"):
+        for command, extra in commands.items():
             started = time.monotonic()
             result = tool(
                 command,
                 *bq_args(migration, "data_migration"),
                 name,
                 value,
-                "--job-prefix-source-file" if command == "sts-prepare-tables" else "--sleep-timeout",
-                str(migration.prefix_file) if command == "sts-prepare-tables" else "1",
+                *extra,
                 check=False,
             )
             assert result.returncode != 0
