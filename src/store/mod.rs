@@ -13,7 +13,7 @@ use crate::model::{HistoryRow, PrefixJob};
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error(
-        "'{0}' is not a plain table or dataset name (letters, digits and '_', starting with a letter or '_')"
+        "'{0}' is not a plain table name or dataset name (letters, digits and '_', starting with a letter or '_')"
     )]
     InvalidIdentifier(String),
     #[error("table '{0}' does not exist: run sts-prepare-tables first")]
