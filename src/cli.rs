@@ -77,7 +77,16 @@ pub fn main(program: &str, args: &[String]) -> i32 {
             eprintln!("{program}: error: {e}");
             3
         }
-        Err(e @ (Error::Options(_) | Error::Input(_) | Error::Unsupported(_))) => {
+        Err(
+            e @ (Error::Options(_)
+            | Error::Input(_)
+            | Error::Unsupported(_)
+            | Error::Store(
+                crate::store::StoreError::InvalidIdentifier(_)
+                | crate::store::StoreError::InvalidProject(_)
+                | crate::store::StoreError::NoProject,
+            )),
+        ) => {
             eprintln!("{program}: error: {e}");
             2
         }

@@ -73,7 +73,7 @@ def test_bad_config_files_change_nothing(migration: Migration, config: dict, exp
         "--exit-when-done",
         check=False,
     )
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert expected in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert snapshot(migration.state) == before

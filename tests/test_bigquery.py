@@ -251,7 +251,7 @@ def test_a_table_name_with_sql_in_it_is_refused_before_any_request(
                 *extra,
                 check=False,
             )
-            assert result.returncode != 0
+            assert result.returncode == 2, "bad input exits 2"
             expected = f"'{value}' is not a plain table name or dataset name"
             assert expected in result.stderr, result.stderr
             assert "could not be reached" not in result.stderr
