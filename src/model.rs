@@ -239,6 +239,20 @@ pub struct Counters {
     pub bytes_from_source_failed: i64,
 }
 
+/// Totals over several operations (progress views).
+impl std::ops::AddAssign<&Counters> for Counters {
+    fn add_assign(&mut self, c: &Counters) {
+        self.objects_found_from_source += c.objects_found_from_source;
+        self.bytes_found_from_source += c.bytes_found_from_source;
+        self.objects_copied_to_sink += c.objects_copied_to_sink;
+        self.bytes_copied_to_sink += c.bytes_copied_to_sink;
+        self.objects_from_source_skipped_by_sync += c.objects_from_source_skipped_by_sync;
+        self.bytes_from_source_skipped_by_sync += c.bytes_from_source_skipped_by_sync;
+        self.objects_from_source_failed += c.objects_from_source_failed;
+        self.bytes_from_source_failed += c.bytes_from_source_failed;
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct ErrorLogEntry {

@@ -195,17 +195,6 @@ impl PrefixProgress {
     }
 }
 
-fn add(total: &mut Counters, c: &Counters) {
-    total.objects_found_from_source += c.objects_found_from_source;
-    total.objects_copied_to_sink += c.objects_copied_to_sink;
-    total.objects_from_source_skipped_by_sync += c.objects_from_source_skipped_by_sync;
-    total.objects_from_source_failed += c.objects_from_source_failed;
-    total.bytes_found_from_source += c.bytes_found_from_source;
-    total.bytes_copied_to_sink += c.bytes_copied_to_sink;
-    total.bytes_from_source_skipped_by_sync += c.bytes_from_source_skipped_by_sync;
-    total.bytes_from_source_failed += c.bytes_from_source_failed;
-}
-
 /// Per prefix (from its latest operation snapshot) and in total: objects
 /// and bytes found, copied, skipped and failed, throughput and ETA. The last
 /// row has `scope == "total"` and a null prefix.
@@ -273,7 +262,7 @@ pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
             .get(job.prefix.as_str())
             .cloned()
             .unwrap_or_default();
-        add(&mut total.counters, &p.counters);
+        total.counters += &p.counters;
         total.started = match (total.started, p.started) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

@@ -532,17 +532,20 @@ pub fn count_statuses(rows: &[PrefixJob]) -> BTreeMap<String, usize> {
 }
 
 fn progress_of<'a>(counters: impl Iterator<Item = &'a crate::model::Counters>) -> Progress {
-    counters.fold(Progress::default(), |mut p, c| {
-        p.objects_found += c.objects_found_from_source;
-        p.objects_copied += c.objects_copied_to_sink;
-        p.objects_skipped += c.objects_from_source_skipped_by_sync;
-        p.objects_failed += c.objects_from_source_failed;
-        p.bytes_found += c.bytes_found_from_source;
-        p.bytes_copied += c.bytes_copied_to_sink;
-        p.bytes_skipped += c.bytes_from_source_skipped_by_sync;
-        p.bytes_failed += c.bytes_from_source_failed;
-        p
-    })
+    let mut c = crate::model::Counters::default();
+    for each in counters {
+        c += each;
+    }
+    Progress {
+        objects_found: c.objects_found_from_source,
+        objects_copied: c.objects_copied_to_sink,
+        objects_skipped: c.objects_from_source_skipped_by_sync,
+        objects_failed: c.objects_from_source_failed,
+        bytes_found: c.bytes_found_from_source,
+        bytes_copied: c.bytes_copied_to_sink,
+        bytes_skipped: c.bytes_from_source_skipped_by_sync,
+        bytes_failed: c.bytes_from_source_failed,
+    }
 }
 
 /// SPEC 8: one point per status (0 included) plus the stalled count.
