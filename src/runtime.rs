@@ -4,8 +4,9 @@ use std::sync::OnceLock;
 
 use tokio::runtime::Runtime;
 
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+
 pub fn runtime() -> &'static Runtime {
-    static RUNTIME: OnceLock<Runtime> = OnceLock::new();
     RUNTIME.get_or_init(|| {
         tokio::runtime::Builder::new_multi_thread()
             .enable_all()
@@ -15,6 +16,11 @@ pub fn runtime() -> &'static Runtime {
             // refuses threads, and there is no caller that could recover.
             .expect("could not start the tokio runtime")
     })
+}
+
+/// The shared runtime if something already started it (never starts one).
+pub fn existing() -> Option<&'static Runtime> {
+    RUNTIME.get()
 }
 
 /// Logs go to stderr at the level named by LOGLEVEL (as in the original).

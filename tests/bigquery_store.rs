@@ -221,3 +221,103 @@ async fn bad_names_are_refused_before_any_request() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_has_one_holder_until_it_expires_or_its_holder_dies() {
+    use sts_job_manager::store::Lease;
+    let emulator = bqemulator::Emulator::start(PROJECT);
+    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    let long = std::time::Duration::from_secs(600);
+
+    // No dataset yet: the job table is named as missing.
+    let err = store.acquire_lease("host-a:1:1", long).await.unwrap_err();
+    assert!(matches!(&err, StoreError::MissingTable(_)), "{err}");
+    // Never leased: releasing is a no-op, not an error.
+    store.prepare().await.unwrap();
+    store.release_lease("host-a:1:1").await.unwrap();
+
+    // The lease table is created on first use; renewals keep it.
+    assert_eq!(
+        store.acquire_lease("host-a:1:1", long).await.unwrap(),
+        Lease::Acquired
+    );
+    assert_eq!(
+        store.acquire_lease("host-a:1:1", long).await.unwrap(),
+        Lease::Acquired
+    );
+    match store.acquire_lease("host-b:2:2", long).await.unwrap() {
+        Lease::HeldBy { holder, until } => {
+            assert_eq!(holder, "host-a:1:1");
+            assert!(until > Utc::now() + Duration::seconds(500), "{until}");
+        }
+        other => panic!("a second holder got {other:?}"),
+    }
+    // Releasing someone else's lease does nothing.
+    store.release_lease("host-b:2:2").await.unwrap();
+    assert!(matches!(
+        store.acquire_lease("host-b:2:2", long).await.unwrap(),
+        Lease::HeldBy { .. }
+    ));
+    store.release_lease("host-a:1:1").await.unwrap();
+    // Free: taken at once, here with a lease that is over as soon as taken.
+    assert_eq!(
+        store
+            .acquire_lease("host-b:2:2", std::time::Duration::ZERO)
+            .await
+            .unwrap(),
+        Lease::Acquired
+    );
+    assert_eq!(
+        store.acquire_lease("host-c:3:3", long).await.unwrap(),
+        Lease::Acquired
+    );
+
+    // A holder on this machine whose process is gone is taken over at once.
+    let here = sts_job_manager::store::lease_holder();
+    let host = here.split(':').next().unwrap().to_string();
+    let dead = format!("{host}:4194999:1");
+    let other = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    store.release_lease("host-c:3:3").await.unwrap();
+    assert_eq!(
+        other.acquire_lease(&dead, long).await.unwrap(),
+        Lease::Acquired
+    );
+    assert_eq!(
+        store.acquire_lease(&here, long).await.unwrap(),
+        Lease::Acquired
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn managers_racing_for_a_fresh_lease_get_one_winner() {
+    use sts_job_manager::store::Lease;
+    let emulator = bqemulator::Emulator::start(PROJECT);
+    let first = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    first.prepare().await.unwrap();
+    let long = std::time::Duration::from_secs(600);
+    let racers: Vec<_> = (0..6)
+        .map(|i| {
+            let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+            tokio::spawn(async move {
+                let holder = format!("racer-{i}:1:1");
+                let lease = store.acquire_lease(&holder, long).await.unwrap();
+                (holder, lease)
+            })
+        })
+        .collect();
+    let mut winners = vec![];
+    let mut named = vec![];
+    for racer in racers {
+        let (holder, lease) = racer.await.unwrap();
+        match lease {
+            Lease::Acquired => winners.push(holder),
+            Lease::HeldBy { holder, .. } => named.push(holder),
+        }
+    }
+    assert_eq!(
+        winners.len(),
+        1,
+        "winners {winners:?}, refused by {named:?}"
+    );
+    assert!(named.iter().all(|h| h == &winners[0]), "{named:?}");
+}

@@ -16,6 +16,7 @@ from typing import Any
 from . import _core, errors
 from .errors import (
     InputError,
+    LeaseHeldError,
     MigrationTimeoutError,
     OptionsError,
     StateError,
@@ -69,7 +70,14 @@ def _options_json(options: Options | Mapping[str, Any] | None, overrides: Mappin
 
 class Manager:
     """The job manager. With ``transfer="local:ROOT"`` it also executes the
-    transfers on background threads for as long as it lives."""
+    transfers on background threads for as long as it lives.
+
+    One manager runs a job table at a time: every run method first takes (or
+    renews) the table's lease and raises :class:`LeaseHeldError` while
+    another manager, a command-line ``sts-job-manager`` included, holds it.
+    ``run_once`` and ``run_until_done`` give the lease up when they return;
+    ``iteration`` keeps it (it expires ``lease_seconds`` after the last call,
+    or is given up when the object is collected)."""
 
     def __init__(self, options: Options | Mapping[str, Any] | None = None, **overrides: Any):
         self._native = _core.Manager(_options_json(options, overrides))
@@ -138,6 +146,7 @@ from .state import State  # noqa: E402  (it needs Options and _options_json abov
 
 __all__ = [
     "InputError",
+    "LeaseHeldError",
     "Manager",
     "MigrationTimeoutError",
     "Options",

@@ -21,6 +21,11 @@ class StateError(StsJobManagerError):
     """The state store failed, or its tables do not exist yet."""
 
 
+class LeaseHeldError(StateError):
+    """Another manager holds the job table's lease (the message names it and
+    says until when); one manager runs a job table at a time."""
+
+
 class TransferError(StsJobManagerError):
     """The transfer service refused or failed a call."""
 
@@ -39,6 +44,7 @@ class MigrationTimeoutError(StsJobManagerError, TimeoutError):
 
 __all__ = [
     "InputError",
+    "LeaseHeldError",
     "MigrationTimeoutError",
     "OptionsError",
     "StateError",

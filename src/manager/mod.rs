@@ -1,13 +1,14 @@
 //! The manager cycle (SPEC 4): sync state, start jobs, publish the heartbeat.
 //! It talks to a `StateStore` and a `TransferService` and never knows which.
 
+mod lease;
 pub mod ramp;
 pub mod stall;
 pub mod sync;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use chrono::Utc;
 use serde::Serialize;
@@ -93,6 +94,10 @@ pub struct Manager {
     progress: Progress,
     last_sync: Option<Instant>,
     last_job_round: Option<Instant>,
+    /// Who this manager is in the store's lease (`host:pid:nonce`).
+    holder: String,
+    /// Whether the lease may be ours now (released when dropped).
+    holding_lease: bool,
 }
 
 impl Manager {
@@ -114,6 +119,8 @@ impl Manager {
             progress: Progress::default(),
             last_sync: None,
             last_job_round: None,
+            holder: crate::store::lease_holder(),
+            holding_lease: false,
         }
     }
 
@@ -128,8 +135,9 @@ impl Manager {
         &self.options
     }
 
-    /// One loop iteration (SPEC 4 steps 1-3), honouring the intervals.
-    pub async fn iteration(&mut self) -> Result<CycleSummary, ManagerError> {
+    /// One loop iteration (SPEC 4 steps 1-3), honouring the intervals,
+    /// without the lease (the callers in `lease.rs` hold it).
+    async fn step(&mut self) -> Result<CycleSummary, ManagerError> {
         let due = |last: Option<Instant>, every: f64| {
             last.is_none_or(|t| t.elapsed().as_secs_f64() >= every)
         };
@@ -164,79 +172,6 @@ impl Manager {
             }
         }
         Ok(summary)
-    }
-
-    /// One full cycle whatever the intervals: sync, start jobs, sync.
-    pub async fn run_once(&mut self) -> Result<CycleSummary, ManagerError> {
-        self.last_sync = None;
-        self.last_job_round = None;
-        self.iteration().await
-    }
-
-    /// The loop: iterate, sleep what is left of `sleep-timeout`, until
-    /// `stop` resolves or (with `--exit-when-done`) nothing is left to do.
-    /// A failed iteration is logged and the loop goes on.
-    pub async fn run(
-        &mut self,
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), ManagerError> {
-        let holder = crate::store::lease_holder();
-        self.hold_lease(&holder).await?;
-        let outcome = self.run_holding(&holder, stop).await;
-        if let Err(e) = self.store.release_lease(&holder).await {
-            tracing::warn!("could not release the lease (it will expire): {e}");
-        }
-        outcome
-    }
-
-    /// One manager per job table: take or renew the store's lease.
-    async fn hold_lease(&self, holder: &str) -> Result<(), ManagerError> {
-        let ttl = Duration::from_secs_f64(self.options.lease_seconds);
-        match self.store.acquire_lease(holder, ttl).await? {
-            crate::store::Lease::Acquired => Ok(()),
-            crate::store::Lease::HeldBy { holder, until } => Err(ManagerError::LeaseHeld {
-                holder,
-                table: self.options.job_table.clone(),
-                until: until.to_rfc3339(),
-            }),
-        }
-    }
-
-    async fn run_holding(
-        &mut self,
-        holder: &str,
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), ManagerError> {
-        tokio::pin!(stop);
-        loop {
-            let started = Instant::now();
-            match self.hold_lease(holder).await {
-                // Another manager took the table over (ours expired): stop.
-                Err(e @ ManagerError::LeaseHeld { .. }) => return Err(e),
-                Err(e) => {
-                    tracing::error!("could not renew the lease, trying again next iteration: {e}")
-                }
-                Ok(()) => match self.iteration().await {
-                    Ok(summary) => {
-                        log_summary(&summary);
-                        if self.options.exit_when_done && summary.done {
-                            tracing::info!("every prefix is finished; exiting");
-                            return Ok(());
-                        }
-                    }
-                    Err(e) => tracing::error!("iteration failed, trying again next iteration: {e}"),
-                },
-            }
-            let rest = Duration::from_secs_f64(self.options.sleep_timeout)
-                .saturating_sub(started.elapsed());
-            tokio::select! {
-                _ = tokio::time::sleep(rest) => {}
-                _ = &mut stop => {
-                    tracing::info!("stop requested; state is written, exiting");
-                    return Ok(());
-                }
-            }
-        }
     }
 
     async fn sync_state(

@@ -27,7 +27,7 @@ pub(crate) fn to_py(error: Error) -> PyErr {
         Error::Store(_) => "StateError",
         Error::Transfer(_) => "TransferError",
         Error::Unsupported(_) => "UnsupportedBackendError",
-        Error::Busy(_) => "StateError",
+        Error::Busy(_) => "LeaseHeldError",
     };
     let message = error.to_string();
     Python::attach(|py| {
@@ -207,24 +207,7 @@ async fn until_done(
     inner: Arc<tokio::sync::Mutex<CoreManager>>,
     deadline: Option<Instant>,
 ) -> Result<(bool, CycleSummary), Error> {
-    let mut manager = inner.lock().await;
-    loop {
-        let started = Instant::now();
-        let summary = manager.iteration().await?;
-        if summary.done {
-            return Ok((true, summary));
-        }
-        let mut rest = Duration::from_secs_f64(manager.options().sleep_timeout)
-            .saturating_sub(started.elapsed());
-        if let Some(deadline) = deadline {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Ok((false, summary));
-            }
-            rest = rest.min(left);
-        }
-        tokio::time::sleep(rest).await;
-    }
+    Ok(inner.lock().await.run_until_done(deadline).await?)
 }
 
 #[pymodule]

@@ -196,11 +196,13 @@ impl Api {
         sql: &str,
         parameters: Vec<QueryParameter>,
     ) -> Result<QueryOutput, StoreError> {
-        let request_id = request_id();
         let mut request = QueryRequest::new(sql);
         request.parameter_mode = Some("NAMED".into());
         request.query_parameters = Some(parameters);
-        request.request_id = Some(request_id);
+        // One id for every attempt, so a retried statement runs at most once;
+        // a new one only after a concurrency abort (that attempt ran nothing,
+        // and its id would replay the abort).
+        let current_id = std::sync::Mutex::new(request_id());
         // bqemulator always answers int64 microseconds; ask BigQuery for the same.
         request.format_options = Some(DataFormatOptions {
             use_int64_timestamp: Some(true),
@@ -208,14 +210,19 @@ impl Api {
         request.timeout_ms = Some(30_000);
         let response = self
             .retrying("query", || async {
+                let mut attempt = request.clone();
+                attempt.request_id = Some(lock(&current_id).clone());
                 let client = self.client().await?;
-                let response = client
+                let answered = client
                     .job()
-                    .query(&self.project, request.clone())
+                    .query(&self.project, attempt)
                     .await
-                    .map_err(|e| self.error(e))?;
-                statement_errors(response.errors.as_deref())?;
-                Ok(response)
+                    .map_err(|e| self.error(e))
+                    .and_then(|r| statement_errors(r.errors.as_deref()).map(|()| r));
+                if answered.as_ref().is_err_and(is_concurrent_update) {
+                    *lock(&current_id) = request_id();
+                }
+                answered
             })
             .await?;
         let mut output = QueryOutput {
@@ -430,9 +437,30 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     text
 }
 
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// BigQuery aborts one of two DML statements racing on a table ("Could not
+/// serialize access to table ... due to concurrent update", reason
+/// `invalidQuery`); run again, it sees the winner's result.
+pub fn is_concurrent_update(e: &StoreError) -> bool {
+    match e {
+        StoreError::Api { message, .. } | StoreError::Statement { message, .. } => {
+            message.contains("due to concurrent update")
+        }
+        _ => false,
+    }
+}
+
 /// Worth another attempt: 429, 5xx, rate and quota limits, the network, and
 /// bodies that could not be read (often a 5xx from something in between).
 pub fn is_transient(e: &StoreError) -> bool {
+    if is_concurrent_update(e) {
+        return true;
+    }
     match e {
         StoreError::Api { code, reason, .. } => {
             *code == 429
@@ -482,6 +510,11 @@ mod tests {
             message: "m".into()
         }));
         assert!(!is_transient(&api(400, "invalidQuery")));
+        assert!(is_transient(&StoreError::Api {
+            code: 400,
+            reason: "invalidQuery".into(),
+            message: "Could not serialize access to table p:d.t due to concurrent update".into(),
+        }));
         assert!(!is_transient(&api(404, "notFound")));
         assert!(!is_transient(&api(403, "accessDenied")));
         assert!(!is_transient(&StoreError::Statement {

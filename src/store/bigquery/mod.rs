@@ -24,11 +24,27 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 
 use self::client::{Api, BIGQUERY_URL};
 use self::sql::TableName;
-use super::{check_identifier, LoadReport, StateStore, StoreError};
+use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StateStore, StoreError};
 use crate::auth::{project_from_credentials, GoogleAuth};
 use crate::manager::sync::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
 use crate::options::Options;
+
+/// Ten years: longer leases are cut to this.
+const MAX_LEASE_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
+
+fn is_not_found(e: &StoreError) -> bool {
+    match e {
+        StoreError::Api { code, .. } => *code == 404,
+        StoreError::Statement { reason, .. } => reason == "notFound",
+        _ => false,
+    }
+}
+
+fn names_dataset(e: &StoreError) -> bool {
+    matches!(e, StoreError::Api { message, .. } | StoreError::Statement { message, .. }
+        if message.contains("Not found: Dataset"))
+}
 
 /// `host:port` of a BigQuery emulator: plain HTTP, no credentials.
 pub const EMULATOR_ENV: &str = "BIGQUERY_EMULATOR_HOST";
@@ -66,6 +82,7 @@ pub struct BigQueryStore {
     location: String,
     jobs: TableName,
     history: TableName,
+    lease: TableName,
     statements: AtomicU64,
 }
 
@@ -82,6 +99,14 @@ pub fn job_table_schema() -> TableSchema {
         field("status", FieldType::String, "REQUIRED"),
         field("job_name", FieldType::String, "NULLABLE"),
         field("last_updated", FieldType::Timestamp, "REQUIRED"),
+    ])
+}
+
+/// The lease table (ours, not part of SPEC 2): who runs the job table.
+pub fn lease_table_schema() -> TableSchema {
+    TableSchema::new(vec![
+        field("holder", FieldType::String, "REQUIRED"),
+        field("until", FieldType::Timestamp, "REQUIRED"),
     ])
 }
 
@@ -141,6 +166,7 @@ impl BigQueryStore {
         let project = settings.project.clone().ok_or(StoreError::NoProject)?;
         let jobs = TableName::new(&project, &settings.dataset, &settings.job_table)?;
         let history = TableName::new(&project, &settings.dataset, &settings.history_table)?;
+        let lease = sql::lease_table(&jobs)?;
         let (base_url, auth) = match &settings.emulator_host {
             Some(host) => {
                 let host = host.trim_end_matches('/');
@@ -162,6 +188,7 @@ impl BigQueryStore {
             location: settings.location.clone(),
             jobs,
             history,
+            lease,
             statements: AtomicU64::new(0),
         })
     }
@@ -252,6 +279,91 @@ impl BigQueryStore {
             )
             .await?;
         self.affected(output).await
+    }
+
+    /// A lease statement; its table is created (with its one free row) the
+    /// first time it is missing, so existing datasets need no migration.
+    async fn lease_statement(
+        &self,
+        sql: &str,
+        parameters: Vec<gcp_bigquery_client::model::query_parameter::QueryParameter>,
+    ) -> Result<client::QueryOutput, StoreError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        match self.api.query(sql, parameters.clone()).await {
+            // No dataset: nothing to lease yet (the job table is missing too).
+            Err(e) if is_not_found(&e) && names_dataset(&e) => Err(self.missing_table(e)),
+            Err(e) if is_not_found(&e) => {
+                self.create_lease_table().await?;
+                self.statements.fetch_add(1, Ordering::Relaxed);
+                self.api.query(sql, parameters).await
+            }
+            answered => answered,
+        }
+    }
+
+    async fn create_lease_table(&self) -> Result<(), StoreError> {
+        let lease = &self.lease;
+        let body = Table::new(
+            &lease.project,
+            &lease.dataset,
+            &lease.table,
+            lease_table_schema(),
+        );
+        // A missing dataset is reported as the missing job table.
+        if self
+            .api
+            .ensure_table(body)
+            .await
+            .map_err(|e| self.missing_table(e))?
+        {
+            tracing::info!("created lease table {}", lease.sql());
+        }
+        self.seed_lease().await
+    }
+
+    async fn seed_lease(&self) -> Result<(), StoreError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.api
+            .query(&sql::seed_lease(&self.lease), vec![])
+            .await?;
+        Ok(())
+    }
+
+    /// Compare-and-swap: true when `holder` now has the lease.
+    async fn take_lease(
+        &self,
+        holder: &str,
+        replaced: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, StoreError> {
+        // Capped so TIMESTAMP_ADD cannot overflow (a lease of years is
+        // as good as forever).
+        let ttl_ms = i64::try_from(ttl.as_millis()).map_or(MAX_LEASE_MS, |ms| ms.min(MAX_LEASE_MS));
+        let output = self
+            .lease_statement(
+                &sql::take_lease(&self.lease),
+                vec![
+                    sql::string_param("holder", holder),
+                    sql::string_param("replaced", replaced),
+                    sql::int64_param("ttl_ms", ttl_ms),
+                ],
+            )
+            .await?;
+        Ok(self.affected(output).await? > 0)
+    }
+
+    /// The live holder and its expiry, or None when the table has no row.
+    async fn current_lease(&self) -> Result<Option<(String, DateTime<Utc>)>, StoreError> {
+        let output = self
+            .lease_statement(&sql::read_lease(&self.lease), vec![])
+            .await?;
+        match output.rows.first() {
+            None => Ok(None),
+            Some(row) => {
+                let [holder, until] = columns::<2>(row)?;
+                Ok(Some((text(holder, "holder")?, timestamp(until)?)))
+            }
+        }
     }
 
     async fn affected(&self, output: client::QueryOutput) -> Result<usize, StoreError> {
@@ -383,5 +495,56 @@ impl StateStore for BigQueryStore {
 
     fn statements_issued(&self) -> u64 {
         self.statements.load(Ordering::Relaxed)
+    }
+
+    /// One UPDATE per renewal; a read only when it is refused. A few rounds,
+    /// because the lease can change hands between the two (freed, expired,
+    /// or its holder found dead).
+    async fn acquire_lease(
+        &self,
+        holder: &str,
+        ttl: std::time::Duration,
+    ) -> Result<Lease, StoreError> {
+        let mut replaced = holder.to_string();
+        let mut refused = None;
+        for _ in 0..3 {
+            if self.take_lease(holder, &replaced, ttl).await? {
+                return Ok(Lease::Acquired);
+            }
+            match self.current_lease().await? {
+                None => self.seed_lease().await?,
+                Some((other, _)) if other != replaced && holder_is_dead_here(&other) => {
+                    tracing::info!("lease holder {other} is no longer running; taking over");
+                    replaced = other;
+                }
+                Some((other, until)) => {
+                    if !other.is_empty() && until > Utc::now() {
+                        return Ok(Lease::HeldBy {
+                            holder: other,
+                            until,
+                        });
+                    }
+                    refused = Some((other, until));
+                }
+            }
+        }
+        let (holder, until) = refused.unwrap_or_default();
+        Ok(Lease::HeldBy { holder, until })
+    }
+
+    async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        match self
+            .api
+            .query(
+                &sql::release_lease(&self.lease),
+                vec![sql::string_param("holder", holder)],
+            )
+            .await
+        {
+            // Never leased: nothing to give up.
+            Err(e) if is_not_found(&e) => Ok(()),
+            other => other.map(|_| ()),
+        }
     }
 }

@@ -276,6 +276,73 @@ pub fn select_history(history: &TableName) -> String {
     )
 }
 
+/// The lease table beside the job table: `{job_table}_lease`, one row
+/// (holder, until). BigQuery runs DML on one table one statement at a
+/// time, so a conditional UPDATE is a compare-and-swap.
+pub fn lease_table(jobs: &TableName) -> Result<TableName, StoreError> {
+    TableName::new(
+        &jobs.project,
+        &jobs.dataset,
+        &format!("{}{LEASE_SUFFIX}", jobs.table),
+    )
+}
+
+pub const LEASE_SUFFIX: &str = "_lease";
+
+/// Gives a new lease table its one free row. `WHERE NOT EXISTS` keeps a
+/// second row out in the usual case; were two ever written, every rule
+/// below still holds because each UPDATE treats all rows alike.
+pub fn seed_lease(lease: &TableName) -> String {
+    format!(
+        "INSERT INTO {t} (holder, until) SELECT '', TIMESTAMP_MICROS(0) \
+         FROM UNNEST([1]) WHERE NOT EXISTS (SELECT 1 FROM {t})",
+        t = lease.sql()
+    )
+}
+
+/// Takes or renews the lease: granted when it is ours, free, expired, or
+/// held by `@replaced` (a holder known dead). Times are BigQuery's own
+/// clock, so managers on hosts whose clocks differ still agree.
+pub fn take_lease(lease: &TableName) -> String {
+    format!(
+        "UPDATE {} SET holder = @holder, \
+         until = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL @ttl_ms MILLISECOND) \
+         WHERE holder = @holder OR holder = @replaced OR until <= CURRENT_TIMESTAMP()",
+        lease.sql()
+    )
+}
+
+pub fn read_lease(lease: &TableName) -> String {
+    format!(
+        "SELECT holder, UNIX_MICROS(until) AS until FROM {} ORDER BY until DESC LIMIT 1",
+        lease.sql()
+    )
+}
+
+/// A clean stop frees the lease at once (if it is still ours).
+pub fn release_lease(lease: &TableName) -> String {
+    format!(
+        "UPDATE {} SET holder = '', until = TIMESTAMP_MICROS(0) WHERE holder = @holder",
+        lease.sql()
+    )
+}
+
+pub fn string_param(name: &str, text: &str) -> QueryParameter {
+    QueryParameter {
+        name: Some(name.to_string()),
+        parameter_type: Some(scalar_type("STRING")),
+        parameter_value: Some(value(Some(text.to_string()))),
+    }
+}
+
+pub fn int64_param(name: &str, number: i64) -> QueryParameter {
+    QueryParameter {
+        name: Some(name.to_string()),
+        parameter_type: Some(scalar_type("INT64")),
+        parameter_value: Some(value(Some(number.to_string()))),
+    }
+}
+
 /// Splits prefixes into load batches (count and byte bounds, see above).
 pub fn load_batches(prefixes: &[String]) -> Vec<&[String]> {
     split_by(prefixes, LOAD_BATCH_PREFIXES, LOAD_BATCH_BYTES, String::len)
