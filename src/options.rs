@@ -59,6 +59,7 @@ const SPECS: &[OptionSpec] = &[
     OptionSpec { name: "project", kind: Kind::OptionalText, help: "Google Cloud project (default: GOOGLE_CLOUD_PROJECT)" },
     OptionSpec { name: "exit-when-done", kind: Kind::Flag, help: "Stop once no prefix is pending or running" },
     OptionSpec { name: "job-prefix-source-file", kind: Kind::OptionalText, help: "A JSON array of prefixes to load into the job table (prepare tables)" },
+    OptionSpec { name: "start-timeout", kind: Kind::Seconds, help: "Seconds a started job may show no operation before it is run again (default: 1800)" },
     OptionSpec { name: "lease-seconds", kind: Kind::Seconds, help: "How long the manager's hold on the job table lasts without renewal; a second manager waits it out (default: 300)" },
 ];
 
@@ -103,6 +104,7 @@ pub struct Options {
     pub exit_when_done: bool,
     pub job_prefix_source_file: Option<String>,
     pub lease_seconds: f64,
+    pub start_timeout: f64,
 }
 
 impl Default for Options {
@@ -130,6 +132,7 @@ impl Default for Options {
             exit_when_done: false,
             job_prefix_source_file: None,
             lease_seconds: 300.0,
+            start_timeout: 1800.0,
         }
     }
 }
@@ -243,6 +246,7 @@ impl Options {
             "exit-when-done" => self.exit_when_done = flag(name, value)?,
             "job-prefix-source-file" => self.job_prefix_source_file = optional_text(name, value)?,
             "lease-seconds" => self.lease_seconds = seconds(name, value)?,
+            "start-timeout" => self.start_timeout = seconds(name, value)?,
             other => return Err(OptionsError::UnknownOption(other.to_string())),
         }
         Ok(())
@@ -340,6 +344,12 @@ impl Options {
                     "{} s must be positive and at least twice --sleep-timeout ({} s)",
                     self.lease_seconds, self.sleep_timeout
                 ),
+            ));
+        }
+        if self.start_timeout <= 0.0 {
+            return Err(invalid(
+                "start-timeout",
+                "must be a positive number of seconds",
             ));
         }
         if self.max_concurrent_jobs == 0 {

@@ -4,10 +4,15 @@ transfer engine. Everything is read back through the BigQuery REST API."""
 
 from __future__ import annotations
 
+import http.client
+import http.server
 import json
+import random
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Migration, tool
+from conftest import BIN, Migration, tool
 
 PROJECT = "sts-jm-test"
 BQEMULATOR = Path(sys.executable).parent / "bqemulator"
@@ -56,7 +61,7 @@ class BigQuery:
         with urllib.request.urlopen(request, timeout=60) as response:
             answer = json.load(response)
         assert not answer.get("errors"), answer["errors"]
-        names = [f["name"] for f in answer["schema"]["fields"]]
+        names = [f["name"] for f in answer.get("schema", {}).get("fields", [])]
         return [dict(zip(names, [c["v"] for c in row["f"]])) for row in answer.get("rows", [])]
 
     def requests_logged(self) -> str:
@@ -257,3 +262,159 @@ def test_a_table_name_with_sql_in_it_is_refused_before_any_request(
             assert "could not be reached" not in result.stderr
             assert "Traceback" not in result.stderr
             assert time.monotonic() - started < 10, "it must not have tried to connect"
+
+
+FAST = ["--sleep-timeout", "0.2", "--job-interval", "0.2", "--metrics-interval", "0.2"]
+
+
+def lease_holder(bigquery: BigQuery, dataset: str) -> str | None:
+    """The lease row's holder, or None before the lease table exists."""
+    try:
+        rows = bigquery.query(f"SELECT holder FROM `{PROJECT}.{dataset}.sts_job_lease`")
+    except AssertionError:
+        return None
+    return rows[0]["holder"] if rows else None
+
+
+def test_one_manager_per_bigquery_table(
+    bigquery: BigQuery, dataset: str, migration: Migration
+) -> None:
+    migration.prefix_file.write_text(json.dumps(migration.prefixes))
+    backend = bq_args(migration, dataset)
+    tool("sts-prepare-tables", *backend, "--job-prefix-source-file", str(migration.prefix_file))
+    args = [*backend, *FAST, "--lease-seconds", "4"]
+    migration.set_faults(bytes_per_second=1000)
+    first = subprocess.Popen([str(BIN / "sts-job-manager"), *args], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while f":{first.pid}:" not in (lease_holder(bigquery, dataset) or ""):
+            assert first.poll() is None and time.monotonic() < deadline, "no lease taken"
+            time.sleep(0.2)
+        second = tool("sts-job-manager", *args, "--exit-when-done", check=False)
+        assert second.returncode == 3, second.stderr
+        assert "another sts-job-manager" in second.stderr, second.stderr
+        assert f":{first.pid}:" in second.stderr, second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1, second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+
+    # Killed on this machine: its lease is taken over at once, not after 4 s.
+    migration.set_faults()
+    takeover = tool("sts-job-manager", *args, "--exit-when-done", timeout=240)
+    assert "every prefix is finished" in takeover.stderr
+    assert lease_holder(bigquery, dataset) == "", "a clean exit gives the lease up"
+    statuses = bigquery.query(f"SELECT DISTINCT status FROM `{PROJECT}.{dataset}.sts_job`")
+    assert statuses == [{"status": "done"}]
+    migration.assert_copied()
+
+    # A manager on another machine: refused until its lease expires (by
+    # BigQuery's clock), then taken over.
+    bigquery.query(
+        f"UPDATE `{PROJECT}.{dataset}.sts_job_lease` SET holder = 'other-host:7:7', "
+        "until = TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL 3 SECOND) WHERE TRUE"
+    )
+    refused = tool("sts-job-manager", *args, "--exit-when-done", check=False)
+    assert refused.returncode == 3, refused.stderr
+    assert "other-host:7:7" in refused.stderr, refused.stderr
+    time.sleep(3.5)
+    tool("sts-job-manager", *args, "--exit-when-done")
+    assert lease_holder(bigquery, dataset) == ""
+
+
+class FaultyProxy:
+    """Forwards HTTP to bqemulator on 127.0.0.1, answering a share of the
+    requests with BigQuery's 503 or 429 instead: half of them before the
+    request reaches the emulator, half after it ran (the answer is lost, so
+    a retried statement must be safe to run again)."""
+
+    def __init__(self, upstream: str, rate: float, seed: int) -> None:
+        self.counts = {"forwarded": 0, "refused": 0, "lost": 0}
+        rng = random.Random(seed)
+        lock = self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def answer(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def fault(self) -> None:
+                code, reason, state = rng.choice(
+                    [
+                        (503, "backendError", "UNAVAILABLE"),
+                        (429, "rateLimitExceeded", "RESOURCE_EXHAUSTED"),
+                    ]
+                )
+                error = {"code": code, "message": "injected", "status": state}
+                error["errors"] = [{"reason": reason, "message": "injected", "domain": "global"}]
+                self.answer(code, json.dumps({"error": error}).encode(), "application/json")
+
+            def relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    roll = rng.random()
+                if roll < rate / 2:
+                    proxy.count("refused")
+                    return self.fault()
+                connection = http.client.HTTPConnection(upstream, timeout=120)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "host"}
+                connection.request(self.command, self.path, body or None, headers)
+                response = connection.getresponse()
+                payload = response.read()
+                connection.close()
+                if roll < rate:
+                    proxy.count("lost")
+                    return self.fault()
+                proxy.count("forwarded")
+                self.answer(
+                    response.status, payload, response.getheader("Content-Type") or "text/plain"
+                )
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = relay
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def count(self, kind: str) -> None:
+        with self.lock:
+            self.counts[kind] += 1
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_migration_completes_with_20_percent_bigquery_faults(
+    bigquery: BigQuery, dataset: str, migration: Migration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = FaultyProxy(bigquery.host, rate=0.2, seed=6)
+    monkeypatch.setenv("BIGQUERY_EMULATOR_HOST", proxy.host)
+    try:
+        migration.prefix_file.write_text(json.dumps(migration.prefixes))
+        backend = bq_args(migration, dataset)
+        tool("sts-prepare-tables", *backend, "--job-prefix-source-file", str(migration.prefix_file))
+        result = tool("sts-job-manager", *backend, *FAST, "--exit-when-done", timeout=600)
+    finally:
+        proxy.stop()
+    assert "every prefix is finished" in result.stderr
+    assert "retrying" in result.stderr, "no fault reached the manager"
+    assert proxy.counts["refused"] >= 5 and proxy.counts["lost"] >= 5, proxy.counts
+    assert proxy.counts["forwarded"] > 4 * (proxy.counts["refused"] + proxy.counts["lost"]) / 2
+
+    jobs = bigquery.query(f"SELECT prefix, status FROM `{PROJECT}.{dataset}.sts_job`")
+    assert sorted(row["prefix"] for row in jobs) == sorted(migration.prefixes)
+    assert {row["status"] for row in jobs} == {"done"}
+    done = bigquery.query(
+        f"SELECT DISTINCT prefix FROM `{PROJECT}.{dataset}.sts_job_history` WHERE status = 'done'"
+    )
+    assert sorted(row["prefix"] for row in done) == sorted(migration.prefixes)
+    migration.assert_copied()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import os
 import random
 import signal
 import subprocess
 import time
+from functools import partial
 
+import pytest
+
+import sts_job_manager as sjm
 from conftest import BIN, Emulator, Migration, make_migration, tool
 
 FAST = ["--sleep-timeout", "0.2", "--job-interval", "0.2", "--metrics-interval", "0.2"]
@@ -87,5 +93,48 @@ def test_a_second_manager_refuses_then_takes_over_an_expired_lease(migration: Mi
             break
         assert retry.returncode == 3 and time.monotonic() - started < 30, retry.stderr
         time.sleep(0.5)
+    assert {status for status, _ in migration.jobs().values()} == {"done"}
+    migration.assert_copied()
+
+
+def test_the_python_api_takes_the_lease_too(migration: Migration) -> None:
+    migration.prepare()
+    migration.set_faults(bytes_per_second=1000)
+    args = [*migration.backend_args(), *FAST, "--lease-seconds", "60"]
+    first = subprocess.Popen([str(BIN / "sts-job-manager"), *args], stderr=subprocess.DEVNULL)
+    manager = sjm.Manager(migration.options(lease_seconds=60))
+    try:
+        deadline = time.monotonic() + 30
+        while migration.active_operations() == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        held = f"another sts-job-manager .*:{first.pid}:"
+        for call in (manager.run_once, manager.iteration, partial(manager.run_until_done, 5)):
+            with pytest.raises(sjm.LeaseHeldError, match=held):
+                call()
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=30) == 0
+    finally:
+        first.kill()
+        first.wait()
+
+    # The CLI gave the lease up on SIGTERM; run_once takes it and gives it up.
+    manager.run_once()
+    migration.set_faults()
+    # iteration() keeps the lease between calls: the CLI is refused...
+    manager.iteration()
+    refused = tool("sts-job-manager", *args, "--exit-when-done", check=False)
+    assert refused.returncode == 3, refused.stderr
+    assert f":{os.getpid()}:" in refused.stderr, refused.stderr
+    # ...until the manager is collected, which gives it up.
+    del manager, call
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while True:
+        finished = tool("sts-job-manager", *args, "--exit-when-done", check=False, timeout=240)
+        if finished.returncode == 0:
+            break
+        assert finished.returncode == 3 and time.monotonic() < deadline, finished.stderr
+        time.sleep(0.2)
     assert {status for status, _ in migration.jobs().values()} == {"done"}
     migration.assert_copied()

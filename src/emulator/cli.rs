@@ -20,6 +20,7 @@ options:
   --bytes-per-second N     copy rate per operation (default 0: unlimited)
   --freeze-counters        operations make no progress (a stall)
   --max-in-progress N      operations in progress at once; more are QUEUED (default 200)
+  --skip-scheduled-starts  new one-time jobs do not start on their own (run still works)
   --api-error-rate F       share of API requests answered with an error (0 to 1)
   --api-error-codes LIST   comma-separated HTTP codes for those errors (default 429,503)
 
@@ -75,6 +76,11 @@ fn parse(args: &[String]) -> Result<Option<Settings>, String> {
             }
             "--freeze-counters" => {
                 engine.get_or_insert_with(Faults::default).freeze_counters = true
+            }
+            "--skip-scheduled-starts" => {
+                engine
+                    .get_or_insert_with(Faults::default)
+                    .skip_scheduled_starts = true
             }
             "--max-in-progress" => {
                 engine.get_or_insert_with(Faults::default).max_in_progress =

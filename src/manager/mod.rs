@@ -68,6 +68,8 @@ pub struct CycleSummary {
     pub started_jobs_round: bool,
     pub started: Vec<String>,
     pub resumed: Vec<String>,
+    /// Started earlier, no operation seen within `start-timeout`: run again.
+    pub restarted: Vec<String>,
     pub stalled: Vec<String>,
     /// Problems met on the way that did not stop the iteration.
     pub errors: Vec<String>,
@@ -284,6 +286,8 @@ impl Manager {
         );
         let now = Utc::now();
         let mut changes = ChangeSet::default();
+        self.restart_overdue_starts(now, summary, &mut changes)
+            .await;
         for row in pending.into_iter().take(wanted) {
             let started = match (row.status, row.job_name.as_deref()) {
                 (Status::Paused, Some(operation)) => {
@@ -361,28 +365,13 @@ impl Manager {
         match outcome {
             Ok(()) => Ok(name),
             // Refused: if the job's operation is already under way (a crash
-            // after the start, or a list that lags), there is nothing to start.
-            Err(TransferError::FailedPrecondition(why)) => {
-                let active = self
-                    .transfer
-                    .list_operations(&OperationFilter {
-                        project_id: self.project_id.clone(),
-                        job_names: vec![name.clone()],
-                        statuses: vec![
-                            OperationStatus::Queued,
-                            OperationStatus::InProgress,
-                            OperationStatus::Paused,
-                            OperationStatus::Suspending,
-                        ],
-                        ..OperationFilter::default()
-                    })
-                    .await?;
-                if active.is_empty() {
-                    Err(TransferError::FailedPrecondition(why))
-                } else {
-                    Ok(name)
-                }
-            }
+            // after the start, or a list that lags), there is nothing to
+            // start; the row follows that operation by its own name (the
+            // job's name would make sync wait for a newer operation).
+            Err(TransferError::FailedPrecondition(why)) => self
+                .active_operation(&name)
+                .await?
+                .ok_or(TransferError::FailedPrecondition(why)),
             // The job was deleted: a new name for a new attempt.
             Err(TransferError::NotFound(_)) => {
                 let fresh = format!("{name}-{}", Utc::now().timestamp());
@@ -391,6 +380,84 @@ impl Manager {
                     .map(|_| fresh)
             }
             Err(e) => Err(e),
+        }
+    }
+
+    /// The name of the job's operation under way, if one is.
+    async fn active_operation(&self, job_name: &str) -> Result<Option<String>, TransferError> {
+        let active = self
+            .transfer
+            .list_operations(&OperationFilter {
+                project_id: self.project_id.clone(),
+                job_names: vec![job_name.to_string()],
+                statuses: vec![
+                    OperationStatus::Queued,
+                    OperationStatus::InProgress,
+                    OperationStatus::Paused,
+                    OperationStatus::Suspending,
+                ],
+                ..OperationFilter::default()
+            })
+            .await?;
+        Ok(active.into_iter().next().map(|op| op.name))
+    }
+
+    /// Rows started more than `start-timeout` ago whose operation has not
+    /// appeared (STS skipped the one-time job's date, say) are run again.
+    /// Never doubled: if an operation is under way after all, STS refuses
+    /// the run and the row takes that operation's name. A job deleted
+    /// meanwhile sends its prefix back to `waiting` for a new job.
+    async fn restart_overdue_starts(
+        &self,
+        now: chrono::DateTime<Utc>,
+        summary: &mut CycleSummary,
+        changes: &mut ChangeSet,
+    ) {
+        let timeout = chrono::Duration::milliseconds((self.options.start_timeout * 1000.0) as i64);
+        for row in &self.rows {
+            let Some(job) = row.job_name.as_deref() else {
+                continue;
+            };
+            if row.status != Status::Running
+                || !job.starts_with("transferJobs/")
+                || now - row.last_updated < timeout
+            {
+                continue;
+            }
+            tracing::warn!(prefix = %row.prefix, "{job} has shown no operation since {}; running it again", row.last_updated);
+            let restarted = match self.transfer.run_job(job, &self.project_id).await {
+                Ok(()) => Ok(Some(job.to_string())),
+                Err(TransferError::FailedPrecondition(why)) => self
+                    .active_operation(job)
+                    .await
+                    .and_then(|found| found.ok_or(TransferError::FailedPrecondition(why)))
+                    .map(Some),
+                Err(TransferError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e),
+            };
+            let (status, job_name) = match restarted {
+                Ok(Some(name)) => (Status::Running, Some(name)),
+                Ok(None) => (Status::Waiting, None),
+                Err(e) => {
+                    tracing::error!(prefix = %row.prefix, "could not run {job} again: {e}");
+                    summary.errors.push(format!("{}: {e}", row.prefix));
+                    continue;
+                }
+            };
+            summary.restarted.push(row.prefix.clone());
+            changes.updates.push(JobUpdate {
+                prefix: row.prefix.clone(),
+                status,
+                job_name: job_name.clone(),
+                last_updated: now,
+            });
+            changes.history.push(HistoryRow {
+                prefix: row.prefix.clone(),
+                status,
+                job_name,
+                operation_results: None,
+                timestamp: now,
+            });
         }
     }
 

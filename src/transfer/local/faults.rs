@@ -18,6 +18,9 @@ pub struct Faults {
     pub freeze_counters: bool,
     /// Operations in progress at once; more wait QUEUED (STS allows 200).
     pub max_in_progress: usize,
+    /// Jobs created while this is set do not start on their own (as when
+    /// STS misses a one-time job's date); `transferJobs.run` still runs them.
+    pub skip_scheduled_starts: bool,
 }
 
 impl Default for Faults {
@@ -28,6 +31,7 @@ impl Default for Faults {
             bytes_per_second: 0,
             freeze_counters: false,
             max_in_progress: 200,
+            skip_scheduled_starts: false,
         }
     }
 }

@@ -474,7 +474,7 @@ impl TransferService for LocalEngine {
                         (t.year, t.month, t.day)
                     }
                 });
-        if starts_now {
+        if starts_now && !Faults::load(&self.root.join(ENGINE_DIR)).skip_scheduled_starts {
             created.latest_operation_name = Some(self.insert_operation(&conn, &created)?);
         }
         Ok(created)
