@@ -45,7 +45,9 @@ def remove_successful_one_time_jobs(options_json: str) -> str:
 @final
 class Manager:
     """The job manager. With the local engine it also executes transfers on
-    background threads for as long as the object lives."""
+    background threads for as long as the object lives. Every run method takes
+    the job table's lease first (``LeaseHeldError`` while another manager has
+    it); ``run_once`` and ``run_until_done`` give it up when they return."""
 
     def __new__(cls, options_json: str) -> Manager: ...
     def run_once(self) -> str:
