@@ -6,8 +6,10 @@ import gc
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import time
+from datetime import datetime, timedelta, timezone
 from functools import partial
 
 import pytest
@@ -95,6 +97,20 @@ def test_a_second_manager_refuses_then_takes_over_an_expired_lease(migration: Mi
         time.sleep(0.5)
     assert {status for status, _ in migration.jobs().values()} == {"done"}
     migration.assert_copied()
+
+    # A manager on another machine: refused until its lease expires.
+    until = datetime.now(timezone.utc) + timedelta(seconds=3)
+    with sqlite3.connect(migration.state) as db:
+        db.execute(
+            "INSERT OR REPLACE INTO sts_job_lease (id, holder, until) "
+            "VALUES (1, 'other-host:7:7', ?)",
+            (until.isoformat(timespec="microseconds").replace("+00:00", "Z"),),
+        )
+    refused = tool("sts-job-manager", *args, "--exit-when-done", check=False)
+    assert refused.returncode == 3, refused.stderr
+    assert "other-host:7:7" in refused.stderr, refused.stderr
+    time.sleep(max(0.0, (until - datetime.now(timezone.utc)).total_seconds()) + 0.2)
+    tool("sts-job-manager", *args, "--exit-when-done")
 
 
 def test_the_python_api_takes_the_lease_too(migration: Migration) -> None:
