@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Migration, tool
+from conftest import BIN, Emulator, Migration, make_migration, tool
 
 PROJECT = "sts-jm-test"
 BQEMULATOR = Path(sys.executable).parent / "bqemulator"
@@ -419,3 +419,48 @@ def test_a_migration_completes_with_20_percent_bigquery_faults(
     )
     assert sorted(row["prefix"] for row in done) == sorted(migration.prefixes)
     migration.assert_copied()
+
+
+def test_kill_9_loop_with_the_bigquery_store(
+    bigquery: BigQuery, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = make_migration(tmp_path, prefixes=8, files_per_prefix=4, size=3000)
+    migration.prefix_file.write_text(json.dumps(migration.prefixes))
+    backend = [*bq_args(migration, dataset)[:-2], "--transfer", "sts"]
+    tool("sts-prepare-tables", *backend, "--job-prefix-source-file", str(migration.prefix_file))
+    emulator = Emulator(migration.root, "--bytes-per-second", "2500")
+    monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
+    args = [str(BIN / "sts-job-manager"), *backend, "--max-concurrent-jobs", "4", *FAST]
+    rng = random.Random(4)
+    try:
+        for _ in range(10):
+            manager = subprocess.Popen(args, stderr=subprocess.DEVNULL)
+            time.sleep(rng.uniform(0.3, 2.5))
+            assert manager.poll() is None, "the manager stopped by itself"
+            manager.send_signal(signal.SIGKILL)
+            manager.wait()
+        # Restarted at once: the dead manager's lease is taken over.
+        final = subprocess.run(
+            [*args, "--exit-when-done"], capture_output=True, text=True, timeout=400
+        )
+        assert final.returncode == 0, final.stderr
+    finally:
+        emulator.stop()
+
+    jobs = bigquery.query(f"SELECT prefix, status FROM `{PROJECT}.{dataset}.sts_job`")
+    assert {row["prefix"]: row["status"] for row in jobs} == dict.fromkeys(
+        migration.prefixes, "done"
+    )
+    migration.assert_copied()
+    done = bigquery.query(
+        f"SELECT DISTINCT prefix FROM `{PROJECT}.{dataset}.sts_job_history` WHERE status = 'done'"
+    )
+    assert sorted(row["prefix"] for row in done) == sorted(migration.prefixes)
+    spans: dict[str, list[tuple[str, str]]] = {}
+    for op in migration.operations():
+        prefix = op["transferSpec"]["objectConditions"]["includePrefixes"][0]
+        spans.setdefault(prefix, []).append((op["startTime"], op["endTime"] or "~"))
+    for prefix, runs in spans.items():
+        runs.sort()
+        for (_, end), (start, _) in zip(runs, runs[1:]):
+            assert end <= start, f"{prefix} had two operations at once: {runs}"
