@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 BIN = Path(sys.executable).parent
+# Intervals short enough for a test to see many cycles.
+FAST = ["--sleep-timeout", "0.2", "--job-interval", "0.2", "--metrics-interval", "0.2"]
 
 
 def tool(
@@ -125,6 +127,17 @@ class Migration:
 
     def active_operations(self) -> int:
         return sum(op["status"] in ("IN_PROGRESS", "QUEUED") for op in self.operations())
+
+    def assert_no_overlapping_operations(self) -> None:
+        """No prefix ever had two operations at once (the engine's record)."""
+        by_prefix: dict[str, list[tuple[str, str]]] = {}
+        for op in self.operations():
+            prefix = op["transferSpec"]["objectConditions"]["includePrefixes"][0]
+            by_prefix.setdefault(prefix, []).append((op["startTime"], op["endTime"] or "~"))
+        for prefix, spans in by_prefix.items():
+            spans.sort()
+            for (_, end), (start, _) in zip(spans, spans[1:]):
+                assert end <= start, f"{prefix} had two operations at once: {spans}"
 
     def assert_copied(self, skip: tuple[str, ...] = ()) -> None:
         for name, data in self.objects.items():

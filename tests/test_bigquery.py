@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import BIN, Emulator, Migration, make_migration, tool
+from conftest import BIN, FAST, Emulator, Migration, make_migration, tool
 
 PROJECT = "sts-jm-test"
 BQEMULATOR = Path(sys.executable).parent / "bqemulator"
@@ -264,9 +264,6 @@ def test_a_table_name_with_sql_in_it_is_refused_before_any_request(
             assert time.monotonic() - started < 10, "it must not have tried to connect"
 
 
-FAST = ["--sleep-timeout", "0.2", "--job-interval", "0.2", "--metrics-interval", "0.2"]
-
-
 def lease_holder(bigquery: BigQuery, dataset: str) -> str | None:
     """The lease row's holder, or None before the lease table exists."""
     try:
@@ -456,11 +453,4 @@ def test_kill_9_loop_with_the_bigquery_store(
         f"SELECT DISTINCT prefix FROM `{PROJECT}.{dataset}.sts_job_history` WHERE status = 'done'"
     )
     assert sorted(row["prefix"] for row in done) == sorted(migration.prefixes)
-    spans: dict[str, list[tuple[str, str]]] = {}
-    for op in migration.operations():
-        prefix = op["transferSpec"]["objectConditions"]["includePrefixes"][0]
-        spans.setdefault(prefix, []).append((op["startTime"], op["endTime"] or "~"))
-    for prefix, runs in spans.items():
-        runs.sort()
-        for (_, end), (start, _) in zip(runs, runs[1:]):
-            assert end <= start, f"{prefix} had two operations at once: {runs}"
+    migration.assert_no_overlapping_operations()

@@ -15,9 +15,7 @@ from functools import partial
 import pytest
 
 import sts_job_manager as sjm
-from conftest import BIN, Emulator, Migration, make_migration, tool
-
-FAST = ["--sleep-timeout", "0.2", "--job-interval", "0.2", "--metrics-interval", "0.2"]
+from conftest import BIN, FAST, Emulator, Migration, make_migration, tool
 
 
 def test_kill_9_loop_loses_and_doubles_nothing(tmp_path, monkeypatch) -> None:
@@ -57,14 +55,7 @@ def test_kill_9_loop_loses_and_doubles_nothing(tmp_path, monkeypatch) -> None:
 
     assert {status for status, _ in migration.jobs().values()} == {"done"}
     migration.assert_copied()
-    by_prefix: dict[str, list[tuple[str, str]]] = {}
-    for op in migration.operations():
-        prefix = op["transferSpec"]["objectConditions"]["includePrefixes"][0]
-        by_prefix.setdefault(prefix, []).append((op["startTime"], op["endTime"] or "~"))
-    for prefix, spans in by_prefix.items():
-        spans.sort()
-        for (_, end), (start, _) in zip(spans, spans[1:]):
-            assert end <= start, f"{prefix} had two operations at once: {spans}"
+    migration.assert_no_overlapping_operations()
     history = migration.history()
     assert {row[0] for row in history if row[1] == "done"} == set(migration.prefixes)
 

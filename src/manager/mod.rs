@@ -368,10 +368,7 @@ impl Manager {
             // after the start, or a list that lags), there is nothing to
             // start; the row follows that operation by its own name (the
             // job's name would make sync wait for a newer operation).
-            Err(TransferError::FailedPrecondition(why)) => self
-                .active_operation(&name)
-                .await?
-                .ok_or(TransferError::FailedPrecondition(why)),
+            Err(TransferError::FailedPrecondition(why)) => self.follow_active(&name, why).await,
             // The job was deleted: a new name for a new attempt.
             Err(TransferError::NotFound(_)) => {
                 let fresh = format!("{name}-{}", Utc::now().timestamp());
@@ -383,8 +380,9 @@ impl Manager {
         }
     }
 
-    /// The name of the job's operation under way, if one is.
-    async fn active_operation(&self, job_name: &str) -> Result<Option<String>, TransferError> {
+    /// STS refused to run `job_name` (`why`): the name of its operation
+    /// under way, which the row then follows; the refusal if none is.
+    async fn follow_active(&self, job_name: &str, why: String) -> Result<String, TransferError> {
         let active = self
             .transfer
             .list_operations(&OperationFilter {
@@ -399,7 +397,11 @@ impl Manager {
                 ..OperationFilter::default()
             })
             .await?;
-        Ok(active.into_iter().next().map(|op| op.name))
+        active
+            .into_iter()
+            .next()
+            .map(|op| op.name)
+            .ok_or(TransferError::FailedPrecondition(why))
     }
 
     /// Rows started more than `start-timeout` ago whose operation has not
@@ -427,11 +429,9 @@ impl Manager {
             tracing::warn!(prefix = %row.prefix, "{job} has shown no operation since {}; running it again", row.last_updated);
             let restarted = match self.transfer.run_job(job, &self.project_id).await {
                 Ok(()) => Ok(Some(job.to_string())),
-                Err(TransferError::FailedPrecondition(why)) => self
-                    .active_operation(job)
-                    .await
-                    .and_then(|found| found.ok_or(TransferError::FailedPrecondition(why)))
-                    .map(Some),
+                Err(TransferError::FailedPrecondition(why)) => {
+                    self.follow_active(job, why).await.map(Some)
+                }
                 Err(TransferError::NotFound(_)) => Ok(None),
                 Err(e) => Err(e),
             };

@@ -224,10 +224,11 @@ impl BigQueryStore {
     /// "Not found" names the table to create (with the tool that creates it).
     fn missing_table(&self, error: StoreError) -> StoreError {
         let message = match &error {
-            StoreError::Api {
-                code: 404, message, ..
-            } => message,
-            StoreError::Statement { reason, message } if reason == "notFound" => message,
+            StoreError::Api { message, .. } | StoreError::Statement { message, .. }
+                if is_not_found(&error) =>
+            {
+                message
+            }
             _ => return error,
         };
         let qualified = |t: &TableName| format!("{}.{}.{}", t.project, t.dataset, t.table);
