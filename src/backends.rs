@@ -56,18 +56,16 @@ pub async fn open_manager(options: Options) -> Result<crate::manager::Manager> {
     store.read_jobs().await?;
     // Credentials and reachability are checked once, up front: a manager that
     // cannot authenticate exits with the reason instead of failing every cycle.
-    transfer
-        .list_jobs(&crate::transfer::JobFilter {
-            project_id: project.clone(),
-            statuses: vec![crate::model::JobStatus::Deleted],
-        })
-        .await?;
+    // One cheap call: googleServiceAccounts.get, whose answer the manager
+    // also uses to say which account needs access when a bucket refuses it.
+    let service_account = transfer.service_account(&project).await?;
     let heartbeat_project = options
         .stackdriver_project
         .clone()
         .unwrap_or_else(|| project.clone());
     let publish = options.publish_heartbeat;
-    let mut manager = crate::manager::Manager::new(store, transfer, options, project);
+    let mut manager = crate::manager::Manager::new(store, transfer, options, project)
+        .with_service_account(service_account);
     if publish {
         let sink = crate::monitoring::CloudMonitoring::from_environment(heartbeat_project)
             .map_err(Error::Input)?;

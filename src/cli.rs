@@ -13,6 +13,7 @@ pub const PREPARE: &str = "sts-prepare-tables";
 pub const PAUSE: &str = "sts-pause-all-jobs";
 pub const REMOVE: &str = "sts-remove-successful-one-time-jobs";
 pub const EMULATOR: &str = "sts-emulator";
+pub const REQUEUE: &str = "sts-requeue";
 
 fn summary(program: &str) -> Option<&'static str> {
     Some(match program {
@@ -20,12 +21,14 @@ fn summary(program: &str) -> Option<&'static str> {
         PREPARE => "Creates the dataset and tables if they do not exist, and loads the job table with a list of prefixes.",
         PAUSE => "Pauses every running Storage Transfer Service operation of the project.",
         REMOVE => "Deletes one-time transfer jobs whose operations all succeeded.",
+        REQUEUE => "Puts prefixes back to 'waiting' with a fresh retry count: every prefix in 'error', or those listed in --job-prefix-source-file.",
         _ => return None,
     })
 }
 
 /// Runs one tool; returns the process exit code (0 ok, 1 failed, 2 bad usage
-/// or input, 3 another manager holds the job table).
+/// or input, 3 another manager holds the job table, 4 the migration finished
+/// with prefixes in error).
 pub fn main(program: &str, args: &[String]) -> i32 {
     if program == EMULATOR {
         return crate::emulator::cli::main(args);
@@ -61,6 +64,15 @@ pub fn main(program: &str, args: &[String]) -> i32 {
                     eprintln!("  not paused: {e}");
                 }
             }),
+            REQUEUE => tools::requeue(&options).await.map(|r| {
+                println!("Requeued {} prefixes.", r.requeued.len());
+                for prefix in r.requeued.iter().take(20) {
+                    println!("  {prefix:?}");
+                }
+                if r.requeued.len() > 20 {
+                    println!("  ... and {} more", r.requeued.len() - 20);
+                }
+            }),
             _ => tools::remove_successful_one_time_jobs(&options)
                 .await
                 .map(|r| {
@@ -76,6 +88,10 @@ pub fn main(program: &str, args: &[String]) -> i32 {
         Err(e @ Error::Busy(_)) => {
             eprintln!("{program}: error: {e}");
             3
+        }
+        Err(e @ Error::FinishedWithErrors(_)) => {
+            eprintln!("{program}: {e}");
+            4
         }
         Err(
             e @ (Error::Options(_)

@@ -23,6 +23,12 @@ pub enum Error {
     /// A backend that this build does not provide yet.
     #[error("{0}")]
     Unsupported(String),
+    /// The same permanent failure stopped the migration (what to fix).
+    #[error("{0}")]
+    Halted(String),
+    /// The migration finished, but prefixes ended in `error` (exit code 4).
+    #[error("{0}")]
+    FinishedWithErrors(String),
 }
 
 impl From<ManagerError> for Error {
@@ -31,6 +37,11 @@ impl From<ManagerError> for Error {
             ManagerError::Store(e) => Error::Store(e),
             ManagerError::Transfer(e) => Error::Transfer(e),
             held @ ManagerError::LeaseHeld { .. } => Error::Busy(held.to_string()),
+            halted @ ManagerError::Halted(_) => Error::Halted(halted.to_string()),
+            ManagerError::Preflight(why) => Error::Input(why),
+            finished @ ManagerError::FinishedWithErrors { .. } => {
+                Error::FinishedWithErrors(finished.to_string())
+            }
         }
     }
 }

@@ -441,6 +441,30 @@ pub struct HistoryRow {
     pub timestamp: DateTime<Utc>,
 }
 
+/// Plain data the manager hands the store: the store depends on nothing above it.
+/// A new status and/or job name for one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobUpdate {
+    pub prefix: String,
+    pub status: Status,
+    pub job_name: Option<String>,
+    pub last_updated: DateTime<Utc>,
+}
+
+/// Everything one step writes: applied by a store in one transaction with a
+/// constant number of statements.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub updates: Vec<JobUpdate>,
+    pub history: Vec<HistoryRow>,
+}
+
+impl ChangeSet {
+    pub fn is_empty(&self) -> bool {
+        self.updates.is_empty() && self.history.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,13 +58,42 @@ const SPECS: &[OptionSpec] = &[
     OptionSpec { name: "transfer", kind: Kind::Text, help: "Transfer backend: 'sts' or 'local:ROOT' where each bucket is a directory (default: sts)" },
     OptionSpec { name: "project", kind: Kind::OptionalText, help: "Google Cloud project (default: GOOGLE_CLOUD_PROJECT)" },
     OptionSpec { name: "exit-when-done", kind: Kind::Flag, help: "Stop once no prefix is pending or running" },
-    OptionSpec { name: "job-prefix-source-file", kind: Kind::OptionalText, help: "A JSON array of prefixes to load into the job table (prepare tables)" },
+    OptionSpec { name: "job-prefix-source-file", kind: Kind::OptionalText, help: "A JSON array of prefixes: loaded into the job table (sts-prepare-tables), or put back to waiting (sts-requeue)" },
     OptionSpec { name: "start-timeout", kind: Kind::Seconds, help: "Seconds a started job may show no operation before it is run again (default: 1800)" },
     OptionSpec { name: "lease-seconds", kind: Kind::Seconds, help: "How long the manager's hold on the job table lasts without renewal; a second manager waits it out (default: 300)" },
+    OptionSpec { name: "max-retries", kind: Kind::Count, help: "Times a failed prefix is started again, each after a longer wait (1, 2, 4, ... job intervals); past it the prefix stays 'error' until requeued (default: 3)" },
+    OptionSpec { name: "allow-overlapping-prefixes", kind: Kind::Flag, help: "Load prefixes even when one is a prefix of another (their common objects are then copied twice)" },
+    OptionSpec { name: "reconcile-interval", kind: Kind::Seconds, help: "Seconds between full reconciles, which list every transfer operation of the project to see those started or deleted outside the manager (default: 86400)" },
 ];
 
 /// Old spellings still accepted, mapped to the option they stand for.
 const ALIASES: &[(&str, &str)] = &[("allow-new-jobs-on-stalled", "allow-new-jobs-when-stalled")];
+
+/// A JSON object's entries in file order, repeats kept.
+struct Entries(Vec<(String, Value)>);
+
+impl<'de> serde::Deserialize<'de> for Entries {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Entries;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object of options")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Entries, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    entries.push(entry);
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(Visitor)
+    }
+}
 
 /// Where the job and history tables live.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +134,9 @@ pub struct Options {
     pub job_prefix_source_file: Option<String>,
     pub lease_seconds: f64,
     pub start_timeout: f64,
+    pub max_retries: u32,
+    pub allow_overlapping_prefixes: bool,
+    pub reconcile_interval: f64,
 }
 
 impl Default for Options {
@@ -133,6 +165,9 @@ impl Default for Options {
             job_prefix_source_file: None,
             lease_seconds: 300.0,
             start_timeout: 1800.0,
+            max_retries: 3,
+            allow_overlapping_prefixes: false,
+            reconcile_interval: 86400.0,
         }
     }
 }
@@ -183,8 +218,19 @@ fn seconds(key: &str, value: &Value) -> Result<f64, OptionsError> {
             format!("must be a non-negative number of seconds, got {number}"),
         ));
     }
+    // Every duration becomes a std/chrono duration somewhere: keep it far
+    // from their limits rather than overflow.
+    if number > MAX_SECONDS {
+        return Err(invalid(
+            key,
+            format!("{number} s is more than {MAX_SECONDS} s (ten years)"),
+        ));
+    }
     Ok(number)
 }
+
+/// The longest duration an option may give.
+pub const MAX_SECONDS: f64 = 315_360_000.0;
 
 fn count(key: &str, value: &Value) -> Result<u32, OptionsError> {
     let number = match value {
@@ -247,6 +293,9 @@ impl Options {
             "job-prefix-source-file" => self.job_prefix_source_file = optional_text(name, value)?,
             "lease-seconds" => self.lease_seconds = seconds(name, value)?,
             "start-timeout" => self.start_timeout = seconds(name, value)?,
+            "max-retries" => self.max_retries = count(name, value)?,
+            "allow-overlapping-prefixes" => self.allow_overlapping_prefixes = flag(name, value)?,
+            "reconcile-interval" => self.reconcile_interval = seconds(name, value)?,
             other => return Err(OptionsError::UnknownOption(other.to_string())),
         }
         Ok(())
@@ -307,14 +356,27 @@ impl Options {
             problem,
         };
         let body = std::fs::read_to_string(&path).map_err(|e| problem(e.to_string()))?;
-        let config: Value =
+        let value: Value =
             serde_json::from_str(&body).map_err(|e| problem(format!("not valid JSON: {e}")))?;
-        let Value::Object(entries) = config else {
+        if !value.is_object() {
             return Err(problem("must hold a JSON object of options".into()));
-        };
-        for (key, value) in &entries {
-            if canonical(key)? == "config-path" {
+        }
+        // serde_json keeps the last of repeated keys: read the entries in
+        // order so a repeat is refused, not silently resolved.
+        let entries: Entries =
+            serde_json::from_str(&body).map_err(|e| problem(format!("not valid JSON: {e}")))?;
+        let mut seen: std::collections::HashMap<&'static str, &str> = Default::default();
+        for (key, value) in &entries.0 {
+            let name = canonical(key).map_err(|e| problem(e.to_string()))?;
+            if name == "config-path" {
                 return Err(problem("may not name another config-path".into()));
+            }
+            if let Some(first) = seen.insert(name, key) {
+                return Err(problem(if first == key {
+                    format!("key '{key}' appears twice")
+                } else {
+                    format!("option '{name}' is given twice, as '{first}' and as '{key}'")
+                }));
             }
             self.set(key, value).map_err(|e| problem(e.to_string()))?;
         }
@@ -429,21 +491,48 @@ fn url_path(text: &str, scheme: &str) -> Option<PathBuf> {
     (!path.is_empty()).then(|| Path::new(path).to_path_buf())
 }
 
-/// Cloud Storage bucket naming rules (the subset that matters for a name
-/// typed by a person: length, characters, and the ends).
+/// Cloud Storage's bucket naming rules: 3-63 characters (222 with dots,
+/// each dot-separated part at most 63), lowercase letters, digits, '-', '_'
+/// and '.', a letter or digit at each end, not an IP address, not starting
+/// with "goog", not containing "google" (or "g00gle").
 pub fn validate_bucket_name(name: &str) -> Result<(), String> {
-    let valid_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
-    let ends_ok = |b: Option<&u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !(3..=222).contains(&name.len())
-        || !valid_chars
-        || !ends_ok(name.as_bytes().first())
-        || !ends_ok(name.as_bytes().last())
-    {
-        return Err(format!(
-            "'{name}' is not a valid bucket name (3-222 characters: lowercase letters, digits, '-', '_', '.'; starting and ending with a letter or digit)"
+    let problem = |why: &str| Err(format!("'{name}' is not a valid bucket name: {why}"));
+    let dotted = name.contains('.');
+    let max = if dotted { 222 } else { 63 };
+    if name.len() < 3 || name.len() > max {
+        return problem(&format!(
+            "it has {} characters; Cloud Storage allows 3 to {max}{}",
+            name.len(),
+            if dotted { "" } else { " (222 with dots)" }
         ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(*c)))
+    {
+        return problem(&format!(
+            "{c:?} is not allowed (lowercase letters, digits, '-', '_' and '.' only)"
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !alnum(name.chars().next()) || !alnum(name.chars().last()) {
+        return problem("it must start and end with a letter or digit");
+    }
+    if name
+        .split('.')
+        .any(|part| part.is_empty() || part.len() > 63)
+    {
+        return problem("each dot-separated part must hold 1 to 63 characters");
+    }
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() == 4 && parts.iter().all(|p| p.parse::<u8>().is_ok()) {
+        return problem("it is an IP address in dotted-decimal notation");
+    }
+    if name.starts_with("goog") {
+        return problem("names may not start with \"goog\"");
+    }
+    if name.contains("google") || name.contains("g00gle") {
+        return problem("names may not contain \"google\" or a close misspelling of it");
     }
     Ok(())
 }
@@ -576,5 +665,92 @@ mod tests {
         assert!(run(&["--transfer", "local:"]).is_err());
         assert!(run(&["--source-bucket", "Bad Bucket"]).is_err());
         assert!(run(&["--source-bucket", "same", "--destination-bucket", "same"]).is_err());
+    }
+
+    #[test]
+    fn bucket_names_follow_cloud_storage_rules() {
+        let refused = [
+            ("ab", "3 to 63"),
+            (&"a".repeat(64), "3 to 63"),
+            ("Upper", "not allowed"),
+            ("has space", "not allowed"),
+            ("-start", "start and end"),
+            ("end-", "start and end"),
+            ("a..b", "dot-separated"),
+            ("192.168.1.1", "IP address"),
+            ("goog-logs", "goog"),
+            ("my-google-bucket", "google"),
+            ("my-g00gle-bucket", "google"),
+        ];
+        for (name, why) in refused {
+            let err = validate_bucket_name(name).unwrap_err();
+            assert!(err.contains(why), "{name}: {err}");
+        }
+        let long_dotted = format!("{}.{}.{}", "a".repeat(63), "b".repeat(63), "c".repeat(63));
+        for name in [
+            "abc",
+            "logs_2019",
+            "my.bucket.example",
+            long_dotted.as_str(),
+            "1.2.3.4.5",
+        ] {
+            assert_eq!(validate_bucket_name(name), Ok(()), "{name}");
+        }
+    }
+
+    #[test]
+    fn a_config_file_may_not_repeat_an_option() {
+        for (body, expected) in [
+            (r#"{"job_table": "a", "job_table": "b"}"#, "appears twice"),
+            (r#"{"job_table": "a", "job-table": "b"}"#, "given twice"),
+            (
+                r#"{"allow_new_jobs_on_stalled": true, "allow-new-jobs-when-stalled": true}"#,
+                "given twice",
+            ),
+        ] {
+            let file = config(body);
+            let err = run(&["--config-path", file.path().to_str().unwrap()]).unwrap_err();
+            assert!(err.to_string().contains(expected), "{body}: {err}");
+        }
+    }
+
+    #[test]
+    fn durations_too_large_are_refused_not_overflowed() {
+        for huge in ["1e300", "18446744073709551616", "315360001"] {
+            let err = run(&["--lease-seconds", huge]).unwrap_err();
+            assert!(err.to_string().contains("ten years"), "{huge}: {err}");
+        }
+        assert!(run(&["--max-retries", "99999999999"]).is_err());
+        let o = run(&["--max-retries", "0", "--reconcile-interval", "60"]).unwrap();
+        assert_eq!((o.max_retries, o.reconcile_interval), (0, 60.0));
+    }
+
+    proptest::proptest! {
+        /// No argument list makes the parser panic; what it accepts is valid.
+        #[test]
+        fn any_arguments_parse_or_fail_cleanly(
+            args in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::sample::select(
+                        SPECS.iter().map(|s| format!("--{}", s.name)).collect::<Vec<_>>()
+                    ),
+                    proptest::strategy::Just("--allow-new-jobs-on-stalled".to_string()),
+                    "-?[0-9]{0,25}(\\.[0-9]{0,5})?(e[0-9]{1,3})?",
+                    "\\PC{0,12}",
+                    proptest::strategy::Just("NaN".to_string()),
+                    proptest::strategy::Just("inf".to_string()),
+                ],
+                0..12,
+            )
+        ) {
+            if let Ok(Command::Run(options)) = Options::from_args(&args) {
+                proptest::prop_assert!(options.validate().is_ok());
+                proptest::prop_assert!(options.lease_seconds <= MAX_SECONDS);
+                // Durations the manager builds from them never panic.
+                let _ = std::time::Duration::from_secs_f64(options.lease_seconds);
+                let _ = std::time::Duration::from_secs_f64(options.start_timeout);
+                let _ = std::time::Duration::from_secs_f64(options.reconcile_interval);
+            }
+        }
     }
 }

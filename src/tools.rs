@@ -14,12 +14,11 @@ use crate::options::Options;
 use crate::transfer::local::Mode;
 use crate::transfer::{JobFilter, OperationFilter};
 
-/// STS refuses include prefixes longer than this.
-pub const MAX_PREFIX_BYTES: usize = 1024;
+pub use crate::prefixes::MAX_PREFIX_BYTES;
 
 /// Reads a prefix file: a JSON array of distinct, non-empty strings STS
 /// accepts as include prefixes. Any problem names the entry.
-pub fn read_prefix_file(path: &Path) -> Result<Vec<String>> {
+pub fn read_prefix_file(path: &Path, allow_overlapping: bool) -> Result<Vec<String>> {
     let shown = path.display();
     let body = std::fs::read_to_string(path)
         .map_err(|e| Error::Input(format!("prefix file {shown}: {e}")))?;
@@ -30,36 +29,59 @@ pub fn read_prefix_file(path: &Path) -> Result<Vec<String>> {
             "prefix file {shown} must hold a JSON array of strings"
         )));
     };
-    let mut seen = HashSet::new();
     let mut prefixes = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
-        let problem =
-            |what: String| Error::Input(format!("prefix file {shown}, entry {index}: {what}"));
         let serde_json::Value::String(prefix) = item else {
-            return Err(problem(format!("{item} is not a string")));
+            return Err(Error::Input(format!(
+                "prefix file {shown}, entry {index}: {item} is not a string"
+            )));
         };
-        if prefix.is_empty() {
-            return Err(problem(
-                "empty prefix (it would copy the whole bucket)".into(),
-            ));
-        }
-        if prefix.starts_with('/') {
-            return Err(problem(format!(
-                "'{prefix}' starts with '/' (STS refuses it)"
-            )));
-        }
-        if prefix.len() > MAX_PREFIX_BYTES {
-            return Err(problem(format!(
-                "prefix is {} bytes; STS allows at most {MAX_PREFIX_BYTES}",
-                prefix.len()
-            )));
-        }
-        if !seen.insert(prefix.clone()) {
-            return Err(problem(format!("'{prefix}' appears twice")));
-        }
         prefixes.push(prefix);
     }
+    check_prefixes(&prefixes, allow_overlapping)
+        .map_err(|problem| Error::Input(format!("prefix file {shown}, {problem}")))?;
     Ok(prefixes)
+}
+
+/// Every prefix usable by STS, none repeated, and (unless allowed) none a
+/// prefix of another: their common objects would be copied twice. The
+/// problem names the entry by its position.
+pub fn check_prefixes(
+    prefixes: &[String],
+    allow_overlapping: bool,
+) -> std::result::Result<(), String> {
+    let mut seen = HashSet::with_capacity(prefixes.len());
+    for (index, prefix) in prefixes.iter().enumerate() {
+        if let Some(problem) = crate::prefixes::prefix_problem(prefix) {
+            return Err(format!("entry {index}: {problem}"));
+        }
+        if !seen.insert(prefix.as_str()) {
+            return Err(format!(
+                "entry {index}: {} appears twice",
+                crate::prefixes::shown_prefix(prefix)
+            ));
+        }
+    }
+    if !allow_overlapping {
+        let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
+        overlap_error(&refs)?;
+    }
+    Ok(())
+}
+
+fn overlap_error(prefixes: &[&str]) -> std::result::Result<(), String> {
+    let pairs = crate::prefixes::overlapping_pairs(prefixes);
+    let Some((shorter, longer)) = pairs.first() else {
+        return Ok(());
+    };
+    Err(format!(
+        "{} is a prefix of {} ({} overlapping pairs in all): the objects under {} would be \
+         copied by both jobs. Remove one, or pass --allow-overlapping-prefixes",
+        crate::prefixes::shown_prefix(shorter),
+        crate::prefixes::shown_prefix(longer),
+        pairs.len(),
+        crate::prefixes::shown_prefix(longer),
+    ))
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -74,12 +96,23 @@ pub async fn prepare_tables(options: &Options) -> Result<PrepareReport> {
     let prefixes = options
         .job_prefix_source_file
         .as_deref()
-        .map(|p| read_prefix_file(Path::new(p)))
+        .map(|p| read_prefix_file(Path::new(p), options.allow_overlapping_prefixes))
         .transpose()?;
     let store = open_store(options)?;
     store.prepare().await?;
     let mut report = PrepareReport::default();
     if let Some(prefixes) = prefixes {
+        if !options.allow_overlapping_prefixes {
+            // New prefixes must not overlap those already in the table either.
+            let existing = store.read_jobs().await?;
+            let mut all: Vec<&str> = existing.iter().map(|r| r.prefix.as_str()).collect();
+            all.extend(prefixes.iter().map(String::as_str));
+            overlap_error(&all).map_err(|problem| {
+                Error::Input(format!(
+                    "with the prefixes already in the job table, {problem}"
+                ))
+            })?;
+        }
         let loaded = store.load_prefixes(&prefixes).await?;
         report.loaded = loaded.inserted;
         report.already_present = loaded.already_present;
@@ -130,6 +163,7 @@ pub async fn remove_successful_one_time_jobs(options: &Options) -> Result<ToolRe
         .list_jobs(&JobFilter {
             project_id: project_id.clone(),
             statuses: vec![JobStatus::Enabled, JobStatus::Disabled],
+            ..JobFilter::default()
         })
         .await?;
     let operations = transfer
@@ -166,6 +200,81 @@ pub async fn remove_successful_one_time_jobs(options: &Options) -> Result<ToolRe
     Ok(report)
 }
 
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RequeueReport {
+    /// Prefixes put back to `waiting`.
+    pub requeued: Vec<String>,
+}
+
+/// Puts prefixes back to `waiting` with a fresh retry count: those of
+/// `--job-prefix-source-file` (a JSON array of prefixes, any status but in
+/// flight), else every prefix in `error`. Refused whole, naming the prefix,
+/// when one is unknown or its transfer is running or paused (starting it
+/// again would run two operations on it). One transaction.
+pub async fn requeue(options: &Options) -> Result<RequeueReport> {
+    let chosen = options
+        .job_prefix_source_file
+        .as_deref()
+        .map(|p| read_prefix_file(Path::new(p), true))
+        .transpose()?;
+    let store = open_store(options)?;
+    let rows = store.read_jobs().await?;
+    let by_prefix: HashMap<&str, &crate::model::PrefixJob> =
+        rows.iter().map(|r| (r.prefix.as_str(), r)).collect();
+    let targets: Vec<&crate::model::PrefixJob> = match &chosen {
+        None => rows
+            .iter()
+            .filter(|r| r.status == crate::model::Status::Error)
+            .collect(),
+        Some(prefixes) => {
+            let mut targets = Vec::with_capacity(prefixes.len());
+            for prefix in prefixes {
+                let shown = crate::prefixes::shown_prefix(prefix);
+                let row = by_prefix.get(prefix.as_str()).ok_or_else(|| {
+                    Error::Input(format!(
+                        "{shown} is not in job table '{}'",
+                        options.job_table
+                    ))
+                })?;
+                if matches!(
+                    row.status,
+                    crate::model::Status::Running | crate::model::Status::Paused
+                ) {
+                    return Err(Error::Input(format!(
+                        "{shown} is {} (its transfer {}): wait for it to end, or cancel it first",
+                        row.status.as_str(),
+                        row.job_name.as_deref().unwrap_or("is starting")
+                    )));
+                }
+                targets.push(*row);
+            }
+            targets
+        }
+    };
+    let now = chrono::Utc::now();
+    let mut changes = crate::model::ChangeSet::default();
+    for row in &targets {
+        changes.updates.push(crate::model::JobUpdate {
+            prefix: row.prefix.clone(),
+            status: crate::model::Status::Waiting,
+            job_name: None,
+            last_updated: now,
+        });
+        // `waiting` with no job name: the mark that restarts the retry count.
+        changes.history.push(crate::model::HistoryRow {
+            prefix: row.prefix.clone(),
+            status: crate::model::Status::Waiting,
+            job_name: None,
+            operation_results: None,
+            timestamp: now,
+        });
+    }
+    store.apply(&changes).await?;
+    Ok(RequeueReport {
+        requeued: targets.iter().map(|r| r.prefix.clone()).collect(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,7 +289,7 @@ mod tests {
     #[test]
     fn prefix_files_are_checked_entry_by_entry() {
         assert_eq!(
-            read_prefix_file(file(r#"["a/", "b/"]"#).path()).unwrap(),
+            read_prefix_file(file(r#"["a/", "b/"]"#).path(), false).unwrap(),
             ["a/", "b/"]
         );
         let long = format!("[\"{}\"]", "x".repeat(1025));
@@ -192,9 +301,48 @@ mod tests {
             ("[\"/abs\"]", "starts with '/'"),
             (long.as_str(), "at most 1024"),
             ("[\"a/\"", "not valid JSON"),
+            (
+                "[\"ok/\", \"a\\u0000x/\"]",
+                "entry 1: \"a\\0x/\" contains a NUL byte",
+            ),
+            ("[\"a\\rb/\"]", "carriage return"),
+            ("[\"a\\nb/\"]", "line feed"),
+            (
+                "[\"a/b/\", \"c/\", \"a/\"]",
+                "\"a/\" is a prefix of \"a/b/\"",
+            ),
         ] {
-            let err = read_prefix_file(file(body).path()).unwrap_err().to_string();
+            let err = read_prefix_file(file(body).path(), false)
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(expected), "{body}: {err}");
+        }
+        // Overlaps are a choice the user may make.
+        assert_eq!(
+            read_prefix_file(file(r#"["a/", "a/b/"]"#).path(), true).unwrap(),
+            ["a/", "a/b/"]
+        );
+    }
+
+    proptest::proptest! {
+        /// Any JSON array of any strings is loaded or refused, never a
+        /// panic; what is loaded meets every rule.
+        #[test]
+        fn the_prefix_loader_never_panics(
+            entries in proptest::collection::vec("\\PC{0,6}|[a\r\n\u{0}/]{0,4}", 0..8),
+            allow in proptest::bool::ANY,
+        ) {
+            let body = serde_json::to_string(&entries).unwrap();
+            if let Ok(loaded) = read_prefix_file(file(&body).path(), allow) {
+                proptest::prop_assert_eq!(&loaded, &entries);
+                for p in &loaded {
+                    proptest::prop_assert!(crate::prefixes::prefix_problem(p).is_none());
+                }
+                if !allow {
+                    let refs: Vec<&str> = loaded.iter().map(String::as_str).collect();
+                    proptest::prop_assert!(crate::prefixes::overlapping_pairs(&refs).is_empty());
+                }
+            }
         }
     }
 }

@@ -113,6 +113,9 @@ impl TransferService for ListingLag {
     async fn cancel_operation(&self, name: &str) -> Result<(), TransferError> {
         self.engine.cancel_operation(name).await
     }
+    async fn service_account(&self, project_id: &str) -> Result<String, TransferError> {
+        self.engine.service_account(project_id).await
+    }
 }
 
 #[tokio::test]

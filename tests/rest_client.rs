@@ -66,6 +66,7 @@ fn client(endpoint: &str) -> StsClient {
         attempts: 10,
         first_backoff: Duration::from_millis(5),
         max_backoff: Duration::from_millis(50),
+        ..RetryPolicy::default()
     };
     StsClient::new(endpoint, GoogleAuth::anonymous(), retry)
         .unwrap()
@@ -192,6 +193,7 @@ async fn every_method_round_trips() {
         .list_jobs(&JobFilter {
             project_id: "proj".into(),
             statuses: vec![JobStatus::Deleted],
+            ..JobFilter::default()
         })
         .await
         .unwrap();
@@ -225,6 +227,7 @@ async fn listing_follows_pages_past_256() {
         .list_jobs(&JobFilter {
             project_id: "proj".into(),
             statuses: vec![JobStatus::Enabled],
+            ..JobFilter::default()
         })
         .await
         .unwrap();
@@ -234,7 +237,8 @@ async fn listing_follows_pages_past_256() {
     assert!(client
         .list_jobs(&JobFilter {
             project_id: "other".into(),
-            statuses: vec![]
+            statuses: vec![],
+            ..JobFilter::default()
         })
         .await
         .unwrap()
@@ -271,6 +275,7 @@ async fn transient_errors_are_retried() {
         .list_jobs(&JobFilter {
             project_id: "proj".into(),
             statuses: vec![],
+            ..JobFilter::default()
         })
         .await
         .unwrap();
@@ -284,15 +289,19 @@ async fn transient_errors_are_retried() {
             attempts: 1,
             first_backoff: Duration::ZERO,
             max_backoff: Duration::ZERO,
+            ..RetryPolicy::default()
         },
     )
     .unwrap();
     let mut saw_unavailable = false;
     for _ in 0..4 {
-        if let Err(TransferError::Unavailable { attempts: 1, last }) = impatient
+        if let Err(TransferError::Unavailable {
+            attempts: 1, last, ..
+        }) = impatient
             .list_jobs(&JobFilter {
                 project_id: "proj".into(),
                 statuses: vec![],
+                ..JobFilter::default()
             })
             .await
         {

@@ -31,5 +31,9 @@ def remove_successful_one_time_jobs() -> None:
     _run("sts-remove-successful-one-time-jobs")
 
 
+def requeue() -> None:
+    _run("sts-requeue")
+
+
 def emulator() -> None:
     _run("sts-emulator")

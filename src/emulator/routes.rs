@@ -228,7 +228,7 @@ async fn dispatch(
             Ok(Reply::ok(json!({})))
         }
         ("GET", ["googleServiceAccounts", project], None) => Ok(Reply::ok(json!({
-            "accountEmail": format!("project-{project}@storage-transfer-service.iam.gserviceaccount.com"),
+            "accountEmail": crate::transfer::default_service_account(project),
             "subjectId": "100000000000000000000",
         }))),
         _ => Err(Reply::error(404, format!("no method {method} {path}"))),
@@ -265,6 +265,7 @@ async fn list_jobs(engine: &LocalEngine, query: &Query) -> Result<Reply, Reply> 
         .list_jobs(&JobFilter {
             project_id,
             statuses,
+            ..JobFilter::default()
         })
         .await?
         .into_iter()
@@ -351,6 +352,7 @@ async fn list_operations(engine: &LocalEngine, query: &Query) -> Result<Reply, R
             .and_then(Value::as_str)
             .map(str::to_owned),
         statuses,
+        ..OperationFilter::default()
     };
     let engine_filters_all =
         op_names.is_empty() && op_pattern.is_none() && min_time.is_none() && max_time.is_none();

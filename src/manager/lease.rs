@@ -123,11 +123,21 @@ impl Manager {
                 Ok(()) => match self.step().await {
                     Ok(summary) => {
                         log_summary(&summary);
+                        let in_flight = summary.counts["running"] + summary.counts["paused"];
+                        if let Some(line) = summary.halted.as_ref().filter(|_| in_flight == 0) {
+                            return Err(ManagerError::Halted(line.clone()));
+                        }
                         if self.options.exit_when_done && summary.done {
-                            tracing::info!("every prefix is finished; exiting");
+                            if summary.failed_count > 0 {
+                                return Err(finished_with_errors(&summary));
+                            }
+                            tracing::info!("every prefix is done; exiting");
                             return Ok(());
                         }
                     }
+                    // Something the migration needs is missing: no
+                    // later iteration will find it.
+                    Err(e @ ManagerError::Preflight(_)) => return Err(e),
                     Err(e) => tracing::error!("iteration failed, trying again next iteration: {e}"),
                 },
             }
@@ -141,6 +151,24 @@ impl Manager {
                 }
             }
         }
+    }
+}
+
+/// The error that ends a migration whose prefixes are not all done.
+pub(crate) fn finished_with_errors(summary: &CycleSummary) -> ManagerError {
+    let sample = summary
+        .failed
+        .iter()
+        .take(3)
+        .map(|f| {
+            let codes: Vec<&str> = f.codes.iter().map(|c| c.code.as_str()).collect();
+            format!("{:?} {}", f.prefix, codes.join("/"))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    ManagerError::FinishedWithErrors {
+        count: summary.failed_count,
+        sample,
     }
 }
 

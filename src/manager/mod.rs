@@ -1,16 +1,17 @@
 //! The manager cycle (SPEC 4): sync state, start jobs, publish the heartbeat.
 //! It talks to a `StateStore` and a `TransferService` and never knows which.
 
+pub mod failures;
 mod lease;
 pub mod ramp;
 pub mod stall;
 pub mod sync;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::model::{
@@ -22,6 +23,7 @@ use crate::store::{StateStore, StoreError};
 use crate::transfer::{
     job_name_for_prefix, JobFilter, OperationFilter, TransferError, TransferService,
 };
+use failures::{permanent_cause, retry_state, Failure, Retry, Streak};
 use stall::{stalled_prefixes, RunningSnapshot};
 use sync::{ChangeSet, JobUpdate};
 
@@ -44,7 +46,29 @@ pub enum ManagerError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Transfer(#[from] TransferError),
+    /// The same permanent cause stopped new starts, and nothing is running.
+    #[error("the migration stopped: {0}")]
+    Halted(String),
+    /// Something the migration needs is missing (a bucket, the STS service
+    /// account): found before the first start.
+    #[error("{0}")]
+    Preflight(String),
+    /// Nothing is left to do, but prefixes ended in `error`.
+    #[error(
+        "the migration finished with {count} prefixes in error (e.g. {sample}); see the \
+         history table, fix the cause, then requeue them with sts-requeue"
+    )]
+    FinishedWithErrors { count: usize, sample: String },
 }
+
+/// Operations and jobs are asked for by name in chunks this large, so a
+/// filter stays well under URL length limits.
+pub const NAME_CHUNK: usize = 100;
+/// Operations created this long before the previous sync began are listed
+/// again: clocks and listing lag.
+const CREATION_MARGIN_SECONDS: i64 = 600;
+/// At most this many failed prefixes are listed in a summary.
+pub const MAX_LISTED_FAILURES: usize = 100;
 
 /// Objects and bytes over the latest operation of every prefix.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -74,6 +98,16 @@ pub struct CycleSummary {
     /// Problems met on the way that did not stop the iteration.
     pub errors: Vec<String>,
     pub progress: Progress,
+    /// Prefixes in `error`, with their codes (at most MAX_LISTED_FAILURES).
+    pub failed: Vec<Failure>,
+    /// How many prefixes are in `error` in all.
+    pub failed_count: usize,
+    /// Of those, how many will not be retried (out of retries, or retries off).
+    pub failed_final: usize,
+    /// Set when the same permanent cause stopped new starts: what to fix.
+    pub halted: Option<String>,
+    /// The store was read in full and every operation of the project listed.
+    pub reconciled: bool,
     /// Nothing is pending or running any more.
     pub done: bool,
 }
@@ -96,6 +130,17 @@ pub struct Manager {
     progress: Progress,
     last_sync: Option<Instant>,
     last_job_round: Option<Instant>,
+    last_reconcile: Option<Instant>,
+    /// When the previous sync began (server-side lower bound for new operations).
+    sync_mark: Option<DateTime<Utc>>,
+    /// Failures of the prefixes in `error` (from their operation or refusal).
+    failures: BTreeMap<String, Failure>,
+    /// Failed attempts of prefixes in `error` since they were last queued.
+    attempts: HashMap<String, u32>,
+    streak: Streak,
+    halted: Option<String>,
+    service_account: Option<String>,
+    checked_buckets: bool,
     /// Who this manager is in the store's lease (`host:pid:nonce`).
     holder: String,
     /// Whether the lease may be ours now (released when dropped).
@@ -121,6 +166,14 @@ impl Manager {
             progress: Progress::default(),
             last_sync: None,
             last_job_round: None,
+            last_reconcile: None,
+            sync_mark: None,
+            failures: BTreeMap::new(),
+            attempts: HashMap::new(),
+            streak: Streak::default(),
+            halted: None,
+            service_account: None,
+            checked_buckets: false,
             holder: crate::store::lease_holder(),
             holding_lease: false,
         }
@@ -130,6 +183,12 @@ impl Manager {
     /// sink the points are logged.
     pub fn with_heartbeat(mut self, heartbeat: Arc<dyn Heartbeat>) -> Self {
         self.heartbeat = Some(heartbeat);
+        self
+    }
+
+    /// The project's STS service account, named in messages about access.
+    pub fn with_service_account(mut self, account: String) -> Self {
+        self.service_account = Some(account);
         self
     }
 
@@ -181,25 +240,16 @@ impl Manager {
         summary: &mut CycleSummary,
         judge_stalls: bool,
     ) -> Result<(), ManagerError> {
+        let began = Utc::now();
         let rows = self.store.read_jobs().await?;
-        let operations = self
-            .transfer
-            .list_operations(&OperationFilter {
-                project_id: self.project_id.clone(),
-                job_name_pattern: Some(JOB_NAME_PATTERN.into()),
-                ..OperationFilter::default()
-            })
-            .await?;
-        let deleted: HashSet<String> = self
-            .transfer
-            .list_jobs(&JobFilter {
-                project_id: self.project_id.clone(),
-                statuses: vec![JobStatus::Deleted],
-            })
-            .await?
-            .into_iter()
-            .map(|j| j.name)
-            .collect();
+        let full = self
+            .last_reconcile
+            .is_none_or(|t| t.elapsed().as_secs_f64() >= self.options.reconcile_interval);
+        let (operations, deleted) = if full {
+            self.list_everything().await?
+        } else {
+            self.list_in_flight(&rows).await?
+        };
         let now = Utc::now();
         let outcome = sync::sync(
             &rows,
@@ -217,18 +267,343 @@ impl Manager {
                 unknown.status
             );
         }
-        self.store.apply(&outcome.changes).await?;
+        let mut changes = outcome.changes;
+        if full {
+            // Jobs created for a prefix whose operation has not appeared yet
+            // (another tool's start, or ours before a crash): follow them
+            // instead of starting a second one.
+            let adopted = self.adopt_started_jobs(&rows, &changes, now).await?;
+            changes.updates.extend(adopted.updates);
+            changes.history.extend(adopted.history);
+        }
+        if self.last_reconcile.is_none() {
+            // Before this sync's own failures are written and counted.
+            self.load_failures(&rows, &outcome.latest).await?;
+        }
+        self.store.apply(&changes).await?;
 
         let mut rows = rows;
-        apply_updates(&mut rows, &outcome.changes.updates);
+        let before: HashMap<&str, (Status, Option<&str>)> = rows
+            .iter()
+            .map(|r| (r.prefix.as_str(), (r.status, r.job_name.as_deref())))
+            .collect();
+        let became: Vec<(String, Status, Option<Status>)> = changes
+            .updates
+            .iter()
+            .map(|u| {
+                let previous = before.get(u.prefix.as_str()).map(|(s, _)| *s);
+                (u.prefix.clone(), u.status, previous)
+            })
+            .collect();
+        drop(before);
+        apply_updates(&mut rows, &changes.updates);
+        for (prefix, status, previous) in became {
+            self.note_transition(&prefix, status, previous, &outcome.latest, now);
+        }
+        // A requeued prefix (waiting again) starts its retry count afresh.
+        for row in rows.iter().filter(|r| r.status != Status::Error) {
+            if self.attempts.remove(&row.prefix).is_some() {
+                self.failures.remove(&row.prefix);
+            }
+        }
         if judge_stalls {
             self.judge_stalls(&rows, &outcome.latest);
         }
         self.progress = progress_of(outcome.latest.values().map(|op| &op.counters));
         self.rows = rows;
         self.last_sync = Some(Instant::now());
+        if full {
+            self.last_reconcile = Some(Instant::now());
+            summary.reconciled = true;
+        }
+        self.sync_mark = Some(began);
         summary.synced = true;
         Ok(())
+    }
+
+    /// The full reconcile: every operation of the project (whoever created
+    /// its job) and every deleted job. Costs what ever ran, so it runs at
+    /// start-up and every `reconcile-interval`.
+    async fn list_everything(
+        &self,
+    ) -> Result<(Vec<crate::model::TransferOperation>, HashSet<String>), ManagerError> {
+        let operations = self
+            .transfer
+            .list_operations(&OperationFilter {
+                project_id: self.project_id.clone(),
+                ..OperationFilter::default()
+            })
+            .await?;
+        let deleted = self
+            .transfer
+            .list_jobs(&JobFilter {
+                project_id: self.project_id.clone(),
+                statuses: vec![JobStatus::Deleted],
+                ..JobFilter::default()
+            })
+            .await?
+            .into_iter()
+            .map(|j| j.name)
+            .collect();
+        Ok((operations, deleted))
+    }
+
+    /// A steady-state sync: only what can have changed. The operations the
+    /// rows in flight name, those of jobs awaiting their first operation,
+    /// this tool's operations created since the last sync, and whether the
+    /// jobs of those operations were deleted. Its cost follows the prefixes
+    /// in flight, not the migration's history.
+    async fn list_in_flight(
+        &self,
+        rows: &[PrefixJob],
+    ) -> Result<(Vec<crate::model::TransferOperation>, HashSet<String>), ManagerError> {
+        let in_flight = rows
+            .iter()
+            .filter(|r| matches!(r.status, Status::Running | Status::Paused));
+        let mut operation_names = BTreeSet::new();
+        let mut job_names = BTreeSet::new();
+        for row in in_flight {
+            match row.job_name.as_deref() {
+                Some(name) if name.starts_with("transferJobs/") => {
+                    job_names.insert(name.to_string());
+                }
+                Some(name) => {
+                    operation_names.insert(name.to_string());
+                }
+                None => {}
+            }
+        }
+        let mut operations = Vec::new();
+        let operation_names: Vec<String> = operation_names.into_iter().collect();
+        for chunk in operation_names.chunks(NAME_CHUNK) {
+            operations.extend(
+                self.transfer
+                    .list_operations(&OperationFilter {
+                        project_id: self.project_id.clone(),
+                        operation_names: chunk.to_vec(),
+                        ..OperationFilter::default()
+                    })
+                    .await?,
+            );
+        }
+        let job_names: Vec<String> = job_names.into_iter().collect();
+        for chunk in job_names.chunks(NAME_CHUNK) {
+            operations.extend(
+                self.transfer
+                    .list_operations(&OperationFilter {
+                        project_id: self.project_id.clone(),
+                        job_names: chunk.to_vec(),
+                        ..OperationFilter::default()
+                    })
+                    .await?,
+            );
+        }
+        let since = self
+            .sync_mark
+            .map(|t| t - chrono::Duration::seconds(CREATION_MARGIN_SECONDS));
+        operations.extend(
+            self.transfer
+                .list_operations(&OperationFilter {
+                    project_id: self.project_id.clone(),
+                    job_name_pattern: Some(JOB_NAME_PATTERN.into()),
+                    min_creation_time: since,
+                    ..OperationFilter::default()
+                })
+                .await?,
+        );
+        let mut seen = HashSet::new();
+        operations.retain(|op| seen.insert(op.name.clone()));
+        let jobs: Vec<String> = operations
+            .iter()
+            .map(|op| op.transfer_job_name.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut deleted = HashSet::new();
+        for chunk in jobs.chunks(NAME_CHUNK) {
+            deleted.extend(
+                self.transfer
+                    .list_jobs(&JobFilter {
+                        project_id: self.project_id.clone(),
+                        statuses: vec![JobStatus::Deleted],
+                        job_names: chunk.to_vec(),
+                        ..JobFilter::default()
+                    })
+                    .await?
+                    .into_iter()
+                    .map(|j| j.name),
+            );
+        }
+        Ok((operations, deleted))
+    }
+
+    /// Waiting prefixes (never started by this manager) for which an enabled
+    /// job on the same buckets exists with no operation yet: the original
+    /// tool (or this one, before a crash) created it moments ago. The row
+    /// follows that job, as after one of our own starts.
+    async fn adopt_started_jobs(
+        &self,
+        rows: &[PrefixJob],
+        changes: &ChangeSet,
+        now: DateTime<Utc>,
+    ) -> Result<ChangeSet, ManagerError> {
+        let changed: HashSet<&str> = changes.updates.iter().map(|u| u.prefix.as_str()).collect();
+        let waiting: HashSet<&str> = rows
+            .iter()
+            .filter(|r| r.status == Status::Waiting && r.job_name.is_none())
+            .map(|r| r.prefix.as_str())
+            .filter(|p| !changed.contains(p))
+            .collect();
+        let mut adopted = ChangeSet::default();
+        if waiting.is_empty() {
+            return Ok(adopted);
+        }
+        let jobs = self
+            .transfer
+            .list_jobs(&JobFilter {
+                project_id: self.project_id.clone(),
+                statuses: vec![JobStatus::Enabled],
+                source_bucket: Some(self.options.source_bucket.clone()),
+                sink_bucket: Some(self.options.destination_bucket.clone()),
+                ..JobFilter::default()
+            })
+            .await?;
+        let mut taken = HashSet::new();
+        for job in jobs.iter().filter(|j| j.latest_operation_name.is_none()) {
+            for prefix in job.transfer_spec.include_prefixes() {
+                if !waiting.contains(prefix.as_str()) || !taken.insert(prefix.clone()) {
+                    continue;
+                }
+                tracing::info!(prefix = %prefix, job = %job.name, "a job for this prefix was created before this manager started and has no operation yet: following it instead of starting another");
+                // Its operation starts after the job was created: anything
+                // older is not this start's.
+                let since = job.creation_time.unwrap_or(now).min(now);
+                adopted.updates.push(JobUpdate {
+                    prefix: prefix.clone(),
+                    status: Status::Running,
+                    job_name: Some(job.name.clone()),
+                    last_updated: since,
+                });
+                adopted.history.push(HistoryRow {
+                    prefix: prefix.clone(),
+                    status: Status::Running,
+                    job_name: Some(job.name.clone()),
+                    operation_results: None,
+                    timestamp: now,
+                });
+            }
+        }
+        Ok(adopted)
+    }
+
+    /// At start-up: the failures of prefixes already in `error`, and how many
+    /// times each has failed since it was queued.
+    async fn load_failures(
+        &mut self,
+        rows: &[PrefixJob],
+        latest: &HashMap<String, &crate::model::TransferOperation>,
+    ) -> Result<(), ManagerError> {
+        let counts = self.store.failure_counts().await?;
+        for row in rows.iter().filter(|r| r.status == Status::Error) {
+            let attempts = counts.get(&row.prefix).copied().unwrap_or(0).max(1);
+            self.attempts.insert(row.prefix.clone(), attempts);
+            if let Some(op) = latest.get(&row.prefix) {
+                let mut failure = Failure::of_operation(&row.prefix, op);
+                failure.attempts = attempts;
+                failure.exhausted =
+                    self.retry_of(&row.prefix, row.last_updated, Utc::now()) == Retry::Exhausted;
+                self.failures.insert(row.prefix.clone(), failure);
+            }
+        }
+        Ok(())
+    }
+
+    /// Reacts to a prefix's new status: a failure is logged once, counted,
+    /// and fed to the streak; a success ends the streak.
+    fn note_transition(
+        &mut self,
+        prefix: &str,
+        status: Status,
+        previous: Option<Status>,
+        latest: &HashMap<String, &crate::model::TransferOperation>,
+        now: DateTime<Utc>,
+    ) {
+        match status {
+            Status::Error => {
+                // Only a new failure: a row already in error that takes
+                // another name is the same failure seen again.
+                let Some(op) = latest
+                    .get(prefix)
+                    .filter(|_| previous != Some(Status::Error))
+                else {
+                    return;
+                };
+                let failure = Failure::of_operation(prefix, op);
+                self.record_failure(failure, now);
+            }
+            Status::Done => {
+                self.failures.remove(prefix);
+                self.attempts.remove(prefix);
+                self.streak.record(None);
+            }
+            _ => {}
+        }
+    }
+
+    /// Counts a failure, logs it once at ERROR, and stops new starts when
+    /// the same permanent cause has failed several prefixes in a row.
+    fn record_failure(&mut self, mut failure: Failure, now: DateTime<Utc>) {
+        let attempts = self.attempts.get(&failure.prefix).copied().unwrap_or(0) + 1;
+        self.attempts.insert(failure.prefix.clone(), attempts);
+        failure.attempts = attempts;
+        let retry = self.retry_of(&failure.prefix, now, now);
+        failure.exhausted = retry == Retry::Exhausted;
+        let next = match retry {
+            Retry::Exhausted if self.options.no_retry_on_job_error => {
+                "not retried (--no-retry-on-job-error); requeue it with sts-requeue".to_string()
+            }
+            Retry::Exhausted => format!(
+                "out of retries (--max-retries {}); it stays in error until requeued with sts-requeue",
+                self.options.max_retries
+            ),
+            Retry::Due => "retried at the next job round".to_string(),
+            Retry::Later(at) => format!("retried after {}", at.to_rfc3339()),
+        };
+        tracing::error!(
+            prefix = %failure.prefix,
+            operation = failure.operation.as_deref().unwrap_or(""),
+            attempt = attempts,
+            "transfer of prefix {:?} failed (attempt {attempts}): {}; {next}",
+            failure.prefix,
+            failure.describe(),
+        );
+        let cause = permanent_cause(&failure);
+        self.failures.insert(failure.prefix.clone(), failure);
+        if let Some((cause, count)) = self.streak.record(cause) {
+            if self.halted.is_none() {
+                let line = failures::halt_message(
+                    &cause,
+                    count,
+                    self.service_account.as_deref(),
+                    &self.options.source_bucket,
+                    &self.options.destination_bucket,
+                );
+                tracing::error!("{line}");
+                self.halted = Some(line);
+            }
+        }
+    }
+
+    /// Whether the prefix in `error` since `failed_at` is started again.
+    fn retry_of(&self, prefix: &str, failed_at: DateTime<Utc>, now: DateTime<Utc>) -> Retry {
+        retry_state(
+            self.attempts.get(prefix).copied().unwrap_or(1),
+            self.options.max_retries,
+            !self.options.no_retry_on_job_error,
+            failed_at,
+            now,
+            self.options.job_interval,
+        )
     }
 
     fn judge_stalls(
@@ -259,20 +634,35 @@ impl Manager {
     }
 
     async fn start_jobs(&mut self, summary: &mut CycleSummary) -> Result<(), ManagerError> {
+        let now = Utc::now();
+        let mut changes = ChangeSet::default();
+        self.restart_overdue_starts(now, summary, &mut changes)
+            .await;
+        if self.halted.is_some() {
+            // Starting more would fail the same way: say it once per round.
+            if let Some(line) = &self.halted {
+                tracing::error!("{line}");
+            }
+            self.store.apply(&changes).await?;
+            apply_updates(&mut self.rows, &changes.updates);
+            return Ok(());
+        }
         let counts = count_statuses(&self.rows);
         let mut running = counts[Status::Running.as_str()];
         if self.options.allow_new_jobs_when_stalled {
             running = running.saturating_sub(self.stalled.len());
         }
-        let retry_errors = !self.options.no_retry_on_job_error;
-        // Paused first (resuming keeps their progress), then new, then retries.
-        let mut pending: Vec<&PrefixJob> = self
+        // Paused first (resuming keeps their progress), then new, then
+        // retries whose wait is over.
+        let mut pending: Vec<PrefixJob> = self
             .rows
             .iter()
-            .filter(|r| {
-                matches!(r.status, Status::Paused | Status::Waiting)
-                    || (retry_errors && r.status == Status::Error)
+            .filter(|r| match r.status {
+                Status::Paused | Status::Waiting => true,
+                Status::Error => self.retry_of(&r.prefix, r.last_updated, now) == Retry::Due,
+                _ => false,
             })
+            .cloned()
             .collect();
         pending.sort_by_key(|r| match r.status {
             Status::Paused => 0,
@@ -284,82 +674,127 @@ impl Manager {
             pending.len(),
             self.options.max_concurrent_jobs as usize,
         );
-        let now = Utc::now();
-        let mut changes = ChangeSet::default();
-        self.restart_overdue_starts(now, summary, &mut changes)
-            .await;
+        if wanted > 0 && !self.checked_buckets {
+            self.check_buckets().await?;
+        }
         for row in pending.into_iter().take(wanted) {
+            if self.halted.is_some() {
+                break;
+            }
+            let mut resumed = false;
             let started = match (row.status, row.job_name.as_deref()) {
                 (Status::Paused, Some(operation)) => {
                     match self.transfer.resume_operation(operation).await {
                         Ok(()) => {
-                            summary.resumed.push(row.prefix.clone());
+                            resumed = true;
                             Ok(operation.to_string())
                         }
                         Err(e) => {
                             tracing::warn!(prefix = %row.prefix, "could not resume {operation} ({e}); starting it again");
-                            self.start_job(row).await
+                            self.start_job(&row).await
                         }
                     }
                 }
-                _ => self.start_job(row).await,
+                _ => self.start_job(&row).await,
             };
-            match started {
+            let (status, job_name, results) = match started {
                 Ok(job_name) => {
-                    if !summary.resumed.contains(&row.prefix) {
+                    if resumed {
+                        summary.resumed.push(row.prefix.clone());
+                    } else {
                         summary.started.push(row.prefix.clone());
                     }
-                    changes.updates.push(JobUpdate {
-                        prefix: row.prefix.clone(),
-                        status: Status::Running,
-                        job_name: Some(job_name.clone()),
-                        last_updated: now,
-                    });
-                    changes.history.push(HistoryRow {
-                        prefix: row.prefix.clone(),
-                        status: Status::Running,
-                        job_name: Some(job_name),
-                        operation_results: None,
-                        timestamp: now,
-                    });
+                    (Status::Running, Some(job_name), None)
                 }
-                Err(e) => {
-                    tracing::error!(prefix = %row.prefix, "could not start a transfer job: {e}");
+                Err(StartError::Refused { job, error }) => {
+                    // STS will refuse this again until a person acts: the
+                    // prefix goes to error with the reason in its history.
+                    let failure =
+                        Failure::of_refusal(&row.prefix, &job, error.code(), &error.detail());
+                    let results = failure.refusal_json();
+                    self.record_failure(failure, now);
+                    summary.errors.push(format!("{}: {error}", row.prefix));
+                    (Status::Error, Some(job), Some(results))
+                }
+                Err(StartError::Transient(e)) => {
+                    tracing::error!(prefix = %row.prefix, code = e.code(), "could not start a transfer job (will try again at the next job round): {e}");
                     summary.errors.push(format!("{}: {e}", row.prefix));
+                    continue;
                 }
-            }
+            };
+            changes.updates.push(JobUpdate {
+                prefix: row.prefix.clone(),
+                status,
+                job_name: job_name.clone(),
+                last_updated: now,
+            });
+            changes.history.push(HistoryRow {
+                prefix: row.prefix.clone(),
+                status,
+                job_name,
+                operation_results: results,
+                timestamp: now,
+            });
         }
         self.store.apply(&changes).await?;
         apply_updates(&mut self.rows, &changes.updates);
         Ok(())
     }
 
+    /// Before the first start: both buckets exist, where the backend can
+    /// tell. A missing one is named, with the option that sets it.
+    async fn check_buckets(&mut self) -> Result<(), ManagerError> {
+        for (option, bucket) in [
+            ("--source-bucket", &self.options.source_bucket),
+            ("--destination-bucket", &self.options.destination_bucket),
+        ] {
+            match self.transfer.bucket_exists(bucket).await {
+                Ok(Some(false)) => {
+                    return Err(ManagerError::Preflight(format!(
+                        "bucket gs://{bucket} ({option}) does not exist: check its name, or create it; \
+                         nothing was started"
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("could not check whether gs://{bucket} exists: {e}"),
+            }
+        }
+        self.checked_buckets = true;
+        Ok(())
+    }
+
     /// Starts the prefix's job: the same name every time, so a repeat after a
     /// crash answers ALREADY_EXISTS; a retry runs the existing job again.
-    async fn start_job(&self, row: &PrefixJob) -> Result<String, TransferError> {
+    async fn start_job(&self, row: &PrefixJob) -> Result<String, StartError> {
         let name = job_name_for_prefix(
             &self.options.source_bucket,
             &self.options.destination_bucket,
             &row.prefix,
         );
         if row.status == Status::Error {
-            tracing::info!(prefix = %row.prefix, previous = ?row.job_name, "retrying a failed prefix");
+            tracing::info!(prefix = %row.prefix, previous = ?row.job_name, attempt = self.attempts.get(&row.prefix).copied().unwrap_or(0) + 1, "retrying a failed prefix");
         }
+        let refused = |step: Step, error: TransferError| classify_refusal(step, &name, error);
         let outcome = if row.job_name.is_some() {
             // A previous attempt exists: run its job again (no create quota).
             match self.transfer.run_job(&name, &self.project_id).await {
-                Err(TransferError::NotFound(_)) => {
-                    self.create_job(name.clone(), &row.prefix).await.map(|_| ())
-                }
-                other => other,
+                Err(TransferError::NotFound(_)) => self
+                    .create_job(name.clone(), &row.prefix)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| refused(Step::Create, e)),
+                other => other.map_err(|e| refused(Step::Run, e)),
             }
         } else {
             match self.create_job(name.clone(), &row.prefix).await {
                 Err(TransferError::AlreadyExists(_)) => {
                     tracing::info!(prefix = %row.prefix, "job {name} already exists (an earlier run created it); running it");
-                    self.transfer.run_job(&name, &self.project_id).await
+                    self.transfer
+                        .run_job(&name, &self.project_id)
+                        .await
+                        .map_err(|e| refused(Step::Run, e))
                 }
-                other => other.map(|_| ()),
+                other => other.map(|_| ()).map_err(|e| refused(Step::Create, e)),
             }
         };
         match outcome {
@@ -368,15 +803,32 @@ impl Manager {
             // after the start, or a list that lags), there is nothing to
             // start; the row follows that operation by its own name (the
             // job's name would make sync wait for a newer operation).
-            Err(TransferError::FailedPrecondition(why)) => self.follow_active(&name, why).await,
+            Err(Refusal::OperationUnderWay(why)) => self
+                .follow_active(&name, why)
+                .await
+                .map_err(StartError::Transient),
             // The job was deleted: a new name for a new attempt.
-            Err(TransferError::NotFound(_)) => {
+            Err(Refusal::JobDeleted) => {
                 let fresh = format!("{name}-{}", Utc::now().timestamp());
-                self.create_job(fresh.clone(), &row.prefix)
-                    .await
-                    .map(|_| fresh)
+                match self.create_job(fresh.clone(), &row.prefix).await {
+                    Ok(_) => Ok(fresh),
+                    Err(e) => Err(match classify_refusal(Step::Create, &fresh, e) {
+                        Refusal::Permanent(e) => StartError::Refused {
+                            job: fresh,
+                            error: e,
+                        },
+                        Refusal::Transient(e) => StartError::Transient(e),
+                        Refusal::OperationUnderWay(why) => {
+                            StartError::Transient(TransferError::FailedPrecondition(why))
+                        }
+                        Refusal::JobDeleted => {
+                            StartError::Transient(TransferError::NotFound(fresh))
+                        }
+                    }),
+                }
             }
-            Err(e) => Err(e),
+            Err(Refusal::Permanent(error)) => Err(StartError::Refused { job: name, error }),
+            Err(Refusal::Transient(error)) => Err(StartError::Transient(error)),
         }
     }
 
@@ -498,15 +950,92 @@ impl Manager {
         summary.counts = count_statuses(&self.rows);
         summary.stalled = self.stalled.clone();
         summary.progress = self.progress.clone();
-        let c = &summary.counts;
-        let pending = c["waiting"]
-            + c["paused"]
-            + if self.options.no_retry_on_job_error {
-                0
+        let now = Utc::now();
+        let mut retryable = 0;
+        let mut failed = Vec::new();
+        for row in self.rows.iter().filter(|r| r.status == Status::Error) {
+            let retry = self.retry_of(&row.prefix, row.last_updated, now);
+            if retry == Retry::Exhausted {
+                summary.failed_final += 1;
             } else {
-                c["error"]
-            };
+                retryable += 1;
+            }
+            if failed.len() < MAX_LISTED_FAILURES {
+                let mut failure =
+                    self.failures
+                        .get(&row.prefix)
+                        .cloned()
+                        .unwrap_or_else(|| Failure {
+                            prefix: row.prefix.clone(),
+                            operation: row.job_name.clone(),
+                            codes: vec![],
+                            attempts: 0,
+                            exhausted: false,
+                        });
+                failure.attempts = self.attempts.get(&row.prefix).copied().unwrap_or(1);
+                failure.exhausted = retry == Retry::Exhausted;
+                failed.push(failure);
+            }
+        }
+        summary.failed = failed;
+        summary.failed_count = summary.counts["error"];
+        summary.halted = self.halted.clone();
+        let c = &summary.counts;
+        let pending = c["waiting"] + c["paused"] + retryable;
         summary.done = pending == 0 && c["running"] == 0;
+    }
+}
+
+/// Which call of a start STS answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Create,
+    Run,
+}
+
+/// What a refusal from STS means for a start.
+#[derive(Debug)]
+pub enum Refusal {
+    /// The job already has an operation under way: follow it.
+    OperationUnderWay(String),
+    /// The job to run is gone: create a new one.
+    JobDeleted,
+    /// STS will answer the same until a person acts (a grant, a bucket
+    /// name, the request): the prefix goes to `error`.
+    Permanent(TransferError),
+    /// Worth trying again later (429/5xx after retries, network).
+    Transient(TransferError),
+}
+
+/// How a start failed.
+#[derive(Debug)]
+pub enum StartError {
+    Refused { job: String, error: TransferError },
+    Transient(TransferError),
+}
+
+/// Maps STS's answer to one step of a start to what comes next. Pure.
+pub fn classify_refusal(step: Step, job: &str, error: TransferError) -> Refusal {
+    let _ = job;
+    match (step, error) {
+        (Step::Run, TransferError::FailedPrecondition(why)) => Refusal::OperationUnderWay(why),
+        (Step::Run, TransferError::NotFound(_)) => Refusal::JobDeleted,
+        // On create, STS answers FAILED_PRECONDITION when it cannot see a
+        // bucket, NOT_FOUND for a missing one.
+        (
+            _,
+            e @ (TransferError::PermissionDenied(_)
+            | TransferError::InvalidArgument(_)
+            | TransferError::FailedPrecondition(_)
+            | TransferError::NotFound(_)),
+        ) => Refusal::Permanent(e),
+        (
+            _,
+            e @ TransferError::Api {
+                http: 400..=499, ..
+            },
+        ) if !matches!(&e, TransferError::Api { http: 429, .. }) => Refusal::Permanent(e),
+        (_, e) => Refusal::Transient(e),
     }
 }
 

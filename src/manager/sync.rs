@@ -7,28 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::{HistoryRow, PrefixJob, Status, TransferOperation};
 
-/// A new status and/or job name for one prefix.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JobUpdate {
-    pub prefix: String,
-    pub status: Status,
-    pub job_name: Option<String>,
-    pub last_updated: DateTime<Utc>,
-}
-
-/// Everything one step writes: applied by a store in one transaction with a
-/// constant number of statements.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ChangeSet {
-    pub updates: Vec<JobUpdate>,
-    pub history: Vec<HistoryRow>,
-}
-
-impl ChangeSet {
-    pub fn is_empty(&self) -> bool {
-        self.updates.is_empty() && self.history.is_empty()
-    }
-}
+pub use crate::model::{ChangeSet, JobUpdate};
 
 /// An operation whose status this build does not know (SPEC 3: kept, logged).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,13 +68,17 @@ pub fn latest_operations<'a>(
 /// A row the manager just started holds the job's name until the new
 /// operation is listed; operations that began before that must not
 /// overwrite it (they are the previous attempt).
+/// Likewise a prefix queued again (`waiting` with no job name: requeued,
+/// or loaded) takes no operation that began before it was queued: those are
+/// of its earlier life.
 fn predates_pending_start(row: &PrefixJob, op: &TransferOperation) -> bool {
     let awaiting_operation = row.status == Status::Running
         && row
             .job_name
             .as_deref()
             .is_some_and(|n| n.starts_with("transferJobs/"));
-    awaiting_operation && op.start_time.is_none_or(|start| start < row.last_updated)
+    let queued = row.status == Status::Waiting && row.job_name.is_none();
+    (awaiting_operation || queued) && op.start_time.is_none_or(|start| start < row.last_updated)
 }
 
 pub fn sync<'a>(

@@ -28,6 +28,7 @@ pub(crate) fn to_py(error: Error) -> PyErr {
         Error::Transfer(_) => "TransferError",
         Error::Unsupported(_) => "UnsupportedBackendError",
         Error::Busy(_) => "LeaseHeldError",
+        Error::Halted(_) | Error::FinishedWithErrors(_) => "TransferError",
     };
     let message = error.to_string();
     Python::attach(|py| {

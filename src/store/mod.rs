@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use chrono::{DateTime, Utc};
 
-use crate::manager::sync::ChangeSet;
+use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob};
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +77,10 @@ pub trait StateStore: Send + Sync {
     async fn load_prefixes(&self, prefixes: &[String]) -> Result<LoadReport, StoreError>;
     async fn read_jobs(&self) -> Result<Vec<PrefixJob>, StoreError>;
     async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError>;
+    /// For every prefix now in `error`: its failures (history rows in
+    /// `error`) since it was last queued (its latest history row in
+    /// `waiting` with no job name: a load or a requeue). One aggregate query.
+    async fn failure_counts(&self) -> Result<std::collections::HashMap<String, u32>, StoreError>;
     /// Writes one step's changes atomically, in a constant number of statements.
     async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError>;
     /// Statements sent to the backend so far (for benchmarks and tests).

@@ -10,7 +10,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StateStore, StoreError};
-use crate::manager::sync::ChangeSet;
+use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
 
 pub struct SqliteStore {
@@ -18,6 +18,21 @@ pub struct SqliteStore {
     job_table: String,
     history_table: String,
     statements: AtomicU64,
+}
+
+/// Failures per errored prefix since its last queueing (see
+/// `StateStore::failure_counts`); the same SQL runs on BigQuery.
+pub fn failure_counts_sql(jobs: &str, history: &str) -> String {
+    format!(
+        "WITH queued AS (
+           SELECT prefix, MAX(timestamp) AS at FROM {history}
+           WHERE status = 'waiting' AND job_name IS NULL GROUP BY prefix)
+         SELECT h.prefix, COUNT(*) FROM {history} h
+         JOIN {jobs} j ON j.prefix = h.prefix AND j.status = 'error'
+         LEFT JOIN queued q ON q.prefix = h.prefix
+         WHERE h.status = 'error' AND (q.at IS NULL OR h.timestamp > q.at)
+         GROUP BY h.prefix"
+    )
 }
 
 pub fn timestamp_text(at: DateTime<Utc>) -> String {
@@ -169,6 +184,22 @@ impl StateStore for SqliteStore {
         }
         self.count(1);
         Ok(jobs)
+    }
+
+    async fn failure_counts(&self) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare(&failure_counts_sql(&self.job_table, &self.history_table))
+            .map_err(|e| self.missing_table(e))?;
+        let rows =
+            statement.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
+        let mut counts = std::collections::HashMap::new();
+        for row in rows {
+            let (prefix, n) = row?;
+            counts.insert(prefix, u32::try_from(n).unwrap_or(u32::MAX));
+        }
+        self.count(1);
+        Ok(counts)
     }
 
     async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError> {
@@ -369,7 +400,7 @@ impl SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manager::sync::JobUpdate;
+    use crate::model::JobUpdate;
 
     fn store(dir: &tempfile::TempDir) -> SqliteStore {
         SqliteStore::open(&dir.path().join("state.db"), "sts_job", "sts_job_history").unwrap()

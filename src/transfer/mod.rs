@@ -31,8 +31,14 @@ pub enum TransferError {
     #[error("permission denied: {0}")]
     PermissionDenied(String),
     /// Still failing (429, 5xx, network) after every retry.
-    #[error("Storage Transfer Service unavailable after {attempts} attempts: {last}")]
-    Unavailable { attempts: u32, last: String },
+    #[error(
+        "Storage Transfer Service unavailable after {attempts} attempts over {seconds} s: {last}"
+    )]
+    Unavailable {
+        attempts: u32,
+        seconds: u64,
+        last: String,
+    },
     #[error("Storage Transfer Service answered {http} {status}: {message}")]
     Api {
         http: u16,
@@ -52,7 +58,27 @@ pub struct OperationFilter {
     pub job_names: Vec<String>,
     /// `*` matches any run of characters; the whole name must match.
     pub job_name_pattern: Option<String>,
+    pub operation_names: Vec<String>,
+    /// Operations created at or after this time only.
+    pub min_creation_time: Option<chrono::DateTime<chrono::Utc>>,
     pub statuses: Vec<OperationStatus>,
+}
+
+impl OperationFilter {
+    /// Whether `op` (of job `job_name`) passes the filters a backend may
+    /// apply after its own query: names, pattern, creation time.
+    pub fn admits(&self, op: &TransferOperation) -> bool {
+        (self.job_names.is_empty() || self.job_names.contains(&op.transfer_job_name))
+            && self
+                .job_name_pattern
+                .as_deref()
+                .is_none_or(|p| glob_match(p, &op.transfer_job_name))
+            && (self.operation_names.is_empty() || self.operation_names.contains(&op.name))
+            && self
+                .min_creation_time
+                .is_none_or(|t| op.start_time.is_some_and(|s| s >= t))
+            && (self.statuses.is_empty() || self.statuses.contains(&op.status))
+    }
 }
 
 /// Server-side filter for `transferJobs.list`.
@@ -60,6 +86,55 @@ pub struct OperationFilter {
 pub struct JobFilter {
     pub project_id: String,
     pub statuses: Vec<JobStatus>,
+    pub job_names: Vec<String>,
+    pub source_bucket: Option<String>,
+    pub sink_bucket: Option<String>,
+}
+
+impl JobFilter {
+    pub fn admits(&self, job: &TransferJob) -> bool {
+        (self.statuses.is_empty() || self.statuses.contains(&job.status))
+            && (self.job_names.is_empty() || self.job_names.contains(&job.name))
+            && self
+                .source_bucket
+                .as_deref()
+                .is_none_or(|b| job.transfer_spec.source_bucket() == Some(b))
+            && self
+                .sink_bucket
+                .as_deref()
+                .is_none_or(|b| job.transfer_spec.sink_bucket() == Some(b))
+    }
+}
+
+impl TransferError {
+    /// The google.rpc code name of the error, as STS would report it.
+    pub fn code(&self) -> &str {
+        match self {
+            TransferError::AlreadyExists(_) => "ALREADY_EXISTS",
+            TransferError::NotFound(_) => "NOT_FOUND",
+            TransferError::FailedPrecondition(_) => "FAILED_PRECONDITION",
+            TransferError::InvalidArgument(_) => "INVALID_ARGUMENT",
+            TransferError::PermissionDenied(_) => "PERMISSION_DENIED",
+            TransferError::Api { status, .. } => status,
+            TransferError::Unavailable { .. } => "UNAVAILABLE",
+            TransferError::Auth(_) => "UNAUTHENTICATED",
+            TransferError::Unsupported(_) => "UNIMPLEMENTED",
+            TransferError::Engine { .. } | TransferError::Malformed(_) => "INTERNAL",
+        }
+    }
+
+    /// The message alone, without the code.
+    pub fn detail(&self) -> String {
+        match self {
+            TransferError::AlreadyExists(m)
+            | TransferError::NotFound(m)
+            | TransferError::FailedPrecondition(m)
+            | TransferError::InvalidArgument(m)
+            | TransferError::PermissionDenied(m) => m.clone(),
+            TransferError::Api { message, .. } => message.clone(),
+            other => other.to_string(),
+        }
+    }
 }
 
 #[async_trait]
@@ -79,6 +154,20 @@ pub trait TransferService: Send + Sync {
     async fn pause_operation(&self, name: &str) -> Result<(), TransferError>;
     async fn resume_operation(&self, name: &str) -> Result<(), TransferError>;
     async fn cancel_operation(&self, name: &str) -> Result<(), TransferError>;
+    /// The project's Storage Transfer service account (the identity that
+    /// needs access to both buckets), from `googleServiceAccounts.get`.
+    async fn service_account(&self, project_id: &str) -> Result<String, TransferError>;
+    /// Whether a bucket exists, where the backend can tell (`None`: it
+    /// cannot see, so the transfer will tell).
+    async fn bucket_exists(&self, bucket: &str) -> Result<Option<bool>, TransferError> {
+        let _ = bucket;
+        Ok(None)
+    }
+}
+
+/// The service account STS uses for a project (its documented form).
+pub fn default_service_account(project_id: &str) -> String {
+    format!("project-{project_id}@storage-transfer-service.iam.gserviceaccount.com")
 }
 
 /// `*`-glob match of a whole string, as STS filters and fault patterns use.

@@ -23,6 +23,12 @@ pub struct RetryPolicy {
     pub attempts: u32,
     pub first_backoff: Duration,
     pub max_backoff: Duration,
+    /// No new attempt starts once this much time has gone into one call.
+    pub max_total: Duration,
+    /// Per attempt: an endpoint that accepts connections and never answers
+    /// costs at most `request_timeout`.
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -31,6 +37,9 @@ impl Default for RetryPolicy {
             attempts: 8,
             first_backoff: Duration::from_millis(200),
             max_backoff: Duration::from_secs(20),
+            max_total: Duration::from_secs(180),
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -66,7 +75,14 @@ pub struct StsClient {
     auth: GoogleAuth,
     retry: RetryPolicy,
     pacer: Option<Pacer>,
+    /// Where buckets are looked up (the Cloud Storage JSON API) and with
+    /// which credentials; `None` when that cannot be told (an STS emulator
+    /// without a Cloud Storage one).
+    storage: Option<(String, GoogleAuth)>,
 }
+
+pub const STORAGE_EMULATOR_VARIABLE: &str = "STORAGE_EMULATOR_HOST";
+const STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
 
 fn is_transient(status: StatusCode) -> bool {
     status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
@@ -79,8 +95,8 @@ impl StsClient {
         retry: RetryPolicy,
     ) -> Result<Self, TransferError> {
         let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .connect_timeout(Duration::from_secs(10))
+            .timeout(retry.request_timeout)
+            .connect_timeout(retry.connect_timeout)
             .build()
             .map_err(|e| TransferError::Malformed(format!("cannot build the HTTP client: {e}")))?;
         Ok(StsClient {
@@ -89,7 +105,14 @@ impl StsClient {
             auth,
             retry,
             pacer: Some(Pacer::default()),
+            storage: None,
         })
+    }
+
+    /// Looks buckets up at `endpoint` (the Cloud Storage JSON API).
+    pub fn with_storage(mut self, endpoint: impl Into<String>, auth: GoogleAuth) -> Self {
+        self.storage = Some((endpoint.into().trim_end_matches('/').to_string(), auth));
+        self
     }
 
     /// Google's endpoint with Application Default Credentials, or plain HTTP
@@ -97,7 +120,17 @@ impl StsClient {
     pub fn from_environment() -> Result<Self, TransferError> {
         let (endpoint, auth) =
             crate::auth::endpoint_and_auth(EMULATOR_HOST_VARIABLE, GOOGLE_ENDPOINT)?;
-        StsClient::new(endpoint, auth, RetryPolicy::default())
+        let emulated = endpoint != GOOGLE_ENDPOINT;
+        let client = StsClient::new(endpoint, auth, RetryPolicy::default())?;
+        let storage_emulated =
+            std::env::var(STORAGE_EMULATOR_VARIABLE).is_ok_and(|h| !h.is_empty());
+        // Against an STS emulator, real Cloud Storage is not the truth.
+        if emulated && !storage_emulated {
+            return Ok(client);
+        }
+        let (storage, storage_auth) =
+            crate::auth::endpoint_and_auth(STORAGE_EMULATOR_VARIABLE, STORAGE_ENDPOINT)?;
+        Ok(client.with_storage(storage, storage_auth))
     }
 
     /// No quota pacing: for emulators and tests, where quotas do not apply.
@@ -121,16 +154,31 @@ impl StsClient {
     ) -> Result<Value, TransferError> {
         let url = format!("{}/v1/{}", self.endpoint, path);
         let mut last = String::new();
+        let began = std::time::Instant::now();
+        let mut attempts = 0;
         for attempt in 0..self.retry.attempts {
             if attempt > 0 {
                 let wait = self.retry.backoff(attempt - 1);
-                tracing::debug!(
-                    attempt,
-                    wait_ms = wait.as_millis() as u64,
-                    "retrying {method} {path}: {last}"
-                );
+                if began.elapsed() + wait >= self.retry.max_total {
+                    break;
+                }
+                // The first retry is routine; from the second on, say so.
+                if attempt >= 2 {
+                    tracing::warn!(
+                        attempt = attempt + 1,
+                        of = self.retry.attempts,
+                        wait_ms = wait.as_millis() as u64,
+                        "Storage Transfer Service call {method} {path} failed ({last}); retrying"
+                    );
+                } else {
+                    tracing::debug!(
+                        wait_ms = wait.as_millis() as u64,
+                        "retrying {method} {path}: {last}"
+                    );
+                }
                 tokio::time::sleep(wait).await;
             }
+            attempts = attempt + 1;
             if let Some(pacer) = &self.pacer {
                 pacer.wait(quota).await;
             }
@@ -179,7 +227,8 @@ impl StsClient {
             });
         }
         Err(TransferError::Unavailable {
-            attempts: self.retry.attempts,
+            attempts,
+            seconds: began.elapsed().as_secs(),
             last,
         })
     }
@@ -193,6 +242,7 @@ impl StsClient {
     ) -> Result<Vec<Value>, TransferError> {
         let mut items = Vec::new();
         let mut token = String::new();
+        let mut seen = std::collections::HashSet::new();
         loop {
             let mut page_query = query.clone();
             page_query.push(("pageSize", MAX_PAGE_SIZE.to_string()));
@@ -205,14 +255,22 @@ impl StsClient {
             if let Some(Value::Array(found)) = page.get_mut(field).map(Value::take) {
                 items.extend(found);
             }
-            token = page
+            let next = page
                 .get("nextPageToken")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
-            if token.is_empty() {
+            if next.is_empty() {
                 return Ok(items);
             }
+            // A server that hands the same token back would be listed forever.
+            if !seen.insert(next.clone()) {
+                return Err(TransferError::Malformed(format!(
+                    "listing {path} returned page token '{next}' a second time; stopping \
+                     instead of listing the same pages forever"
+                )));
+            }
+            token = next;
         }
     }
 }
@@ -238,6 +296,12 @@ fn operation_filter(filter: &OperationFilter) -> Value {
     let mut f = json!({ "projectId": filter.project_id });
     if !filter.job_names.is_empty() {
         f["jobNames"] = json!(filter.job_names);
+    }
+    if !filter.operation_names.is_empty() {
+        f["operationNames"] = json!(filter.operation_names);
+    }
+    if let Some(t) = filter.min_creation_time {
+        f["minCreationTime"] = json!(t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
     }
     if let Some(pattern) = &filter.job_name_pattern {
         f["jobNamePattern"] = json!(pattern);
@@ -271,6 +335,15 @@ impl TransferService for StsClient {
         let mut f = json!({ "projectId": filter.project_id });
         if !filter.statuses.is_empty() {
             f["jobStatuses"] = json!(filter.statuses.iter().map(|s| s.name()).collect::<Vec<_>>());
+        }
+        if !filter.job_names.is_empty() {
+            f["jobNames"] = json!(filter.job_names);
+        }
+        if let Some(bucket) = &filter.source_bucket {
+            f["sourceBucket"] = json!(bucket);
+        }
+        if let Some(bucket) = &filter.sink_bucket {
+            f["sinkBucket"] = json!(bucket);
         }
         let jobs = self
             .list_all(
@@ -352,6 +425,58 @@ impl TransferService for StsClient {
         .map(|_| ())
     }
 
+    async fn service_account(&self, project_id: &str) -> Result<String, TransferError> {
+        let account = self
+            .call(
+                Quota::Read,
+                Method::GET,
+                &format!("googleServiceAccounts/{project_id}"),
+                &[],
+                None,
+            )
+            .await?;
+        account
+            .get("accountEmail")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                TransferError::Malformed("googleServiceAccounts.get gave no accountEmail".into())
+            })
+    }
+
+    /// `GET /storage/v1/b/{bucket}`: 200 exists, 404 does not, anything
+    /// else (403: the caller may not look) cannot tell.
+    async fn bucket_exists(&self, bucket: &str) -> Result<Option<bool>, TransferError> {
+        let Some((endpoint, auth)) = &self.storage else {
+            return Ok(None);
+        };
+        let url = format!("{endpoint}/storage/v1/b/{}", url_segment(bucket));
+        let mut request = self.http.get(&url).query(&[("fields", "name")]);
+        if let Some(authorization) = auth.authorization().await? {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        match request.send().await {
+            Ok(r) if r.status().is_success() => Ok(Some(true)),
+            Ok(r) if r.status() == StatusCode::NOT_FOUND => Ok(Some(false)),
+            Ok(r) => {
+                tracing::info!(
+                    bucket,
+                    status = r.status().as_u16(),
+                    "cannot check whether the bucket exists; the transfer will tell"
+                );
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::info!(
+                    bucket,
+                    "cannot check whether the bucket exists ({}); the transfer will tell",
+                    e.without_url()
+                );
+                Ok(None)
+            }
+        }
+    }
+
     async fn cancel_operation(&self, name: &str) -> Result<(), TransferError> {
         self.call(
             Quota::Control,
@@ -363,4 +488,11 @@ impl TransferService for StsClient {
         .await
         .map(|_| ())
     }
+}
+
+/// A bucket name as one URL path segment.
+fn url_segment(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes())
+        .collect::<String>()
+        .replace('+', "%20")
 }

@@ -26,7 +26,7 @@ use self::client::{Api, BIGQUERY_URL};
 use self::sql::TableName;
 use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StateStore, StoreError};
 use crate::auth::{project_from_credentials, GoogleAuth};
-use crate::manager::sync::ChangeSet;
+use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
 use crate::options::Options;
 
@@ -451,6 +451,23 @@ impl StateStore for BigQueryStore {
                     job_name: optional_text(job_name, "job_name")?,
                     last_updated: timestamp(last_updated)?,
                 })
+            })
+            .collect()
+    }
+
+    async fn failure_counts(&self) -> Result<std::collections::HashMap<String, u32>, StoreError> {
+        let sql = crate::store::sqlite::failure_counts_sql(&self.jobs.sql(), &self.history.sql());
+        let output = self.run(&sql, vec![]).await?;
+        output
+            .rows
+            .iter()
+            .map(|row| {
+                let [prefix, count] = columns::<2>(row)?;
+                let count = text(count, "count")?;
+                let count = count
+                    .parse::<u32>()
+                    .map_err(|_| StoreError::CorruptRow(format!("failure count '{count}'")))?;
+                Ok((text(prefix, "prefix")?, count))
             })
             .collect()
     }

@@ -9,8 +9,8 @@ use gcp_bigquery_client::model::query_parameter_type_struct_types::QueryParamete
 use gcp_bigquery_client::model::query_parameter_value::QueryParameterValue;
 
 use super::super::{check_identifier, StoreError};
-use crate::manager::sync::JobUpdate;
 use crate::model::HistoryRow;
+use crate::model::JobUpdate;
 
 /// Prefixes per load statement. BigQuery caps a request at 10 MB; 10,000
 /// prefixes of at most [`LOAD_BATCH_BYTES`] in total stay far below it even

@@ -142,6 +142,32 @@ impl LocalEngine {
         engine_error(&self.root, problem)
     }
 
+    /// What STS checks when a job is created: a source and a sink, include
+    /// prefixes it accepts, and buckets its service account can see.
+    fn check_spec(&self, spec: &crate::model::TransferSpec) -> Result<(), TransferError> {
+        let (Some(source), Some(sink)) = (spec.source_bucket(), spec.sink_bucket()) else {
+            return Err(TransferError::InvalidArgument(
+                "transferSpec needs gcsDataSource and gcsDataSink".into(),
+            ));
+        };
+        if let Some(problem) = crate::prefixes::include_prefixes_problem(spec.include_prefixes()) {
+            return Err(TransferError::InvalidArgument(problem));
+        }
+        for (role, bucket) in [("source", source), ("destination", sink)] {
+            // Bucket names never hold a path; one that does cannot exist.
+            let usable = !bucket.is_empty() && !bucket.contains(['/', '\\']) && bucket != "..";
+            if !usable || !self.root.join(bucket).is_dir() {
+                // STS's own wording for a bucket it cannot see.
+                return Err(TransferError::FailedPrecondition(format!(
+                    "Failed to obtain the location of the {role} Google Cloud Storage (GCS) bucket \
+                     '{bucket}': it does not exist or the Storage Transfer service account has no \
+                     storage.buckets.get permission on it"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn insert_operation(
         &self,
         conn: &Connection,
@@ -281,24 +307,30 @@ impl LocalEngine {
         let job_names = serde_json::to_string(&filter.job_names).map_err(|e| self.err(e))?;
         let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.name()).collect();
         let statuses = serde_json::to_string(&statuses).map_err(|e| self.err(e))?;
+        // Asked by operation name: look those rows up, not every row.
+        let by_name = serde_json::to_string(&filter.operation_names).map_err(|e| self.err(e))?;
         let mut statement = conn
             .prepare(
                 "SELECT status, end_time, body, job_name FROM operations
                  WHERE project_id = ?1
+                   AND (?4 = '[]' OR name IN (SELECT value FROM json_each(?4)))
                    AND (?2 = '[]' OR job_name IN (SELECT value FROM json_each(?2)))
                    AND (?3 = '[]' OR status IN (SELECT value FROM json_each(?3)))
                  ORDER BY rowid DESC",
             )
             .map_err(|e| self.err(e))?;
         let rows = statement
-            .query_map(params![filter.project_id, job_names, statuses], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Option<String>>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })
+            .query_map(
+                params![filter.project_id, job_names, statuses, by_name],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<String>>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                },
+            )
             .map_err(|e| self.err(e))?;
         let mut operations = Vec::new();
         let mut matched = 0;
@@ -309,6 +341,19 @@ impl LocalEngine {
                 .as_deref()
                 .is_some_and(|p| !glob_match(p, &job_name))
             {
+                continue;
+            }
+            let refined = !filter.operation_names.is_empty() || filter.min_creation_time.is_some();
+            if refined {
+                // Names and creation times live in the body: decode to judge.
+                let op = decode_operation(&status, end_time, &body).map_err(|e| self.err(e))?;
+                if !filter.admits(&op) {
+                    continue;
+                }
+                matched += 1;
+                if matched > skip && operations.len() < take {
+                    operations.push(op);
+                }
                 continue;
             }
             matched += 1;
@@ -417,9 +462,21 @@ impl TransferService for LocalEngine {
         let mut jobs = Vec::new();
         for body in rows {
             let body = body.map_err(|e| self.err(e))?;
-            jobs.push(serde_json::from_str(&body).map_err(|e| self.err(e))?);
+            let job: TransferJob = serde_json::from_str(&body).map_err(|e| self.err(e))?;
+            if filter.admits(&job) {
+                jobs.push(job);
+            }
         }
         Ok(jobs)
+    }
+
+    async fn service_account(&self, project_id: &str) -> Result<String, TransferError> {
+        Ok(super::default_service_account(project_id))
+    }
+
+    async fn bucket_exists(&self, bucket: &str) -> Result<Option<bool>, TransferError> {
+        let plain = !bucket.is_empty() && !bucket.contains(['/', '\\']) && bucket != "..";
+        Ok(Some(plain && self.root.join(bucket).is_dir()))
     }
 
     async fn create_job(&self, job: &TransferJob) -> Result<TransferJob, TransferError> {
@@ -442,12 +499,7 @@ impl TransferService for LocalEngine {
         if taken.is_some() {
             return Err(TransferError::AlreadyExists(job.name.clone()));
         }
-        if job.transfer_spec.source_bucket().is_none() || job.transfer_spec.sink_bucket().is_none()
-        {
-            return Err(TransferError::InvalidArgument(
-                "transferSpec needs gcsDataSource and gcsDataSink".into(),
-            ));
-        }
+        self.check_spec(&job.transfer_spec)?;
         let mut created = job.clone();
         created.creation_time = Some(Utc::now());
         created.latest_operation_name = None;

@@ -23,7 +23,12 @@ use crate::store::sqlite::timestamp_text;
 /// An executor that has not heartbeated for this long is presumed dead.
 const LEASE_SECONDS: f64 = 5.0;
 const TICK: Duration = Duration::from_millis(100);
+/// Older engines wrote partial files as `NAME.sts-tmp-PID` inside the bucket;
+/// such names are never objects.
 const TEMP_MARKER: &str = ".sts-tmp-";
+/// Partial copies live under `ROOT/.sts-engine/tmp/OWNER/`, outside every
+/// bucket's object names, and are renamed into place when complete.
+const TEMP_DIR: &str = "tmp";
 
 fn now_seconds() -> f64 {
     Utc::now().timestamp_micros() as f64 / 1e6
@@ -42,13 +47,46 @@ pub(super) fn spawn_scheduler(root: PathBuf, stop: Arc<AtomicBool>) -> JoinHandl
     })
 }
 
+/// The temporary directory of one executor.
+fn temp_dir(root: &Path, owner: &str) -> PathBuf {
+    root.join(ENGINE_DIR).join(TEMP_DIR).join(owner)
+}
+
+/// Removes the partial copies of executors whose process is gone (a killed
+/// manager): `OWNER` starts with the process id.
+fn remove_dead_temp_dirs(root: &Path, owner: &str) {
+    let Ok(entries) = std::fs::read_dir(root.join(ENGINE_DIR).join(TEMP_DIR)) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let pid = name.split('-').next().unwrap_or_default();
+        let alive = !pid.is_empty() && Path::new("/proc").join(pid).exists();
+        if name != owner && !alive {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 fn schedule(root: &Path, owner: &str, stop: &Arc<AtomicBool>) -> Result<(), String> {
     let conn = open_db(root).map_err(|e| e.to_string())?;
+    remove_dead_temp_dirs(root, owner);
     let mut workers: HashMap<String, JoinHandle<()>> = HashMap::new();
     while !stop.load(Ordering::SeqCst) {
         let faults = Faults::load(&root.join(ENGINE_DIR));
+        workers.retain(|_, handle| !handle.is_finished());
+        // The scheduler keeps the heartbeat of every operation it executes,
+        // so a single slow object never lets the lease lapse.
+        if let Err(e) = keep_alive(&conn, owner, workers.keys()) {
+            tracing::warn!("local transfer engine: {e}");
+        }
         if let Err(e) = promote_and_claim(&conn, owner, &faults).map(|claimed| {
-            for name in claimed {
+            // One execution per operation: ours already running stay as they are.
+            let fresh: Vec<String> = claimed
+                .into_iter()
+                .filter(|n| !workers.contains_key(n))
+                .collect();
+            for name in fresh {
                 let (root, owner, stop) = (root.to_path_buf(), owner.to_string(), stop.clone());
                 let thread_name = name.clone();
                 workers.insert(
@@ -63,18 +101,36 @@ fn schedule(root: &Path, owner: &str, stop: &Arc<AtomicBool>) -> Result<(), Stri
         }) {
             tracing::warn!("local transfer engine: {e}");
         }
-        workers.retain(|_, handle| !handle.is_finished());
         std::thread::sleep(TICK);
     }
     for (_, handle) in workers {
         let _ = handle.join();
     }
+    let _ = std::fs::remove_dir_all(temp_dir(root, owner));
     // Hand our operations over at once instead of after the lease runs out.
     conn.execute(
         "UPDATE operations SET owner = NULL WHERE owner = ?1",
         params![owner],
     )
     .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn keep_alive<'a>(
+    conn: &Connection,
+    owner: &str,
+    names: impl Iterator<Item = &'a String>,
+) -> Result<(), rusqlite::Error> {
+    let names: Vec<&String> = names.collect();
+    if names.is_empty() {
+        return Ok(());
+    }
+    let names = serde_json::to_string(&names).unwrap_or_else(|_| "[]".into());
+    conn.execute(
+        "UPDATE operations SET heartbeat = ?3
+         WHERE owner = ?1 AND name IN (SELECT value FROM json_each(?2))",
+        params![owner, names, now_seconds()],
+    )?;
     Ok(())
 }
 
@@ -265,18 +321,18 @@ impl Execution<'_> {
     }
 }
 
-fn copy_object(source: &Path, sink: &Path, bytes_per_second: u64) -> io::Result<()> {
+/// Copies `source` to `sink` through `temp` (a name no other copy uses,
+/// outside the bucket), renamed into place once complete.
+fn copy_object(source: &Path, sink: &Path, temp: &Path, bytes_per_second: u64) -> io::Result<()> {
     if let Some(dir) = sink.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let file_name = sink
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let temp = sink.with_file_name(format!("{file_name}{TEMP_MARKER}{}", std::process::id()));
+    if let Some(dir) = temp.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
     let result = (|| {
         let mut input = File::open(source)?;
-        let mut output = File::create(&temp)?;
+        let mut output = File::create(temp)?;
         let mut buffer = vec![0u8; 64 * 1024];
         let started = Instant::now();
         let mut copied: u64 = 0;
@@ -296,10 +352,10 @@ fn copy_object(source: &Path, sink: &Path, bytes_per_second: u64) -> io::Result<
         }
         output.sync_all()?;
         // Rename last, so a reader never sees a half-written object.
-        std::fs::rename(&temp, sink)
+        std::fs::rename(temp, sink)
     })();
     if result.is_err() {
-        let _ = std::fs::remove_file(&temp);
+        let _ = std::fs::remove_file(temp);
     }
     result
 }
@@ -332,24 +388,45 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
         last_save: Instant::now(),
     };
 
-    let objects = match list_objects(&source_dir, spec.include_prefixes()) {
-        Ok(objects) => objects,
-        Err(e) => {
-            let url = format!("gs://{}", spec.source_bucket().unwrap_or_default());
-            run.record_failure(
-                error_code(&e),
-                url,
-                format!("listing the source failed: {e}"),
-                0,
-            );
-            vec![]
+    // As on STS, a missing bucket fails the operation; the engine never
+    // creates one (a typo must not become a new bucket).
+    let mut objects = vec![];
+    let missing = [
+        ("source", spec.source_bucket(), &source_dir),
+        ("sink", spec.sink_bucket(), &sink_dir),
+    ]
+    .into_iter()
+    .filter(|(_, _, dir)| !dir.is_dir())
+    .collect::<Vec<_>>();
+    for (role, bucket, _) in &missing {
+        let bucket = bucket.unwrap_or_default();
+        run.record_failure(
+            "NOT_FOUND",
+            format!("gs://{bucket}/"),
+            format!("the {role} bucket '{bucket}' does not exist"),
+            0,
+        );
+    }
+    if missing.is_empty() {
+        match list_objects(&source_dir, spec.include_prefixes()) {
+            Ok(found) => objects = found,
+            Err(e) => {
+                let url = format!("gs://{}/", spec.source_bucket().unwrap_or_default());
+                run.record_failure(
+                    error_code(&e),
+                    url,
+                    format!("listing the source failed: {e}"),
+                    0,
+                );
+            }
         }
-    };
+    }
     run.op.counters.objects_found_from_source = objects.len() as i64;
     run.op.counters.bytes_found_from_source = objects.iter().map(|o| o.size as i64).sum();
     run.save(true)?;
 
     let mut faults = Faults::load(&root.join(ENGINE_DIR));
+    let temp = temp_dir(root, owner).join(name.replace('/', "_"));
     for object in &objects {
         if !run.wait_for_go(&mut faults, root)? {
             return run.save(true);
@@ -376,7 +453,7 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
             run.op.counters.objects_from_source_skipped_by_sync += 1;
             run.op.counters.bytes_from_source_skipped_by_sync += object.size as i64;
         } else {
-            match copy_object(&source, &sink, faults.bytes_per_second) {
+            match copy_object(&source, &sink, &temp, faults.bytes_per_second) {
                 Ok(()) => {
                     run.op.counters.objects_copied_to_sink += 1;
                     run.op.counters.bytes_copied_to_sink += object.size as i64;
