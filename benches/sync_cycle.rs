@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use sts_job_manager::manager::sync::{ChangeSet, JobUpdate};
 use sts_job_manager::manager::Manager;
+use sts_job_manager::model::{ChangeSet, JobUpdate};
 use sts_job_manager::model::{
     Counters, GcsData, ObjectConditions, OperationStatus, Status, TransferJob, TransferOperation,
     TransferSpec,
@@ -26,9 +26,14 @@ struct Listed(Vec<TransferOperation>);
 impl TransferService for Listed {
     async fn list_operations(
         &self,
-        _: &OperationFilter,
+        filter: &OperationFilter,
     ) -> Result<Vec<TransferOperation>, TransferError> {
-        Ok(self.0.clone())
+        Ok(self
+            .0
+            .iter()
+            .filter(|op| filter.admits(op))
+            .cloned()
+            .collect())
     }
     async fn list_jobs(&self, _: &JobFilter) -> Result<Vec<TransferJob>, TransferError> {
         Ok(vec![])
@@ -50,6 +55,11 @@ impl TransferService for Listed {
     }
     async fn cancel_operation(&self, _: &str) -> Result<(), TransferError> {
         Ok(())
+    }
+    async fn service_account(&self, project_id: &str) -> Result<String, TransferError> {
+        Ok(sts_job_manager::transfer::default_service_account(
+            project_id,
+        ))
     }
 }
 

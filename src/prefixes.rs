@@ -38,9 +38,14 @@ pub fn prefix_problem(prefix: &str) -> Option<String> {
     None
 }
 
-/// A prefix quoted for a message, control characters escaped.
+/// A prefix quoted for a message: `'logs/'`, or with control characters
+/// escaped (`"a\0x/"`) so the message shows what the file holds.
 pub fn shown_prefix(prefix: &str) -> String {
-    format!("{prefix:?}")
+    if prefix.chars().any(char::is_control) {
+        format!("{prefix:?}")
+    } else {
+        format!("'{prefix}'")
+    }
 }
 
 /// Pairs `(shorter, longer)` where `shorter` is a prefix of `longer`: the
@@ -120,7 +125,7 @@ mod tests {
     #[test]
     fn a_job_with_overlapping_prefixes_is_refused() {
         let job = vec!["a/".to_string(), "a/b/".to_string()];
-        assert!(include_prefixes_problem(&job).unwrap().contains("\"a/\""));
+        assert!(include_prefixes_problem(&job).unwrap().contains("'a/'"));
         assert_eq!(include_prefixes_problem(&["a/".into(), "b/".into()]), None);
         let many: Vec<String> = (0..1001).map(|i| format!("p{i:05}/")).collect();
         assert!(include_prefixes_problem(&many).is_some());

@@ -307,10 +307,7 @@ mod tests {
             ),
             ("[\"a\\rb/\"]", "carriage return"),
             ("[\"a\\nb/\"]", "line feed"),
-            (
-                "[\"a/b/\", \"c/\", \"a/\"]",
-                "\"a/\" is a prefix of \"a/b/\"",
-            ),
+            ("[\"a/b/\", \"c/\", \"a/\"]", "'a/' is a prefix of 'a/b/'"),
         ] {
             let err = read_prefix_file(file(body).path(), false)
                 .unwrap_err()

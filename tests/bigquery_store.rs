@@ -6,7 +6,7 @@
 mod bqemulator;
 
 use chrono::{DateTime, Duration, Utc};
-use sts_job_manager::manager::sync::{ChangeSet, JobUpdate};
+use sts_job_manager::model::{ChangeSet, JobUpdate};
 use sts_job_manager::model::{HistoryRow, Status};
 use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
 use sts_job_manager::store::{LoadReport, StateStore, StoreError};

@@ -311,3 +311,88 @@ async fn transient_errors_are_retried() {
     }
     assert!(saw_unavailable);
 }
+
+/// A server on 127.0.0.1 that accepts connections and answers each request
+/// with `reply` (or never, when `None`).
+async fn fake_server(reply: Option<&'static str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                let _ = socket.read(&mut buffer).await;
+                match reply {
+                    Some(body) => {
+                        let response = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                            body.len()
+                        );
+                        let _ = socket.write_all(response.as_bytes()).await;
+                    }
+                    // Hold the connection open and say nothing.
+                    None => tokio::time::sleep(Duration::from_secs(3600)).await,
+                }
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn a_silent_endpoint_fails_within_the_stated_bounds() {
+    let endpoint = fake_server(None).await;
+    let client = StsClient::new(
+        &endpoint,
+        GoogleAuth::anonymous(),
+        RetryPolicy {
+            attempts: 50,
+            first_backoff: Duration::from_millis(10),
+            max_backoff: Duration::from_millis(20),
+            max_total: Duration::from_secs(2),
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_millis(300),
+        },
+    )
+    .unwrap()
+    .without_pacing();
+    let began = std::time::Instant::now();
+    let error = client.service_account("proj").await.unwrap_err();
+    let took = began.elapsed();
+    assert!(took < Duration::from_secs(4), "took {took:?}");
+    match &error {
+        TransferError::Unavailable { attempts, .. } => assert!(*attempts < 50, "{error}"),
+        other => panic!("expected Unavailable, got {other}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("attempts over"), "{message}");
+}
+
+#[tokio::test]
+async fn a_repeated_page_token_is_an_error_not_a_loop() {
+    let endpoint = fake_server(Some(
+        r#"{"transferJobs": [], "nextPageToken": "same-token"}"#,
+    ))
+    .await;
+    let client = client(&endpoint);
+    let error = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.list_jobs(&JobFilter {
+            project_id: "proj".into(),
+            ..JobFilter::default()
+        }),
+    )
+    .await
+    .expect("listing stops")
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("page token 'same-token' a second time"),
+        "{error}"
+    );
+}

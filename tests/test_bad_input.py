@@ -27,6 +27,10 @@ PREFIX_FILES = [
     ('["/logs/"]', "starts with '/'"),
     (json.dumps(["x" * 1025]), "STS allows at most 1024"),
     ('["logs/"', "not valid JSON"),
+    (json.dumps(["logs/", "a\x00x/"]), 'entry 1: "a\\0x/" contains a NUL byte'),
+    (json.dumps(["a\rb/"]), "carriage return"),
+    (json.dumps(["a\nb/"]), "line feed"),
+    ('["logs/2019/", "data/", "logs/"]', "'logs/' is a prefix of 'logs/2019/'"),
 ]
 
 
@@ -56,6 +60,11 @@ CONFIGS = [
     ({"job_table": "sts_job; DROP TABLE x"}, "not a plain table name"),
     ({"source_bucket": "Bad Bucket!"}, "not a valid bucket name"),
     ({"overwrite_dest_objects": "yes please"}, "overwrite-dest-objects"),
+    ({"source_bucket": "goog-data"}, 'may not start with "goog"'),
+    ({"destination_bucket": "192.168.0.1"}, "IP address"),
+    ({"destination_bucket": "x" * 64}, "3 to 63"),
+    ({"lease_seconds": 1e300}, "ten years"),
+    ({"max_retries": -1}, "max-retries"),
 ]
 
 
@@ -103,3 +112,35 @@ def test_unreadable_credentials_file_is_named(
     assert result.returncode != 0
     assert "could not load Google credentials" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_config_file_repeating_an_option_changes_nothing(migration: Migration) -> None:
+    migration.prepare()
+    before = snapshot(migration.state)
+    path = migration.root.parent / "config.json"
+    for body, expected in [
+        ('{"job_table": "a", "job_table": "b"}', "'job_table' appears twice"),
+        ('{"sleep_timeout": 1, "sleep-timeout": 2}', "given twice"),
+    ]:
+        path.write_text(body)
+        result = tool(
+            "sts-job-manager", *migration.backend_args(), "--config-path", str(path), check=False
+        )
+        assert result.returncode == 2
+        assert expected in result.stderr, result.stderr
+    assert snapshot(migration.state) == before
+
+
+def test_new_prefixes_overlapping_loaded_ones_are_refused(migration: Migration) -> None:
+    migration.prepare()
+    before = snapshot(migration.state)
+    more = migration.root.parent / "more.json"
+    more.write_text(json.dumps([migration.prefixes[0] + "sub/"]))
+    args = [*migration.backend_args(), "--job-prefix-source-file", str(more)]
+    result = tool("sts-prepare-tables", *args, check=False)
+    assert result.returncode == 2
+    assert "already in the job table" in result.stderr and "is a prefix of" in result.stderr
+    assert snapshot(migration.state) == before
+    # The user may choose overlaps.
+    tool("sts-prepare-tables", *args, "--allow-overlapping-prefixes")
+    assert len(snapshot(migration.state)[0]) == len(before[0]) + 1

@@ -205,8 +205,10 @@ def test_manager_records_a_failure_the_readme_query_finds(
         "--no-retry-on-job-error",
         "--exit-when-done",
         timeout=240,
+        check=False,
     )
-    assert "every prefix is finished" in result.stderr
+    assert result.returncode == 4, result.stderr
+    assert "finished with 1 prefixes in error" in result.stderr
 
     jobs = bigquery.query(f"SELECT prefix, status, job_name FROM `{PROJECT}.{dataset}.sts_job`")
     statuses = {row["prefix"]: row["status"] for row in jobs}

@@ -45,7 +45,7 @@ def test_failed_object_puts_prefix_in_error_and_no_retry_keeps_it(migration: Mig
     broken = migration.source / "data/p02/nested/broken.bin"
     broken.symlink_to(migration.root / "does-not-exist")
     migration.prepare()
-    tool(
+    result = tool(
         "sts-job-manager",
         *migration.backend_args(),
         "--sleep-timeout",
@@ -56,6 +56,7 @@ def test_failed_object_puts_prefix_in_error_and_no_retry_keeps_it(migration: Mig
         "0.2",
         "--exit-when-done",
         "--no-retry-on-job-error",
+        check=False,
     )
     jobs = migration.jobs()
     assert jobs["data/p02/"][0] == "error"
@@ -70,6 +71,15 @@ def test_failed_object_puts_prefix_in_error_and_no_retry_keeps_it(migration: Mig
     assert breakdown["errorLogEntries"][0]["url"] == (
         "gs://migration-source/data/p02/nested/broken.bin"
     )
+    # The exit code and the last line say the migration did not fully succeed.
+    assert result.returncode == 4, result.stderr
+    assert "finished with 1 prefixes in error" in result.stderr
+    assert '"data/p02/" NOT_FOUND' in result.stderr
+    # The failure is logged once at ERROR, with the prefix, code and a sample.
+    failure_lines = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(failure_lines) == 1, result.stderr
+    assert "data/p02/" in failure_lines[0] and "NOT_FOUND x1" in failure_lines[0]
+    assert "gs://migration-source/data/p02/nested/broken.bin" in failure_lines[0]
     # Not retried: one operation for the failed prefix.
     ops = [
         op
@@ -198,6 +208,7 @@ def test_remove_successful_one_time_jobs_removes_exactly_those(migration: Migrat
         "0.2",
         "--exit-when-done",
         "--no-retry-on-job-error",
+        check=False,
     )
     day = {"year": 2026, "month": 1, "day": 1}
     recurring = {"scheduleStartDate": day, "scheduleEndDate": {**day, "day": 31}}

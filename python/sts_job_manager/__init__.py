@@ -85,7 +85,10 @@ class Manager:
     def run_once(self) -> dict[str, Any]:
         """One full cycle (sync, start jobs, sync). Returns a JSON-serialisable
         summary: ``counts`` per status, ``started``, ``resumed``, ``stalled``,
-        ``errors``, ``progress`` and ``done``."""
+        ``errors``, ``progress``, ``failed`` (prefixes in error with their
+        ``codes``, ``attempts`` and whether they are ``exhausted``),
+        ``failed_count``, ``halted`` (what to fix, when the same permanent
+        failure stopped new starts) and ``done``."""
         return json.loads(self._native.run_once())
 
     def iteration(self) -> dict[str, Any]:
@@ -94,7 +97,11 @@ class Manager:
 
     def run_until_done(self, timeout: float | None = None) -> dict[str, Any]:
         """Loop (iteration, then sleep what is left of ``sleep_timeout``) until
-        no prefix is pending or running; returns the last summary.
+        no prefix is pending or running; returns the last summary. Prefixes
+        that ended in ``error`` are in its ``failed`` list and ``failed_count``
+        (check them: the call returns normally). Raises :class:`TransferError`
+        when the same permanent failure stopped new starts (its message says
+        what to fix).
 
         Raises :class:`MigrationTimeoutError` (a :class:`TimeoutError`, with the
         last summary as ``.summary``) after ``timeout`` seconds. Ctrl-C stops

@@ -38,6 +38,7 @@ impl From<TransferError> for Reply {
             TransferError::AlreadyExists(m) => Reply::error(409, format!("{m} already exists")),
             TransferError::NotFound(m) => Reply::error(404, format!("{m} not found")),
             TransferError::InvalidArgument(m) => Reply::error(400, m),
+            TransferError::PermissionDenied(m) => Reply::error(403, m),
             TransferError::FailedPrecondition(m) => Reply {
                 status: 400,
                 body: crate::transfer::wire::error_body(400, "FAILED_PRECONDITION", &m),

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use super::{log_summary, CycleSummary, Manager, ManagerError};
-use crate::store::Lease;
+use crate::store::{Lease, StoreError};
 
 impl Manager {
     /// Takes the job table's lease, or renews it, for `lease-seconds`.
@@ -81,6 +81,10 @@ impl Manager {
             if summary.done {
                 return Ok((true, summary));
             }
+            let in_flight = summary.counts["running"] + summary.counts["paused"];
+            if let Some(line) = summary.halted.as_ref().filter(|_| in_flight == 0) {
+                return Err(ManagerError::Halted(line.clone()));
+            }
             let mut rest = Duration::from_secs_f64(self.options.sleep_timeout)
                 .saturating_sub(started.elapsed());
             if let Some(deadline) = deadline {
@@ -117,6 +121,7 @@ impl Manager {
             match self.claim_lease().await {
                 // Another manager took the table over (ours expired): stop.
                 Err(e @ ManagerError::LeaseHeld { .. }) => return Err(e),
+                Err(e @ ManagerError::Store(StoreError::FileGone(_))) => return Err(e),
                 Err(e) => {
                     tracing::error!("could not renew the lease, trying again next iteration: {e}")
                 }
@@ -131,13 +136,14 @@ impl Manager {
                             if summary.failed_count > 0 {
                                 return Err(finished_with_errors(&summary));
                             }
-                            tracing::info!("every prefix is done; exiting");
+                            tracing::info!("every prefix is finished; exiting");
                             return Ok(());
                         }
                     }
                     // Something the migration needs is missing: no
                     // later iteration will find it.
                     Err(e @ ManagerError::Preflight(_)) => return Err(e),
+                    Err(e @ ManagerError::Store(StoreError::FileGone(_))) => return Err(e),
                     Err(e) => tracing::error!("iteration failed, trying again next iteration: {e}"),
                 },
             }

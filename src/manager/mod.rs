@@ -301,7 +301,10 @@ impl Manager {
             self.note_transition(&prefix, status, previous, &outcome.latest, now);
         }
         // A requeued prefix (waiting again) starts its retry count afresh.
-        for row in rows.iter().filter(|r| r.status != Status::Error) {
+        for row in rows
+            .iter()
+            .filter(|r| r.status == Status::Waiting && r.job_name.is_none())
+        {
             if self.attempts.remove(&row.prefix).is_some() {
                 self.failures.remove(&row.prefix);
             }

@@ -26,6 +26,11 @@ pub enum StoreError {
     },
     #[error("state database: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "state database {0} was deleted or replaced while in use; stopping so that no state is \
+         written where nobody will read it (restore the file, then start again)"
+    )]
+    FileGone(String),
     #[error("state table holds an invalid row: {0}")]
     CorruptRow(String),
     #[error("{0}")]

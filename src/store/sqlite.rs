@@ -18,6 +18,16 @@ pub struct SqliteStore {
     job_table: String,
     history_table: String,
     statements: AtomicU64,
+    path: std::path::PathBuf,
+    /// The file's device and inode when opened: a connection to a file that
+    /// was deleted or replaced keeps working on the old inode, so the store
+    /// checks before each read and write that its file is still the one.
+    identity: Option<(u64, u64)>,
+}
+
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Failures per errored prefix since its last queueing (see
@@ -75,7 +85,17 @@ impl SqliteStore {
             job_table,
             history_table,
             statements: AtomicU64::new(0),
+            path: path.to_path_buf(),
+            identity: file_identity(path),
         })
+    }
+
+    /// Fails when the state file was deleted or replaced since it was opened.
+    fn check_file(&self) -> Result<(), StoreError> {
+        if self.identity.is_some() && file_identity(&self.path) != self.identity {
+            return Err(StoreError::FileGone(self.path.display().to_string()));
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -157,6 +177,7 @@ impl StateStore for SqliteStore {
     }
 
     async fn read_jobs(&self) -> Result<Vec<PrefixJob>, StoreError> {
+        self.check_file()?;
         let conn = self.lock();
         let mut statement = conn
             .prepare(&format!(
@@ -239,6 +260,7 @@ impl StateStore for SqliteStore {
     }
 
     async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError> {
+        self.check_file()?;
         if changes.is_empty() {
             return Ok(());
         }
@@ -320,6 +342,7 @@ impl StateStore for SqliteStore {
         holder: &str,
         ttl: std::time::Duration,
     ) -> Result<Lease, StoreError> {
+        self.check_file()?;
         let now = Utc::now();
         let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         let mut conn = self.lock();

@@ -8,7 +8,7 @@ from typing import Any
 
 import sts_job_manager as sjm
 
-from ._compat import BaseOperator, checked_options
+from ._compat import AirflowException, BaseOperator, checked_options
 
 
 class _StsOperator(BaseOperator):
@@ -29,7 +29,9 @@ class StsJobManagerRunOperator(_StsOperator):
 
     With ``until_done=True`` it keeps cycling (sleeping ``sleep_timeout``
     between iterations) until no prefix is pending or running, failing after
-    ``timeout`` seconds if given.
+    ``timeout`` seconds if given. A migration that finishes with prefixes in
+    ``error`` (out of retries) fails the task, naming them and their error
+    codes, unless ``allow_failed_prefixes=True``.
     """
 
     def __init__(
@@ -38,6 +40,7 @@ class StsJobManagerRunOperator(_StsOperator):
         options: Mapping[str, Any],
         until_done: bool = False,
         timeout: float | None = None,
+        allow_failed_prefixes: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(options=options, **kwargs)
@@ -47,6 +50,7 @@ class StsJobManagerRunOperator(_StsOperator):
             raise ValueError("timeout applies only with until_done=True")
         self.until_done = until_done
         self.cycle_timeout = timeout
+        self.allow_failed_prefixes = allow_failed_prefixes
 
     def execute(self, context: Any) -> dict[str, Any]:
         manager = sjm.Manager(self.options)
@@ -55,6 +59,16 @@ class StsJobManagerRunOperator(_StsOperator):
         else:
             summary = manager.run_once()
         self.log.info("prefixes per status: %s", summary["counts"])
+        for failure in summary.get("failed", []):
+            codes = ", ".join(f"{c['code']} x{c['count']}" for c in failure["codes"])
+            self.log.error("prefix %r failed: %s", failure["prefix"], codes or "no error codes")
+        if self.until_done and summary.get("failed_count", 0) and not self.allow_failed_prefixes:
+            names = ", ".join(repr(f["prefix"]) for f in summary.get("failed", [])[:10])
+            raise AirflowException(
+                f"the migration finished with {summary['failed_count']} prefixes in error "
+                f"({names}); requeue them with sts-requeue after fixing the cause, or pass "
+                "allow_failed_prefixes=True"
+            )
         return summary
 
 

@@ -21,6 +21,10 @@ pub struct Faults {
     /// Jobs created while this is set do not start on their own (as when
     /// STS misses a one-time job's date); `transferJobs.run` still runs them.
     pub skip_scheduled_starts: bool,
+    /// Every `transferJobs.create` is refused with this google.rpc code
+    /// (`INVALID_ARGUMENT`, `PERMISSION_DENIED`, ...), as STS refuses a
+    /// request it will never accept.
+    pub refuse_creates: Option<String>,
 }
 
 impl Default for Faults {
@@ -32,6 +36,7 @@ impl Default for Faults {
             freeze_counters: false,
             max_in_progress: 200,
             skip_scheduled_starts: false,
+            refuse_creates: None,
         }
     }
 }

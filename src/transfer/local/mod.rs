@@ -499,6 +499,20 @@ impl TransferService for LocalEngine {
         if taken.is_some() {
             return Err(TransferError::AlreadyExists(job.name.clone()));
         }
+        if let Some(code) = Faults::load(&self.root.join(ENGINE_DIR)).refuse_creates {
+            let message = format!("refused by the engine's refuse_creates fault ({code})");
+            return Err(match code.as_str() {
+                "INVALID_ARGUMENT" => TransferError::InvalidArgument(message),
+                "PERMISSION_DENIED" => TransferError::PermissionDenied(message),
+                "FAILED_PRECONDITION" => TransferError::FailedPrecondition(message),
+                "NOT_FOUND" => TransferError::NotFound(message),
+                _ => TransferError::Api {
+                    http: 500,
+                    status: code,
+                    message,
+                },
+            });
+        }
         self.check_spec(&job.transfer_spec)?;
         let mut created = job.clone();
         created.creation_time = Some(Utc::now());
