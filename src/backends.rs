@@ -53,7 +53,7 @@ pub async fn open_manager(options: Options) -> Result<crate::manager::Manager> {
     let store = open_store(&options)?;
     let transfer = open_transfer(&options, Mode::Execute)?;
     let project = project_id(&options)?;
-    store.read_jobs().await?;
+    store.read_unfinished().await?;
     // Credentials and reachability are checked once, up front: a manager that
     // cannot authenticate exits with the reason instead of failing every cycle.
     // One cheap call: googleServiceAccounts.get, whose answer the manager

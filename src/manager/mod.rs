@@ -141,6 +141,10 @@ pub struct Manager {
     halted: Option<String>,
     service_account: Option<String>,
     checked_buckets: bool,
+    /// Rows `done` (not kept in memory).
+    done_count: usize,
+    /// Counters of the latest operations of finished prefixes.
+    finished: crate::model::Counters,
     /// Who this manager is in the store's lease (`host:pid:nonce`).
     holder: String,
     /// Whether the lease may be ours now (released when dropped).
@@ -174,6 +178,8 @@ impl Manager {
             halted: None,
             service_account: None,
             checked_buckets: false,
+            done_count: 0,
+            finished: crate::model::Counters::default(),
             holder: crate::store::lease_holder(),
             holding_lease: false,
         }
@@ -241,7 +247,8 @@ impl Manager {
         judge_stalls: bool,
     ) -> Result<(), ManagerError> {
         let began = Utc::now();
-        let rows = self.store.read_jobs().await?;
+        // Finished prefixes cost nothing per cycle: only the rest is read.
+        let (rows, total) = self.store.read_unfinished().await?;
         let full = self
             .last_reconcile
             .is_none_or(|t| t.elapsed().as_secs_f64() >= self.options.reconcile_interval);
@@ -312,7 +319,43 @@ impl Manager {
         if judge_stalls {
             self.judge_stalls(&rows, &outcome.latest);
         }
-        self.progress = progress_of(outcome.latest.values().map(|op| &op.counters));
+        // Progress: what finished prefixes copied (counted in full at a
+        // reconcile, then as each finishes) plus what is in flight.
+        if full {
+            let all = sync::latest_operations(
+                &operations,
+                &deleted,
+                &self.options.source_bucket,
+                &self.options.destination_bucket,
+            );
+            let unfinished: HashSet<&str> = rows
+                .iter()
+                .filter(|r| r.status != Status::Done)
+                .map(|r| r.prefix.as_str())
+                .collect();
+            self.finished = crate::model::Counters::default();
+            for (prefix, op) in &all {
+                if !unfinished.contains(prefix.as_str()) {
+                    self.finished += &op.counters;
+                }
+            }
+        } else {
+            for row in rows.iter().filter(|r| r.status == Status::Done) {
+                if let Some(op) = outcome.latest.get(&row.prefix) {
+                    self.finished += &op.counters;
+                }
+            }
+        }
+        let mut counters = self.finished.clone();
+        for row in rows.iter().filter(|r| r.status != Status::Done) {
+            if let Some(op) = outcome.latest.get(&row.prefix) {
+                counters += &op.counters;
+            }
+        }
+        self.progress = progress_of(std::iter::once(&counters));
+        // Prefixes done now leave memory; the count remembers them.
+        rows.retain(|r| r.status != Status::Done);
+        self.done_count = total.saturating_sub(rows.len());
         self.rows = rows;
         self.last_sync = Some(Instant::now());
         if full {
@@ -951,6 +994,9 @@ impl Manager {
 
     fn finish_summary(&self, summary: &mut CycleSummary) {
         summary.counts = count_statuses(&self.rows);
+        if let Some(done) = summary.counts.get_mut(Status::Done.as_str()) {
+            *done += self.done_count;
+        }
         summary.stalled = self.stalled.clone();
         summary.progress = self.progress.clone();
         let now = Utc::now();

@@ -81,6 +81,9 @@ pub trait StateStore: Send + Sync {
     /// Adds prefixes as `waiting`, all or none; prefixes already present stay.
     async fn load_prefixes(&self, prefixes: &[String]) -> Result<LoadReport, StoreError>;
     async fn read_jobs(&self) -> Result<Vec<PrefixJob>, StoreError>;
+    /// The rows not `done` (sorted by prefix) and the number of rows in all:
+    /// what a manager cycle needs, at a cost that follows the work left.
+    async fn read_unfinished(&self) -> Result<(Vec<PrefixJob>, usize), StoreError>;
     async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError>;
     /// For every prefix now in `error`: its failures (history rows in
     /// `error`) since it was last queued (its latest history row in

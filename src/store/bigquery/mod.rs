@@ -455,6 +455,46 @@ impl StateStore for BigQueryStore {
             .collect()
     }
 
+    async fn read_unfinished(&self) -> Result<(Vec<PrefixJob>, usize), StoreError> {
+        let output = self
+            .run(&sql::select_unfinished(&self.jobs), vec![])
+            .await?;
+        let count = |cell: &serde_json::Value| -> Result<usize, StoreError> {
+            let text = text(cell, "total")?;
+            text.parse()
+                .map_err(|_| StoreError::CorruptRow(format!("row count '{text}'")))
+        };
+        let mut total = None;
+        let rows = output
+            .rows
+            .iter()
+            .map(|row| {
+                let [prefix, status_cell, job_name, last_updated, all] = columns::<5>(row)?;
+                total = Some(count(all)?);
+                Ok(PrefixJob {
+                    prefix: text(prefix, "prefix")?,
+                    status: status(status_cell)?,
+                    job_name: optional_text(job_name, "job_name")?,
+                    last_updated: timestamp(last_updated)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let total = match total {
+            Some(total) => total,
+            None => {
+                let output = self.run(&sql::count_rows(&self.jobs), vec![]).await?;
+                match output.rows.first() {
+                    Some(row) => {
+                        let [all] = columns::<1>(row)?;
+                        count(all)?
+                    }
+                    None => 0,
+                }
+            }
+        };
+        Ok((rows, total))
+    }
+
     async fn failure_counts(&self) -> Result<std::collections::HashMap<String, u32>, StoreError> {
         let sql = crate::store::sqlite::failure_counts_sql(&self.jobs.sql(), &self.history.sql());
         let output = self.run(&sql, vec![]).await?;

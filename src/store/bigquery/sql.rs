@@ -268,6 +268,21 @@ pub fn select_jobs(jobs: &TableName) -> String {
     )
 }
 
+/// The unfinished rows and, on each, the table's row count.
+pub fn select_unfinished(jobs: &TableName) -> String {
+    format!(
+        "SELECT prefix, status, job_name, UNIX_MICROS(last_updated) AS last_updated, \
+         (SELECT COUNT(*) FROM {table}) AS total \
+         FROM {table} WHERE status != 'done' ORDER BY prefix",
+        table = jobs.sql()
+    )
+}
+
+/// The table's row count alone (when every row is done).
+pub fn count_rows(jobs: &TableName) -> String {
+    format!("SELECT COUNT(*) AS total FROM {}", jobs.sql())
+}
+
 pub fn select_history(history: &TableName) -> String {
     format!(
         "SELECT prefix, status, job_name, operation_results, \

@@ -1,0 +1,165 @@
+"""A cycle costs what is in flight: the STS list requests of a steady-state
+sync do not grow with finished prefixes or with retries, and what the
+steady state does not list is found by the periodic full reconcile."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import sqlite3
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from google.cloud import storage_transfer
+
+import sts_job_manager as sjm
+from conftest import Emulator, Migration, make_migration
+
+PROJECT = "scale-project"
+
+
+def requests_served(emulator: Emulator) -> int:
+    with urllib.request.urlopen(f"{emulator.url}/_emulator/stats", timeout=10) as response:
+        return int(json.loads(response.read())["requests"])
+
+
+def add_finished_history(migration: Migration, finished: int, retries: int) -> None:
+    """`finished` prefixes done long ago, each with `retries` failed
+    operations before its successful one, straight into state and engine."""
+    old = [f"old/{i:05d}/" for i in range(finished)]
+    with sqlite3.connect(migration.state) as db:
+        db.executemany(
+            "INSERT INTO sts_job (prefix, status, job_name, last_updated)"
+            " VALUES (?, 'done', ?, '2026-01-02T00:00:00.000000Z')",
+            [(p, f"transferOperations/old-{i}-{retries + 1}") for i, p in enumerate(old)],
+        )
+    operations = []
+    for i, prefix in enumerate(old):
+        job = f"transferJobs/sts-jm-old-{i}"
+        for attempt in range(1, retries + 2):
+            status = "SUCCESS" if attempt == retries + 1 else "FAILED"
+            op = {
+                "name": f"transferOperations/old-{i}-{attempt}",
+                "projectId": PROJECT,
+                "transferSpec": {
+                    "gcsDataSource": {"bucketName": migration.source_bucket},
+                    "gcsDataSink": {"bucketName": migration.destination_bucket},
+                    "objectConditions": {"includePrefixes": [prefix]},
+                },
+                "status": status,
+                "transferJobName": job,
+                "startTime": f"2026-01-01T00:{attempt:02d}:00Z",
+            }
+            operations.append((op["name"], job, status, json.dumps(op)))
+    with sqlite3.connect(migration.root / ".sts-engine" / "engine.db") as db:
+        db.executemany(
+            "INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
+            f" VALUES (?, ?, '{PROJECT}', ?, '2026-01-01T01:00:00Z', ?)",
+            operations,
+        )
+
+
+def steady_sync_requests(base: Path, finished: int, retries: int) -> int:
+    """STS requests of one steady-state `run_once` (two syncs, no start)
+    while 20 prefixes run, after `finished` prefixes finished earlier."""
+    migration = make_migration(base, prefixes=20, files_per_prefix=2, size=20_000)
+    migration.prepare()
+    emulator = Emulator(migration.root)
+    try:
+        add_finished_history(migration, finished, retries)
+        emulator.set_faults(bytes_per_second=1000)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
+            manager = sjm.Manager(
+                migration.options(
+                    transfer="sts", project=PROJECT, max_concurrent_jobs=20, reconcile_interval=3600
+                )
+            )
+            deadline = time.monotonic() + 60
+            while manager.run_once()["counts"]["running"] < 20:
+                assert time.monotonic() < deadline, "20 prefixes never ran at once"
+            before = requests_served(emulator)
+            summary = manager.run_once()
+            assert summary["counts"] == {
+                "done": finished,
+                "error": 0,
+                "paused": 0,
+                "running": 20,
+                "waiting": 0,
+            }
+            assert not summary["reconciled"] and summary["started"] == []
+            return requests_served(emulator) - before
+    finally:
+        emulator.stop()
+
+
+def test_list_requests_per_sync_do_not_grow_with_history(tmp_path: Path) -> None:
+    small = steady_sync_requests(tmp_path / "a", finished=1000, retries=0)
+    large = steady_sync_requests(tmp_path / "b", finished=3000, retries=0)
+    retried = steady_sync_requests(tmp_path / "c", finished=3000, retries=2)
+    print(f"requests per steady run_once (2 syncs): {small}, {large}, {retried}")
+    assert small == large == retried
+    assert small <= 2 * 5, "at most 5 list requests per sync"
+
+
+def test_an_operation_started_elsewhere_is_found_by_the_full_reconcile(
+    migration: Migration, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration.prepare()
+    emulator = Emulator(migration.root)
+    monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
+    client = storage_transfer.StorageTransferServiceClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulator.url},
+    )
+    outside = migration.prefixes[-1]
+    try:
+        emulator.set_faults(bytes_per_second=500)
+        manager = sjm.Manager(
+            migration.options(
+                transfer="sts", project=PROJECT, max_concurrent_jobs=1, reconcile_interval=5
+            )
+        )
+        first = manager.run_once()
+        assert first["reconciled"] and first["counts"]["running"] == 1
+        began = time.monotonic()
+        today = datetime.datetime.now(datetime.timezone.utc).date()
+        date = {"year": today.year, "month": today.month, "day": today.day}
+        job = client.create_transfer_job(
+            {
+                "transfer_job": {
+                    "project_id": PROJECT,
+                    "status": 1,
+                    "transfer_spec": {
+                        "gcs_data_source": {"bucket_name": migration.source_bucket},
+                        "gcs_data_sink": {"bucket_name": migration.destination_bucket},
+                        "object_conditions": {"include_prefixes": [outside]},
+                    },
+                    "schedule": {"schedule_start_date": date, "schedule_end_date": date},
+                }
+            }
+        )
+        steady = manager.run_once()
+        assert time.monotonic() - began < 5, "too slow to see a steady-state sync"
+        assert not steady["reconciled"]
+        assert migration.jobs()[outside] == ("waiting", None), "not listed in steady state"
+        time.sleep(max(0.0, 5.2 - (time.monotonic() - began)))
+        full = manager.run_once()
+        assert full["reconciled"]
+        status, name = migration.jobs()[outside]
+        ops = [op for op in migration.operations() if op["transferJobName"] == job.name]
+        assert status == "running" and [op["name"] for op in ops] == [name]
+        ours = [
+            op
+            for op in migration.operations()
+            if op["transferJobName"].startswith("transferJobs/sts-jm-")
+            and op["transferSpec"]["objectConditions"]["includePrefixes"] == [outside]
+        ]
+        assert ours == [], "followed, not started a second time"
+    finally:
+        client.transport.close()
+        emulator.stop()
