@@ -1,6 +1,8 @@
-//! One manager cycle over N prefixes on the SQLite store (default 100,000),
-//! every prefix changing status at once (the worst case): wall time,
-//! statements issued and peak memory. Run: `cargo bench --bench sync_cycle [-- N]`.
+//! One manager cycle over N prefixes on the SQLite store (default 100,000):
+//! every prefix changing status at once (the worst case), or with `steady`
+//! a steady-state cycle where all but 300 prefixes are done and the 300
+//! run on. Wall time, statements issued and peak memory.
+//! Run: `cargo bench --bench sync_cycle -- [N] [steady]`.
 //! The transfer service is an in-memory list of operations, so the figures
 //! are the store's and the sync rules', not a transfer backend's.
 
@@ -80,6 +82,9 @@ fn main() {
         .filter_map(|a| a.parse().ok())
         .next()
         .unwrap_or(100_000);
+    if std::env::args().any(|a| a == "steady") {
+        return steady(count);
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(
         SqliteStore::open(&dir.path().join("state.db"), "sts_job", "sts_job_history")
@@ -161,6 +166,124 @@ fn main() {
          (2 reads, 2 writes per sync), peak RSS {:.0} MiB (RSS {:.0} MiB before the cycle, \
          with the {count} listed operations built)",
         elapsed.as_secs_f64(),
+        memory_mib("VmHWM:"),
+        rss_before
+    );
+}
+
+/// Resets the peak-RSS mark, so VmHWM measures what follows.
+fn reset_peak() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn operation(prefix: &str, status: OperationStatus) -> TransferOperation {
+    let bucket = |b: &str| {
+        Some(GcsData {
+            bucket_name: b.into(),
+            path: String::new(),
+        })
+    };
+    TransferOperation {
+        name: format!("transferOperations/{prefix}"),
+        project_id: "bench".into(),
+        transfer_spec: TransferSpec {
+            gcs_data_source: bucket("migration-source"),
+            gcs_data_sink: bucket("migration-destination"),
+            object_conditions: Some(ObjectConditions {
+                include_prefixes: vec![prefix.to_string()],
+            }),
+            transfer_options: None,
+        },
+        start_time: Some(Utc::now()),
+        end_time: None,
+        status,
+        counters: Counters {
+            objects_found_from_source: 10,
+            objects_copied_to_sink: 5,
+            ..Counters::default()
+        },
+        error_breakdowns: vec![],
+        transfer_job_name: format!("transferJobs/sts-jm-{prefix}"),
+    }
+}
+
+/// All but 300 prefixes done; the 300 running. After a first cycle (the
+/// start-up reconcile), one steady-state cycle is measured.
+fn steady(count: usize) {
+    const RUNNING: usize = 300;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("state.db"), "sts_job", "sts_job_history")
+            .expect("open"),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let running: Vec<String> = runtime.block_on(async {
+        store.prepare().await.expect("prepare");
+        let now = Utc::now();
+        let mut running = Vec::new();
+        for chunk in (0..count).collect::<Vec<_>>().chunks(100_000) {
+            let prefixes: Vec<String> = chunk.iter().map(|i| format!("logs/{i:07}/")).collect();
+            store.load_prefixes(&prefixes).await.expect("load");
+            let updates = prefixes
+                .iter()
+                .map(|p| {
+                    let index: usize = p[5..12].parse().unwrap_or(0);
+                    JobUpdate {
+                        prefix: p.clone(),
+                        status: if index < RUNNING {
+                            Status::Running
+                        } else {
+                            Status::Done
+                        },
+                        job_name: Some(format!("transferOperations/{p}")),
+                        last_updated: now,
+                    }
+                })
+                .collect();
+            store
+                .apply(&ChangeSet {
+                    updates,
+                    history: vec![],
+                })
+                .await
+                .expect("apply");
+            running.extend(
+                prefixes
+                    .into_iter()
+                    .filter(|p| p[5..12].parse::<usize>().unwrap_or(0) < RUNNING),
+            );
+        }
+        running
+    });
+    let operations = running
+        .iter()
+        .map(|p| operation(p, OperationStatus::InProgress))
+        .collect();
+    let options = Options {
+        project: Some("bench".into()),
+        max_concurrent_jobs: RUNNING as u32,
+        ..Options::default()
+    };
+    let mut manager = Manager::new(
+        store.clone(),
+        Arc::new(Listed(operations)),
+        options,
+        "bench".into(),
+    );
+    runtime.block_on(manager.run_once()).expect("first cycle");
+    reset_peak();
+    let rss_before = memory_mib("VmRSS:");
+    let before = store.statements_issued();
+    let started = Instant::now();
+    let summary = runtime.block_on(manager.run_once()).expect("cycle");
+    let elapsed = started.elapsed();
+    assert_eq!(summary.counts["done"], count - RUNNING);
+    assert_eq!(summary.counts["running"], RUNNING);
+    println!(
+        "steady-state cycle over {count} prefixes ({RUNNING} running, the rest done): {:.3} s wall, \
+         {} statements, peak RSS during the cycle {:.0} MiB (RSS {:.0} MiB before it)",
+        elapsed.as_secs_f64(),
+        store.statements_issued() - before,
         memory_mib("VmHWM:"),
         rss_before
     );

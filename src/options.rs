@@ -63,6 +63,7 @@ const SPECS: &[OptionSpec] = &[
     OptionSpec { name: "lease-seconds", kind: Kind::Seconds, help: "How long the manager's hold on the job table lasts without renewal; a second manager waits it out (default: 300)" },
     OptionSpec { name: "max-retries", kind: Kind::Count, help: "Times a failed prefix is started again, each after a longer wait (1, 2, 4, ... job intervals); past it the prefix stays 'error' until requeued (default: 3)" },
     OptionSpec { name: "allow-overlapping-prefixes", kind: Kind::Flag, help: "Load prefixes even when one is a prefix of another (their common objects are then copied twice)" },
+    OptionSpec { name: "no-job-reuse", kind: Kind::Flag, help: "Create one transfer job per prefix (the original's way) instead of reusing a pool of jobs, patched and run for each start; STS allows 5,000 creates a day" },
     OptionSpec { name: "reconcile-interval", kind: Kind::Seconds, help: "Seconds between full reconciles, which list every transfer operation of the project to see those started or deleted outside the manager (default: 86400)" },
 ];
 
@@ -137,6 +138,7 @@ pub struct Options {
     pub max_retries: u32,
     pub allow_overlapping_prefixes: bool,
     pub reconcile_interval: f64,
+    pub no_job_reuse: bool,
 }
 
 impl Default for Options {
@@ -168,6 +170,7 @@ impl Default for Options {
             max_retries: 3,
             allow_overlapping_prefixes: false,
             reconcile_interval: 86400.0,
+            no_job_reuse: false,
         }
     }
 }
@@ -296,6 +299,7 @@ impl Options {
             "max-retries" => self.max_retries = count(name, value)?,
             "allow-overlapping-prefixes" => self.allow_overlapping_prefixes = flag(name, value)?,
             "reconcile-interval" => self.reconcile_interval = seconds(name, value)?,
+            "no-job-reuse" => self.no_job_reuse = flag(name, value)?,
             other => return Err(OptionsError::UnknownOption(other.to_string())),
         }
         Ok(())

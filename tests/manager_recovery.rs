@@ -17,9 +17,12 @@ use sts_job_manager::transfer::{JobFilter, OperationFilter, TransferError, Trans
 const PROJECT: &str = "recovery-project";
 const PREFIXES: [&str; 3] = ["a/", "b/", "c/"];
 
+/// One job per prefix (the path these tests prove idempotent); the pool of
+/// reusable jobs has its own test below.
 fn options(start_timeout: f64) -> Options {
     Options {
         start_timeout,
+        no_job_reuse: true,
         ..Options::default()
     }
 }
@@ -234,4 +237,54 @@ async fn a_start_whose_operation_never_appears_is_run_again_once() {
         2 * PREFIXES.len(),
         "a start and a restart recorded per prefix"
     );
+}
+
+#[tokio::test]
+async fn reusable_jobs_started_before_a_crash_are_adopted_not_doubled() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine(&dir.path().join("buckets"));
+    std::fs::write(
+        dir.path().join("buckets/.sts-engine/faults.json"),
+        r#"{"bytes_per_second": 1}"#,
+    )
+    .unwrap();
+    // The table as it was before the crash: every prefix waiting.
+    let state = store(&dir.path().join("state.db")).await;
+    // A manager runs every prefix on reusable jobs, then dies before its
+    // state is written (its writes went to a store now lost).
+    let lost = store(&dir.path().join("lost.db")).await;
+    let pooled = Options {
+        start_timeout: 1800.0,
+        ..Options::default()
+    };
+    let mut first = Manager::new(lost, engine.clone(), pooled.clone(), PROJECT.into());
+    assert_eq!(start_all(&mut first).await, PREFIXES.to_vec());
+    drop(first);
+    let per_job = operations_per_job(engine.as_ref()).await;
+    assert!(
+        per_job.iter().all(|(job, _)| job.contains("/sts-jm-pool-")),
+        "{per_job:?}"
+    );
+
+    // Restarted on the real table: the start-up reconcile finds each
+    // prefix's operation, and nothing is started again.
+    let mut second = Manager::new(state.clone(), engine.clone(), pooled, PROJECT.into());
+    let summary = second.run_once().await.unwrap();
+    assert!(summary.started.is_empty(), "{summary:?}");
+    let all = engine
+        .list_operations(&OperationFilter {
+            project_id: PROJECT.into(),
+            ..OperationFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), PREFIXES.len(), "one operation per prefix");
+    let names: std::collections::HashSet<String> = all.into_iter().map(|op| op.name).collect();
+    for row in state.read_jobs().await.unwrap() {
+        assert_eq!(row.status, Status::Running, "{row:?}");
+        assert!(
+            names.contains(row.job_name.as_deref().unwrap_or_default()),
+            "{row:?}"
+        );
+    }
 }

@@ -250,6 +250,7 @@ async fn transient_errors_are_retried() {
     let faults = ApiFaults {
         api_error_rate: 0.5,
         api_error_codes: vec![429, 503],
+        ..ApiFaults::default()
     };
     let emulator = start_emulator(faults).await;
     let client = Arc::new(client(&emulator.endpoint));
@@ -394,5 +395,69 @@ async fn a_repeated_page_token_is_an_error_not_a_loop() {
             .to_string()
             .contains("page token 'same-token' a second time"),
         "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_emulator_enforces_quotas_when_asked() {
+    let mut faults = ApiFaults::default();
+    faults.quotas.insert("create_per_day".into(), 2);
+    faults.quotas.insert("read_per_minute".into(), 3);
+    let emulator = start_emulator(faults).await;
+    let impatient = StsClient::new(
+        &emulator.endpoint,
+        GoogleAuth::anonymous(),
+        RetryPolicy {
+            attempts: 1,
+            ..RetryPolicy::default()
+        },
+    )
+    .unwrap()
+    .without_pacing();
+    let job = |name: &str| TransferJob {
+        name: format!("transferJobs/sts-jm-{name}"),
+        description: String::new(),
+        project_id: "proj".into(),
+        transfer_spec: TransferSpec {
+            gcs_data_source: Some(GcsData {
+                bucket_name: "src-bucket".into(),
+                path: String::new(),
+            }),
+            gcs_data_sink: Some(GcsData {
+                bucket_name: "dst-bucket".into(),
+                path: String::new(),
+            }),
+            object_conditions: None,
+            transfer_options: None,
+        },
+        schedule: None,
+        status: JobStatus::Enabled,
+        latest_operation_name: None,
+        creation_time: None,
+        deletion_time: None,
+    };
+    impatient.create_job(&job("q1")).await.unwrap();
+    impatient.create_job(&job("q2")).await.unwrap();
+    let third = impatient.create_job(&job("q3")).await.unwrap_err();
+    assert!(
+        third.to_string().contains("create requests per day (2)"),
+        "{third}"
+    );
+    // Runs are in no quota group; patches are updates.
+    impatient
+        .run_job("transferJobs/sts-jm-q1", "proj")
+        .await
+        .unwrap();
+    let filter = JobFilter {
+        project_id: "proj".into(),
+        ..JobFilter::default()
+    };
+    for _ in 0..3 {
+        impatient.list_jobs(&filter).await.unwrap();
+    }
+    let fourth = impatient.list_jobs(&filter).await.unwrap_err();
+    assert!(
+        fourth.to_string().contains("read requests per minute (3)"),
+        "{fourth}"
     );
 }

@@ -16,7 +16,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import storage_transfer
 
 import sts_job_manager as sjm
-from conftest import Emulator, Migration, make_migration
+from conftest import FAST, Emulator, Migration, make_migration, tool
 
 PROJECT = "scale-project"
 
@@ -163,3 +163,69 @@ def test_an_operation_started_elsewhere_is_found_by_the_full_reconcile(
     finally:
         client.transport.close()
         emulator.stop()
+
+
+def test_job_reuse_carries_a_migration_past_the_daily_create_quota(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = make_migration(tmp_path, prefixes=200, files_per_prefix=1, size=200)
+    migration.prepare()
+    emulator = Emulator(migration.root, "--quota", "create_per_day=20")
+    monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
+    try:
+        result = tool(
+            "sts-job-manager",
+            "--state",
+            f"sqlite:{migration.state}",
+            "--transfer",
+            "sts",
+            "--project",
+            PROJECT,
+            *FAST,
+            "--max-concurrent-jobs",
+            "10",
+            "--exit-when-done",
+            check=False,
+            timeout=600,
+        )
+    finally:
+        emulator.stop()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {s for s, _ in migration.jobs().values()} == {"done"}
+    migration.assert_copied()
+    migration.assert_no_overlapping_operations()
+    ops = migration.operations()
+    prefixes = [op["transferSpec"]["objectConditions"]["includePrefixes"][0] for op in ops]
+    assert sorted(prefixes) == sorted(migration.prefixes), "every prefix copied exactly once"
+    jobs = migration.engine_jobs()
+    print(f"{len(jobs)} jobs created for {len(ops)} prefixes started")
+    assert len(jobs) <= 20
+
+
+def test_a_freed_slot_is_taken_at_the_next_sync(tmp_path: Path) -> None:
+    migration = make_migration(tmp_path, prefixes=3, files_per_prefix=1, size=200)
+    migration.prepare()
+    # Job interval 60 s: the ramp stays at one slot for the whole test.
+    result = tool(
+        "sts-job-manager",
+        *migration.backend_args(),
+        "--sleep-timeout",
+        "0.2",
+        "--metrics-interval",
+        "0.2",
+        "--job-interval",
+        "60",
+        "--max-concurrent-jobs",
+        "5",
+        "--exit-when-done",
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    ops = sorted(migration.operations(), key=lambda op: op["startTime"])
+    assert len(ops) == 3
+    for earlier, later in zip(ops, ops[1:]):
+        ended = datetime.datetime.fromisoformat(earlier["endTime"])
+        started = datetime.datetime.fromisoformat(later["startTime"])
+        assert started >= ended, "one slot: one operation at a time"
+        assert (started - ended).total_seconds() < 30, "the slot waited for a job interval"

@@ -23,6 +23,10 @@ options:
   --skip-scheduled-starts  new one-time jobs do not start on their own (run still works)
   --api-error-rate F       share of API requests answered with an error (0 to 1)
   --api-error-codes LIST   comma-separated HTTP codes for those errors (default 429,503)
+  --sts-quotas             enforce STS's per-project quotas (create 600/min and
+                           5,000/day, read 1,500/min, update and delete 600/min,
+                           pause/resume/cancel 900/min): 429 RESOURCE_EXHAUSTED
+  --quota NAME=N           enforce one quota (create_per_day=20, read_per_minute=100, ...)
 
 Faults can be changed while it runs: POST a JSON object with the same names
 (underscores) to /_emulator/faults; GET it to read them.
@@ -87,6 +91,18 @@ fn parse(args: &[String]) -> Result<Option<Settings>, String> {
                     number(flag, value(flag)?)? as usize
             }
             "--api-error-rate" => api.api_error_rate = number(flag, value(flag)?)?,
+            "--sts-quotas" => api.sts_quotas = true,
+            "--quota" => {
+                let text = value(flag)?;
+                let (name, limit) = text
+                    .split_once('=')
+                    .ok_or_else(|| format!("--quota: '{text}' is not NAME=N"))?;
+                let limit = limit
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| format!("--quota: '{limit}' is not a whole number"))?;
+                api.quotas.insert(name.trim().to_string(), limit);
+            }
             "--api-error-codes" => {
                 api.api_error_codes = value(flag)?
                     .split(',')

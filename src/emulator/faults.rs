@@ -16,6 +16,34 @@ pub struct ApiFaults {
     pub api_error_rate: f64,
     /// HTTP codes to answer with, picked in turn (429 and 503 by default).
     pub api_error_codes: Vec<u16>,
+    /// STS's per-project quotas to enforce (429 RESOURCE_EXHAUSTED past
+    /// them), by name: `create_per_day`, `create_per_minute`,
+    /// `read_per_minute`, `update_per_minute`, `delete_per_minute`,
+    /// `control_per_minute` (pause, resume, cancel). Empty: none enforced;
+    /// `sts_quotas: true` sets STS's published values.
+    pub quotas: std::collections::BTreeMap<String, u64>,
+    pub sts_quotas: bool,
+}
+
+/// STS's published quotas per project (STS_API.md "Service limits").
+pub const STS_QUOTAS: [(&str, u64); 6] = [
+    ("create_per_day", 5000),
+    ("create_per_minute", 600),
+    ("read_per_minute", 1500),
+    ("update_per_minute", 600),
+    ("delete_per_minute", 600),
+    ("control_per_minute", 900),
+];
+
+impl ApiFaults {
+    /// The limit in force for `name`: a set one, else STS's when asked.
+    pub fn quota(&self, name: &str) -> Option<u64> {
+        self.quotas.get(name).copied().or_else(|| {
+            self.sts_quotas
+                .then(|| STS_QUOTAS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v))
+                .flatten()
+        })
+    }
 }
 
 impl Default for ApiFaults {
@@ -23,6 +51,8 @@ impl Default for ApiFaults {
         ApiFaults {
             api_error_rate: 0.0,
             api_error_codes: vec![429, 503],
+            quotas: Default::default(),
+            sts_quotas: false,
         }
     }
 }
@@ -43,11 +73,21 @@ impl ApiFaults {
         {
             return Err("api_error_codes must list HTTP error codes (400-599)".into());
         }
+        if let Some(name) = self
+            .quotas
+            .keys()
+            .find(|k| !STS_QUOTAS.iter().any(|(n, _)| n == k))
+        {
+            return Err(format!(
+                "unknown quota '{name}' (known: {})",
+                STS_QUOTAS.map(|(n, _)| n).join(", ")
+            ));
+        }
         Ok(())
     }
 }
 
-const API_KEYS: [&str; 2] = ["api_error_rate", "api_error_codes"];
+const API_KEYS: [&str; 4] = ["api_error_rate", "api_error_codes", "quotas", "sts_quotas"];
 
 /// Applies a control request `{...api faults, ...engine faults}`: API faults
 /// are returned, engine faults merged into `faults.json`. All checked first.

@@ -43,6 +43,26 @@ struct Emulator {
     requests: AtomicU64,
     /// Requests considered for fault injection.
     fault_draws: AtomicU64,
+    /// Calls per quota group: (times in the last minute, count in the day).
+    usage: Mutex<HashMap<&'static str, (std::collections::VecDeque<std::time::Instant>, u64)>>,
+}
+
+/// The STS quota group a request counts against (STS_API.md): `run` is in
+/// none; a patch to DELETED is a delete.
+fn quota_group(method: &str, path: &str, body: &str) -> Option<&'static str> {
+    let resource = path.strip_prefix("/v1/")?;
+    match (method, resource) {
+        ("POST", "transferJobs") => Some("create"),
+        ("GET", _) => Some("read"),
+        ("POST", r) if r.ends_with(":run") => None,
+        ("PATCH", _) if body.contains("DELETED") || body.contains("\"status\": 3") => {
+            Some("delete")
+        }
+        ("DELETE", _) => Some("delete"),
+        ("PATCH", _) => Some("update"),
+        ("POST", r) if r.starts_with("transferOperations/") => Some("control"),
+        _ => None,
+    }
 }
 
 impl Emulator {
@@ -62,6 +82,39 @@ impl Emulator {
         let after = ((n + 1) as f64 * faults.api_error_rate).floor();
         (after > before)
             .then(|| faults.api_error_codes[(after as usize) % faults.api_error_codes.len()])
+    }
+
+    /// Counts a call against its quota group; the quota it exceeds, if any
+    /// (the call is then refused and not counted, as on STS).
+    fn over_quota(&self, group: &'static str) -> Option<String> {
+        let faults = self
+            .api_faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let per_minute = faults.quota(&format!("{group}_per_minute"));
+        let per_day = faults.quota(&format!("{group}_per_day"));
+        if per_minute.is_none() && per_day.is_none() {
+            return None;
+        }
+        let mut usage = self.usage.lock().unwrap_or_else(|p| p.into_inner());
+        let (recent, today) = usage.entry(group).or_default();
+        let now = std::time::Instant::now();
+        while recent
+            .front()
+            .is_some_and(|t| now.duration_since(*t).as_secs() >= 60)
+        {
+            recent.pop_front();
+        }
+        if let Some(limit) = per_day.filter(|limit| *today >= *limit) {
+            return Some(format!("{group} requests per day ({limit})"));
+        }
+        if let Some(limit) = per_minute.filter(|limit| recent.len() as u64 >= *limit) {
+            return Some(format!("{group} requests per minute ({limit})"));
+        }
+        recent.push_back(now);
+        *today += 1;
+        None
     }
 
     fn control(&self, method: &str, body: &str) -> Reply {
@@ -129,6 +182,13 @@ async fn handle(
         }
     } else if let Some(code) = emulator.injected_error() {
         Reply::error(code, "injected by sts-emulator")
+    } else if let Some(quota) =
+        quota_group(&method, &path, &body).and_then(|group| emulator.over_quota(group))
+    {
+        Reply::error(
+            429,
+            format!("Quota exceeded for quota metric '{quota}' of service storagetransfer.googleapis.com"),
+        )
     } else {
         routes::route(&emulator.engine, &method, &path, &query, &body).await
     };
@@ -171,6 +231,7 @@ pub async fn serve(
         api_faults: Mutex::new(api_faults),
         requests: AtomicU64::new(0),
         fault_draws: AtomicU64::new(0),
+        usage: Mutex::new(HashMap::new()),
     });
     ready(address);
     tokio::pin!(stop);

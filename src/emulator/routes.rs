@@ -300,8 +300,19 @@ fn patch_job(engine: &LocalEngine, name: &str, body: &str) -> Result<Reply, Repl
     }
     let mut status = None;
     let mut description = None;
+    let mut spec = None;
     for field in &fields {
         match field.as_str() {
+            "transfer_spec" | "transferSpec" => {
+                let value = update
+                    .get("transferSpec")
+                    .cloned()
+                    .ok_or_else(|| bad("transferJob.transferSpec is missing"))?;
+                spec = Some(
+                    serde_json::from_value::<crate::model::TransferSpec>(value)
+                        .map_err(|e| bad(format!("transferSpec: {e}")))?,
+                );
+            }
             "status" => {
                 status = Some(
                     update
@@ -321,6 +332,12 @@ fn patch_job(engine: &LocalEngine, name: &str, body: &str) -> Result<Reply, Repl
             }
             other => return Err(bad(format!("the emulator cannot update field '{other}'"))),
         }
+    }
+    if let Some(spec) = &spec {
+        engine.patch_job_spec(name, &project, spec)?;
+    }
+    if status.is_none() && description.is_none() {
+        return Ok(Reply::ok(to_json(&engine.get_job(name, &project)?)?));
     }
     Ok(Reply::ok(to_json(&engine.patch_job(
         name,

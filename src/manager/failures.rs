@@ -178,6 +178,11 @@ pub struct Streak {
 pub const HALT_AFTER: u32 = 3;
 
 impl Streak {
+    /// Whether the last outcome was a permanent failure.
+    pub fn active(&self) -> bool {
+        self.count > 0
+    }
+
     /// Records one outcome (a permanent cause, or `None` for a success or a
     /// failure worth retrying); returns the cause and count once the streak
     /// reaches [`HALT_AFTER`].

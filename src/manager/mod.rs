@@ -3,7 +3,7 @@
 
 pub mod failures;
 mod lease;
-pub mod ramp;
+pub mod plan;
 pub mod stall;
 pub mod sync;
 
@@ -21,9 +21,10 @@ use crate::model::{OperationStatus, TransferJob, TransferOptions, TransferSpec};
 use crate::options::Options;
 use crate::store::{StateStore, StoreError};
 use crate::transfer::{
-    job_name_for_prefix, JobFilter, OperationFilter, TransferError, TransferService,
+    self, job_name_for_prefix, JobFilter, OperationFilter, TransferError, TransferService,
 };
 use failures::{permanent_cause, retry_state, Failure, Retry, Streak};
+use plan::Planned;
 use stall::{stalled_prefixes, RunningSnapshot};
 use sync::{ChangeSet, JobUpdate};
 
@@ -67,6 +68,8 @@ pub const NAME_CHUNK: usize = 100;
 /// Operations created this long before the previous sync began are listed
 /// again: clocks and listing lag.
 const CREATION_MARGIN_SECONDS: i64 = 600;
+/// Starts of one round in flight at once.
+const START_CONCURRENCY: usize = 8;
 /// At most this many failed prefixes are listed in a summary.
 pub const MAX_LISTED_FAILURES: usize = 100;
 
@@ -143,6 +146,13 @@ pub struct Manager {
     checked_buckets: bool,
     /// Rows `done` (not kept in memory).
     done_count: usize,
+    /// Slots open now: grows 1, 3, 9, ... at each job interval.
+    ramp_level: usize,
+    /// Reusable jobs in use: job name -> the prefix its operation copies.
+    pool_busy: HashMap<String, String>,
+    /// Reusable jobs that can be neither patched nor created (deleted by
+    /// someone: their name stays taken); skipped from then on.
+    pool_dead: std::sync::Mutex<HashSet<String>>,
     /// Counters of the latest operations of finished prefixes.
     finished: crate::model::Counters,
     /// Who this manager is in the store's lease (`host:pid:nonce`).
@@ -179,6 +189,9 @@ impl Manager {
             service_account: None,
             checked_buckets: false,
             done_count: 0,
+            ramp_level: 0,
+            pool_busy: HashMap::new(),
+            pool_dead: std::sync::Mutex::new(HashSet::new()),
             finished: crate::model::Counters::default(),
             holder: crate::store::lease_holder(),
             holding_lease: false,
@@ -215,9 +228,17 @@ impl Manager {
             self.sync_state(&mut summary, true).await?;
         }
         if jobs_due {
+            // The ramp grows at job intervals only, and never falls.
             self.last_job_round = Some(Instant::now());
+            self.ramp_level =
+                plan::next_level(self.ramp_level, self.options.max_concurrent_jobs as usize);
             summary.started_jobs_round = true;
+        }
+        if sync_due {
+            // Slots freed since the last sync are taken at once, up to the level.
             self.start_jobs(&mut summary).await?;
+        }
+        if jobs_due {
             // Moments after the first sync: too soon to judge stalls again.
             self.sync_state(&mut summary, false).await?;
         }
@@ -316,6 +337,20 @@ impl Manager {
                 self.failures.remove(&row.prefix);
             }
         }
+        self.pool_busy = rows
+            .iter()
+            .filter(|r| matches!(r.status, Status::Running | Status::Paused))
+            .filter_map(|r| {
+                let job = match outcome.latest.get(&r.prefix) {
+                    Some(op) => op.transfer_job_name.clone(),
+                    None => r
+                        .job_name
+                        .clone()
+                        .filter(|n| n.starts_with("transferJobs/"))?,
+                };
+                Some((job, r.prefix.clone()))
+            })
+            .collect();
         if judge_stalls {
             self.judge_stalls(&rows, &outcome.latest);
         }
@@ -515,7 +550,11 @@ impl Manager {
             })
             .await?;
         let mut taken = HashSet::new();
-        for job in jobs.iter().filter(|j| j.latest_operation_name.is_none()) {
+        // Reusable jobs have no schedule: one that never ran is not a start.
+        for job in jobs
+            .iter()
+            .filter(|j| j.latest_operation_name.is_none() && j.schedule.is_some())
+        {
             for prefix in job.transfer_spec.include_prefixes() {
                 if !waiting.contains(prefix.as_str()) || !taken.insert(prefix.clone()) {
                     continue;
@@ -684,107 +723,238 @@ impl Manager {
         let mut changes = ChangeSet::default();
         self.restart_overdue_starts(now, summary, &mut changes)
             .await;
-        if self.halted.is_some() {
+        apply_updates(&mut self.rows, &changes.updates);
+        if let Some(line) = self.halted.as_ref().filter(|_| summary.started_jobs_round) {
             // Starting more would fail the same way: say it once per round.
-            if let Some(line) = &self.halted {
-                tracing::error!("{line}");
-            }
-            self.store.apply(&changes).await?;
-            apply_updates(&mut self.rows, &changes.updates);
-            return Ok(());
+            tracing::error!("{line}");
         }
-        let counts = count_statuses(&self.rows);
-        let mut running = counts[Status::Running.as_str()];
-        if self.options.allow_new_jobs_when_stalled {
-            running = running.saturating_sub(self.stalled.len());
-        }
-        // Paused first (resuming keeps their progress), then new, then
-        // retries whose wait is over.
-        let mut pending: Vec<PrefixJob> = self
+        let retry_due: HashSet<String> = self
             .rows
             .iter()
-            .filter(|r| match r.status {
-                Status::Paused | Status::Waiting => true,
-                Status::Error => self.retry_of(&r.prefix, r.last_updated, now) == Retry::Due,
-                _ => false,
-            })
-            .cloned()
+            .filter(|r| r.status == Status::Error)
+            .filter(|r| self.retry_of(&r.prefix, r.last_updated, now) == Retry::Due)
+            .map(|r| r.prefix.clone())
             .collect();
-        pending.sort_by_key(|r| match r.status {
-            Status::Paused => 0,
-            Status::Waiting => 1,
-            _ => 2,
+        let stalled: HashSet<String> = self.stalled.iter().cloned().collect();
+        let sizes = HashMap::new();
+        let planned = plan::plan_round(&plan::RoundInput {
+            rows: &self.rows,
+            stalled: &stalled,
+            level: self.ramp_level,
+            max: self.options.max_concurrent_jobs as usize,
+            allow_new_jobs_when_stalled: self.options.allow_new_jobs_when_stalled,
+            retry_due: &retry_due,
+            sizes: &sizes,
+            halted: self.halted.is_some(),
         });
-        let wanted = ramp::jobs_to_start(
-            running,
-            pending.len(),
-            self.options.max_concurrent_jobs as usize,
-        );
-        if wanted > 0 && !self.checked_buckets {
+        if !planned.is_empty() && !self.checked_buckets {
             self.check_buckets().await?;
         }
-        for row in pending.into_iter().take(wanted) {
+        let by_prefix: HashMap<&str, &PrefixJob> =
+            self.rows.iter().map(|r| (r.prefix.as_str(), r)).collect();
+        let mut free_pool = self.free_pool_jobs();
+        let work: Vec<(usize, Planned, PrefixJob, Option<String>)> = planned
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, step)| {
+                let row = by_prefix.get(step.prefix.as_str()).map(|r| (*r).clone())?;
+                // Each start of the round gets its own reusable job.
+                let pooled = match step.action {
+                    plan::Action::Resume(_) => None,
+                    _ => free_pool.as_mut().and_then(Iterator::next),
+                };
+                Some((index, step, row, pooled))
+            })
+            .collect();
+        drop(by_prefix);
+        drop(free_pool);
+        // The round's starts go out together (bounded; the client paces
+        // them under STS's quotas), not one round-trip after another. While
+        // starts are being refused, one at a time: a permanent cause stops
+        // the round at the refusal that proves it.
+        use futures_util::StreamExt;
+        let mut work = work.into_iter().peekable();
+        while work.peek().is_some() {
             if self.halted.is_some() {
                 break;
             }
-            let mut resumed = false;
-            let started = match (row.status, row.job_name.as_deref()) {
-                (Status::Paused, Some(operation)) => {
-                    match self.transfer.resume_operation(operation).await {
-                        Ok(()) => {
-                            resumed = true;
-                            Ok(operation.to_string())
-                        }
-                        Err(e) => {
-                            tracing::warn!(prefix = %row.prefix, "could not resume {operation} ({e}); starting it again");
-                            self.start_job(&row).await
-                        }
-                    }
-                }
-                _ => self.start_job(&row).await,
+            let batch = if self.streak.active() {
+                1
+            } else {
+                START_CONCURRENCY
             };
-            let (status, job_name, results) = match started {
-                Ok(job_name) => {
-                    if resumed {
-                        summary.resumed.push(row.prefix.clone());
-                    } else {
-                        summary.started.push(row.prefix.clone());
-                    }
-                    (Status::Running, Some(job_name), None)
-                }
-                Err(StartError::Refused { job, error }) => {
-                    // STS will refuse this again until a person acts: the
-                    // prefix goes to error with the reason in its history.
-                    let failure =
-                        Failure::of_refusal(&row.prefix, &job, error.code(), &error.detail());
-                    let results = failure.refusal_json();
-                    self.record_failure(failure, now);
-                    summary.errors.push(format!("{}: {error}", row.prefix));
-                    (Status::Error, Some(job), Some(results))
-                }
-                Err(StartError::Transient(e)) => {
-                    tracing::error!(prefix = %row.prefix, code = e.code(), "could not start a transfer job (will try again at the next job round): {e}");
-                    summary.errors.push(format!("{}: {e}", row.prefix));
-                    continue;
-                }
-            };
-            changes.updates.push(JobUpdate {
-                prefix: row.prefix.clone(),
-                status,
-                job_name: job_name.clone(),
-                last_updated: now,
-            });
-            changes.history.push(HistoryRow {
-                prefix: row.prefix.clone(),
-                status,
-                job_name,
-                operation_results: results,
-                timestamp: now,
-            });
+            let chunk: Vec<_> = work.by_ref().take(batch).collect();
+            let this = &*self;
+            let mut outcomes: Vec<(usize, Planned, bool, Result<String, StartError>)> =
+                futures_util::stream::iter(chunk)
+                    .map(|(index, step, row, pooled)| async move {
+                        let (resumed, outcome) = this.execute(&step, &row, pooled.as_deref()).await;
+                        (index, step, resumed, outcome)
+                    })
+                    .buffer_unordered(batch)
+                    .collect()
+                    .await;
+            outcomes.sort_by_key(|(index, ..)| *index);
+            for (_, step, resumed, started) in outcomes {
+                self.record_start(step.prefix, resumed, started, now, summary, &mut changes);
+            }
         }
         self.store.apply(&changes).await?;
         apply_updates(&mut self.rows, &changes.updates);
         Ok(())
+    }
+
+    /// Records one start's outcome in the change set (and the summary).
+    fn record_start(
+        &mut self,
+        prefix: String,
+        resumed: bool,
+        started: Result<String, StartError>,
+        now: DateTime<Utc>,
+        summary: &mut CycleSummary,
+        changes: &mut ChangeSet,
+    ) {
+        let (status, job_name, results) = match started {
+            Ok(job_name) => {
+                if resumed {
+                    summary.resumed.push(prefix.clone());
+                } else {
+                    summary.started.push(prefix.clone());
+                }
+                (Status::Running, Some(job_name), None)
+            }
+            Err(StartError::Refused { job, error }) => {
+                // STS will refuse this again until a person acts: the
+                // prefix goes to error with the reason in its history.
+                let failure = Failure::of_refusal(&prefix, &job, error.code(), &error.detail());
+                let results = failure.refusal_json();
+                self.record_failure(failure, now);
+                summary.errors.push(format!("{prefix}: {error}"));
+                (Status::Error, Some(job), Some(results))
+            }
+            Err(StartError::Transient(e)) => {
+                tracing::error!(prefix = %prefix, code = e.code(), "could not start a transfer job (will try again at the next round): {e}");
+                summary.errors.push(format!("{prefix}: {e}"));
+                return;
+            }
+        };
+        changes.updates.push(JobUpdate {
+            prefix: prefix.clone(),
+            status,
+            job_name: job_name.clone(),
+            last_updated: now,
+        });
+        changes.history.push(HistoryRow {
+            prefix,
+            status,
+            job_name,
+            operation_results: results,
+            timestamp: now,
+        });
+    }
+
+    /// Carries out one planned step; whether it was a resume, and the name
+    /// the row then follows.
+    async fn execute(
+        &self,
+        step: &Planned,
+        row: &PrefixJob,
+        pooled: Option<&str>,
+    ) -> (bool, Result<String, StartError>) {
+        if let plan::Action::Resume(operation) = &step.action {
+            match self.transfer.resume_operation(operation).await {
+                Ok(()) => return (true, Ok(operation.clone())),
+                Err(e) => {
+                    tracing::warn!(prefix = %row.prefix, "could not resume {operation} ({e}); starting it again");
+                }
+            }
+        }
+        let started = match pooled {
+            Some(job) => self.start_pooled(row, job).await,
+            None => self.start_job(row).await,
+        };
+        (false, started)
+    }
+
+    /// Reusable job names not in use, in order (`None` with job reuse off).
+    fn free_pool_jobs(&self) -> Option<impl Iterator<Item = String> + '_> {
+        if self.options.no_job_reuse {
+            return None;
+        }
+        let dead = self
+            .pool_dead
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let (source, sink) = (
+            self.options.source_bucket.clone(),
+            self.options.destination_bucket.clone(),
+        );
+        Some(
+            (0..)
+                .map(move |k| transfer::pool_job_name(&source, &sink, k))
+                .filter(move |name| !self.pool_busy.contains_key(name) && !dead.contains(name)),
+        )
+    }
+
+    /// Starts `row` on the reusable job `job`: its include prefix patched to
+    /// the row's (`transferJobs.patch`: no create quota), then run. Made on
+    /// first use, with no schedule, so it runs only when asked. A crash
+    /// between patch and run leaves a free job; between run and the state
+    /// write, an operation the next sync adopts for the prefix.
+    async fn start_pooled(&self, row: &PrefixJob, job: &str) -> Result<String, StartError> {
+        let spec = self.transfer_spec(&row.prefix);
+        let project = &self.project_id;
+        let refused = |step: Step, error: TransferError| match classify_refusal(step, job, error) {
+            Refusal::Permanent(error) => StartError::Refused {
+                job: job.to_string(),
+                error,
+            },
+            Refusal::Transient(e) => StartError::Transient(e),
+            Refusal::OperationUnderWay(why) => StartError::Transient(
+                TransferError::FailedPrecondition(format!("reusable job {job} is busy: {why}")),
+            ),
+            Refusal::JobDeleted => {
+                StartError::Transient(TransferError::NotFound(format!("reusable job {job}")))
+            }
+        };
+        let dead = |why: &str| {
+            self.pool_dead
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.to_string());
+            StartError::Transient(TransferError::NotFound(format!(
+                "reusable job {job} {why}; another one is used from now on"
+            )))
+        };
+        if row.status == Status::Error {
+            tracing::info!(prefix = %row.prefix, previous = ?row.job_name, attempt = self.attempts.get(&row.prefix).copied().unwrap_or(0) + 1, "retrying a failed prefix");
+        }
+        match self.transfer.patch_transfer_spec(job, project, &spec).await {
+            Ok(()) => {}
+            // A service that cannot patch: one job per prefix, as before.
+            Err(TransferError::Unsupported(_)) => return self.start_job(row).await,
+            Err(TransferError::NotFound(_)) => {
+                let mut created = self.new_job(job.to_string(), &row.prefix);
+                created.schedule = None;
+                created.description = format!(
+                    "Reusable job of STS Job Manager (gs://{} -> gs://{})",
+                    self.options.source_bucket, self.options.destination_bucket
+                );
+                match self.transfer.create_job(&created).await {
+                    Ok(_) => {}
+                    Err(TransferError::AlreadyExists(_)) => return Err(dead("was deleted")),
+                    Err(e) => return Err(refused(Step::Create, e)),
+                }
+            }
+            Err(e) => return Err(refused(Step::Create, e)),
+        }
+        match self.transfer.run_job_for_operation(job, project).await {
+            Ok(Some(operation)) => Ok(operation),
+            Ok(None) => Ok(job.to_string()),
+            Err(TransferError::NotFound(_)) => Err(dead("disappeared")),
+            Err(e) => Err(refused(Step::Run, e)),
+        }
     }
 
     /// Before the first start: both buckets exist, where the backend can
@@ -924,14 +1094,25 @@ impl Manager {
             {
                 continue;
             }
-            tracing::warn!(prefix = %row.prefix, "{job} has shown no operation since {}; running it again", row.last_updated);
-            let restarted = match self.transfer.run_job(job, &self.project_id).await {
-                Ok(()) => Ok(Some(job.to_string())),
-                Err(TransferError::FailedPrecondition(why)) => {
-                    self.follow_active(job, why).await.map(Some)
+            // A reusable job may carry another prefix by now: never run it
+            // again for this one; the prefix is queued for a new start.
+            let reusable = job.contains("/sts-jm-pool-");
+            if reusable {
+                tracing::warn!(prefix = %row.prefix, "{job} has shown no operation for this prefix since {}; queueing it again", row.last_updated);
+            } else {
+                tracing::warn!(prefix = %row.prefix, "{job} has shown no operation since {}; running it again", row.last_updated);
+            }
+            let restarted = if reusable {
+                Ok(None)
+            } else {
+                match self.transfer.run_job(job, &self.project_id).await {
+                    Ok(()) => Ok(Some(job.to_string())),
+                    Err(TransferError::FailedPrecondition(why)) => {
+                        self.follow_active(job, why).await.map(Some)
+                    }
+                    Err(TransferError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
                 }
-                Err(TransferError::NotFound(_)) => Ok(None),
-                Err(e) => Err(e),
             };
             let (status, job_name) = match restarted {
                 Ok(Some(name)) => (Status::Running, Some(name)),
@@ -963,27 +1144,31 @@ impl Manager {
         self.transfer.create_job(&self.new_job(name, prefix)).await
     }
 
-    fn new_job(&self, name: String, prefix: &str) -> TransferJob {
+    fn transfer_spec(&self, prefix: &str) -> TransferSpec {
         let bucket = |b: &str| {
             Some(GcsData {
                 bucket_name: b.to_string(),
                 path: String::new(),
             })
         };
+        TransferSpec {
+            gcs_data_source: bucket(&self.options.source_bucket),
+            gcs_data_sink: bucket(&self.options.destination_bucket),
+            object_conditions: Some(ObjectConditions {
+                include_prefixes: vec![prefix.to_string()],
+            }),
+            transfer_options: Some(TransferOptions {
+                overwrite_objects_already_existing_in_sink: self.options.overwrite_dest_objects,
+            }),
+        }
+    }
+
+    fn new_job(&self, name: String, prefix: &str) -> TransferJob {
         TransferJob {
             name,
             description: format!("Created via STS Job Manager - {prefix}"),
             project_id: self.project_id.clone(),
-            transfer_spec: TransferSpec {
-                gcs_data_source: bucket(&self.options.source_bucket),
-                gcs_data_sink: bucket(&self.options.destination_bucket),
-                object_conditions: Some(ObjectConditions {
-                    include_prefixes: vec![prefix.to_string()],
-                }),
-                transfer_options: Some(TransferOptions {
-                    overwrite_objects_already_existing_in_sink: self.options.overwrite_dest_objects,
-                }),
-            },
+            transfer_spec: self.transfer_spec(prefix),
             schedule: Some(Schedule::one_time(Date::today_utc())),
             status: JobStatus::Enabled,
             latest_operation_name: None,

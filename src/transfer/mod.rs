@@ -10,7 +10,7 @@ pub mod wire;
 
 use async_trait::async_trait;
 
-pub use naming::{job_name_for_prefix, validate_job_name};
+pub use naming::{job_name_for_prefix, pool_job_name, validate_job_name};
 
 use crate::model::{JobStatus, OperationStatus, TransferJob, TransferOperation};
 
@@ -149,6 +149,29 @@ pub trait TransferService: Send + Sync {
     async fn create_job(&self, job: &TransferJob) -> Result<TransferJob, TransferError>;
     /// Starts a new operation of an existing job.
     async fn run_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError>;
+    /// `run_job`, with the new operation's name when the service gives it
+    /// (STS answers `transferJobs.run` with the Operation).
+    async fn run_job_for_operation(
+        &self,
+        job_name: &str,
+        project_id: &str,
+    ) -> Result<Option<String>, TransferError> {
+        self.run_job(job_name, project_id).await.map(|()| None)
+    }
+    /// Replaces a job's transferSpec (`transferJobs.patch`, mask
+    /// `transfer_spec`): the job's next run uses it; a running operation
+    /// keeps the spec it started with.
+    async fn patch_transfer_spec(
+        &self,
+        job_name: &str,
+        project_id: &str,
+        spec: &crate::model::TransferSpec,
+    ) -> Result<(), TransferError> {
+        let _ = (job_name, project_id, spec);
+        Err(TransferError::Unsupported(
+            "this transfer service cannot patch jobs".into(),
+        ))
+    }
     /// Marks a job DELETED.
     async fn delete_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError>;
     async fn pause_operation(&self, name: &str) -> Result<(), TransferError>;

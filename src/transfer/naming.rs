@@ -38,6 +38,14 @@ pub fn job_name_for_prefix(source_bucket: &str, destination_bucket: &str, prefix
     }
 }
 
+/// `transferJobs/sts-jm-pool-<hash>-<k>`: the `k`-th reusable job of one
+/// source and destination. A start patches a free one's include prefix and
+/// runs it, so starts spend no create quota.
+pub fn pool_job_name(source_bucket: &str, destination_bucket: &str, k: usize) -> String {
+    let hash = fnv1a64(&[source_bucket, destination_bucket, "pool"]);
+    format!("transferJobs/sts-jm-pool-{hash:016x}-{k:04}")
+}
+
 /// STS's rules for a client-chosen job name.
 pub fn validate_job_name(name: &str) -> Result<(), TransferError> {
     let invalid = |why: &str| {

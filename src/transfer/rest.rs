@@ -377,16 +377,50 @@ impl TransferService for StsClient {
     }
 
     async fn run_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
+        self.run_job_for_operation(job_name, project_id)
+            .await
+            .map(|_| ())
+    }
+
+    async fn run_job_for_operation(
+        &self,
+        job_name: &str,
+        project_id: &str,
+    ) -> Result<Option<String>, TransferError> {
         let body = json!({ "projectId": project_id });
-        self.call(
-            Quota::Update,
-            Method::POST,
-            &format!("{job_name}:run"),
-            &[],
-            Some(&body),
-        )
-        .await
-        .map(|_| ())
+        // transferJobs.run is in no quota group; pace it with updates.
+        let operation = self
+            .call(
+                Quota::Update,
+                Method::POST,
+                &format!("{job_name}:run"),
+                &[],
+                Some(&body),
+            )
+            .await?;
+        Ok(operation
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|n| n.starts_with("transferOperations/"))
+            .map(str::to_owned))
+    }
+
+    async fn patch_transfer_spec(
+        &self,
+        job_name: &str,
+        project_id: &str,
+        spec: &crate::model::TransferSpec,
+    ) -> Result<(), TransferError> {
+        let spec =
+            serde_json::to_value(spec).map_err(|e| TransferError::Malformed(e.to_string()))?;
+        let body = json!({
+            "projectId": project_id,
+            "transferJob": { "transferSpec": spec },
+            "updateTransferJobFieldMask": "transfer_spec",
+        });
+        self.call(Quota::Update, Method::PATCH, job_name, &[], Some(&body))
+            .await
+            .map(|_| ())
     }
 
     async fn delete_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {

@@ -265,6 +265,30 @@ impl LocalEngine {
         Ok(job)
     }
 
+    /// `transferJobs.patch` of `transferSpec`, checked as a create checks it.
+    pub fn patch_job_spec(
+        &self,
+        name: &str,
+        project_id: &str,
+        spec: &crate::model::TransferSpec,
+    ) -> Result<TransferJob, TransferError> {
+        let mut job = self.get_job(name, project_id)?;
+        if job.status == JobStatus::Deleted {
+            return Err(TransferError::NotFound(format!("{name} is deleted")));
+        }
+        self.check_spec(spec)?;
+        job.transfer_spec = spec.clone();
+        let body = serde_json::to_string(&job).map_err(|e| self.err(e))?;
+        self.lock()
+            .execute(
+                "UPDATE jobs SET body = json_set(?2, '$.latestOperationName',
+                    json_extract(body, '$.latestOperationName')) WHERE name = ?1",
+                params![name, body],
+            )
+            .map_err(|e| self.err(e))?;
+        Ok(job)
+    }
+
     /// `transferJobs.run`: a new operation of the job; its name.
     pub fn run_job_operation(
         &self,
@@ -548,6 +572,23 @@ impl TransferService for LocalEngine {
 
     async fn run_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
         self.run_job_operation(job_name, project_id).map(|_| ())
+    }
+
+    async fn run_job_for_operation(
+        &self,
+        job_name: &str,
+        project_id: &str,
+    ) -> Result<Option<String>, TransferError> {
+        self.run_job_operation(job_name, project_id).map(Some)
+    }
+
+    async fn patch_transfer_spec(
+        &self,
+        job_name: &str,
+        project_id: &str,
+        spec: &crate::model::TransferSpec,
+    ) -> Result<(), TransferError> {
+        self.patch_job_spec(job_name, project_id, spec).map(|_| ())
     }
 
     async fn delete_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
