@@ -109,6 +109,20 @@ def test_pause_all_and_remove_successful_over_http(migration: Migration, sts: Em
     assert any(row[1] == "paused" for row in migration.history())
     assert len(migration.operations()) == len(migration.prefixes), "resumed, not restarted"
 
+    # Reusable jobs are not one-time jobs: the cleanup leaves them alone.
+    removed = tool("sts-remove-successful-one-time-jobs", *args)
+    assert removed.stdout.startswith("Removed 0 ")
+    jobs = migration.engine_jobs()
+    assert jobs and all("/sts-jm-pool-" in job["name"] for job in jobs)
+    assert {job["status"] for job in jobs} == {"ENABLED"}
+
+
+def test_remove_successful_one_time_jobs_over_http(migration: Migration, sts: Emulator) -> None:
+    migration.prepare()
+    manager = sjm.Manager(http_options(migration, no_job_reuse=True))
+    summary = cycle_until(manager, lambda s: s["done"])
+    assert summary["counts"]["done"] == len(migration.prefixes)
+    args = ["--transfer", "sts", "--project", PROJECT]
     removed = tool("sts-remove-successful-one-time-jobs", *args)
     assert removed.stdout.startswith(f"Removed {len(migration.prefixes)} ")
     assert {job["status"] for job in migration.engine_jobs()} == {"DELETED"}
