@@ -60,103 +60,132 @@ impl Manager {
     }
 
     /// Iterates until nothing is pending or running (true) or `deadline`
-    /// passes (false), with the last summary. Errors end the run (the
-    /// caller, an Airflow task say, decides about retrying).
+    /// passes (false), with the last summary: the loop of [`Manager::run`],
+    /// with its error policy. The lease is given up at the end.
     pub async fn run_until_done(
         &mut self,
         deadline: Option<Instant>,
     ) -> Result<(bool, CycleSummary), ManagerError> {
-        let outcome = self.until_done(deadline).await;
+        self.claim_lease().await?;
+        let outcome = self
+            .run_loop(std::future::pending(), true, deadline)
+            .await
+            .map(|end| match end {
+                LoopEnd::Done(summary) => (true, summary),
+                LoopEnd::Deadline(summary) => (false, summary),
+                LoopEnd::Stopped => (false, CycleSummary::default()),
+            });
         self.release_lease().await;
         outcome
     }
 
-    async fn until_done(
+    /// The loop: iterate, sleep what is left of `sleep-timeout`, until
+    /// `stop` resolves or (with `--exit-when-done`) nothing is left to do.
+    pub async fn run(
         &mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ManagerError> {
+        self.claim_lease().await?;
+        let exit_when_done = self.options.exit_when_done;
+        let outcome = self.run_loop(stop, exit_when_done, None).await;
+        self.release_lease().await;
+        match outcome? {
+            LoopEnd::Done(summary) if summary.failed_count > 0 => {
+                Err(finished_with_errors(&summary))
+            }
+            LoopEnd::Done(_) => {
+                tracing::info!("every prefix is finished; exiting");
+                Ok(())
+            }
+            LoopEnd::Stopped | LoopEnd::Deadline(_) => Ok(()),
+        }
+    }
+
+    /// The one run loop and its one error policy: a failed iteration is
+    /// logged and tried again next iteration, unless no later iteration can
+    /// succeed ([`ends_the_run`]); the same permanent cause with nothing left
+    /// running ends it with what to fix.
+    async fn run_loop(
+        &mut self,
+        stop: impl std::future::Future<Output = ()>,
+        until_done: bool,
         deadline: Option<Instant>,
-    ) -> Result<(bool, CycleSummary), ManagerError> {
+    ) -> Result<LoopEnd, ManagerError> {
+        tokio::pin!(stop);
+        let mut last = CycleSummary::default();
         loop {
             let started = Instant::now();
-            let summary = self.iteration().await?;
-            if summary.done {
-                return Ok((true, summary));
-            }
-            let in_flight = summary.counts["running"] + summary.counts["paused"];
-            if let Some(line) = summary.halted.as_ref().filter(|_| in_flight == 0) {
-                return Err(ManagerError::Halted(line.clone()));
+            let outcome = match self.claim_lease().await {
+                Ok(()) => self.step().await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(summary) => {
+                    log_summary(&summary);
+                    let in_flight = summary.counts["running"] + summary.counts["paused"];
+                    if let Some(line) = summary.halted.as_ref().filter(|_| in_flight == 0) {
+                        return Err(ManagerError::Halted(line.clone()));
+                    }
+                    if until_done && summary.done {
+                        return Ok(LoopEnd::Done(summary));
+                    }
+                    last = summary;
+                }
+                Err(e) if ends_the_run(&e) => return Err(e),
+                Err(e) => tracing::error!("iteration failed, trying again next iteration: {e}"),
             }
             let mut rest = Duration::from_secs_f64(self.options.sleep_timeout)
                 .saturating_sub(started.elapsed());
             if let Some(deadline) = deadline {
                 let left = deadline.saturating_duration_since(Instant::now());
                 if left.is_zero() {
-                    return Ok((false, summary));
+                    return Ok(LoopEnd::Deadline(last));
                 }
                 rest = rest.min(left);
             }
-            tokio::time::sleep(rest).await;
-        }
-    }
-
-    /// The loop: iterate, sleep what is left of `sleep-timeout`, until
-    /// `stop` resolves or (with `--exit-when-done`) nothing is left to do.
-    /// A failed iteration is logged and the loop goes on.
-    pub async fn run(
-        &mut self,
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), ManagerError> {
-        self.claim_lease().await?;
-        let outcome = self.run_holding(stop).await;
-        self.release_lease().await;
-        outcome
-    }
-
-    async fn run_holding(
-        &mut self,
-        stop: impl std::future::Future<Output = ()>,
-    ) -> Result<(), ManagerError> {
-        tokio::pin!(stop);
-        loop {
-            let started = Instant::now();
-            match self.claim_lease().await {
-                // Another manager took the table over (ours expired): stop.
-                Err(e @ ManagerError::LeaseHeld { .. }) => return Err(e),
-                Err(e @ ManagerError::Store(StoreError::FileGone(_))) => return Err(e),
-                Err(e) => {
-                    tracing::error!("could not renew the lease, trying again next iteration: {e}")
-                }
-                Ok(()) => match self.step().await {
-                    Ok(summary) => {
-                        log_summary(&summary);
-                        let in_flight = summary.counts["running"] + summary.counts["paused"];
-                        if let Some(line) = summary.halted.as_ref().filter(|_| in_flight == 0) {
-                            return Err(ManagerError::Halted(line.clone()));
-                        }
-                        if self.options.exit_when_done && summary.done {
-                            if summary.failed_count > 0 {
-                                return Err(finished_with_errors(&summary));
-                            }
-                            tracing::info!("every prefix is finished; exiting");
-                            return Ok(());
-                        }
-                    }
-                    // Something the migration needs is missing: no
-                    // later iteration will find it.
-                    Err(e @ ManagerError::Preflight(_)) => return Err(e),
-                    Err(e @ ManagerError::Store(StoreError::FileGone(_))) => return Err(e),
-                    Err(e) => tracing::error!("iteration failed, trying again next iteration: {e}"),
-                },
-            }
-            let rest = Duration::from_secs_f64(self.options.sleep_timeout)
-                .saturating_sub(started.elapsed());
             tokio::select! {
                 _ = tokio::time::sleep(rest) => {}
                 _ = &mut stop => {
                     tracing::info!("stop requested; state is written, exiting");
-                    return Ok(());
+                    return Ok(LoopEnd::Stopped);
                 }
             }
         }
+    }
+}
+
+/// How the run loop ended.
+enum LoopEnd {
+    Done(CycleSummary),
+    Deadline(CycleSummary),
+    Stopped,
+}
+
+/// Errors no later iteration can get past: another manager took the table,
+/// a bucket or the state file is missing, the tables do not exist, the
+/// credentials are refused. Anything else (429/5xx after retries, a network
+/// failure) is tried again next iteration.
+fn ends_the_run(error: &ManagerError) -> bool {
+    match error {
+        ManagerError::LeaseHeld { .. }
+        | ManagerError::Halted(_)
+        | ManagerError::Preflight(_)
+        | ManagerError::FinishedWithErrors { .. } => true,
+        ManagerError::Store(e) => matches!(
+            e,
+            StoreError::FileGone(_)
+                | StoreError::MissingTable(_)
+                | StoreError::InvalidIdentifier(_)
+                | StoreError::InvalidProject(_)
+                | StoreError::NoProject
+                | StoreError::Auth(_)
+        ),
+        ManagerError::Transfer(e) => matches!(
+            e,
+            crate::transfer::TransferError::Auth(_)
+                | crate::transfer::TransferError::PermissionDenied(_)
+                | crate::transfer::TransferError::Unsupported(_)
+        ),
     }
 }
 

@@ -1337,14 +1337,33 @@ fn log_summary(summary: &CycleSummary) {
         .iter()
         .map(|(s, n)| format!("{s}={n}"))
         .collect();
+    // The failed prefixes with their codes (the first few; all are in the
+    // history table and the Python summary's `failed`).
+    let mut failed: Vec<String> = summary
+        .failed
+        .iter()
+        .take(5)
+        .map(|f| {
+            let codes: Vec<&str> = f.codes.iter().map(|c| c.code.as_str()).collect();
+            format!("{:?} {}", f.prefix, codes.join("/"))
+        })
+        .collect();
+    if summary.failed_count > failed.len() {
+        failed.push(format!("and {} more", summary.failed_count - failed.len()));
+    }
     tracing::info!(
         started = summary.started.len(),
         resumed = summary.resumed.len(),
         stalled = summary.stalled.len(),
         objects_copied = summary.progress.objects_copied,
         bytes_copied = summary.progress.bytes_copied,
-        "prefixes: {}",
-        counts.join(" ")
+        "prefixes: {}{}",
+        counts.join(" "),
+        if failed.is_empty() {
+            String::new()
+        } else {
+            format!("; failed: {}", failed.join(", "))
+        }
     );
 }
 

@@ -323,7 +323,13 @@ impl Execution<'_> {
 
 /// Copies `source` to `sink` through `temp` (a name no other copy uses,
 /// outside the bucket), renamed into place once complete.
-fn copy_object(source: &Path, sink: &Path, temp: &Path, bytes_per_second: u64) -> io::Result<()> {
+fn copy_object(
+    source: &Path,
+    sink: &Path,
+    temp: &Path,
+    bytes_per_second: u64,
+    progress: &mut dyn FnMut(u64),
+) -> io::Result<()> {
     if let Some(dir) = sink.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -343,6 +349,7 @@ fn copy_object(source: &Path, sink: &Path, temp: &Path, bytes_per_second: u64) -
             }
             output.write_all(&buffer[..n])?;
             copied += n as u64;
+            progress(n as u64);
             if bytes_per_second > 0 {
                 let due = Duration::from_secs_f64(copied as f64 / bytes_per_second as f64);
                 if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -453,7 +460,15 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
             run.op.counters.objects_from_source_skipped_by_sync += 1;
             run.op.counters.bytes_from_source_skipped_by_sync += object.size as i64;
         } else {
-            match copy_object(&source, &sink, &temp, faults.bytes_per_second) {
+            // Bytes count as copied while they are (as STS's counters move
+            // during a large object), so a long copy is not a stall.
+            let before = run.op.counters.bytes_copied_to_sink;
+            let copied = copy_object(&source, &sink, &temp, faults.bytes_per_second, &mut |n| {
+                run.op.counters.bytes_copied_to_sink += n as i64;
+                let _ = run.save(false);
+            });
+            run.op.counters.bytes_copied_to_sink = before;
+            match copied {
                 Ok(()) => {
                     run.op.counters.objects_copied_to_sink += 1;
                     run.op.counters.bytes_copied_to_sink += object.size as i64;
