@@ -58,7 +58,24 @@ pub async fn open_manager(options: Options) -> Result<crate::manager::Manager> {
     // cannot authenticate exits with the reason instead of failing every cycle.
     // One cheap call: googleServiceAccounts.get, whose answer the manager
     // also uses to say which account needs access when a bucket refuses it.
-    let service_account = transfer.service_account(&project).await?;
+    let service_account = transfer
+        .service_account(&project)
+        .await
+        .map_err(|e| match e {
+            crate::transfer::TransferError::PermissionDenied(m) => {
+                crate::transfer::TransferError::PermissionDenied(format!(
+                    "{m} (reading project {project}'s Storage Transfer service account: enable \
+                     storagetransfer.googleapis.com and grant the caller roles/storagetransfer.user)"
+                ))
+            }
+            crate::transfer::TransferError::NotFound(m) => {
+                crate::transfer::TransferError::NotFound(format!(
+                    "{m} (project {project}: check --project, and that the Storage Transfer API \
+                     is enabled in it)"
+                ))
+            }
+            other => other,
+        })?;
     let heartbeat_project = options
         .stackdriver_project
         .clone()

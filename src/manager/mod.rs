@@ -68,6 +68,8 @@ pub const NAME_CHUNK: usize = 100;
 /// Operations created this long before the previous sync began are listed
 /// again: clocks and listing lag.
 const CREATION_MARGIN_SECONDS: i64 = 600;
+/// Prefixes written per transaction when a sync changes many at once.
+const WRITE_CHUNK: usize = 20_000;
 /// Starts of one round in flight at once.
 const START_CONCURRENCY: usize = 8;
 /// At most this many failed prefixes are listed in a summary.
@@ -308,7 +310,8 @@ impl Manager {
             // Before this sync's own failures are written and counted.
             self.load_failures(&rows, &outcome.latest).await?;
         }
-        self.store.apply(&changes).await?;
+        self.write_in_chunks(&mut changes, &outcome.history_ops)
+            .await?;
 
         let mut rows = rows;
         let before: HashMap<&str, (Status, Option<&str>)> = rows
@@ -399,6 +402,66 @@ impl Manager {
         }
         self.sync_mark = Some(began);
         summary.synced = true;
+        Ok(())
+    }
+
+    /// Writes a sync's changes: one transaction when small; else in chunks
+    /// of [`WRITE_CHUNK`] prefixes (rows are in prefix order), each chunk's
+    /// status updates and history rows in one transaction, its operations'
+    /// JSON made just before and dropped after. Memory stays bounded by a
+    /// chunk, and a crash between chunks loses nothing: the next sync finds
+    /// the prefixes not yet written changed still. Adopted rows (history
+    /// beyond `ops`) go with the last chunk.
+    async fn write_in_chunks(
+        &self,
+        changes: &mut ChangeSet,
+        ops: &[&crate::model::TransferOperation],
+    ) -> Result<(), ManagerError> {
+        let split = ops.len().min(changes.history.len());
+        if changes.updates.len() + split <= WRITE_CHUNK {
+            sync::fill_results(&mut changes.history[..split], ops);
+            self.store.apply(changes).await?;
+            for row in &mut changes.history {
+                row.operation_results = None;
+            }
+            return Ok(());
+        }
+        let (mut u, mut h) = (0, 0);
+        let updates = &changes.updates;
+        let history = &mut changes.history;
+        while u < updates.len() || h < history.len() {
+            // Up to WRITE_CHUNK updates, and the history rows of prefixes up
+            // to the last of them (all the rest with the last chunk).
+            let u_end = (u + WRITE_CHUNK).min(updates.len());
+            let h_end = if u_end == updates.len() {
+                (h + 4 * WRITE_CHUNK).min(history.len())
+            } else {
+                let bound = updates[u_end - 1].prefix.as_str();
+                let mut end = h;
+                while end < history.len()
+                    && end < ops.len()
+                    && history[end].prefix.as_str() <= bound
+                    && end - h < 4 * WRITE_CHUNK
+                {
+                    end += 1;
+                }
+                end
+            };
+            let filled_end = h_end.min(ops.len());
+            if h < filled_end {
+                sync::fill_results(&mut history[h..filled_end], &ops[h..filled_end]);
+            }
+            let chunk = ChangeSet {
+                updates: updates[u..u_end].to_vec(),
+                history: history[h..h_end].to_vec(),
+            };
+            for row in &mut history[h..h_end] {
+                row.operation_results = None;
+            }
+            self.store.apply(&chunk).await?;
+            u = u_end;
+            h = h_end;
+        }
         Ok(())
     }
 

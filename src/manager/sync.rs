@@ -22,6 +22,8 @@ pub struct SyncOutcome<'a> {
     pub changes: ChangeSet,
     /// The latest operation of every prefix of the table that has one.
     pub latest: HashMap<String, &'a TransferOperation>,
+    /// The operation of each history row of `changes` (same order).
+    pub history_ops: Vec<&'a TransferOperation>,
     pub unknown: Vec<UnknownStatus>,
 }
 
@@ -122,17 +124,28 @@ pub fn sync<'a>(
             });
         }
         if status_changed || status == Status::Running {
+            outcome.history_ops.push(op);
             outcome.changes.history.push(HistoryRow {
                 prefix: row.prefix.clone(),
                 status,
                 job_name: Some(op.name.clone()),
-                operation_results: serde_json::to_string(op).ok(),
+                // Filled by `fill_results` when the row is written, so a
+                // big change set holds the operations' JSON a chunk at a time.
+                operation_results: None,
                 timestamp: now,
             });
         }
     }
     outcome.latest = latest;
     outcome
+}
+
+/// The full TransferOperation JSON of each history row (SPEC 2), for the
+/// rows `history[range]` whose operations are `ops[range]`.
+pub fn fill_results(history: &mut [HistoryRow], ops: &[&TransferOperation]) {
+    for (row, op) in history.iter_mut().zip(ops) {
+        row.operation_results = serde_json::to_string(op).ok();
+    }
 }
 
 #[cfg(test)]
@@ -229,9 +242,14 @@ mod tests {
         assert_eq!(out.changes.updates.len(), 1);
         assert_eq!(out.changes.updates[0].status, Status::Done);
         assert_eq!(out.changes.history.len(), 1);
-        let results: serde_json::Value =
-            serde_json::from_str(out.changes.history[0].operation_results.as_deref().unwrap())
-                .unwrap();
+        let results: serde_json::Value = {
+            let mut history = out.changes.history.clone();
+            fill_results(&mut history, &out.history_ops);
+            serde_json::from_str::<serde_json::Value>(
+                history[0].operation_results.as_deref().unwrap(),
+            )
+        }
+        .unwrap();
         assert_eq!(results["name"], "op-a");
     }
 
