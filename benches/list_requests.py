@@ -22,7 +22,7 @@ def main() -> None:
         for retries in (0, 2):
             base = Path(tempfile.mkdtemp(prefix="list-requests-"))
             began = time.monotonic()
-            requests = steady_sync_requests(base, finished, retries)
+            requests = steady_sync_requests(base, finished, retries, patience=1800)
             print(
                 f"{finished} finished prefixes, {retries} retries each: "
                 f"{requests / 2:.0f} STS requests per steady-state sync "

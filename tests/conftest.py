@@ -210,6 +210,43 @@ class Emulator:
             self.process.stdout.close()
 
 
+def gapic_client(emulator: Emulator):
+    """Google's own STS client (GAPIC, REST transport) on the emulator."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage_transfer
+
+    return storage_transfer.StorageTransferServiceClient(
+        transport="rest",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": emulator.url},
+    )
+
+
+def original_tool_start(client, migration: Migration, project: str, prefix: str) -> str:
+    """Starts `prefix` as Google's original tool does: a job with no name
+    (STS assigns one), one-time today; returns the job's name."""
+    import datetime
+
+    today = datetime.datetime.now(datetime.timezone.utc).date()
+    date = {"year": today.year, "month": today.month, "day": today.day}
+    job = client.create_transfer_job(
+        {
+            "transfer_job": {
+                "description": f"Created via STS Job Manager - {prefix}",
+                "project_id": project,
+                "status": 1,
+                "transfer_spec": {
+                    "gcs_data_source": {"bucket_name": migration.source_bucket},
+                    "gcs_data_sink": {"bucket_name": migration.destination_bucket},
+                    "object_conditions": {"include_prefixes": [prefix]},
+                },
+                "schedule": {"schedule_start_date": date, "schedule_end_date": date},
+            }
+        }
+    )
+    return job.name
+
+
 @pytest.fixture
 def emulator(migration: Migration):
     running = Emulator(migration.root)

@@ -4,7 +4,6 @@ what STS refuses, and a migration begun by Google's original tool completes."""
 
 from __future__ import annotations
 
-import datetime
 import json
 import signal
 import sqlite3
@@ -13,10 +12,17 @@ import time
 from pathlib import Path
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage_transfer
 
-from conftest import BIN, FAST, Emulator, Migration, make_migration, tool
+from conftest import (
+    BIN,
+    FAST,
+    Emulator,
+    Migration,
+    gapic_client,
+    make_migration,
+    original_tool_start,
+    tool,
+)
 
 PROJECT = "loud-project"
 
@@ -212,11 +218,7 @@ def test_the_engine_refuses_jobs_sts_refuses(migration: Migration) -> None:
 
     emulator = Emulator(migration.root)
     try:
-        client = storage_transfer.StorageTransferServiceClient(
-            transport="rest",
-            credentials=AnonymousCredentials(),
-            client_options={"api_endpoint": emulator.url},
-        )
+        client = gapic_client(emulator)
         from google.api_core import exceptions
 
         def create(source: str, sink: str, prefixes: list[str]) -> None:
@@ -307,33 +309,12 @@ def test_a_migration_begun_by_the_original_tool_completes_here(
     migration.prepare()
     emulator = Emulator(migration.root)
     monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
-    client = storage_transfer.StorageTransferServiceClient(
-        transport="rest",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": emulator.url},
-    )
-    today = datetime.datetime.now(datetime.timezone.utc).date()
-    date = {"year": today.year, "month": today.month, "day": today.day}
+    client = gapic_client(emulator)
 
     def original_start(prefix: str) -> str:
-        """As the original does: no name (STS assigns one), one-time today."""
-        job = client.create_transfer_job(
-            {
-                "transfer_job": {
-                    "description": f"Created via STS Job Manager - {prefix}",
-                    "project_id": PROJECT,
-                    "status": 1,
-                    "transfer_spec": {
-                        "gcs_data_source": {"bucket_name": migration.source_bucket},
-                        "gcs_data_sink": {"bucket_name": migration.destination_bucket},
-                        "object_conditions": {"include_prefixes": [prefix]},
-                    },
-                    "schedule": {"schedule_start_date": date, "schedule_end_date": date},
-                }
-            }
-        )
-        assert not job.name.startswith("transferJobs/sts-jm-")
-        return job.name
+        name = original_tool_start(client, migration, PROJECT, prefix)
+        assert not name.startswith("transferJobs/sts-jm-")
+        return name
 
     def set_row(prefix: str, status: str, job_name: str) -> None:
         with sqlite3.connect(migration.state) as db:

@@ -12,11 +12,17 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage_transfer
 
 import sts_job_manager as sjm
-from conftest import FAST, Emulator, Migration, make_migration, tool
+from conftest import (
+    FAST,
+    Emulator,
+    Migration,
+    gapic_client,
+    make_migration,
+    original_tool_start,
+    tool,
+)
 
 PROJECT = "scale-project"
 
@@ -62,7 +68,7 @@ def add_finished_history(migration: Migration, finished: int, retries: int) -> N
         )
 
 
-def steady_sync_requests(base: Path, finished: int, retries: int) -> int:
+def steady_sync_requests(base: Path, finished: int, retries: int, patience: float = 60) -> int:
     """STS requests of one steady-state `run_once` (two syncs, no start)
     while 20 prefixes run, after `finished` prefixes finished earlier."""
     migration = make_migration(base, prefixes=20, files_per_prefix=2, size=20_000)
@@ -78,7 +84,7 @@ def steady_sync_requests(base: Path, finished: int, retries: int) -> int:
                     transfer="sts", project=PROJECT, max_concurrent_jobs=20, reconcile_interval=3600
                 )
             )
-            deadline = time.monotonic() + 60
+            deadline = time.monotonic() + patience
             while manager.run_once()["counts"]["running"] < 20:
                 assert time.monotonic() < deadline, "20 prefixes never ran at once"
             before = requests_served(emulator)
@@ -111,11 +117,7 @@ def test_an_operation_started_elsewhere_is_found_by_the_full_reconcile(
     migration.prepare()
     emulator = Emulator(migration.root)
     monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
-    client = storage_transfer.StorageTransferServiceClient(
-        transport="rest",
-        credentials=AnonymousCredentials(),
-        client_options={"api_endpoint": emulator.url},
-    )
+    client = gapic_client(emulator)
     outside = migration.prefixes[-1]
     try:
         emulator.set_faults(bytes_per_second=500)
@@ -127,22 +129,7 @@ def test_an_operation_started_elsewhere_is_found_by_the_full_reconcile(
         first = manager.run_once()
         assert first["reconciled"] and first["counts"]["running"] == 1
         began = time.monotonic()
-        today = datetime.datetime.now(datetime.timezone.utc).date()
-        date = {"year": today.year, "month": today.month, "day": today.day}
-        job = client.create_transfer_job(
-            {
-                "transfer_job": {
-                    "project_id": PROJECT,
-                    "status": 1,
-                    "transfer_spec": {
-                        "gcs_data_source": {"bucket_name": migration.source_bucket},
-                        "gcs_data_sink": {"bucket_name": migration.destination_bucket},
-                        "object_conditions": {"include_prefixes": [outside]},
-                    },
-                    "schedule": {"schedule_start_date": date, "schedule_end_date": date},
-                }
-            }
-        )
+        job_name = original_tool_start(client, migration, PROJECT, outside)
         steady = manager.run_once()
         assert time.monotonic() - began < 5, "too slow to see a steady-state sync"
         assert not steady["reconciled"]
@@ -151,7 +138,7 @@ def test_an_operation_started_elsewhere_is_found_by_the_full_reconcile(
         full = manager.run_once()
         assert full["reconciled"]
         status, name = migration.jobs()[outside]
-        ops = [op for op in migration.operations() if op["transferJobName"] == job.name]
+        ops = [op for op in migration.operations() if op["transferJobName"] == job_name]
         assert status == "running" and [op["name"] for op in ops] == [name]
         ours = [
             op

@@ -90,6 +90,32 @@ impl SqliteStore {
         })
     }
 
+    /// Job rows selected by `sql` (prefix, status, job_name, last_updated).
+    fn select_jobs(&self, conn: &Connection, sql: &str) -> Result<Vec<PrefixJob>, StoreError> {
+        let mut statement = conn
+            .prepare_cached(sql)
+            .map_err(|e| self.missing_table(e))?;
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut jobs = Vec::new();
+        for row in rows {
+            let (prefix, status, job_name, last_updated) = row?;
+            jobs.push(PrefixJob {
+                prefix,
+                status: parse_status(&status)?,
+                job_name,
+                last_updated: parse_timestamp(&last_updated)?,
+            });
+        }
+        Ok(jobs)
+    }
+
     /// Fails when the state file was deleted or replaced since it was opened.
     fn check_file(&self) -> Result<(), StoreError> {
         if self.identity.is_some() && file_identity(&self.path) != self.identity {
@@ -180,30 +206,13 @@ impl StateStore for SqliteStore {
     async fn read_jobs(&self) -> Result<Vec<PrefixJob>, StoreError> {
         self.check_file()?;
         let conn = self.lock();
-        let mut statement = conn
-            .prepare(&format!(
+        let jobs = self.select_jobs(
+            &conn,
+            &format!(
                 "SELECT prefix, status, job_name, last_updated FROM {} ORDER BY prefix",
                 self.job_table
-            ))
-            .map_err(|e| self.missing_table(e))?;
-        let rows = statement.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        let mut jobs = Vec::new();
-        for row in rows {
-            let (prefix, status, job_name, last_updated) = row?;
-            jobs.push(PrefixJob {
-                prefix,
-                status: parse_status(&status)?,
-                job_name,
-                last_updated: parse_timestamp(&last_updated)?,
-            });
-        }
+            ),
+        )?;
         self.count(1);
         Ok(jobs)
     }
@@ -224,31 +233,14 @@ impl StateStore for SqliteStore {
                 |r| r.get(0),
             )
             .map_err(|e| self.missing_table(e))?;
-        let mut statement = conn
-            .prepare_cached(&format!(
+        let mut jobs = self.select_jobs(
+            &conn,
+            &format!(
                 "SELECT prefix, status, job_name, last_updated FROM {}
                  WHERE status IN ('waiting', 'running', 'paused', 'error')",
                 self.job_table
-            ))
-            .map_err(|e| self.missing_table(e))?;
-        let rows = statement.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, String>(3)?,
-            ))
-        })?;
-        let mut jobs = Vec::new();
-        for row in rows {
-            let (prefix, status, job_name, last_updated) = row?;
-            jobs.push(PrefixJob {
-                prefix,
-                status: parse_status(&status)?,
-                job_name,
-                last_updated: parse_timestamp(&last_updated)?,
-            });
-        }
+            ),
+        )?;
         jobs.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix));
         self.count(2);
         Ok((jobs, usize::try_from(total).unwrap_or(0)))
