@@ -17,6 +17,7 @@ pub mod prefixes;
 #[cfg(feature = "python")]
 mod python;
 pub mod runtime;
+pub mod storage;
 pub mod store;
 pub mod tools;
 pub mod transfer;

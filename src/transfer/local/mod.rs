@@ -19,6 +19,7 @@ use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension};
 
 pub use faults::Faults;
+pub(crate) use worker::TEMP_MARKER;
 
 use super::{
     glob_match, validate_job_name, JobFilter, OperationFilter, TransferError, TransferService,

@@ -25,7 +25,7 @@ const LEASE_SECONDS: f64 = 5.0;
 const TICK: Duration = Duration::from_millis(100);
 /// Older engines wrote partial files as `NAME.sts-tmp-PID` inside the bucket;
 /// such names are never objects.
-const TEMP_MARKER: &str = ".sts-tmp-";
+pub(crate) const TEMP_MARKER: &str = ".sts-tmp-";
 /// Partial copies live under `ROOT/.sts-engine/tmp/OWNER/`, outside every
 /// bucket's object names, and are renamed into place when complete.
 const TEMP_DIR: &str = "tmp";
