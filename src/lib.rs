@@ -13,6 +13,7 @@ pub mod manager;
 pub mod model;
 pub mod monitoring;
 pub mod options;
+pub mod plan;
 pub mod prefixes;
 #[cfg(feature = "python")]
 mod python;

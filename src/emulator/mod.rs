@@ -5,6 +5,7 @@
 pub mod cli;
 mod faults;
 mod routes;
+mod storage;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -38,6 +39,8 @@ pub enum EmulatorError {
 struct Emulator {
     root: PathBuf,
     engine: LocalEngine,
+    /// The same directories as Cloud Storage buckets (JSON API).
+    buckets: crate::storage::local::LocalBuckets,
     api_faults: Mutex<ApiFaults>,
     /// Requests seen, for `GET /_emulator/stats` (API-call figures).
     requests: AtomicU64,
@@ -173,6 +176,9 @@ async fn handle(
             )))
         }
     };
+    if !path.starts_with("/_emulator/") {
+        emulator.requests.fetch_add(1, Ordering::Relaxed);
+    }
     let reply = if path == "/_emulator/faults" {
         emulator.control(&method, &body)
     } else if path == "/_emulator/stats" {
@@ -189,12 +195,15 @@ async fn handle(
             429,
             format!("Quota exceeded for quota metric '{quota}' of service storagetransfer.googleapis.com"),
         )
+    } else if storage::handles(&path) {
+        let buckets = &emulator.buckets;
+        let response =
+            tokio::task::block_in_place(|| storage::route(buckets, &method, &path, &query));
+        tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
+        return Ok(response);
     } else {
         routes::route(&emulator.engine, &method, &path, &query, &body).await
     };
-    if !path.starts_with("/_emulator/") {
-        emulator.requests.fetch_add(1, Ordering::Relaxed);
-    }
     tracing::debug!(%method, %path, status = reply.status, "request");
     Ok(respond(reply))
 }
@@ -228,6 +237,8 @@ pub async fn serve(
     let emulator = Arc::new(Emulator {
         root: root.to_path_buf(),
         engine,
+        buckets: crate::storage::local::LocalBuckets::open(root)
+            .map_err(|e| TransferError::InvalidArgument(e.to_string()))?,
         api_faults: Mutex::new(api_faults),
         requests: AtomicU64::new(0),
         fault_draws: AtomicU64::new(0),

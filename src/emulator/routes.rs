@@ -19,7 +19,7 @@ pub struct Reply {
 }
 
 impl Reply {
-    fn ok(body: Value) -> Reply {
+    pub(crate) fn ok(body: Value) -> Reply {
         Reply { status: 200, body }
     }
 

@@ -249,8 +249,8 @@ mod tests {
         assert_eq!(object.generation, Some(1_700_000_000_000_000));
         assert!(object.updated.is_some());
         // Composite objects have no md5Hash.
-        let composite = object_from_json(&json!({"name": "c", "size": 3, "crc32c": "AAAAAA=="}))
-            .unwrap();
+        let composite =
+            object_from_json(&json!({"name": "c", "size": 3, "crc32c": "AAAAAA=="})).unwrap();
         assert_eq!((composite.md5, composite.crc32c), (None, Some(0)));
         assert!(object_from_json(&json!({"size": "1"})).is_err());
         assert!(object_from_json(&json!({"name": "x", "size": "-1"})).is_err());

@@ -232,7 +232,9 @@ fn describe(name: String, path: &Path, checksums: bool) -> Result<ObjectInfo, St
     let modified = metadata.as_ref().and_then(|m| m.modified().ok());
     let updated = modified.map(DateTime::<Utc>::from);
     let mut object = ObjectInfo {
-        generation: updated.and_then(|t| t.timestamp_nanos_opt()).map(|n| n / 1000),
+        generation: updated
+            .and_then(|t| t.timestamp_nanos_opt())
+            .map(|n| n / 1000),
         updated,
         ..ObjectInfo::sized(name, size)
     };
@@ -426,7 +428,11 @@ mod tests {
             assert_eq!(names, ["a/2/x", "a/2/y"]);
             let (names, prefixes, _) = all_pages(&lister, request("", Some("/"), max));
             assert_eq!(names, ["a-b", "ab", "top.txt"], "max {max}");
-            assert_eq!(prefixes, ["a/", "b/", "z/"], "empty directories are no prefix");
+            assert_eq!(
+                prefixes,
+                ["a/", "b/", "z/"],
+                "empty directories are no prefix"
+            );
             let (names, prefixes, _) = all_pages(&lister, request("a/", Some("/"), max));
             assert_eq!(names, ["a/1", "a/3"]);
             assert_eq!(prefixes, ["a/2/"]);
@@ -456,7 +462,10 @@ mod tests {
         let object = lister.object("bkt", "a/2/x").unwrap().unwrap();
         assert_eq!(object.size, 5);
         assert_eq!(object.crc32c, Some(crc32c::crc32c(b"a/2/x")));
-        assert_eq!(object.md5.map(|m| m.to_vec()), Some(md5::Md5::digest(b"a/2/x").to_vec()));
+        assert_eq!(
+            object.md5.map(|m| m.to_vec()),
+            Some(md5::Md5::digest(b"a/2/x").to_vec())
+        );
         assert!(lister.object("bkt", "a/2").unwrap().is_none());
         assert!(lister.object("bkt", "../bkt/a/1").unwrap().is_none());
     }

@@ -267,7 +267,8 @@ pub async fn list_concurrently(
         });
     }
     while let Some(joined) = tasks.join_next().await {
-        let found = joined.map_err(|e| StorageError::InvalidArgument(format!("listing: {e}")))??;
+        let found =
+            joined.map_err(|e| StorageError::InvalidArgument(format!("listing: {e}")))??;
         objects.extend(found);
     }
     objects.sort_unstable_by(|a, b| a.name.cmp(&b.name));

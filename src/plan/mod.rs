@@ -1,0 +1,468 @@
+//! `sts-plan`'s rules, pure: from the objects of a bucket (name order) to
+//! prefixes balanced by bytes, each object covered by exactly one prefix and
+//! no prefix a prefix of another.
+//!
+//! The names form a trie. A node covers every name that starts with `lo`
+//! (its parent's common prefix plus one character); `lcp` is the longest
+//! prefix its names share. A node too big is split by the next character
+//! after `lcp`, so one `/` level that holds too much (a flat directory, or
+//! hundreds of small ones) is cut by the next characters of the names, and
+//! siblings never overlap. A node is written as the longest prefix between
+//! `lo` and `lcp` that ends in `/` (the deepest folder that holds exactly
+//! its objects), else `lo`: both cover exactly the same listed objects.
+//!
+//! Building the tree (from a listing, or from SQL over an inventory) is
+//! separate from cutting it, so `--shards N` tries thresholds on the same
+//! tree until the count is closest to N.
+
+// pub mod tool;
+
+use serde::Serialize;
+
+use crate::tools::MAX_PREFIX_BYTES;
+
+/// One proposed prefix with what it covers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedPrefix {
+    pub prefix: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// What one trie node covers: every name starting with `lo`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub lo: String,
+    /// The first and last name of the group (name order).
+    pub first: String,
+    pub last: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+impl Group {
+    /// The longest prefix every name of the group shares.
+    pub fn lcp(&self) -> &str {
+        let common = self
+            .first
+            .bytes()
+            .zip(self.last.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        let mut end = common;
+        while !self.first.is_char_boundary(end) {
+            end -= 1;
+        }
+        &self.first[..end]
+    }
+
+    /// An object named exactly the common prefix: any prefix that covers it
+    /// covers the whole group, so the group cannot be split.
+    pub fn unsplittable(&self) -> bool {
+        self.first == self.lcp()
+    }
+
+    fn weight(&self) -> u64 {
+        // Empty objects still cost a request each.
+        self.bytes.saturating_add(self.objects)
+    }
+}
+
+/// A trie node: a group, and its children once it has been expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    pub group: Group,
+    pub children: Vec<Node>,
+}
+
+/// How the plan was asked for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Target {
+    /// About this many prefixes.
+    Shards(u64),
+    /// Prefixes of at most about this many bytes.
+    ShardBytes(u64),
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PlanError {
+    #[error("the source holds no objects under '{0}': nothing to plan")]
+    Empty(String),
+    #[error(
+        "{count} objects have names starting with '/' (first: '{first}'); STS include \
+         prefixes cannot start with '/', so no job could copy them"
+    )]
+    LeadingSlash { count: u64, first: String },
+    #[error("the plan breaks a rule: {0}")]
+    Broken(String),
+}
+
+/// Splits the groups of a sorted slice of (name, size) after `lcp`.
+fn child_groups(objects: &[(&str, u64)], lcp: &str) -> Vec<(Group, std::ops::Range<usize>)> {
+    let mut groups = Vec::new();
+    let mut start = 0;
+    // The object named exactly `lcp` (if any) comes first; it belongs to no child.
+    while start < objects.len() && objects[start].0.len() == lcp.len() {
+        start += 1;
+    }
+    while start < objects.len() {
+        let next_char = objects[start].0[lcp.len()..]
+            .chars()
+            .next()
+            .unwrap_or_default();
+        let lo = format!("{lcp}{next_char}");
+        let end = start + objects[start..].partition_point(|(name, _)| name.starts_with(&lo));
+        let slice = &objects[start..end];
+        groups.push((
+            Group {
+                lo,
+                first: slice[0].0.to_string(),
+                last: slice[slice.len() - 1].0.to_string(),
+                objects: slice.len() as u64,
+                bytes: slice.iter().map(|(_, s)| s).sum(),
+            },
+            start..end,
+        ));
+        start = end;
+    }
+    groups
+}
+
+/// The trie of sorted `(name, size)` pairs, expanded wherever a node weighs
+/// more than `fine` (bytes plus one per object) and can be split. The root
+/// (lo `""`) is always expanded when it can be, since an empty prefix would
+/// copy the whole bucket.
+pub fn build_tree(objects: &[(&str, u64)], prefix: &str, fine: u64) -> Option<Node> {
+    let (first, last) = (objects.first()?, objects.last()?);
+    let root = Group {
+        lo: prefix.to_string(),
+        first: first.0.to_string(),
+        last: last.0.to_string(),
+        objects: objects.len() as u64,
+        bytes: objects.iter().map(|(_, s)| s).sum(),
+    };
+    Some(expand(root, objects, fine, true))
+}
+
+fn expand(group: Group, objects: &[(&str, u64)], fine: u64, force: bool) -> Node {
+    if (!force && group.weight() <= fine) || group.unsplittable() {
+        return Node {
+            group,
+            children: Vec::new(),
+        };
+    }
+    let lcp = group.lcp().to_string();
+    let children = child_groups(objects, &lcp)
+        .into_iter()
+        .map(|(child, range)| expand(child, &objects[range], fine, false))
+        .collect();
+    Node { group, children }
+}
+
+/// The prefix written for a node: the longest one between `lo` and the
+/// common prefix that ends in `/`, else `lo` (else the common prefix, for
+/// the root, which must never be empty).
+pub fn written_prefix(group: &Group) -> String {
+    let lcp = group.lcp();
+    let folder = lcp[group.lo.len().min(lcp.len())..]
+        .rfind('/')
+        .map(|at| &lcp[..group.lo.len() + at + 1]);
+    match folder {
+        Some(folder) => folder.to_string(),
+        None if group.lo.is_empty() => lcp.to_string(),
+        None => group.lo.clone(),
+    }
+}
+
+/// The nodes a threshold keeps: a node that weighs at most `threshold` (or
+/// cannot be split further) is one prefix; a heavier one gives way to its
+/// children. The root is never kept whole when it has children and no
+/// common prefix (its prefix would be empty).
+fn cut<'a>(node: &'a Node, threshold: u64, root: bool, out: &mut Vec<&'a Group>) {
+    let must_split = root && written_prefix(&node.group).is_empty();
+    if node.children.is_empty() || (node.group.weight() <= threshold && !must_split) {
+        out.push(&node.group);
+        return;
+    }
+    for child in &node.children {
+        cut(child, threshold, false, out);
+    }
+}
+
+fn count_at(tree: &Node, threshold: u64) -> usize {
+    let mut out = Vec::new();
+    cut(tree, threshold, true, &mut out);
+    out.len()
+}
+
+/// The threshold whose cut gives the count closest to `shards` (fewer
+/// prefixes on a tie: fewer jobs for the same balance).
+fn threshold_for(tree: &Node, shards: u64) -> u64 {
+    let mut weights = Vec::new();
+    let mut stack = vec![tree];
+    while let Some(node) = stack.pop() {
+        weights.push(node.group.weight());
+        stack.extend(node.children.iter());
+    }
+    weights.sort_unstable();
+    weights.dedup();
+    // count_at is non-increasing in the threshold: find the first weight at
+    // which the count drops to `shards` or below, and compare with the one
+    // before it.
+    let at = weights.partition_point(|&w| count_at(tree, w) as u64 > shards);
+    let mut best = *weights.last().unwrap_or(&0);
+    let mut best_distance = u64::MAX;
+    for index in [at.checked_sub(1), Some(at)].into_iter().flatten() {
+        if let Some(&w) = weights.get(index) {
+            let distance = (count_at(tree, w) as u64).abs_diff(shards);
+            if distance < best_distance || (distance == best_distance && w > best) {
+                best = w;
+                best_distance = distance;
+            }
+        }
+    }
+    best
+}
+
+/// The plan over a built tree.
+pub fn plan_tree(tree: &Node, target: Target) -> Result<Vec<PlannedPrefix>, PlanError> {
+    let threshold = match target {
+        Target::ShardBytes(bytes) => bytes,
+        Target::Shards(n) => threshold_for(tree, n.max(1)),
+    };
+    let mut groups = Vec::new();
+    cut(tree, threshold, true, &mut groups);
+    let mut planned: Vec<PlannedPrefix> = groups
+        .into_iter()
+        .map(|g| PlannedPrefix {
+            prefix: written_prefix(g),
+            objects: g.objects,
+            bytes: g.bytes,
+        })
+        .collect();
+    planned.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+    let slashed: Vec<&PlannedPrefix> = planned
+        .iter()
+        .filter(|p| p.prefix.starts_with('/'))
+        .collect();
+    if let Some(first) = slashed.first() {
+        return Err(PlanError::LeadingSlash {
+            count: slashed.iter().map(|p| p.objects).sum(),
+            first: first.prefix.clone(),
+        });
+    }
+    check_prefixes(&planned)?;
+    Ok(planned)
+}
+
+/// The fine grain a tree needs for a target: nodes lighter than this are
+/// never split, whatever threshold the search tries.
+pub fn fine_weight(total_weight: u64, target: Target) -> u64 {
+    match target {
+        Target::ShardBytes(bytes) => bytes,
+        Target::Shards(n) => total_weight / n.max(1) / 4,
+    }
+}
+
+/// Plans sorted `(name, size)` pairs (a listing) under `prefix`.
+pub fn plan(
+    objects: &[(&str, u64)],
+    prefix: &str,
+    target: Target,
+) -> Result<Vec<PlannedPrefix>, PlanError> {
+    let total: u64 = objects
+        .iter()
+        .map(|(_, s)| s.saturating_add(1))
+        .fold(0, u64::saturating_add);
+    let tree = build_tree(objects, prefix, fine_weight(total, target))
+        .ok_or_else(|| PlanError::Empty(prefix.to_string()))?;
+    plan_tree(&tree, target)
+}
+
+/// STS's rules for include prefixes, and no prefix a prefix of another.
+pub fn check_prefixes(planned: &[PlannedPrefix]) -> Result<(), PlanError> {
+    let mut sorted: Vec<&str> = planned.iter().map(|p| p.prefix.as_str()).collect();
+    sorted.sort_unstable();
+    for prefix in &sorted {
+        if prefix.is_empty() {
+            return Err(PlanError::Broken("an empty prefix".into()));
+        }
+        if prefix.len() > MAX_PREFIX_BYTES {
+            return Err(PlanError::Broken(format!(
+                "'{prefix}' is longer than {MAX_PREFIX_BYTES} bytes"
+            )));
+        }
+    }
+    // In name order, a prefix of another sorts right before some name that
+    // starts with it, and every name between them starts with it too.
+    for pair in sorted.windows(2) {
+        if pair[1].starts_with(pair[0]) {
+            return Err(PlanError::Broken(format!(
+                "'{}' is a prefix of '{}'",
+                pair[0], pair[1]
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// How even a plan is: largest bytes over mean bytes (1.0 is perfect).
+pub fn balance(planned: &[PlannedPrefix]) -> f64 {
+    if planned.is_empty() {
+        return 0.0;
+    }
+    let total: u64 = planned.iter().map(|p| p.bytes).sum();
+    let largest = planned.iter().map(|p| p.bytes).max().unwrap_or(0);
+    let mean = total as f64 / planned.len() as f64;
+    if mean == 0.0 {
+        1.0
+    } else {
+        largest as f64 / mean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every name covered by exactly one prefix.
+    fn assert_exact_cover(objects: &[(&str, u64)], planned: &[PlannedPrefix]) {
+        for (name, _) in objects {
+            let covering: Vec<_> = planned
+                .iter()
+                .filter(|p| name.starts_with(&p.prefix))
+                .collect();
+            assert_eq!(covering.len(), 1, "{name} covered by {covering:?}");
+        }
+        assert_eq!(
+            planned.iter().map(|p| p.objects).sum::<u64>(),
+            objects.len() as u64
+        );
+        check_prefixes(planned).unwrap();
+    }
+
+    fn skewed() -> Vec<(String, u64)> {
+        let mut names = Vec::new();
+        // One huge folder, flat.
+        for i in 0..400 {
+            names.push((format!("huge/part-{i:05}.bin"), 10_000));
+        }
+        // Many small folders.
+        for d in 0..150 {
+            for f in 0..3 {
+                names.push((format!("small/d{d:03}/f{f}"), 100));
+            }
+        }
+        // Objects at the top level, one a prefix of a small folder's names.
+        names.push(("README".into(), 50));
+        names.push(("small".into(), 7));
+        names.push(("top-a.txt".into(), 10));
+        // Long shared stems.
+        for i in 0..60 {
+            names.push((format!("stem/very-long-shared-stem-{i:03}"), 20_000));
+        }
+        names.push(("stem/very-long-shared-stem.idx".into(), 1));
+        // Non-ASCII names split on character boundaries.
+        for i in 0..30 {
+            names.push((format!("ünï/çødé-{i}"), 5_000));
+        }
+        names.sort();
+        names
+    }
+
+    fn borrowed(names: &[(String, u64)]) -> Vec<(&str, u64)> {
+        names.iter().map(|(n, s)| (n.as_str(), *s)).collect()
+    }
+
+    #[test]
+    fn a_skewed_bucket_is_covered_exactly_near_the_asked_count() {
+        let names = skewed();
+        let objects = borrowed(&names);
+        for shards in [5, 20, 50] {
+            let planned = plan(&objects, "", Target::Shards(shards)).unwrap();
+            assert_exact_cover(&objects, &planned);
+            let n = planned.len() as u64;
+            assert!(
+                n.abs_diff(shards) * 2 <= shards.max(4),
+                "asked {shards}, got {n}: {planned:?}"
+            );
+        }
+        let planned = plan(&objects, "", Target::Shards(20)).unwrap();
+        assert!(balance(&planned) < 3.0, "{}", balance(&planned));
+        // Folders where they hold exactly their objects.
+        assert!(planned.iter().any(|p| p.prefix.starts_with("stem/")));
+        assert!(planned.iter().all(|p| !p.prefix.is_empty()));
+    }
+
+    #[test]
+    fn shard_bytes_bounds_every_splittable_prefix() {
+        let names = skewed();
+        let objects = borrowed(&names);
+        let planned = plan(&objects, "", Target::ShardBytes(200_000)).unwrap();
+        assert_exact_cover(&objects, &planned);
+        for p in &planned {
+            assert!(p.bytes + p.objects <= 200_000 || p.objects == 1, "{p:?}");
+        }
+        let one = plan(&objects, "", Target::ShardBytes(u64::MAX)).unwrap();
+        assert!(one.len() > 1, "the root is never the empty prefix");
+        assert_exact_cover(&objects, &one);
+    }
+
+    #[test]
+    fn a_name_that_prefixes_others_keeps_them_together() {
+        let objects = [("a", 10), ("a/x", 1000), ("a/y", 1000), ("b", 1)];
+        let planned = plan(&objects, "", Target::Shards(10)).unwrap();
+        assert_exact_cover(&objects, &planned);
+        assert!(planned.iter().any(|p| p.prefix == "a" && p.objects == 3));
+        let names = skewed();
+        let objects = borrowed(&names);
+        let planned = plan(&objects, "", Target::Shards(50)).unwrap();
+        // The object "small" and the folder "small/" cannot be apart.
+        let small = planned
+            .iter()
+            .find(|p| "small".starts_with(&p.prefix))
+            .unwrap();
+        assert_eq!(small.objects, 451);
+    }
+
+    #[test]
+    fn a_sub_prefix_is_planned_within_itself() {
+        let objects = [("logs/2019/a", 5), ("logs/2019/b", 5), ("logs/2020/a", 5)];
+        let planned = plan(&objects, "logs/", Target::Shards(2)).unwrap();
+        assert_eq!(
+            planned
+                .iter()
+                .map(|p| p.prefix.as_str())
+                .collect::<Vec<_>>(),
+            ["logs/2019/", "logs/2020/"]
+        );
+        let one = plan(&objects, "logs/", Target::Shards(1)).unwrap();
+        assert_eq!(one[0].prefix, "logs/");
+    }
+
+    #[test]
+    fn leading_slashes_and_empty_sources_are_named() {
+        let err = plan(&[("/abs/x", 1), ("b", 1)], "", Target::Shards(2)).unwrap_err();
+        assert!(
+            matches!(err, PlanError::LeadingSlash { count: 1, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            plan(&[], "x/", Target::Shards(2)).unwrap_err(),
+            PlanError::Empty("x/".into())
+        );
+        let overlapping = [
+            PlannedPrefix {
+                prefix: "a/".into(),
+                objects: 1,
+                bytes: 1,
+            },
+            PlannedPrefix {
+                prefix: "a/b".into(),
+                objects: 1,
+                bytes: 1,
+            },
+        ];
+        assert!(check_prefixes(&overlapping).is_err());
+    }
+}
