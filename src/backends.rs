@@ -23,6 +23,17 @@ pub fn open_store(options: &Options) -> Result<Arc<dyn StateStore>> {
     }
 }
 
+/// What reads buckets for plan and verify: the local engine's directories,
+/// or the Cloud Storage JSON API (STORAGE_EMULATOR_HOST or Google).
+pub fn open_lister(options: &Options) -> Result<Arc<dyn crate::storage::ObjectLister>> {
+    match options.transfer_location()? {
+        TransferLocation::Local(root) => {
+            Ok(Arc::new(crate::storage::local::LocalBuckets::open(&root)?))
+        }
+        TransferLocation::Sts => Ok(Arc::new(crate::storage::gcs::GcsClient::from_environment()?)),
+    }
+}
+
 pub fn open_transfer(options: &Options, mode: Mode) -> Result<Arc<dyn TransferService>> {
     match options.transfer_location()? {
         TransferLocation::Local(root) => Ok(Arc::new(LocalEngine::open(&root, mode)?)),

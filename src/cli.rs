@@ -14,6 +14,8 @@ pub const PAUSE: &str = "sts-pause-all-jobs";
 pub const REMOVE: &str = "sts-remove-successful-one-time-jobs";
 pub const EMULATOR: &str = "sts-emulator";
 pub const REQUEUE: &str = "sts-requeue";
+pub const PLAN: &str = "sts-plan";
+pub const VERIFY: &str = "sts-verify";
 
 fn summary(program: &str) -> Option<&'static str> {
     Some(match program {
@@ -22,13 +24,15 @@ fn summary(program: &str) -> Option<&'static str> {
         PAUSE => "Pauses every running Storage Transfer Service operation of the project.",
         REMOVE => "Deletes one-time transfer jobs whose operations all succeeded.",
         REQUEUE => "Puts prefixes back to 'waiting' with a fresh retry count: every prefix in 'error', or those listed in --job-prefix-source-file.",
+        PLAN => "Lists the source bucket and proposes prefixes balanced by bytes: every object covered by exactly one prefix, none a prefix of another.",
+        VERIFY => "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it) and records the verdicts in the verification table.",
         _ => return None,
     })
 }
 
 /// Runs one tool; returns the process exit code (0 ok, 1 failed, 2 bad usage
 /// or input, 3 another manager holds the job table, 4 the migration finished
-/// with prefixes in error).
+/// with prefixes in error, or sts-verify found a mismatch).
 pub fn main(program: &str, args: &[String]) -> i32 {
     if program == EMULATOR {
         return crate::emulator::cli::main(args);
@@ -37,9 +41,27 @@ pub fn main(program: &str, args: &[String]) -> i32 {
         eprintln!("error: unknown tool '{program}'");
         return 2;
     };
+    // sts-plan and sts-verify take a few options of their own, pulled out
+    // before the shared ones parse the rest.
+    let (own_flags, own_help) = match program {
+        PLAN => (crate::plan::tool::PLAN_FLAGS, crate::plan::tool::PLAN_HELP),
+        VERIFY => (
+            crate::verify::tool::VERIFY_FLAGS,
+            crate::verify::tool::VERIFY_HELP,
+        ),
+        _ => (&[][..], ""),
+    };
+    let (own, args) = match crate::plan::tool::take_flags(args, own_flags) {
+        Ok(split) => split,
+        Err(e) => {
+            eprintln!("{program}: error: {e}");
+            return 2;
+        }
+    };
+    let args = args.as_slice();
     let options = match Options::from_args(args) {
         Ok(Command::Help) => {
-            print!("{}", Options::help(program, about));
+            print!("{}{own_help}", Options::help(program, about));
             return 0;
         }
         Ok(Command::Run(options)) => *options,
@@ -49,8 +71,25 @@ pub fn main(program: &str, args: &[String]) -> i32 {
         }
     };
     init_logging();
+    let mut mismatch = false;
     let outcome = runtime().block_on(async {
         match program {
+            PLAN => {
+                let plan_args = crate::plan::tool::PlanArgs::parse(&own).map_err(Error::Input)?;
+                crate::plan::tool::run_plan(&options, &plan_args)
+                    .await
+                    .map(|report| print!("{}", crate::plan::tool::render(&report)))
+            }
+            VERIFY => {
+                let verify_args =
+                    crate::verify::tool::VerifyArgs::parse(&own).map_err(Error::Input)?;
+                crate::verify::tool::run_verify(&options, &verify_args)
+                    .await
+                    .map(|report| {
+                        mismatch = report.mismatched() > 0;
+                        print!("{}", crate::verify::tool::render(&report));
+                    })
+            }
             MANAGER => run_manager(options, stop_signal()?).await,
             PREPARE => tools::prepare_tables(&options).await.map(|r| {
                 println!(
@@ -84,6 +123,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
         }
     });
     match outcome {
+        Ok(()) if mismatch => 4,
         Ok(()) => 0,
         Err(e @ Error::Busy(_)) => {
             eprintln!("{program}: error: {e}");

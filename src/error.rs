@@ -14,6 +14,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Transfer(#[from] TransferError),
+    #[error(transparent)]
+    Storage(#[from] crate::storage::StorageError),
     /// A prefix file or other user input that cannot be used as it is.
     #[error("{0}")]
     Input(String),

@@ -17,8 +17,10 @@ pub mod plan;
 pub mod prefixes;
 #[cfg(feature = "python")]
 mod python;
+pub mod records;
 pub mod runtime;
 pub mod storage;
 pub mod store;
 pub mod tools;
 pub mod transfer;
+pub mod verify;

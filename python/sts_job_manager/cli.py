@@ -37,3 +37,11 @@ def requeue() -> None:
 
 def emulator() -> None:
     _run("sts-emulator")
+
+
+def plan() -> None:
+    _run("sts-plan")
+
+
+def verify() -> None:
+    _run("sts-verify")

@@ -30,6 +30,10 @@ class TransferError(StsJobManagerError):
     """The transfer service refused or failed a call."""
 
 
+class StorageError(StsJobManagerError):
+    """Reading a bucket failed (Cloud Storage, or the local engine's directories)."""
+
+
 class UnsupportedBackendError(StsJobManagerError):
     """The requested backend is not available in this build."""
 
@@ -48,6 +52,7 @@ __all__ = [
     "MigrationTimeoutError",
     "OptionsError",
     "StateError",
+    "StorageError",
     "StsJobManagerError",
     "TransferError",
     "UnsupportedBackendError",

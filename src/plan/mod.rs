@@ -15,19 +15,10 @@
 //! separate from cutting it, so `--shards N` tries thresholds on the same
 //! tree until the count is closest to N.
 
-// pub mod tool;
+pub mod tool;
 
-use serde::Serialize;
-
+pub use crate::records::PlannedPrefix;
 use crate::tools::MAX_PREFIX_BYTES;
-
-/// One proposed prefix with what it covers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PlannedPrefix {
-    pub prefix: String,
-    pub objects: u64,
-    pub bytes: u64,
-}
 
 /// What one trie node covers: every name starting with `lo`.
 #[derive(Debug, Clone, PartialEq, Eq)]

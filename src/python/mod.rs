@@ -26,6 +26,7 @@ pub(crate) fn to_py(error: Error) -> PyErr {
         Error::Input(_) => "InputError",
         Error::Store(_) => "StateError",
         Error::Transfer(_) => "TransferError",
+        Error::Storage(_) => "StorageError",
         Error::Unsupported(_) => "UnsupportedBackendError",
         Error::Busy(_) => "LeaseHeldError",
         Error::Halted(_) | Error::FinishedWithErrors(_) => "TransferError",

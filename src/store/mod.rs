@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob};
+use crate::records::{PlannedPrefix, Verification};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -103,6 +104,32 @@ pub trait StateStore: Send + Sync {
     ) -> Result<Lease, StoreError> {
         let _ = (holder, ttl);
         Ok(Lease::Acquired)
+    }
+    /// Records each prefix's planned objects and bytes in the plan table
+    /// (`{job_table}_plan`, created on first use); a prefix planned again
+    /// gets its new figures.
+    async fn save_plan(&self, planned: &[PlannedPrefix]) -> Result<(), StoreError> {
+        let _ = planned;
+        Err(StoreError::Unsupported(
+            "this state store keeps no plan table".into(),
+        ))
+    }
+    /// The plan table (planned objects and bytes per prefix); empty when
+    /// nothing was planned.
+    async fn read_plan(&self) -> Result<Vec<PlannedPrefix>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Records verification results (`{job_table}_verification`, created on
+    /// first use), one row per prefix: the latest check replaces the last.
+    async fn save_verifications(&self, rows: &[Verification]) -> Result<(), StoreError> {
+        let _ = rows;
+        Err(StoreError::Unsupported(
+            "this state store keeps no verification table".into(),
+        ))
+    }
+    /// The verification table; empty when nothing was verified.
+    async fn read_verifications(&self) -> Result<Vec<Verification>, StoreError> {
+        Ok(Vec::new())
     }
     /// Gives the lease up (a clean stop), if `holder` has it.
     async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {

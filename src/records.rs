@@ -1,0 +1,58 @@
+//! Plain rows of the tables beside the job table: the plan (`sts-plan
+//! --load`) and the verification results (`sts-verify`). Both stores read
+//! and write them; nothing here depends on anything above the model.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+/// One planned prefix: what the listing found under it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlannedPrefix {
+    pub prefix: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
+/// The verdict on one prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyResult {
+    Verified,
+    Mismatch,
+}
+
+impl VerifyResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyResult::Verified => "verified",
+            VerifyResult::Mismatch => "mismatch",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "verified" => Some(VerifyResult::Verified),
+            "mismatch" => Some(VerifyResult::Mismatch),
+            _ => None,
+        }
+    }
+}
+
+/// Most offending object names kept per prefix.
+pub const MAX_OFFENDING: usize = 100;
+
+/// One row of the verification table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verification {
+    pub prefix: String,
+    pub result: VerifyResult,
+    /// Source objects compared.
+    pub objects_compared: u64,
+    /// Source objects absent from the destination.
+    pub missing: u64,
+    /// Objects present on both sides whose size or checksums differ.
+    pub different: u64,
+    pub checked_at: DateTime<Utc>,
+    /// Up to [`MAX_OFFENDING`] names of missing or different objects.
+    pub offending_objects: Vec<String>,
+}

@@ -1,0 +1,275 @@
+//! `sts-verify`'s rules, pure: which prefixes to check, how a source and a
+//! destination listing compare, and what `--requeue` writes.
+
+pub mod tool;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use crate::manager::sync::{ChangeSet, JobUpdate};
+use crate::model::{HistoryRow, PrefixJob, Status};
+pub use crate::records::{Verification, VerifyResult, MAX_OFFENDING};
+use crate::storage::ObjectInfo;
+
+/// One offending object and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Offense {
+    pub name: String,
+    pub reason: String,
+}
+
+/// Why two copies of an object differ, if they do: size, then CRC32C, then
+/// MD5 where both sides have one (composite objects have none).
+pub fn difference(source: &ObjectInfo, destination: &ObjectInfo) -> Option<String> {
+    if source.size != destination.size {
+        return Some(format!(
+            "size {} in the source, {} in the destination",
+            source.size, destination.size
+        ));
+    }
+    if let (Some(a), Some(b)) = (source.crc32c, destination.crc32c) {
+        if a != b {
+            return Some(format!(
+                "crc32c {} in the source, {} in the destination",
+                crate::storage::encode_crc32c(a),
+                crate::storage::encode_crc32c(b)
+            ));
+        }
+    }
+    if let (Some(a), Some(b)) = (&source.md5, &destination.md5) {
+        if a != b {
+            return Some(format!(
+                "md5 {} in the source, {} in the destination",
+                crate::storage::encode_md5(a),
+                crate::storage::encode_md5(b)
+            ));
+        }
+    }
+    None
+}
+
+/// Compares every source object under `prefix` with the destination's
+/// object of the same name. Objects only in the destination are not
+/// offences (a destination may hold more). Up to [`MAX_OFFENDING`] offences
+/// are kept, in name order.
+pub fn compare(
+    prefix: &str,
+    source: &[ObjectInfo],
+    destination: &[ObjectInfo],
+    now: DateTime<Utc>,
+) -> (Verification, Vec<Offense>) {
+    let by_name: HashMap<&str, &ObjectInfo> =
+        destination.iter().map(|o| (o.name.as_str(), o)).collect();
+    let (mut missing, mut different) = (0u64, 0u64);
+    let mut offenses = Vec::new();
+    for object in source {
+        let reason = match by_name.get(object.name.as_str()) {
+            None => {
+                missing += 1;
+                "missing from the destination".to_string()
+            }
+            Some(copy) => match difference(object, copy) {
+                None => continue,
+                Some(why) => {
+                    different += 1;
+                    why
+                }
+            },
+        };
+        if offenses.len() < MAX_OFFENDING {
+            offenses.push(Offense {
+                name: object.name.clone(),
+                reason,
+            });
+        }
+    }
+    offenses.sort_by(|a, b| a.name.cmp(&b.name));
+    let result = if missing + different == 0 {
+        VerifyResult::Verified
+    } else {
+        VerifyResult::Mismatch
+    };
+    let verification = Verification {
+        prefix: prefix.to_string(),
+        result,
+        objects_compared: source.len() as u64,
+        missing,
+        different,
+        checked_at: now,
+        offending_objects: offenses.iter().map(|o| o.name.clone()).collect(),
+    };
+    (verification, offenses)
+}
+
+/// The prefixes to check: those named (always), else every `done` prefix
+/// not verified since its row last changed (its last transfer).
+pub fn prefixes_to_check(
+    jobs: &[PrefixJob],
+    previous: &[Verification],
+    named: &[String],
+) -> (Vec<String>, usize) {
+    if !named.is_empty() {
+        let mut named = named.to_vec();
+        named.sort();
+        named.dedup();
+        return (named, 0);
+    }
+    let verified: HashMap<&str, &Verification> = previous
+        .iter()
+        .filter(|v| v.result == VerifyResult::Verified)
+        .map(|v| (v.prefix.as_str(), v))
+        .collect();
+    let mut skipped = 0;
+    let mut check = Vec::new();
+    for job in jobs.iter().filter(|j| j.status == Status::Done) {
+        match verified.get(job.prefix.as_str()) {
+            Some(v) if v.checked_at >= job.last_updated => skipped += 1,
+            _ => check.push(job.prefix.clone()),
+        }
+    }
+    (check, skipped)
+}
+
+/// `--requeue`: every mismatched prefix of the job table back to `waiting`
+/// (keeping its job, which the manager runs again), with a history row.
+pub fn requeue(jobs: &[PrefixJob], mismatched: &[&str], now: DateTime<Utc>) -> ChangeSet {
+    let mut changes = ChangeSet::default();
+    for job in jobs
+        .iter()
+        .filter(|j| mismatched.contains(&j.prefix.as_str()) && j.status != Status::Waiting)
+    {
+        changes.updates.push(JobUpdate {
+            prefix: job.prefix.clone(),
+            status: Status::Waiting,
+            job_name: job.job_name.clone(),
+            last_updated: now,
+        });
+        changes.history.push(HistoryRow {
+            prefix: job.prefix.clone(),
+            status: Status::Waiting,
+            job_name: job.job_name.clone(),
+            operation_results: None,
+            timestamp: now,
+        });
+    }
+    changes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(name: &str, size: u64, crc: Option<u32>, md5: Option<u8>) -> ObjectInfo {
+        ObjectInfo {
+            crc32c: crc,
+            md5: md5.map(|b| [b; 16]),
+            ..ObjectInfo::sized(name, size)
+        }
+    }
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(seconds, 0).unwrap()
+    }
+
+    #[test]
+    fn names_sizes_and_checksums_are_compared() {
+        let source = [
+            object("p/a", 1, Some(1), Some(1)),
+            object("p/b", 2, Some(2), Some(2)),
+            object("p/c", 3, Some(3), Some(3)),
+            object("p/d", 4, Some(4), Some(4)),
+            object("p/e", 5, Some(5), None),
+        ];
+        let destination = [
+            object("p/a", 1, Some(1), Some(1)),
+            // Same size, other bytes.
+            object("p/b", 2, Some(9), Some(9)),
+            // p/c deleted; p/d with another size.
+            object("p/d", 40, Some(4), Some(4)),
+            // A composite copy: no md5, crc32c equal.
+            object("p/e", 5, Some(5), Some(7)),
+            object("p/extra", 1, Some(1), None),
+        ];
+        let (v, offenses) = compare("p/", &source, &destination, at(10));
+        assert_eq!(v.result, VerifyResult::Mismatch);
+        assert_eq!((v.objects_compared, v.missing, v.different), (5, 1, 2));
+        assert_eq!(v.offending_objects, ["p/b", "p/c", "p/d"]);
+        assert!(offenses[0].reason.contains("crc32c"), "{offenses:?}");
+        assert!(offenses[1].reason.contains("missing"));
+        assert!(offenses[2].reason.contains("size 4"));
+        // md5 alone tells a difference when crc32c is unknown.
+        let (v, _) = compare(
+            "p/",
+            &[object("p/a", 1, None, Some(1))],
+            &[object("p/a", 1, None, Some(2))],
+            at(10),
+        );
+        assert_eq!(v.different, 1);
+        let (v, _) = compare("p/", &source[..1], &destination[..1], at(10));
+        assert_eq!(v.result, VerifyResult::Verified);
+    }
+
+    #[test]
+    fn offending_names_are_capped() {
+        let source: Vec<_> = (0..150)
+            .map(|i| object(&format!("x{i:03}"), 1, None, None))
+            .collect();
+        let (v, offenses) = compare("x", &source, &[], at(0));
+        assert_eq!(v.missing, 150);
+        assert_eq!(v.offending_objects.len(), MAX_OFFENDING);
+        assert_eq!(offenses.len(), MAX_OFFENDING);
+    }
+
+    fn job(prefix: &str, status: Status, updated: i64) -> PrefixJob {
+        PrefixJob {
+            prefix: prefix.into(),
+            status,
+            job_name: Some(format!("transferOperations/{prefix}")),
+            last_updated: at(updated),
+        }
+    }
+
+    #[test]
+    fn done_prefixes_verified_since_their_transfer_are_skipped() {
+        let jobs = [
+            job("a/", Status::Done, 10),
+            job("b/", Status::Done, 30),
+            job("c/", Status::Done, 10),
+            job("d/", Status::Running, 10),
+            job("e/", Status::Done, 10),
+        ];
+        let verification = |prefix: &str, result, checked| Verification {
+            prefix: prefix.into(),
+            result,
+            objects_compared: 1,
+            missing: 0,
+            different: 0,
+            checked_at: at(checked),
+            offending_objects: vec![],
+        };
+        let previous = [
+            verification("a/", VerifyResult::Verified, 20),
+            // Transferred again after it was verified.
+            verification("b/", VerifyResult::Verified, 20),
+            // A mismatch is always checked again.
+            verification("c/", VerifyResult::Mismatch, 20),
+        ];
+        let (check, skipped) = prefixes_to_check(&jobs, &previous, &[]);
+        assert_eq!(check, ["b/", "c/", "e/"]);
+        assert_eq!(skipped, 1);
+        let (check, _) = prefixes_to_check(&jobs, &previous, &["a/".into(), "a/".into()]);
+        assert_eq!(check, ["a/"]);
+    }
+
+    #[test]
+    fn requeue_puts_mismatches_back_to_waiting_with_history() {
+        let jobs = [job("a/", Status::Done, 10), job("b/", Status::Done, 10)];
+        let changes = requeue(&jobs, &["b/"], at(50));
+        assert_eq!(changes.updates.len(), 1);
+        assert_eq!(changes.updates[0].prefix, "b/");
+        assert_eq!(changes.updates[0].status, Status::Waiting);
+        assert_eq!(changes.updates[0].job_name, jobs[1].job_name);
+        assert_eq!(changes.history[0].status, Status::Waiting);
+    }
+}

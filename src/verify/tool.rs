@@ -1,0 +1,241 @@
+//! `sts-verify`: list source and destination per prefix, compare, record
+//! the verdicts in the verification table, and optionally requeue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Serialize;
+
+use super::{compare, prefixes_to_check, requeue, Offense, Verification, VerifyResult};
+use crate::backends::{open_lister, open_store};
+use crate::error::{Error, Result};
+use crate::options::Options;
+use crate::plan::tool::{concurrency_flag, human_bytes, ProgressLine};
+use crate::storage::{ListProgress, ObjectLister};
+
+#[derive(Debug, Clone, Default)]
+pub struct VerifyArgs {
+    /// Prefixes to check whatever their status; none: every `done` prefix.
+    pub prefixes: Vec<String>,
+    pub requeue: bool,
+    pub concurrency: usize,
+}
+
+pub const VERIFY_FLAGS: &[(&str, bool)] = &[
+    ("--prefix", true),
+    ("--requeue", false),
+    ("--concurrency", true),
+];
+
+pub const VERIFY_HELP: &str = "\
+verify options:
+  --prefix P
+      Check this prefix (repeatable); default: every done prefix not verified
+      since its last transfer
+  --requeue
+      Put mismatched prefixes back to waiting, for the manager to copy again
+  --concurrency N
+      Prefixes to check at once (default: 16)
+Exit codes: 0 every checked prefix matches, 4 a mismatch, 1 failure, 2 bad input.
+";
+
+impl VerifyArgs {
+    pub fn parse(
+        found: &HashMap<&'static str, Vec<String>>,
+    ) -> std::result::Result<VerifyArgs, String> {
+        let prefixes = found.get("--prefix").cloned().unwrap_or_default();
+        if let Some(bad) = prefixes.iter().find(|p| p.is_empty()) {
+            return Err(format!("option '--prefix': '{bad}' is empty"));
+        }
+        Ok(VerifyArgs {
+            prefixes,
+            requeue: found.contains_key("--requeue"),
+            concurrency: concurrency_flag(found)?,
+        })
+    }
+}
+
+/// One checked prefix: the row written and the first offences.
+#[derive(Debug, Clone, Serialize)]
+pub struct Checked {
+    pub verification: Verification,
+    pub offenses: Vec<Offense>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct VerifyReport {
+    pub checked: Vec<Checked>,
+    /// Done prefixes verified since their last transfer.
+    pub skipped: usize,
+    pub requeued: usize,
+    pub list_requests: u64,
+    pub bytes_compared: u64,
+}
+
+impl VerifyReport {
+    pub fn mismatched(&self) -> usize {
+        self.checked
+            .iter()
+            .filter(|c| c.verification.result == VerifyResult::Mismatch)
+            .count()
+    }
+}
+
+async fn check_prefix(
+    lister: Arc<dyn ObjectLister>,
+    source: String,
+    destination: String,
+    prefix: String,
+    progress: Arc<ListProgress>,
+) -> Result<(Checked, u64)> {
+    let (from, to) = tokio::join!(
+        lister.list_all(&source, &prefix, true),
+        lister.list_all(&destination, &prefix, true)
+    );
+    let (from, to) = (from?, to?);
+    progress
+        .objects
+        .fetch_add(from.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let bytes: u64 = from.iter().map(|o| o.size).sum();
+    progress
+        .bytes
+        .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    let (verification, offenses) = compare(&prefix, &from, &to, Utc::now());
+    Ok((
+        Checked {
+            verification,
+            offenses,
+        },
+        bytes,
+    ))
+}
+
+pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyReport> {
+    let store = open_store(options)?;
+    let jobs = store.read_jobs().await?;
+    let previous = store.read_verifications().await?;
+    let (prefixes, skipped) = prefixes_to_check(&jobs, &previous, &args.prefixes);
+    let mut report = VerifyReport {
+        skipped,
+        ..VerifyReport::default()
+    };
+    if prefixes.is_empty() {
+        return Ok(report);
+    }
+    let lister = open_lister(options)?;
+    lister.get_bucket(&options.source_bucket).await?;
+    lister.get_bucket(&options.destination_bucket).await?;
+    let progress = Arc::new(ListProgress::default());
+    let line = ProgressLine::start("verifying", Arc::clone(&progress));
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for prefix in prefixes {
+        let (lister, semaphore, progress) = (
+            Arc::clone(&lister),
+            Arc::clone(&semaphore),
+            Arc::clone(&progress),
+        );
+        let (source, destination) = (
+            options.source_bucket.clone(),
+            options.destination_bucket.clone(),
+        );
+        tasks.spawn(async move {
+            let _permit = semaphore
+                .acquire_owned()
+                .await
+                .map_err(|e| Error::Input(e.to_string()))?;
+            check_prefix(lister, source, destination, prefix, progress).await
+        });
+    }
+    let mut failure = None;
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok((checked, bytes))) => {
+                report.bytes_compared += bytes;
+                report.checked.push(checked);
+            }
+            Ok(Err(e)) => {
+                failure.get_or_insert(e);
+            }
+            Err(e) => {
+                failure.get_or_insert(Error::Input(format!("a check stopped: {e}")));
+            }
+        }
+    }
+    line.finish().await;
+    report.list_requests = lister.requests();
+    report
+        .checked
+        .sort_by(|a, b| a.verification.prefix.cmp(&b.verification.prefix));
+    // What was checked is kept even when another prefix's listing failed.
+    let rows: Vec<Verification> = report
+        .checked
+        .iter()
+        .map(|c| c.verification.clone())
+        .collect();
+    for batch in rows.chunks(1000) {
+        store.save_verifications(batch).await?;
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    if args.requeue {
+        let mismatched: Vec<&str> = report
+            .checked
+            .iter()
+            .filter(|c| c.verification.result == VerifyResult::Mismatch)
+            .map(|c| c.verification.prefix.as_str())
+            .collect();
+        let changes = requeue(&jobs, &mismatched, Utc::now());
+        store.apply(&changes).await?;
+        report.requeued = changes.updates.len();
+    }
+    Ok(report)
+}
+
+/// The summary `sts-verify` prints: every mismatch with its first offending
+/// objects, then the totals.
+pub fn render(report: &VerifyReport) -> String {
+    let mut out = String::new();
+    for checked in &report.checked {
+        let v = &checked.verification;
+        if v.result == VerifyResult::Verified {
+            continue;
+        }
+        out.push_str(&format!(
+            "MISMATCH {}: {} objects compared, {} missing, {} different\n",
+            v.prefix, v.objects_compared, v.missing, v.different
+        ));
+        for offense in checked.offenses.iter().take(10) {
+            out.push_str(&format!("  {}: {}\n", offense.name, offense.reason));
+        }
+        if checked.offenses.len() > 10 {
+            out.push_str(&format!(
+                "  ... {} more in the verification table\n",
+                (v.missing + v.different).saturating_sub(10)
+            ));
+        }
+    }
+    let objects: u64 = report
+        .checked
+        .iter()
+        .map(|c| c.verification.objects_compared)
+        .sum();
+    out.push_str(&format!(
+        "Checked {} prefixes ({} objects, {}): {} verified, {} mismatched; {} skipped (verified since their last transfer).\n",
+        report.checked.len(),
+        objects,
+        human_bytes(report.bytes_compared),
+        report.checked.len() - report.mismatched(),
+        report.mismatched(),
+        report.skipped,
+    ));
+    if report.requeued > 0 {
+        out.push_str(&format!(
+            "Requeued {} mismatched prefixes: the manager copies them again.\n",
+            report.requeued
+        ));
+    }
+    out
+}
