@@ -11,6 +11,7 @@
 //! none is lost, and each table is always in a state some statement left).
 
 pub mod client;
+pub mod records;
 pub mod sql;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -588,6 +589,25 @@ impl StateStore for BigQueryStore {
         }
         let (holder, until) = refused.unwrap_or_default();
         Ok(Lease::HeldBy { holder, until })
+    }
+
+    async fn save_plan(&self, planned: &[crate::records::PlannedPrefix]) -> Result<(), StoreError> {
+        self.merge_plan(planned).await
+    }
+
+    async fn read_plan(&self) -> Result<Vec<crate::records::PlannedPrefix>, StoreError> {
+        self.select_plan().await
+    }
+
+    async fn save_verifications(
+        &self,
+        rows: &[crate::records::Verification],
+    ) -> Result<(), StoreError> {
+        self.merge_verifications(rows).await
+    }
+
+    async fn read_verifications(&self) -> Result<Vec<crate::records::Verification>, StoreError> {
+        self.select_verifications().await
     }
 
     async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {

@@ -217,6 +217,20 @@ pub fn history_param(rows: &[HistoryRow]) -> QueryParameter {
     )
 }
 
+/// `@name`: ARRAY<STRUCT<fields>>, one struct per row (values as text, as
+/// BigQuery's parameter format has them).
+pub fn struct_rows_param(
+    name: &str,
+    fields: &[(&str, &str)],
+    rows: Vec<Vec<(&str, Option<String>)>>,
+) -> QueryParameter {
+    array_param(
+        name,
+        struct_type(fields),
+        rows.into_iter().map(struct_value).collect(),
+    )
+}
+
 /// Adds `waiting` rows for the prefixes of `@prefixes` not yet in the table.
 /// DML (not streaming inserts), so the rows can be updated at once.
 pub fn insert_prefixes(jobs: &TableName) -> String {

@@ -1,0 +1,80 @@
+//! The plan and verification tables in BigQuery (bqemulator): created on
+//! first use beside the job table, one row per prefix, read back whole.
+
+#[path = "support/bqemulator.rs"]
+mod bqemulator;
+
+use chrono::{DateTime, Utc};
+use sts_job_manager::records::{PlannedPrefix, Verification, VerifyResult};
+use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
+use sts_job_manager::store::StateStore;
+
+const PROJECT: &str = "sts-plan-verify-test";
+
+fn settings(emulator_host: &str) -> Settings {
+    Settings {
+        project: Some(PROJECT.into()),
+        dataset: "data_migration".into(),
+        location: "US".into(),
+        job_table: "sts_job".into(),
+        history_table: "sts_job_history".into(),
+        emulator_host: Some(emulator_host.into()),
+    }
+}
+
+fn planned(prefix: &str, objects: u64, bytes: u64) -> PlannedPrefix {
+    PlannedPrefix {
+        prefix: prefix.into(),
+        objects,
+        bytes,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_and_verification_tables_round_trip() {
+    let emulator = bqemulator::Emulator::start(PROJECT);
+    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    store.prepare().await.unwrap();
+
+    assert!(store.read_plan().await.unwrap().is_empty());
+    assert!(store.read_verifications().await.unwrap().is_empty());
+
+    store
+        .save_plan(&[planned("a/", 3, 300), planned("b/", 1, 5_000_000_000)])
+        .await
+        .unwrap();
+    store.save_plan(&[planned("b/", 2, 20)]).await.unwrap();
+    assert_eq!(
+        store.read_plan().await.unwrap(),
+        [planned("a/", 3, 300), planned("b/", 2, 20)]
+    );
+
+    let checked_at: DateTime<Utc> = DateTime::from_timestamp_micros(1_767_000_000_123_456).unwrap();
+    let mut row = Verification {
+        prefix: "a/".into(),
+        result: VerifyResult::Mismatch,
+        objects_compared: 3,
+        missing: 1,
+        different: 1,
+        checked_at,
+        offending_objects: vec!["a/x".into(), "a/\"quoted\" y".into()],
+    };
+    store
+        .save_verifications(std::slice::from_ref(&row))
+        .await
+        .unwrap();
+    assert_eq!(store.read_verifications().await.unwrap(), [row.clone()]);
+    row.result = VerifyResult::Verified;
+    row.missing = 0;
+    row.different = 0;
+    row.offending_objects.clear();
+    let other = Verification {
+        prefix: "b/".into(),
+        ..row.clone()
+    };
+    store
+        .save_verifications(&[row.clone(), other.clone()])
+        .await
+        .unwrap();
+    assert_eq!(store.read_verifications().await.unwrap(), [row, other]);
+}
