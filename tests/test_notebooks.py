@@ -11,7 +11,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import FAILING_PREFIX, Migration
+from conftest import FAILING_PREFIX, Migration, tool
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -46,6 +46,12 @@ def _jupyter_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def test_failure_analysis_notebook(failed_migration: Migration, tmp_path: Path) -> None:
+    # The done prefixes verify; the failed one, checked by name, does not.
+    tool("sts-verify", *failed_migration.backend_args())
+    mismatch = tool(
+        "sts-verify", *failed_migration.backend_args(), "--prefix", FAILING_PREFIX, check=False
+    )
+    assert mismatch.returncode == 4, mismatch.stdout + mismatch.stderr
     summary = run_notebook(
         "failure_analysis.ipynb", tmp_path, STATE={"state": f"sqlite:{failed_migration.state}"}
     )
@@ -60,6 +66,10 @@ def test_failure_analysis_notebook(failed_migration: Migration, tmp_path: Path) 
         "error_codes": {"PERMISSION_DENIED": len(failing)},
         "retry": [],
         "fix_first": [FAILING_PREFIX],
+        "verification": {
+            "verified": sorted(p for p in failed_migration.prefixes if p != FAILING_PREFIX),
+            "mismatch": [FAILING_PREFIX],
+        },
     }
 
 

@@ -14,6 +14,7 @@ import pytest
 from google.api_core.exceptions import NotFound
 from google.cloud import storage
 
+import sts_job_manager as sjm
 from conftest import FAST, Emulator, Migration, tool
 
 
@@ -145,6 +146,11 @@ def test_plan_prepare_manage_verify_on_a_skewed_bucket(tmp_path: Path) -> None:
     assert {prefix for prefix, _, _ in rows} == set(prefixes)
     assert {result for _, result, _ in rows} == {"verified"}
     assert sum(n for _, _, n in rows) == len(migration.objects)
+    frame = sjm.State(state=f"sqlite:{migration.state}").verification()
+    assert sorted(frame["prefix"].astype(str)) == sorted(prefixes)
+    assert set(frame["result"].astype(str)) == {"verified"}
+    assert int(frame["objects_compared"].sum()) == len(migration.objects)
+    assert str(frame["checked_at"].dtype) == "datetime64[us, UTC]"
     # Nothing transferred since: a second run skips every prefix.
     again = tool("sts-verify", *args)
     assert f"{len(prefixes)} skipped" in again.stdout
@@ -162,6 +168,10 @@ def test_plan_load_keeps_planned_sizes_and_refuses_overlaps(tmp_path: Path) -> N
     assert_exact_cover(list(migration.objects), list(plan))
     assert sum(o for o, _ in plan.values()) == len(migration.objects)
     assert sum(b for _, b in plan.values()) == sum(map(len, migration.objects.values()))
+    frame = sjm.State(state=f"sqlite:{migration.state}").plan()
+    assert dict(zip(frame["prefix"].astype(str), frame["bytes"])) == {
+        p: b for p, (_, b) in plan.items()
+    }
 
     # A plan whose prefixes overlap those already loaded is refused whole.
     refused = tool("sts-plan", *args, "--shards", "2", "--load", check=False)

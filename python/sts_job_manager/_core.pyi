@@ -84,6 +84,10 @@ class State:
         """One row per failed object of each operation's latest snapshot."""
     def progress(self) -> _Frame:
         """Counters, throughput and ETA per prefix, then a total row."""
+    def verification(self) -> _Frame:
+        """The verification table (sts-verify) as Arrow buffers."""
+    def plan(self) -> _Frame:
+        """The plan table (sts-plan --load) as Arrow buffers."""
     def status_counts(self) -> str:
         """Prefixes per status as a JSON object."""
     def status_counts_async(self) -> Awaitable[str]:

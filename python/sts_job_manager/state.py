@@ -121,6 +121,19 @@ class State:
         for prefixes whose size nobody has listed yet)."""
         return self._frame(self._native.progress)
 
+    def verification(self) -> pd.DataFrame:
+        """The verification table written by ``sts-verify``, one row per
+        checked prefix: ``prefix``, ``result`` (``verified`` or ``mismatch``),
+        ``objects_compared``, ``missing``, ``different``, ``checked_at`` and
+        ``offending_objects`` (a JSON array of up to 100 object names). Empty
+        when nothing was verified yet."""
+        return self._frame(self._native.verification)
+
+    def plan(self) -> pd.DataFrame:
+        """The plan table written by ``sts-plan --load``: ``prefix``,
+        ``objects``, ``bytes`` as listed when planned. Empty without a plan."""
+        return self._frame(self._native.plan)
+
     def status_counts(self) -> dict[str, int]:
         """Prefixes per status, every status present (0 included)."""
         counts: dict[str, int] = json.loads(self._native.status_counts())

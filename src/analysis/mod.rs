@@ -3,6 +3,7 @@
 //! `StateStore` trait returns, so they work for every store.
 
 pub mod columns;
+pub mod verification;
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -102,6 +102,28 @@ impl State {
         })
     }
 
+    /// The verification table: one row per checked prefix.
+    fn verification<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
+        self.frame(py, |store| {
+            Box::pin(async move {
+                Ok(analysis::verification::verification_frame(
+                    &store.read_verifications().await?,
+                ))
+            })
+        })
+    }
+
+    /// The plan table: planned objects and bytes per prefix.
+    fn plan<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
+        self.frame(py, |store| {
+            Box::pin(async move {
+                Ok(analysis::verification::plan_frame(
+                    &store.read_plan().await?,
+                ))
+            })
+        })
+    }
+
     /// Prefixes per status (every status, 0 included) as JSON.
     fn status_counts(&self, py: Python<'_>) -> PyResult<String> {
         let store = Arc::clone(&self.store);
