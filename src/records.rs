@@ -13,6 +13,18 @@ pub struct PlannedPrefix {
     pub bytes: u64,
 }
 
+/// What one node of the planner's name trie covers: every name starting
+/// with `lo` (see `plan`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Group {
+    pub lo: String,
+    /// The first and last name of the group (name order).
+    pub first: String,
+    pub last: String,
+    pub objects: u64,
+    pub bytes: u64,
+}
+
 /// The verdict on one prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -17,19 +17,8 @@
 
 pub mod tool;
 
-pub use crate::records::PlannedPrefix;
+pub use crate::records::{Group, PlannedPrefix};
 use crate::tools::MAX_PREFIX_BYTES;
-
-/// What one trie node covers: every name starting with `lo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Group {
-    pub lo: String,
-    /// The first and last name of the group (name order).
-    pub first: String,
-    pub last: String,
-    pub objects: u64,
-    pub bytes: u64,
-}
 
 impl Group {
     /// The longest prefix every name of the group shares.
@@ -53,7 +42,7 @@ impl Group {
         self.first == self.lcp()
     }
 
-    fn weight(&self) -> u64 {
+    pub fn weight(&self) -> u64 {
         // Empty objects still cost a request each.
         self.bytes.saturating_add(self.objects)
     }
@@ -148,6 +137,65 @@ fn expand(group: Group, objects: &[(&str, u64)], fine: u64, force: bool) -> Node
         .map(|(child, range)| expand(child, &objects[range], fine, false))
         .collect();
     Node { group, children }
+}
+
+/// The same tree as [`build_tree`], built level by level from a source of
+/// child groups: `children(parents)` answers, for each parent common prefix,
+/// its objects grouped by the next character (`(parent, group)` pairs).
+/// One call per tree level, so an inventory in BigQuery answers with one
+/// query per level instead of listing objects.
+pub async fn build_tree_by_levels<E, F, Fut>(
+    root: Group,
+    fine: u64,
+    mut children: F,
+) -> Result<Node, E>
+where
+    F: FnMut(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<Vec<(String, Group)>, E>>,
+{
+    // An arena: (group, children's indices).
+    let mut nodes: Vec<(Group, Vec<usize>)> = vec![(root, Vec::new())];
+    let mut frontier = vec![0usize];
+    let mut first_level = true;
+    while !frontier.is_empty() {
+        let expand: Vec<usize> = frontier
+            .into_iter()
+            .filter(|&i| {
+                let g = &nodes[i].0;
+                !g.unsplittable() && (first_level || g.weight() > fine)
+            })
+            .collect();
+        first_level = false;
+        if expand.is_empty() {
+            break;
+        }
+        let by_parent: std::collections::HashMap<String, usize> = expand
+            .iter()
+            .map(|&i| (nodes[i].0.lcp().to_string(), i))
+            .collect();
+        let mut answered = children(by_parent.keys().cloned().collect()).await?;
+        answered.sort_by(|a, b| a.1.lo.cmp(&b.1.lo));
+        let mut next = Vec::new();
+        for (parent, group) in answered {
+            let Some(&at) = by_parent.get(&parent) else {
+                continue;
+            };
+            nodes.push((group, Vec::new()));
+            let index = nodes.len() - 1;
+            nodes[at].1.push(index);
+            next.push(index);
+        }
+        frontier = next;
+    }
+    fn assemble(nodes: &mut Vec<Option<(Group, Vec<usize>)>>, at: usize) -> Node {
+        let (group, children) = nodes[at].take().unwrap_or_default();
+        Node {
+            group,
+            children: children.into_iter().map(|c| assemble(nodes, c)).collect(),
+        }
+    }
+    let mut slots: Vec<Option<(Group, Vec<usize>)>> = nodes.into_iter().map(Some).collect();
+    Ok(assemble(&mut slots, 0))
 }
 
 /// The prefix written for a node: the longest one between `lo` and the
@@ -429,6 +477,35 @@ mod tests {
         );
         let one = plan(&objects, "logs/", Target::Shards(1)).unwrap();
         assert_eq!(one[0].prefix, "logs/");
+    }
+
+    #[tokio::test]
+    async fn a_tree_built_by_levels_equals_the_listed_one() {
+        let names = skewed();
+        let objects = borrowed(&names);
+        for fine in [0, 1000, 50_000, u64::MAX] {
+            let listed = build_tree(&objects, "", fine).unwrap();
+            let by_levels = build_tree_by_levels(listed.group.clone(), fine, |parents| {
+                let objects = &objects;
+                async move {
+                    let mut out = Vec::new();
+                    for parent in parents {
+                        let under: Vec<(&str, u64)> = objects
+                            .iter()
+                            .copied()
+                            .filter(|(n, _)| n.starts_with(&parent))
+                            .collect();
+                        for (group, _) in child_groups(&under, &parent) {
+                            out.push((parent.clone(), group));
+                        }
+                    }
+                    Ok::<_, ()>(out)
+                }
+            })
+            .await
+            .unwrap();
+            assert_eq!(by_levels, listed, "fine {fine}");
+        }
     }
 
     #[test]

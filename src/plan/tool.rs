@@ -106,6 +106,8 @@ pub struct PlanArgs {
     pub out: Option<PathBuf>,
     pub load: bool,
     pub concurrency: usize,
+    /// A BigQuery table of the source's object inventory: plan with SQL.
+    pub source_inventory: Option<String>,
 }
 
 pub const PLAN_FLAGS: &[(&str, bool)] = &[
@@ -114,6 +116,7 @@ pub const PLAN_FLAGS: &[(&str, bool)] = &[
     ("--out", true),
     ("--load", false),
     ("--concurrency", true),
+    ("--source-inventory", true),
 ];
 
 pub const PLAN_HELP: &str = "\
@@ -129,6 +132,10 @@ plan options:
       prefix's planned objects and bytes in the plan table beside it
   --concurrency N
       Listings to run at once (default: 16)
+  --source-inventory TABLE
+      With --state bigquery: plan from this object inventory table
+      ([project.]dataset.table with Cloud Storage inventory report columns:
+      bucket, name, size, ...) with SQL instead of listing the bucket
 Nothing is written without --out or --load.
 ";
 
@@ -173,6 +180,7 @@ impl PlanArgs {
             out: last("--out").map(PathBuf::from),
             load: found.contains_key("--load"),
             concurrency: concurrency_flag(found)?,
+            source_inventory: last("--source-inventory"),
         })
     }
 }
@@ -293,7 +301,52 @@ pub fn overlap_with_table(
     None
 }
 
-pub async fn run_plan(options: &Options, args: &PlanArgs) -> Result<PlanReport> {
+/// The BigQuery store the options name, for inventories (which need it).
+pub fn inventory_store(options: &Options) -> Result<crate::store::bigquery::BigQueryStore> {
+    if options.state_location()? != crate::options::StateLocation::BigQuery {
+        return Err(Error::Input(
+            "object inventories are BigQuery tables: use them with --state bigquery".into(),
+        ));
+    }
+    Ok(crate::store::bigquery::BigQueryStore::from_options(
+        options,
+    )?)
+}
+
+/// The plan from an inventory table: one query per level of the name trie.
+async fn plan_from_inventory(
+    options: &Options,
+    table: &str,
+    target: super::Target,
+) -> Result<(Vec<PlannedPrefix>, u64)> {
+    use crate::store::bigquery::inventory::Inventory;
+    let store = inventory_store(options)?;
+    let inventory = Inventory::parse(table, &store.job_table().project, &options.source_bucket)?;
+    let root = store.inventory_root(&inventory).await?.ok_or_else(|| {
+        Error::Input(format!(
+            "inventory {table} holds no objects of bucket {}: nothing to plan",
+            options.source_bucket
+        ))
+    })?;
+    let fine = super::fine_weight(root.weight(), target);
+    let queries = std::sync::atomic::AtomicU64::new(1);
+    let tree = super::build_tree_by_levels(root, fine, |parents| {
+        let (store, inventory, queries) = (&store, &inventory, &queries);
+        async move {
+            queries.fetch_add(1, Ordering::Relaxed);
+            store.inventory_children(inventory, &parents).await
+        }
+    })
+    .await?;
+    let planned = super::plan_tree(&tree, target)
+        .map_err(|e| Error::Input(format!("inventory {table}: {e}")))?;
+    Ok((planned, queries.load(Ordering::Relaxed)))
+}
+
+async fn plan_from_listing(
+    options: &Options,
+    args: &PlanArgs,
+) -> Result<(Vec<PlannedPrefix>, u64)> {
     let lister = open_lister(options)?;
     let bucket = options.source_bucket.clone();
     lister.get_bucket(&bucket).await?;
@@ -313,12 +366,21 @@ pub async fn run_plan(options: &Options, args: &PlanArgs) -> Result<PlanReport> 
     let pairs: Vec<(&str, u64)> = objects.iter().map(|o| (o.name.as_str(), o.size)).collect();
     let planned = tokio::task::block_in_place(|| plan(&pairs, "", args.target))
         .map_err(|e| Error::Input(format!("bucket {bucket}: {e}")))?;
+    Ok((planned, lister.requests()))
+}
+
+pub async fn run_plan(options: &Options, args: &PlanArgs) -> Result<PlanReport> {
+    let (planned, requests) = match &args.source_inventory {
+        Some(table) => plan_from_inventory(options, table, args.target).await?,
+        None => plan_from_listing(options, args).await?,
+    };
+    let bucket = options.source_bucket.clone();
     let mut report = PlanReport {
         bucket,
         objects: planned.iter().map(|p| p.objects).sum(),
         bytes: planned.iter().map(|p| p.bytes).sum(),
         balance: balance(&planned),
-        list_requests: lister.requests(),
+        list_requests: requests,
         planned,
         loaded: None,
         already_present: None,

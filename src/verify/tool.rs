@@ -20,12 +20,18 @@ pub struct VerifyArgs {
     pub prefixes: Vec<String>,
     pub requeue: bool,
     pub concurrency: usize,
+    /// BigQuery inventory tables of the source and destination: compare
+    /// with SQL instead of listing.
+    pub source_inventory: Option<String>,
+    pub destination_inventory: Option<String>,
 }
 
 pub const VERIFY_FLAGS: &[(&str, bool)] = &[
     ("--prefix", true),
     ("--requeue", false),
     ("--concurrency", true),
+    ("--source-inventory", true),
+    ("--destination-inventory", true),
 ];
 
 pub const VERIFY_HELP: &str = "\
@@ -37,6 +43,10 @@ verify options:
       Put mismatched prefixes back to waiting, for the manager to copy again
   --concurrency N
       Prefixes to check at once (default: 16)
+  --source-inventory TABLE, --destination-inventory TABLE
+      With --state bigquery: compare these object inventory tables
+      ([project.]dataset.table, Cloud Storage inventory report columns) with
+      SQL instead of listing; give both
 Exit codes: 0 every checked prefix matches, 4 a mismatch, 1 failure, 2 bad input.
 ";
 
@@ -48,10 +58,20 @@ impl VerifyArgs {
         if let Some(bad) = prefixes.iter().find(|p| p.is_empty()) {
             return Err(format!("option '--prefix': '{bad}' is empty"));
         }
+        let last = |flag: &str| found.get(flag).and_then(|v| v.last()).cloned();
+        let (source_inventory, destination_inventory) =
+            (last("--source-inventory"), last("--destination-inventory"));
+        if source_inventory.is_some() != destination_inventory.is_some() {
+            return Err(
+                "give both --source-inventory and --destination-inventory, or neither".into(),
+            );
+        }
         Ok(VerifyArgs {
             prefixes,
             requeue: found.contains_key("--requeue"),
             concurrency: concurrency_flag(found)?,
+            source_inventory,
+            destination_inventory,
         })
     }
 }
@@ -111,18 +131,14 @@ async fn check_prefix(
     ))
 }
 
-pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyReport> {
-    let store = open_store(options)?;
-    let jobs = store.read_jobs().await?;
-    let previous = store.read_verifications().await?;
-    let (prefixes, skipped) = prefixes_to_check(&jobs, &previous, &args.prefixes);
-    let mut report = VerifyReport {
-        skipped,
-        ..VerifyReport::default()
-    };
-    if prefixes.is_empty() {
-        return Ok(report);
-    }
+/// Lists and compares every prefix, `concurrency` at a time; the first
+/// failure (if any) comes back after every other prefix was checked.
+async fn compare_listings(
+    options: &Options,
+    args: &VerifyArgs,
+    prefixes: Vec<String>,
+    report: &mut VerifyReport,
+) -> Result<Option<Error>> {
     let lister = open_lister(options)?;
     lister.get_bucket(&options.source_bucket).await?;
     lister.get_bucket(&options.destination_bucket).await?;
@@ -165,6 +181,85 @@ pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyRe
     }
     line.finish().await;
     report.list_requests = lister.requests();
+    Ok(failure)
+}
+
+/// The same verdicts from two inventory tables, with SQL.
+async fn compare_inventories(
+    options: &Options,
+    source: &str,
+    destination: &str,
+    prefixes: &[String],
+) -> Result<(Vec<Checked>, u64)> {
+    use crate::store::bigquery::inventory::Inventory;
+    let store = crate::plan::tool::inventory_store(options)?;
+    let project = store.job_table().project.clone();
+    let source = Inventory::parse(source, &project, &options.source_bucket)?;
+    let destination = Inventory::parse(destination, &project, &options.destination_bucket)?;
+    let now = Utc::now();
+    let (counts, offending) = store
+        .inventory_compare(&source, &destination, prefixes)
+        .await?;
+    let bytes = counts.iter().map(|c| c.2).sum();
+    let counts: HashMap<String, (u64, u64, u64)> = counts
+        .into_iter()
+        .map(|(p, c, _, m, d)| (p, (c, m, d)))
+        .collect();
+    let mut offenses: HashMap<String, Vec<Offense>> = HashMap::new();
+    for (prefix, name, reason) in offending {
+        offenses
+            .entry(prefix)
+            .or_default()
+            .push(Offense { name, reason });
+    }
+    let checked = prefixes
+        .iter()
+        .map(|prefix| {
+            let (compared, missing, different) = counts.get(prefix).copied().unwrap_or_default();
+            let offenses = offenses.remove(prefix).unwrap_or_default();
+            Checked {
+                verification: Verification {
+                    prefix: prefix.clone(),
+                    result: if missing + different == 0 {
+                        VerifyResult::Verified
+                    } else {
+                        VerifyResult::Mismatch
+                    },
+                    objects_compared: compared,
+                    missing,
+                    different,
+                    checked_at: now,
+                    offending_objects: offenses.iter().map(|o| o.name.clone()).collect(),
+                },
+                offenses,
+            }
+        })
+        .collect();
+    Ok((checked, bytes))
+}
+
+pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyReport> {
+    let store = open_store(options)?;
+    let jobs = store.read_jobs().await?;
+    let previous = store.read_verifications().await?;
+    let (prefixes, skipped) = prefixes_to_check(&jobs, &previous, &args.prefixes);
+    let mut report = VerifyReport {
+        skipped,
+        ..VerifyReport::default()
+    };
+    if prefixes.is_empty() {
+        return Ok(report);
+    }
+    let failure = match (&args.source_inventory, &args.destination_inventory) {
+        (Some(source), Some(destination)) => {
+            let (checked, bytes) =
+                compare_inventories(options, source, destination, &prefixes).await?;
+            report.checked = checked;
+            report.bytes_compared = bytes;
+            None
+        }
+        _ => compare_listings(options, args, prefixes, &mut report).await?,
+    };
     report
         .checked
         .sort_by(|a, b| a.verification.prefix.cmp(&b.verification.prefix));

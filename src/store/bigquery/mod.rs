@@ -11,6 +11,7 @@
 //! none is lost, and each table is always in a state some statement left).
 
 pub mod client;
+pub mod inventory;
 pub mod records;
 pub mod sql;
 
