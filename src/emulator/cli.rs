@@ -11,6 +11,9 @@ const HELP: &str = "usage: sts-emulator --root DIR [--port P] [faults]
 
 An STS v1 REST API on 127.0.0.1 over the local transfer engine: bucket B is
 the directory DIR/B. Point clients at it with STORAGE_TRANSFER_EMULATOR_HOST.
+It also serves the Cloud Storage JSON API for those buckets (bucket get,
+object list and get): point Cloud Storage clients at it with
+STORAGE_EMULATOR_HOST.
 
 options:
   --root DIR               directory holding one directory per bucket (required)

@@ -18,14 +18,17 @@ use crate::storage::{list_concurrently, ListProgress};
 /// Listings run at once by default.
 pub const DEFAULT_CONCURRENCY: usize = 16;
 
+/// Values of the tool's own flags, by flag (a repeated flag keeps each).
+pub type ToolFlags = HashMap<&'static str, Vec<String>>;
+
 /// The options only `sts-plan` and `sts-verify` take, pulled out of the
 /// arguments before the shared options parse the rest. `(flag, takes a
 /// value)`.
 pub fn take_flags(
     args: &[String],
     flags: &[(&'static str, bool)],
-) -> std::result::Result<(HashMap<&'static str, Vec<String>>, Vec<String>), String> {
-    let mut found: HashMap<&'static str, Vec<String>> = HashMap::new();
+) -> std::result::Result<(ToolFlags, Vec<String>), String> {
+    let mut found = ToolFlags::new();
     let mut rest = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
