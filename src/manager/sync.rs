@@ -83,15 +83,6 @@ fn predates_pending_start(row: &PrefixJob, op: &TransferOperation) -> bool {
     (awaiting_operation || queued) && op.start_time.is_none_or(|start| start < row.last_updated)
 }
 
-/// A row put back to `waiting` after its latest operation ended (`sts-verify
-/// --requeue`) stays waiting until the manager runs it again; the ended
-/// operation must not mark it done again.
-fn requeued_after(row: &PrefixJob, op: &TransferOperation) -> bool {
-    row.status == Status::Waiting
-        && op.status.table_status() != Some(Status::Waiting)
-        && op.end_time.is_some_and(|end| end < row.last_updated)
-}
-
 pub fn sync<'a>(
     rows: &[PrefixJob],
     operations: &'a [TransferOperation],
@@ -109,7 +100,7 @@ pub fn sync<'a>(
         let Some(op) = latest.get(&row.prefix).copied() else {
             continue;
         };
-        if predates_pending_start(row, op) || requeued_after(row, op) {
+        if predates_pending_start(row, op) {
             latest.remove(&row.prefix);
             continue;
         }
@@ -211,23 +202,6 @@ mod tests {
 
     fn run<'a>(rows: &[PrefixJob], ops: &'a [TransferOperation]) -> SyncOutcome<'a> {
         sync(rows, ops, &HashSet::new(), "src", "dst", at(1000))
-    }
-
-    #[test]
-    fn a_prefix_requeued_after_its_operation_ended_stays_waiting() {
-        let ops = [
-            op("x", "a/", "SUCCESS", 10, Some(20)),
-            op("y", "b/", "SUCCESS", 10, Some(20)),
-        ];
-        let mut requeued = row("a/", Status::Waiting, Some("x"));
-        requeued.last_updated = at(30);
-        // Loaded before its operation ended: the operation is adopted.
-        let mut loaded = row("b/", Status::Waiting, None);
-        loaded.last_updated = at(5);
-        let out = run(&[requeued, loaded], &ops);
-        assert_eq!(out.changes.updates.len(), 1, "{:?}", out.changes.updates);
-        assert_eq!(out.changes.updates[0].prefix, "b/");
-        assert_eq!(out.changes.updates[0].status, Status::Done);
     }
 
     #[test]

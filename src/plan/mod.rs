@@ -17,8 +17,8 @@
 
 pub mod tool;
 
+use crate::prefixes::prefix_problem;
 pub use crate::records::{Group, PlannedPrefix};
-use crate::tools::MAX_PREFIX_BYTES;
 
 impl Group {
     /// The longest prefix every name of the group shares.
@@ -323,13 +323,8 @@ pub fn check_prefixes(planned: &[PlannedPrefix]) -> Result<(), PlanError> {
     let mut sorted: Vec<&str> = planned.iter().map(|p| p.prefix.as_str()).collect();
     sorted.sort_unstable();
     for prefix in &sorted {
-        if prefix.is_empty() {
-            return Err(PlanError::Broken("an empty prefix".into()));
-        }
-        if prefix.len() > MAX_PREFIX_BYTES {
-            return Err(PlanError::Broken(format!(
-                "'{prefix}' is longer than {MAX_PREFIX_BYTES} bytes"
-            )));
+        if let Some(problem) = prefix_problem(prefix) {
+            return Err(PlanError::Broken(problem));
         }
     }
     // In name order, a prefix of another sorts right before some name that

@@ -132,23 +132,25 @@ pub fn prefixes_to_check(
 }
 
 /// `--requeue`: every mismatched prefix of the job table back to `waiting`
-/// (keeping its job, which the manager runs again), with a history row.
+/// as `sts-requeue` does it (no job name, and a `waiting` history row with
+/// none: the mark that restarts the retry count, after which sync takes no
+/// operation that began before). Prefixes running or paused are left to
+/// their transfer.
 pub fn requeue(jobs: &[PrefixJob], mismatched: &[&str], now: DateTime<Utc>) -> ChangeSet {
     let mut changes = ChangeSet::default();
-    for job in jobs
-        .iter()
-        .filter(|j| mismatched.contains(&j.prefix.as_str()) && j.status != Status::Waiting)
-    {
+    for job in jobs.iter().filter(|j| {
+        mismatched.contains(&j.prefix.as_str()) && matches!(j.status, Status::Done | Status::Error)
+    }) {
         changes.updates.push(JobUpdate {
             prefix: job.prefix.clone(),
             status: Status::Waiting,
-            job_name: job.job_name.clone(),
+            job_name: None,
             last_updated: now,
         });
         changes.history.push(HistoryRow {
             prefix: job.prefix.clone(),
             status: Status::Waiting,
-            job_name: job.job_name.clone(),
+            job_name: None,
             operation_results: None,
             timestamp: now,
         });
@@ -264,12 +266,17 @@ mod tests {
 
     #[test]
     fn requeue_puts_mismatches_back_to_waiting_with_history() {
-        let jobs = [job("a/", Status::Done, 10), job("b/", Status::Done, 10)];
-        let changes = requeue(&jobs, &["b/"], at(50));
-        assert_eq!(changes.updates.len(), 1);
+        let jobs = [
+            job("a/", Status::Done, 10),
+            job("b/", Status::Done, 10),
+            job("c/", Status::Running, 10),
+        ];
+        let changes = requeue(&jobs, &["b/", "c/"], at(50));
+        assert_eq!(changes.updates.len(), 1, "a running prefix is left alone");
         assert_eq!(changes.updates[0].prefix, "b/");
         assert_eq!(changes.updates[0].status, Status::Waiting);
-        assert_eq!(changes.updates[0].job_name, jobs[1].job_name);
+        assert_eq!(changes.updates[0].job_name, None);
         assert_eq!(changes.history[0].status, Status::Waiting);
+        assert_eq!(changes.history[0].job_name, None);
     }
 }
