@@ -43,7 +43,8 @@ def make_buckets(root: Path, count: int) -> None:
             (source / folder).mkdir(parents=True, exist_ok=True)
             (destination / folder).mkdir(parents=True, exist_ok=True)
         name = f"{folder}/object-{i:08d}.bin"
-        (source / name).write_bytes(str(i).encode() * (100 + i % 900)[: 100 + i % 900])
+        size = 100 + i % 900
+        (source / name).write_bytes((str(i).encode() * size)[:size])
         os.link(source / name, destination / name)
     marker.touch()
     print(f"made {count} objects in {time.monotonic() - started:.0f} s", flush=True)
