@@ -10,7 +10,7 @@ python3 -m venv .venv
 . .venv/bin/activate
 python -m pip install --quiet --upgrade pip
 python -m pip install --quiet "maturin>=1.5,<2" "pytest>=7" "pytest-timeout>=2" "ruff>=0.5" \
-    google-cloud-storage-transfer google-api-python-client \
+    google-cloud-storage-transfer google-api-python-client "google-cloud-storage>=3" \
     "pandas>=2" "pyarrow>=14" "matplotlib>=3.7" "nbclient>=0.10" "nbformat>=5" "ipykernel>=6" \
     "mypy>=1.18"
 # bqemulator (the BigQuery emulator the BigQuery tests start) works offline
