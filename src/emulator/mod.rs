@@ -197,8 +197,7 @@ async fn handle(
         )
     } else if storage::handles(&path) {
         let buckets = &emulator.buckets;
-        let response =
-            tokio::task::block_in_place(|| storage::route(buckets, &method, &path, &query));
+        let response = crate::storage::blocking(|| storage::route(buckets, &method, &path, &query));
         tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
         return Ok(response);
     } else {

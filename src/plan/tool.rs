@@ -367,7 +367,7 @@ async fn plan_from_listing(
     line.finish().await;
     let objects = listed?;
     let pairs: Vec<(&str, u64)> = objects.iter().map(|o| (o.name.as_str(), o.size)).collect();
-    let planned = tokio::task::block_in_place(|| plan(&pairs, "", args.target))
+    let planned = crate::storage::blocking(|| plan(&pairs, "", args.target))
         .map_err(|e| Error::Input(format!("bucket {bucket}: {e}")))?;
     Ok((planned, lister.requests()))
 }

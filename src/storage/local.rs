@@ -348,7 +348,7 @@ impl ObjectLister for LocalBuckets {
     }
 
     async fn list_page(&self, request: &ListRequest) -> Result<ListPage, StorageError> {
-        tokio::task::block_in_place(|| self.page(request))
+        super::blocking(|| self.page(request))
     }
 
     fn requests(&self) -> u64 {
@@ -368,7 +368,7 @@ impl ObjectLister for LocalBuckets {
             checksums,
             ..ListRequest::default()
         };
-        tokio::task::block_in_place(|| self.page(&request)).map(|page| page.objects)
+        super::blocking(|| self.page(&request)).map(|page| page.objects)
     }
 }
 
@@ -454,6 +454,14 @@ mod tests {
             lister.page(&missing),
             Err(StorageError::BucketNotFound(_))
         ));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn listing_works_on_a_current_thread_runtime() {
+        let (_root, lister) = bucket(NAMES);
+        let all = lister.list_all("bkt", "a/", true).await.unwrap();
+        assert_eq!(all.len(), 4);
+        assert!(all.iter().all(|o| o.crc32c.is_some() && o.md5.is_some()));
     }
 
     #[test]

@@ -14,6 +14,18 @@ use async_trait::async_trait;
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 
+/// Runs blocking work (a directory walk, a plan over a million names) on
+/// this thread, telling a multi-threaded tokio runtime so other tasks move
+/// to other workers; on a current-thread runtime (or none) it just runs.
+pub fn blocking<T>(work: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(work)
+        }
+        _ => work(),
+    }
+}
+
 /// At most this many objects per page, as Cloud Storage allows.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
