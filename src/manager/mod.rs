@@ -148,6 +148,9 @@ pub struct Manager {
     checked_buckets: bool,
     /// Rows `done` (not kept in memory).
     done_count: usize,
+    /// Planned bytes of the prefixes not started yet (from `sts-plan
+    /// --load`): larger ones start first. Read at each full reconcile.
+    planned_bytes: HashMap<String, u64>,
     /// Slots open now: grows 1, 3, 9, ... at each job interval.
     ramp_level: usize,
     /// Reusable jobs in use: job name -> the prefix its operation copies.
@@ -191,6 +194,7 @@ impl Manager {
             service_account: None,
             checked_buckets: false,
             done_count: 0,
+            planned_bytes: HashMap::new(),
             ramp_level: 0,
             pool_busy: HashMap::new(),
             pool_dead: std::sync::Mutex::new(HashSet::new()),
@@ -399,6 +403,24 @@ impl Manager {
         if full {
             self.last_reconcile = Some(Instant::now());
             summary.reconciled = true;
+            // Only the sizes of prefixes still to start are kept.
+            let waiting: HashSet<&str> = self
+                .rows
+                .iter()
+                .filter(|r| r.status == Status::Waiting)
+                .map(|r| r.prefix.as_str())
+                .collect();
+            self.planned_bytes = match self.store.read_plan().await {
+                Ok(plan) => plan
+                    .into_iter()
+                    .filter(|p| waiting.contains(p.prefix.as_str()))
+                    .map(|p| (p.prefix, p.bytes))
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!("could not read the plan table (starting in table order): {e}");
+                    HashMap::new()
+                }
+            };
         }
         self.sync_mark = Some(began);
         summary.synced = true;
@@ -799,7 +821,7 @@ impl Manager {
             .map(|r| r.prefix.clone())
             .collect();
         let stalled: HashSet<String> = self.stalled.iter().cloned().collect();
-        let sizes = HashMap::new();
+        let sizes = &self.planned_bytes;
         let planned = plan::plan_round(&plan::RoundInput {
             rows: &self.rows,
             stalled: &stalled,
@@ -807,7 +829,7 @@ impl Manager {
             max: self.options.max_concurrent_jobs as usize,
             allow_new_jobs_when_stalled: self.options.allow_new_jobs_when_stalled,
             retry_due: &retry_due,
-            sizes: &sizes,
+            sizes,
             halted: self.halted.is_some(),
         });
         if !planned.is_empty() && !self.checked_buckets {
