@@ -62,8 +62,17 @@ class Migration:
     def prefix_file(self) -> Path:
         return self.root.parent / "prefixes.json"
 
+    def state_args(self) -> list[str]:
+        """For tools that use the job table (sts-prepare-tables)."""
+        return ["--state", f"sqlite:{self.state}"]
+
+    def transfer_args(self) -> list[str]:
+        """For tools that use the transfer service (sts-pause-all-jobs, ...)."""
+        return ["--transfer", f"local:{self.root}"]
+
     def backend_args(self) -> list[str]:
-        return ["--state", f"sqlite:{self.state}", "--transfer", f"local:{self.root}"]
+        """For the manager, which uses both."""
+        return [*self.state_args(), *self.transfer_args()]
 
     def options(self, **extra: object) -> dict[str, object]:
         return {
@@ -84,7 +93,7 @@ class Migration:
         self.prefix_file.write_text(json.dumps(self.prefixes))
         tool(
             "sts-prepare-tables",
-            *self.backend_args(),
+            *self.state_args(),
             "--job-prefix-source-file",
             str(self.prefix_file),
         )

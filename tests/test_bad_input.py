@@ -42,7 +42,7 @@ def test_bad_prefix_files_load_nothing(migration: Migration, body: str, expected
     bad.write_text(body)
     result = tool(
         "sts-prepare-tables",
-        *migration.backend_args(),
+        *migration.state_args(),
         "--job-prefix-source-file",
         str(bad),
         check=False,

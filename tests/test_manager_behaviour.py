@@ -146,7 +146,7 @@ def test_pause_all_from_another_process_then_manager_resumes(migration: Migratio
             assert time.monotonic() < deadline
             time.sleep(0.05)
             running = {op["name"] for op in migration.operations() if op["status"] == "IN_PROGRESS"}
-        result = tool("sts-pause-all-jobs", *migration.backend_args())
+        result = tool("sts-pause-all-jobs", *migration.transfer_args())
         paused = int(result.stdout.split()[1])
         assert paused >= len(running) >= 1
         assert running <= {op["name"] for op in migration.operations() if op["status"] == "PAUSED"}
@@ -217,7 +217,7 @@ def test_remove_successful_one_time_jobs_removes_exactly_those(migration: Migrat
     recurring = {"scheduleStartDate": day, "scheduleEndDate": {**day, "day": 31}}
     _insert_engine_job(migration.root, "transferJobs/sts-jm-recurring-1", recurring, "SUCCESS")
 
-    result = tool("sts-remove-successful-one-time-jobs", *migration.backend_args())
+    result = tool("sts-remove-successful-one-time-jobs", *migration.transfer_args())
     assert result.stdout.startswith("Removed 5 ")
     by_status: dict[str, set[str]] = {}
     for job in migration.engine_jobs():
@@ -228,9 +228,8 @@ def test_remove_successful_one_time_jobs_removes_exactly_those(migration: Migrat
     assert by_status["ENABLED"] == failed_job | {"transferJobs/sts-jm-recurring-1"}
     assert len(by_status["DELETED"]) == 5
     # Running it again finds nothing more to remove.
-    assert tool("sts-remove-successful-one-time-jobs", *migration.backend_args()).stdout.startswith(
-        "Removed 0 "
-    )
+    again = tool("sts-remove-successful-one-time-jobs", *migration.transfer_args())
+    assert again.stdout.startswith("Removed 0 ")
     # Deleted jobs' operations are ignored by the manager; state stays as it was.
     sjm.Manager(migration.options(no_retry_on_job_error=True)).run_once()
     assert sum(status == "done" for status, _ in migration.jobs().values()) == 5
