@@ -4,18 +4,16 @@ the state left exactly as it was."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from conftest import Migration, tool
+from conftest import Migration, sql, tool
 
 
 def snapshot(state: Path) -> tuple[list, list]:
-    with sqlite3.connect(state) as db:
-        jobs = db.execute("SELECT * FROM sts_job ORDER BY prefix").fetchall()
-        history = db.execute("SELECT * FROM sts_job_history ORDER BY rowid").fetchall()
+    jobs = sql(state, "SELECT * FROM sts_job ORDER BY prefix")
+    history = sql(state, "SELECT * FROM sts_job_history ORDER BY rowid")
     return jobs, history
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 
 import pytest
 
 import sts_job_manager as sjm
-from conftest import Migration, tool
+from conftest import Migration, sql, tool
 
 STATE = {"--state", "--dataset", "--dataset-location", "--job-table", "--job-history-table"}
 GENERAL = {"--help", "--version", "--config-path", "--project"}
@@ -109,11 +108,10 @@ def test_every_original_flag_parses(migration: Migration) -> None:
         "jobs_history",
     ]
     tool("sts-prepare-tables", *migration.state_args(), *original_prepare)
-    with sqlite3.connect(migration.state) as db:
-        assert db.execute("SELECT prefix, status FROM jobs ORDER BY prefix").fetchall() == [
-            ("a/", "waiting"),
-            ("b/", "waiting"),
-        ]
+    assert sql(migration.state, "SELECT prefix, status FROM jobs ORDER BY prefix") == [
+        ("a/", "waiting"),
+        ("b/", "waiting"),
+    ]
     original_manager = [
         "--dataset",
         "ds",

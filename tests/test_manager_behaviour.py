@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import sts_job_manager as sjm
-from conftest import BIN, Migration, make_migration, tool
+from conftest import BIN, Migration, make_migration, sql, tool
 
 
 def run_until_done(manager: sjm.Manager, limit: float = 60) -> dict:
@@ -183,16 +182,18 @@ def _insert_engine_job(root: Path, name: str, schedule: dict, op_status: str) ->
         "transferJobName": name,
         "startTime": "2026-01-01T00:00:00Z",
     }
-    with sqlite3.connect(root / ".sts-engine" / "engine.db") as db:
-        db.execute(
-            "INSERT INTO jobs (name, project_id, status, body) VALUES (?, ?, 'ENABLED', ?)",
-            (name, "local-project", json.dumps(job)),
-        )
-        db.execute(
-            "INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
-            " VALUES (?, ?, 'local-project', ?, '2026-01-01T01:00:00Z', ?)",
-            (op["name"], name, op_status, json.dumps(op)),
-        )
+    database = root / ".sts-engine" / "engine.db"
+    sql(
+        database,
+        "INSERT INTO jobs (name, project_id, status, body) VALUES (?, ?, 'ENABLED', ?)",
+        (name, "local-project", json.dumps(job)),
+    )
+    sql(
+        database,
+        "INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
+        " VALUES (?, ?, 'local-project', ?, '2026-01-01T01:00:00Z', ?)",
+        (op["name"], name, op_status, json.dumps(op)),
+    )
 
 
 def test_remove_successful_one_time_jobs_removes_exactly_those(migration: Migration) -> None:
@@ -241,14 +242,13 @@ def test_unknown_operation_status_never_stops_the_manager(migration: Migration) 
     manager = sjm.Manager(migration.options(max_concurrent_jobs=1))
     manager.run_once()
     (op,) = migration.operations()
-    with sqlite3.connect(migration.root / ".sts-engine" / "engine.db") as db:
-        db.execute("UPDATE operations SET status = 'TELEPORTING' WHERE name = ?", (op["name"],))
+    engine = migration.root / ".sts-engine" / "engine.db"
+    sql(engine, "UPDATE operations SET status = 'TELEPORTING' WHERE name = ?", (op["name"],))
     summary = manager.run_once()
     prefix = op["transferSpec"]["objectConditions"]["includePrefixes"][0]
     assert migration.jobs()[prefix][0] == "running", "an unknown status keeps the prefix's status"
     assert summary["counts"]["running"] == 1
-    with sqlite3.connect(migration.root / ".sts-engine" / "engine.db") as db:
-        db.execute("UPDATE operations SET status = 'SUCCESS' WHERE name = ?", (op["name"],))
+    sql(engine, "UPDATE operations SET status = 'SUCCESS' WHERE name = ?", (op["name"],))
     manager.run_once()
     assert migration.jobs()[prefix][0] == "done"
 
