@@ -71,6 +71,14 @@ def test_each_tool_lists_only_its_own_options(name: str) -> None:
     assert tool(name, "--version").stdout == f"{name} {sjm.__version__}\n"
 
 
+@pytest.mark.parametrize("name", ["sts-emulator", "sts-quickstart"])
+def test_the_other_tools_have_help_and_version(name: str) -> None:
+    assert tool(name, "--version").stdout == f"{name} {sjm.__version__}\n"
+    assert "--sleep-timeout" not in tool(name, "--help").stdout
+    refused = tool(name, "--sleep-timeout", "5", check=False)
+    assert refused.returncode == 2
+
+
 def test_manager_help_shows_groups_and_defaults() -> None:
     text = tool("sts-job-manager", "--help").stdout
     for heading in ["State (the job and history tables):", "Transfer jobs:", "The loop:"]:
