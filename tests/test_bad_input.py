@@ -134,7 +134,7 @@ def test_new_prefixes_overlapping_loaded_ones_are_refused(migration: Migration) 
     before = snapshot(migration.state)
     more = migration.root.parent / "more.json"
     more.write_text(json.dumps([migration.prefixes[0] + "sub/"]))
-    args = [*migration.backend_args(), "--job-prefix-source-file", str(more)]
+    args = [*migration.state_args(), "--job-prefix-source-file", str(more)]
     result = tool("sts-prepare-tables", *args, check=False)
     assert result.returncode == 2
     assert "already in the job table" in result.stderr and "is a prefix of" in result.stderr
