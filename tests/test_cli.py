@@ -24,6 +24,7 @@ MANAGER = {
     "--no-retry-on-job-error",
     "--allow-new-jobs-when-stalled",
     "--max-retries",
+    "--no-job-reuse",
     "--start-timeout",
     "--sleep-timeout",
     "--metrics-interval",
