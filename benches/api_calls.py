@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from contextlib import closing
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
@@ -79,14 +80,14 @@ def seed(root: Path, state: Path, count: int) -> None:
             )
         )
         rows.append((op, prefix))
-    with sqlite3.connect(root / ".sts-engine" / "engine.db") as db:
+    with closing(sqlite3.connect(root / ".sts-engine" / "engine.db")) as db, db:
         db.executemany("INSERT INTO jobs (name, project_id, status, body) VALUES (?,?,?,?)", jobs)
         db.executemany(
             "INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
             " VALUES (?,?,?,?,?,?)",
             ops,
         )
-    with sqlite3.connect(state) as db:
+    with closing(sqlite3.connect(state)) as db, db:
         db.executemany("UPDATE sts_job SET status = 'done', job_name = ? WHERE prefix = ?", rows)
 
 

@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import tempfile
 import time
+from contextlib import closing
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -23,7 +24,7 @@ import sts_job_manager as sjm
 
 def fill(database: Path, rows: int) -> None:
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    with sqlite3.connect(database) as db:
+    with closing(sqlite3.connect(database)) as db, db:
 
         def generate():
             for i in range(rows):

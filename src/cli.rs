@@ -4,7 +4,11 @@ use std::future::Future;
 
 use crate::backends::open_manager;
 use crate::error::{Error, Result};
-use crate::options::{Command, Options};
+use crate::logging::report;
+use crate::options::{
+    Command, OptionGroup, Options, BUCKETS, GENERAL, HEARTBEAT, JOBS, LOAD, LOOP, REQUEUE_PREFIXES,
+    STATE, TRANSFER,
+};
 use crate::runtime::{init_logging, runtime};
 use crate::tools;
 
@@ -17,17 +21,55 @@ pub const REQUEUE: &str = "sts-requeue";
 pub const PLAN: &str = "sts-plan";
 pub const VERIFY: &str = "sts-verify";
 
-fn summary(program: &str) -> Option<&'static str> {
-    Some(match program {
-        MANAGER => "The STS Job Manager: creates STS jobs for the prefixes of the job table and records each job's state.",
-        PREPARE => "Creates the dataset and tables if they do not exist, and loads the job table with a list of prefixes.",
-        PAUSE => "Pauses every running Storage Transfer Service operation of the project.",
-        REMOVE => "Deletes one-time transfer jobs whose operations all succeeded.",
-        REQUEUE => "Puts prefixes back to 'waiting' with a fresh retry count: every prefix in 'error', or those listed in --job-prefix-source-file.",
-        PLAN => "Lists the source bucket and proposes prefixes balanced by bytes: every object covered by exactly one prefix, none a prefix of another.",
-        VERIFY => "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it) and records the verdicts in the verification table.",
-        _ => return None,
-    })
+/// One command-line tool: its name, what `--help` says it does, and its
+/// options as groups (headings in `--help`). A tool accepts these and no
+/// others; a new tool is one entry here and one arm in `main`.
+pub struct Tool {
+    pub name: &'static str,
+    pub about: &'static str,
+    pub groups: &'static [&'static OptionGroup],
+}
+
+pub const TOOLS: &[Tool] = &[
+    Tool {
+        name: MANAGER,
+        about: "The STS Job Manager: creates STS jobs for the prefixes of the job table and records each job's state.",
+        groups: &[&GENERAL, &STATE, &TRANSFER, &JOBS, &LOOP, &HEARTBEAT],
+    },
+    Tool {
+        name: PREPARE,
+        about: "Creates the dataset and tables if they do not exist, and loads the job table with a list of prefixes.",
+        groups: &[&GENERAL, &STATE, &LOAD],
+    },
+    Tool {
+        name: PAUSE,
+        about: "Pauses every running Storage Transfer Service operation of the project.",
+        groups: &[&GENERAL, &TRANSFER],
+    },
+    Tool {
+        name: REMOVE,
+        about: "Deletes one-time transfer jobs whose operations all succeeded.",
+        groups: &[&GENERAL, &TRANSFER],
+    },
+    Tool {
+        name: REQUEUE,
+        about: "Puts prefixes back to 'waiting' with a fresh retry count: every prefix in 'error', or those listed in --job-prefix-source-file.",
+        groups: &[&GENERAL, &STATE, &REQUEUE_PREFIXES],
+    },
+    Tool {
+        name: PLAN,
+        about: "Lists the source bucket and proposes prefixes balanced by bytes: every object covered by exactly one prefix, none a prefix of another.",
+        groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS],
+    },
+    Tool {
+        name: VERIFY,
+        about: "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it) and records the verdicts in the verification table.",
+        groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS],
+    },
+];
+
+pub fn tool(program: &str) -> Option<&'static Tool> {
+    TOOLS.iter().find(|t| t.name == program)
 }
 
 /// Runs one tool; returns the process exit code (0 ok, 1 failed, 2 bad usage
@@ -37,8 +79,8 @@ pub fn main(program: &str, args: &[String]) -> i32 {
     if program == EMULATOR {
         return crate::emulator::cli::main(args);
     }
-    let Some(about) = summary(program) else {
-        eprintln!("error: unknown tool '{program}'");
+    let Some(tool) = tool(program) else {
+        report("ERROR", &format!("error: unknown tool '{program}'"));
         return 2;
     };
     // sts-plan and sts-verify take a few options of their own, pulled out
@@ -54,19 +96,19 @@ pub fn main(program: &str, args: &[String]) -> i32 {
     let (own, args) = match crate::plan::tool::take_flags(args, own_flags) {
         Ok(split) => split,
         Err(e) => {
-            eprintln!("{program}: error: {e}");
+            report("ERROR", &format!("{program}: error: {e}"));
             return 2;
         }
     };
     let args = args.as_slice();
-    let options = match Options::from_args(args) {
-        Ok(Command::Help) => {
-            print!("{}{own_help}", Options::help(program, about));
+    let options = match Options::from_args(tool.name, tool.about, tool.groups, args) {
+        Ok(Command::Print(text)) => {
+            print!("{text}{own_help}");
             return 0;
         }
         Ok(Command::Run(options)) => *options,
         Err(e) => {
-            eprintln!("{program}: error: {e}");
+            report("ERROR", &format!("{program}: error: {e}"));
             return 2;
         }
     };
@@ -100,7 +142,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
             PAUSE => tools::pause_all_jobs(&options).await.map(|r| {
                 println!("Paused {} transfer operations.", r.count);
                 for e in &r.errors {
-                    eprintln!("  not paused: {e}");
+                    report("WARNING", &format!("  not paused: {e}"));
                 }
             }),
             REQUEUE => tools::requeue(&options).await.map(|r| {
@@ -117,7 +159,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
                 .map(|r| {
                     println!("Removed {} successful one-time transfer jobs.", r.count);
                     for e in &r.errors {
-                        eprintln!("  not removed: {e}");
+                        report("WARNING", &format!("  not removed: {e}"));
                     }
                 }),
         }
@@ -126,11 +168,11 @@ pub fn main(program: &str, args: &[String]) -> i32 {
         Ok(()) if mismatch => 4,
         Ok(()) => 0,
         Err(e @ Error::Busy(_)) => {
-            eprintln!("{program}: error: {e}");
+            report("ERROR", &format!("{program}: error: {e}"));
             3
         }
         Err(e @ Error::FinishedWithErrors(_)) => {
-            eprintln!("{program}: {e}");
+            report("ERROR", &format!("{program}: {e}"));
             4
         }
         Err(
@@ -143,11 +185,11 @@ pub fn main(program: &str, args: &[String]) -> i32 {
                 | crate::store::StoreError::NoProject,
             )),
         ) => {
-            eprintln!("{program}: error: {e}");
+            report("ERROR", &format!("{program}: error: {e}"));
             2
         }
         Err(e) => {
-            eprintln!("{program}: error: {e}");
+            report("ERROR", &format!("{program}: error: {e}"));
             1
         }
     }
@@ -173,4 +215,257 @@ async fn run_manager(options: Options, stop: impl Future<Output = ()>) -> Result
     let mut manager = open_manager(options).await?;
     manager.run(stop).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::options::{Options, OptionsError, SPECS};
+
+    fn help(tool: &Tool) -> String {
+        match Options::from_args(tool.name, tool.about, tool.groups, &["--help"]) {
+            Ok(Command::Print(text)) => text,
+            other => panic!("{}: --help gave {other:?}", tool.name),
+        }
+    }
+
+    /// The long options a help text lists: the `--name` of each line that
+    /// starts with a dash (help texts come on the next line).
+    fn listed(help: &str) -> Vec<String> {
+        help.lines()
+            .filter(|line| line.trim_start().starts_with('-'))
+            .filter_map(|line| {
+                line.split_whitespace()
+                    .find_map(|word| word.strip_prefix("--"))
+                    .map(|name| name.trim_end_matches(',').to_string())
+            })
+            .collect()
+    }
+
+    fn parse(tool: &Tool, args: &[&str]) -> Result<Options, OptionsError> {
+        match Options::from_args(tool.name, tool.about, tool.groups, args)? {
+            Command::Run(options) => Ok(*options),
+            Command::Print(text) => panic!("unexpected help: {text}"),
+        }
+    }
+
+    fn by_name(name: &str) -> &'static Tool {
+        tool(name).unwrap()
+    }
+
+    #[test]
+    fn each_tool_lists_exactly_its_own_options_with_defaults() {
+        for tool in TOOLS {
+            let text = help(tool);
+            let mut expected: Vec<String> = tool
+                .groups
+                .iter()
+                .flat_map(|g| g.options.iter().map(|o| o.to_string()))
+                .collect();
+            expected.extend(["help".to_string(), "version".to_string()]);
+            let mut shown = listed(&text);
+            // Help texts mention other options (`>= --sleep-timeout`): keep
+            // only the first word of each option line.
+            shown.retain(|name| {
+                text.lines().any(|l| {
+                    l.trim_start().starts_with(&format!("--{name}"))
+                        || l.trim_start().starts_with(&format!("-h, --{name}"))
+                        || l.trim_start().starts_with(&format!("-V, --{name}"))
+                })
+            });
+            shown.sort();
+            shown.dedup();
+            expected.sort();
+            assert_eq!(shown, expected, "{}:\n{text}", tool.name);
+            for group in tool.groups {
+                assert!(
+                    text.contains(group.heading),
+                    "{}: {}",
+                    tool.name,
+                    group.heading
+                );
+            }
+        }
+        let manager = help(by_name(MANAGER));
+        assert!(manager.contains("[default: 1200]"), "{manager}");
+        assert!(manager.contains("[default: migration-source]"), "{manager}");
+        let pause = help(by_name(PAUSE));
+        assert!(!pause.contains("--max-concurrent-jobs"), "{pause}");
+        assert!(!pause.contains("--sleep-timeout <"), "{pause}");
+    }
+
+    #[test]
+    fn every_option_belongs_to_a_group_and_every_group_names_options() {
+        for spec in SPECS {
+            assert!(
+                crate::options::GROUPS
+                    .iter()
+                    .any(|g| g.options.contains(&spec.name)),
+                "--{} is in no group",
+                spec.name
+            );
+        }
+        for group in crate::options::GROUPS {
+            for name in group.options {
+                assert!(
+                    SPECS.iter().any(|s| s.name == *name),
+                    "group '{}' names unknown option --{name}",
+                    group.heading
+                );
+            }
+        }
+    }
+
+    /// SPEC 4's table and the original README's spellings, on the manager.
+    #[test]
+    fn every_original_manager_flag_parses() {
+        let o = parse(
+            by_name(MANAGER),
+            &[
+                "--dataset",
+                "d",
+                "--dataset-location",
+                "EU",
+                "--job-table",
+                "jobs",
+                "--job-history-table",
+                "hist",
+                "--source-bucket",
+                "src-b",
+                "--destination-bucket",
+                "dst-b",
+                "--job-interval",
+                "600",
+                "--metrics-interval",
+                "120",
+                "--max-concurrent-jobs",
+                "7",
+                "--no-retry-on-job-error",
+                "--allow-new-jobs-when-stalled",
+                "--publish-heartbeat",
+                "--stackdriver-project",
+                "mon",
+                "--overwrite-dest-objects",
+                "--sleep-timeout",
+                "30",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            (o.dataset.as_str(), o.dataset_location.as_str()),
+            ("d", "EU")
+        );
+        assert_eq!(
+            (o.job_table.as_str(), o.job_history_table.as_str()),
+            ("jobs", "hist")
+        );
+        assert_eq!(
+            (o.source_bucket.as_str(), o.destination_bucket.as_str()),
+            ("src-b", "dst-b")
+        );
+        assert_eq!(
+            (o.job_interval, o.metrics_interval, o.sleep_timeout),
+            (600.0, 120.0, 30.0)
+        );
+        assert_eq!(o.max_concurrent_jobs, 7);
+        assert!(o.no_retry_on_job_error && o.allow_new_jobs_when_stalled);
+        assert!(o.publish_heartbeat && o.overwrite_dest_objects);
+        assert_eq!(o.stackdriver_project.as_deref(), Some("mon"));
+        // The original README's other spelling, `=` values, repeats (the
+        // last wins, as with argparse) and argparse's unambiguous abbreviations.
+        let o = parse(
+            by_name(MANAGER),
+            &[
+                "--allow-new-jobs-on-stalled",
+                "--max-concurrent-jobs=3",
+                "--max-concurrent-jobs",
+                "4",
+                "--source-b",
+                "abbrev",
+            ],
+        )
+        .unwrap();
+        assert!(o.allow_new_jobs_when_stalled);
+        assert_eq!(o.max_concurrent_jobs, 4);
+        assert_eq!(o.source_bucket, "abbrev");
+        // `--dataset` is an option, not an ambiguous abbreviation.
+        assert_eq!(
+            parse(by_name(MANAGER), &["--dataset", "x"])
+                .unwrap()
+                .dataset,
+            "x"
+        );
+    }
+
+    #[test]
+    fn original_prepare_flags_parse_and_other_tools_take_none_of_the_managers() {
+        let o = parse(
+            by_name(PREPARE),
+            &[
+                "--dataset",
+                "d",
+                "--dataset-location",
+                "EU",
+                "--job-prefix-source-file",
+                "p.json",
+                "--job-table",
+                "jobs",
+                "--job-history-table",
+                "hist",
+            ],
+        )
+        .unwrap();
+        assert_eq!(o.job_prefix_source_file.as_deref(), Some("p.json"));
+        assert_eq!(o.dataset_location, "EU");
+        for name in [PAUSE, REMOVE] {
+            assert!(parse(by_name(name), &[]).is_ok());
+            let err = parse(by_name(name), &["--max-concurrent-jobs", "3"]).unwrap_err();
+            assert!(
+                matches!(&err, OptionsError::Usage(m) if m.contains("--max-concurrent-jobs")),
+                "{err}"
+            );
+        }
+        assert!(parse(by_name(PREPARE), &["--sleep-timeout", "5"]).is_err());
+    }
+
+    #[test]
+    fn a_shared_config_file_serves_every_tool() {
+        use std::io::Write;
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        // Manager settings that would fail the manager's checks if they applied.
+        file.write_all(
+            br#"{"sleep_timeout": 900, "dataset": "from-config", "transfer": "local:/tmp/x"}"#,
+        )
+        .unwrap();
+        let path = file.path().to_str().unwrap();
+        let o = parse(by_name(PREPARE), &["--config-path", path]).unwrap();
+        assert_eq!(o.dataset, "from-config");
+        let o = parse(by_name(PAUSE), &["--config-path", path]).unwrap();
+        assert_eq!(o.transfer, "local:/tmp/x");
+        let err = parse(by_name(MANAGER), &["--config-path", path]).unwrap_err();
+        assert!(err.to_string().contains("sleep-timeout"), "{err}");
+        let mut bad = tempfile::NamedTempFile::new().unwrap();
+        bad.write_all(br#"{"no_such_option": 1}"#).unwrap();
+        let err = parse(
+            by_name(PAUSE),
+            &["--config-path", bad.path().to_str().unwrap()],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("no_such_option"), "{err}");
+    }
+
+    #[test]
+    fn version_and_exit_codes() {
+        let version = Options::from_args(MANAGER, "", by_name(MANAGER).groups, &["--version"]);
+        assert_eq!(
+            version.unwrap(),
+            Command::Print(format!("{MANAGER} {}\n", env!("CARGO_PKG_VERSION")))
+        );
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(main(PAUSE, &args(&["--version"])), 0);
+        assert_eq!(main(PAUSE, &args(&["--help"])), 0);
+        assert_eq!(main(PAUSE, &args(&["--sleep-timeout", "5"])), 2);
+        assert_eq!(main(MANAGER, &args(&["--sleep-timeout", "5000"])), 2);
+        assert_eq!(main("sts-nothing", &[]), 2);
+    }
 }

@@ -9,6 +9,7 @@ pub mod backends;
 pub mod cli;
 pub mod emulator;
 pub mod error;
+pub mod logging;
 pub mod manager;
 pub mod model;
 pub mod monitoring;

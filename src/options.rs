@@ -10,20 +10,19 @@ use serde_json::Value;
 pub enum OptionsError {
     #[error("unknown option '{0}'")]
     UnknownOption(String),
-    #[error("option '--{0}' needs a value")]
-    MissingValue(String),
     #[error("option '--{key}': {problem}")]
     InvalidValue { key: String, problem: String },
-    #[error("unexpected argument '{0}'")]
-    UnexpectedArgument(String),
     #[error("config file {path}: {problem}")]
     ConfigFile { path: String, problem: String },
     #[error("{0}")]
     Invalid(String),
+    /// The command line does not parse (clap's message on one line).
+    #[error("{0}")]
+    Usage(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum Kind {
+pub enum Kind {
     Text,
     OptionalText,
     Seconds,
@@ -31,40 +30,126 @@ enum Kind {
     Flag,
 }
 
-struct OptionSpec {
-    name: &'static str,
-    kind: Kind,
-    help: &'static str,
+/// One option: its flag name (dashes), how its value is read, and its help.
+/// Defaults are not repeated here: `--help` shows `Options::default()`'s.
+pub struct OptionSpec {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub help: &'static str,
 }
 
-const SPECS: &[OptionSpec] = &[
-    OptionSpec { name: "dataset", kind: Kind::Text, help: "The name of the dataset to create and use (default: data_migration)" },
-    OptionSpec { name: "dataset-location", kind: Kind::Text, help: "The location of the dataset (default: US)" },
-    OptionSpec { name: "job-table", kind: Kind::Text, help: "Name of the job table (default: sts_job)" },
-    OptionSpec { name: "job-history-table", kind: Kind::Text, help: "Name of the job history table (default: sts_job_history)" },
-    OptionSpec { name: "config-path", kind: Kind::OptionalText, help: "A JSON file of these options (keys with dashes or underscores); its values win over the command line" },
-    OptionSpec { name: "source-bucket", kind: Kind::Text, help: "The source bucket to transfer data from (default: migration-source)" },
-    OptionSpec { name: "destination-bucket", kind: Kind::Text, help: "The destination bucket to transfer data to (default: migration-destination)" },
-    OptionSpec { name: "job-interval", kind: Kind::Seconds, help: "Seconds between rounds that start new jobs; must be >= --sleep-timeout (default: 1200)" },
-    OptionSpec { name: "metrics-interval", kind: Kind::Seconds, help: "Seconds between state syncs; must be >= --sleep-timeout (default: 300)" },
-    OptionSpec { name: "max-concurrent-jobs", kind: Kind::Count, help: "The most jobs allowed to run at once (default: 20)" },
+#[rustfmt::skip]
+pub const SPECS: &[OptionSpec] = &[
+    OptionSpec { name: "dataset", kind: Kind::Text, help: "The name of the dataset to create and use" },
+    OptionSpec { name: "dataset-location", kind: Kind::Text, help: "The location of the dataset" },
+    OptionSpec { name: "job-table", kind: Kind::Text, help: "Name of the job table" },
+    OptionSpec { name: "job-history-table", kind: Kind::Text, help: "Name of the job history table" },
+    OptionSpec { name: "config-path", kind: Kind::OptionalText, help: "A JSON object of options (keys with dashes or underscores); its values win; keys of\nother tools' options are ignored" },
+    OptionSpec { name: "source-bucket", kind: Kind::Text, help: "The source bucket to transfer data from" },
+    OptionSpec { name: "destination-bucket", kind: Kind::Text, help: "The destination bucket to transfer data to" },
+    OptionSpec { name: "job-interval", kind: Kind::Seconds, help: "Seconds between rounds that start new jobs; must be >= --sleep-timeout" },
+    OptionSpec { name: "metrics-interval", kind: Kind::Seconds, help: "Seconds between state syncs; must be >= --sleep-timeout" },
+    OptionSpec { name: "max-concurrent-jobs", kind: Kind::Count, help: "The most jobs allowed to run at once" },
     OptionSpec { name: "no-retry-on-job-error", kind: Kind::Flag, help: "Do not restart prefixes whose job failed" },
-    OptionSpec { name: "allow-new-jobs-when-stalled", kind: Kind::Flag, help: "Stalled jobs do not count as running when deciding how many jobs to start" },
+    OptionSpec { name: "allow-new-jobs-when-stalled", kind: Kind::Flag, help: "Stalled jobs do not count as running when deciding how many jobs to start\n(also spelt --allow-new-jobs-on-stalled)" },
     OptionSpec { name: "publish-heartbeat", kind: Kind::Flag, help: "Publish status counts to Cloud Monitoring every iteration" },
-    OptionSpec { name: "stackdriver-project", kind: Kind::OptionalText, help: "Project for the heartbeat (default: the environment's)" },
+    OptionSpec { name: "stackdriver-project", kind: Kind::OptionalText, help: "Project for the heartbeat [default: the manager's project]" },
     OptionSpec { name: "overwrite-dest-objects", kind: Kind::Flag, help: "New jobs overwrite objects already in the destination" },
-    OptionSpec { name: "sleep-timeout", kind: Kind::Seconds, help: "Seconds between loop iterations (default: 60)" },
-    OptionSpec { name: "state", kind: Kind::Text, help: "Where state is kept: 'bigquery' or 'sqlite:PATH' (default: bigquery)" },
-    OptionSpec { name: "transfer", kind: Kind::Text, help: "Transfer backend: 'sts' or 'local:ROOT' where each bucket is a directory (default: sts)" },
-    OptionSpec { name: "project", kind: Kind::OptionalText, help: "Google Cloud project (default: GOOGLE_CLOUD_PROJECT)" },
+    OptionSpec { name: "sleep-timeout", kind: Kind::Seconds, help: "Seconds between loop iterations" },
+    OptionSpec { name: "state", kind: Kind::Text, help: "Where state is kept: 'bigquery' or 'sqlite:PATH'" },
+    OptionSpec { name: "transfer", kind: Kind::Text, help: "Transfer backend: 'sts' or 'local:ROOT' where each bucket is a directory" },
+    OptionSpec { name: "project", kind: Kind::OptionalText, help: "Google Cloud project [default: GOOGLE_CLOUD_PROJECT, else the credentials' project]" },
     OptionSpec { name: "exit-when-done", kind: Kind::Flag, help: "Stop once no prefix is pending or running" },
-    OptionSpec { name: "job-prefix-source-file", kind: Kind::OptionalText, help: "A JSON array of prefixes: loaded into the job table (sts-prepare-tables), or put back to waiting (sts-requeue)" },
-    OptionSpec { name: "start-timeout", kind: Kind::Seconds, help: "Seconds a started job may show no operation before it is run again (default: 1800)" },
-    OptionSpec { name: "lease-seconds", kind: Kind::Seconds, help: "How long the manager's hold on the job table lasts without renewal; a second manager waits it out (default: 300)" },
-    OptionSpec { name: "max-retries", kind: Kind::Count, help: "Times a failed prefix is started again, each after a longer wait (1, 2, 4, ... job intervals); past it the prefix stays 'error' until requeued (default: 3)" },
-    OptionSpec { name: "allow-overlapping-prefixes", kind: Kind::Flag, help: "Load prefixes even when one is a prefix of another (their common objects are then copied twice)" },
-    OptionSpec { name: "no-job-reuse", kind: Kind::Flag, help: "Create one transfer job per prefix (the original's way) instead of reusing a pool of jobs, patched and run for each start; STS allows 5,000 creates a day" },
-    OptionSpec { name: "reconcile-interval", kind: Kind::Seconds, help: "Seconds between full reconciles, which list every transfer operation of the project to see those started or deleted outside the manager (default: 86400)" },
+    OptionSpec { name: "job-prefix-source-file", kind: Kind::OptionalText, help: "A JSON array of prefixes: loaded into the job table as 'waiting' (sts-prepare-tables),\nor put back to 'waiting' (sts-requeue)" },
+    OptionSpec { name: "start-timeout", kind: Kind::Seconds, help: "Seconds a started job may show no operation before it is run again" },
+    OptionSpec { name: "lease-seconds", kind: Kind::Seconds, help: "How long the manager's hold on the job table lasts without renewal; a second\nmanager waits it out" },
+    OptionSpec { name: "max-retries", kind: Kind::Count, help: "Times a failed prefix is started again, each after a longer wait (1, 2, 4, ... job\nintervals); past it the prefix stays 'error' until requeued" },
+    OptionSpec { name: "allow-overlapping-prefixes", kind: Kind::Flag, help: "Load prefixes even when one is a prefix of another (their common objects are then\ncopied twice)" },
+    OptionSpec { name: "no-job-reuse", kind: Kind::Flag, help: "Create one transfer job per prefix (the original's way) instead of reusing a pool of\njobs, patched and run for each start; STS allows 5,000 creates a day" },
+    OptionSpec { name: "reconcile-interval", kind: Kind::Seconds, help: "Seconds between full reconciles, which list every transfer operation of the project to\nsee those started or deleted outside the manager" },
+];
+
+/// A heading in `--help` and a set of options that tools take together. A
+/// tool's options are the groups it lists (`cli::TOOLS`); adding an option
+/// means a `SPECS` entry, an `Options` field and a place in one group.
+pub struct OptionGroup {
+    pub heading: &'static str,
+    pub options: &'static [&'static str],
+}
+
+/// `--help` and `--version` are listed under this group's heading too.
+pub const GENERAL: OptionGroup = OptionGroup {
+    heading: "Options",
+    options: &["config-path", "project"],
+};
+pub const STATE: OptionGroup = OptionGroup {
+    heading: "State (the job and history tables)",
+    options: &[
+        "state",
+        "dataset",
+        "dataset-location",
+        "job-table",
+        "job-history-table",
+    ],
+};
+pub const LOAD: OptionGroup = OptionGroup {
+    heading: "Prefixes",
+    options: &["job-prefix-source-file", "allow-overlapping-prefixes"],
+};
+/// The prefixes `sts-requeue` puts back (all in `error` without it).
+pub const REQUEUE_PREFIXES: OptionGroup = OptionGroup {
+    heading: "Prefixes",
+    options: &["job-prefix-source-file"],
+};
+/// The two buckets alone (sts-plan, sts-verify).
+pub const BUCKETS: OptionGroup = OptionGroup {
+    heading: "Buckets",
+    options: &["source-bucket", "destination-bucket"],
+};
+pub const TRANSFER: OptionGroup = OptionGroup {
+    heading: "Transfer service",
+    options: &["transfer"],
+};
+pub const JOBS: OptionGroup = OptionGroup {
+    heading: "Transfer jobs",
+    options: &[
+        "source-bucket",
+        "destination-bucket",
+        "overwrite-dest-objects",
+        "max-concurrent-jobs",
+        "no-retry-on-job-error",
+        "allow-new-jobs-when-stalled",
+        "max-retries",
+        "start-timeout",
+        "no-job-reuse",
+    ],
+};
+pub const LOOP: OptionGroup = OptionGroup {
+    heading: "The loop",
+    options: &[
+        "sleep-timeout",
+        "metrics-interval",
+        "job-interval",
+        "reconcile-interval",
+        "lease-seconds",
+        "exit-when-done",
+    ],
+};
+pub const HEARTBEAT: OptionGroup = OptionGroup {
+    heading: "Heartbeat (Cloud Monitoring)",
+    options: &["publish-heartbeat", "stackdriver-project"],
+};
+/// Every group, for checks that every option has a place.
+pub const GROUPS: &[&OptionGroup] = &[
+    &GENERAL,
+    &STATE,
+    &BUCKETS,
+    &LOAD,
+    &REQUEUE_PREFIXES,
+    &TRANSFER,
+    &JOBS,
+    &LOOP,
+    &HEARTBEAT,
 ];
 
 /// Old spellings still accepted, mapped to the option they stand for.
@@ -178,7 +263,8 @@ impl Default for Options {
 /// What the command line asked for.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
-    Help,
+    /// `--help` or `--version`: print this to stdout and exit 0.
+    Print(String),
     Run(Box<Options>),
 }
 
@@ -194,11 +280,117 @@ fn canonical(key: &str) -> Result<&'static str, OptionsError> {
         .ok_or_else(|| OptionsError::UnknownOption(key.to_string()))
 }
 
-fn spec(name: &str) -> &'static OptionSpec {
-    SPECS
-        .iter()
-        .find(|s| s.name == name)
-        .expect("canonical names come from SPECS")
+/// A tool's options: the union of its groups.
+fn in_groups(groups: &[&OptionGroup], name: &str) -> bool {
+    groups.iter().any(|g| g.options.contains(&name))
+}
+
+/// `Options::default()`'s value of an option as `--help` shows it (none for
+/// flags and unset values).
+fn default_shown(defaults: &Value, name: &str) -> Option<String> {
+    match defaults.get(name.replace('-', "_"))? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+            _ => n.to_string(),
+        }),
+        _ => None,
+    }
+}
+
+/// A clap error on one line, as every other bad input is reported: its
+/// message with what it lists (missing options, tips such as "a similar
+/// argument exists"), then a pointer to --help; the usage block is left out.
+pub fn one_line(error: &clap::Error) -> String {
+    let rendered = error.render().to_string();
+    let mut out = String::new();
+    for line in rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+        .filter(|l| !l.is_empty())
+    {
+        if !out.is_empty() {
+            out.push_str(if out.ends_with(':') { " " } else { "; " });
+        }
+        out.push_str(line.strip_prefix("error: ").unwrap_or(line));
+    }
+    out.push_str(" (see --help)");
+    out
+}
+
+/// The clap command of one tool: its groups' options under their headings,
+/// each with its default; `--version`; argparse's habits (the last of a
+/// repeated option wins, unambiguous abbreviations are accepted).
+pub fn command(
+    program: &'static str,
+    about: &'static str,
+    groups: &[&OptionGroup],
+) -> clap::Command {
+    use clap::{Arg, ArgAction};
+    let defaults = serde_json::to_value(Options::default()).unwrap_or(Value::Null);
+    let mut command = clap::Command::new(program)
+        .about(about)
+        .version(env!("CARGO_PKG_VERSION"))
+        .args_override_self(true)
+        .infer_long_args(true)
+        .next_line_help(true)
+        .disable_help_flag(true)
+        .disable_version_flag(true)
+        .arg(
+            Arg::new("help")
+                .short('h')
+                .long("help")
+                .action(ArgAction::Help)
+                .help("Print this help and exit")
+                .help_heading(GENERAL.heading),
+        )
+        .arg(
+            Arg::new("version")
+                .short('V')
+                .long("version")
+                .action(ArgAction::Version)
+                .help("Print the version and exit")
+                .help_heading(GENERAL.heading),
+        );
+    let mut added: Vec<&str> = Vec::new();
+    for group in groups {
+        for &name in group.options {
+            // Groups may share an option: it is listed under the first.
+            if added.contains(&name) {
+                continue;
+            }
+            added.push(name);
+            let Some(spec) = SPECS.iter().find(|s| s.name == name) else {
+                continue; // a group naming no option is caught by a unit test
+            };
+            let mut help = spec.help.to_string();
+            if let Some(default) = default_shown(&defaults, name) {
+                help.push_str(&format!(" [default: {default}]"));
+            }
+            let mut arg = Arg::new(name)
+                .long(name)
+                .help(help)
+                .help_heading(group.heading);
+            arg = match spec.kind {
+                Kind::Flag => arg.action(ArgAction::SetTrue),
+                Kind::Seconds | Kind::Count => arg
+                    .action(ArgAction::Set)
+                    .value_name("N")
+                    .allow_negative_numbers(true),
+                Kind::Text | Kind::OptionalText => arg
+                    .action(ArgAction::Set)
+                    .value_name(name.to_ascii_uppercase().replace('-', "_")),
+            };
+            for (alias, target) in ALIASES {
+                if *target == name {
+                    arg = arg.alias(*alias);
+                }
+            }
+            command = command.arg(arg);
+        }
+    }
+    command
 }
 
 fn invalid(key: &str, problem: impl Into<String>) -> OptionsError {
@@ -305,40 +497,50 @@ impl Options {
         Ok(())
     }
 
-    /// Parses command-line arguments (without the program name), applies the
-    /// config file if one is named, and validates the result.
-    pub fn from_args<S: AsRef<str>>(args: &[S]) -> Result<Command, OptionsError> {
-        let mut options = Options::default();
-        let mut rest = args.iter().map(AsRef::as_ref);
-        while let Some(arg) = rest.next() {
-            if arg == "-h" || arg == "--help" {
-                return Ok(Command::Help);
+    /// Parses one tool's command-line arguments (without the program name)
+    /// against `command(program, about, groups)`, applies the config file if
+    /// one is named (keys of options outside `groups` are ignored there) and
+    /// validates what the tool uses.
+    pub fn from_args<S: AsRef<str>>(
+        program: &'static str,
+        about: &'static str,
+        groups: &[&OptionGroup],
+        args: &[S],
+    ) -> Result<Command, OptionsError> {
+        use clap::error::ErrorKind;
+        let argv = std::iter::once(program).chain(args.iter().map(AsRef::as_ref));
+        let matches = match command(program, about, groups).try_get_matches_from(argv) {
+            Ok(matches) => matches,
+            Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => {
+                return Ok(Command::Print(e.render().to_string()));
             }
-            let Some(body) = arg.strip_prefix("--") else {
-                return Err(OptionsError::UnexpectedArgument(arg.to_string()));
-            };
-            let (key, inline) = match body.split_once('=') {
-                Some((k, v)) => (k, Some(v)),
-                None => (body, None),
-            };
-            let name = canonical(arg.split('=').next().unwrap_or(arg))?;
-            let value = match (spec(name).kind, inline) {
-                (Kind::Flag, None) => Value::Bool(true),
-                (_, Some(v)) => Value::String(v.to_string()),
-                (_, None) => match rest.next() {
-                    Some(v) => Value::String(v.to_string()),
-                    None => return Err(OptionsError::MissingValue(key.to_string())),
-                },
-            };
-            options.set(name, &value)?;
+            Err(e) => return Err(OptionsError::Usage(one_line(&e))),
+        };
+        let mut options = Options::default();
+        for group in groups {
+            for &name in group.options {
+                if matches.value_source(name) != Some(clap::parser::ValueSource::CommandLine) {
+                    continue;
+                }
+                let value = match SPECS.iter().find(|s| s.name == name).map(|s| s.kind) {
+                    Some(Kind::Flag) => Value::Bool(matches.get_flag(name)),
+                    _ => match matches.get_one::<String>(name) {
+                        Some(v) => Value::String(v.clone()),
+                        None => continue,
+                    },
+                };
+                options.set(name, &value)?;
+            }
         }
-        options.apply_config_file()?;
-        options.validate()?;
+        let scope = |name: &str| in_groups(groups, name);
+        options.apply_config_file(&scope)?;
+        options.validate_for(&scope)?;
         Ok(Command::Run(Box::new(options)))
     }
 
-    /// Builds options from key/value pairs (the Python API), then the config
-    /// file if one is named, then validates.
+    /// Builds options from key/value pairs (the Python API, where one
+    /// `Options` serves every tool), then the config file if one is named,
+    /// then validates all of them.
     pub fn from_pairs<'a>(
         pairs: impl IntoIterator<Item = (&'a str, Value)>,
     ) -> Result<Options, OptionsError> {
@@ -346,12 +548,15 @@ impl Options {
         for (key, value) in pairs {
             options.set(key, &value)?;
         }
-        options.apply_config_file()?;
+        options.apply_config_file(&|_| true)?;
         options.validate()?;
         Ok(options)
     }
 
-    fn apply_config_file(&mut self) -> Result<(), OptionsError> {
+    /// Applies the config file's entries for the options `uses` accepts; a
+    /// key that is no option at all is an error, one of another tool's
+    /// options is skipped (one file can serve every tool).
+    fn apply_config_file(&mut self, uses: &dyn Fn(&str) -> bool) -> Result<(), OptionsError> {
         let Some(path) = self.config_path.clone() else {
             return Ok(());
         };
@@ -382,28 +587,41 @@ impl Options {
                     format!("option '{name}' is given twice, as '{first}' and as '{key}'")
                 }));
             }
-            self.set(key, value).map_err(|e| problem(e.to_string()))?;
+            if uses(name) {
+                self.set(key, value).map_err(|e| problem(e.to_string()))?;
+            }
         }
         Ok(())
     }
 
+    /// Checks every rule.
     pub fn validate(&self) -> Result<(), OptionsError> {
-        for (name, interval) in [
-            ("job-interval", self.job_interval),
-            ("metrics-interval", self.metrics_interval),
-        ] {
-            if interval < self.sleep_timeout {
-                return Err(invalid(
-                    name,
-                    format!(
-                        "{interval} s is shorter than --sleep-timeout ({} s)",
-                        self.sleep_timeout
-                    ),
-                ));
+        self.validate_for(&|_| true)
+    }
+
+    /// Checks the rules about the options `uses` accepts (a tool that has
+    /// no loop is not held to the loop's intervals).
+    pub fn validate_for(&self, uses: &dyn Fn(&str) -> bool) -> Result<(), OptionsError> {
+        if uses("sleep-timeout") {
+            for (name, interval) in [
+                ("job-interval", self.job_interval),
+                ("metrics-interval", self.metrics_interval),
+            ] {
+                if interval < self.sleep_timeout {
+                    return Err(invalid(
+                        name,
+                        format!(
+                            "{interval} s is shorter than --sleep-timeout ({} s)",
+                            self.sleep_timeout
+                        ),
+                    ));
+                }
             }
         }
         // The lease is renewed once per iteration, so it must outlast one.
-        if self.lease_seconds < 2.0 * self.sleep_timeout || self.lease_seconds <= 0.0 {
+        if uses("lease-seconds")
+            && (self.lease_seconds < 2.0 * self.sleep_timeout || self.lease_seconds <= 0.0)
+        {
             return Err(invalid(
                 "lease-seconds",
                 format!(
@@ -412,28 +630,34 @@ impl Options {
                 ),
             ));
         }
-        if self.start_timeout <= 0.0 {
+        if uses("start-timeout") && self.start_timeout <= 0.0 {
             return Err(invalid(
                 "start-timeout",
                 "must be a positive number of seconds",
             ));
         }
-        if self.max_concurrent_jobs == 0 {
+        if uses("max-concurrent-jobs") && self.max_concurrent_jobs == 0 {
             return Err(invalid("max-concurrent-jobs", "must be at least 1"));
         }
-        for (name, bucket) in [
-            ("source-bucket", &self.source_bucket),
-            ("destination-bucket", &self.destination_bucket),
-        ] {
-            validate_bucket_name(bucket).map_err(|problem| invalid(name, problem))?;
+        if uses("source-bucket") {
+            for (name, bucket) in [
+                ("source-bucket", &self.source_bucket),
+                ("destination-bucket", &self.destination_bucket),
+            ] {
+                validate_bucket_name(bucket).map_err(|problem| invalid(name, problem))?;
+            }
+            if self.source_bucket == self.destination_bucket {
+                return Err(OptionsError::Invalid(
+                    "--source-bucket and --destination-bucket must differ".into(),
+                ));
+            }
         }
-        if self.source_bucket == self.destination_bucket {
-            return Err(OptionsError::Invalid(
-                "--source-bucket and --destination-bucket must differ".into(),
-            ));
+        if uses("state") {
+            self.state_location()?;
         }
-        self.state_location()?;
-        self.transfer_location()?;
+        if uses("transfer") {
+            self.transfer_location()?;
+        }
         Ok(())
     }
 
@@ -469,22 +693,6 @@ impl Options {
             .clone()
             .or_else(|| std::env::var("GOOGLE_CLOUD_PROJECT").ok())
             .filter(|p| !p.is_empty())
-    }
-
-    pub fn help(program: &str, summary: &str) -> String {
-        let mut out = format!("usage: {program} [options]\n\n{summary}\n\noptions:\n  -h, --help\n      show this help message and exit\n");
-        for spec in SPECS {
-            let value = match spec.kind {
-                Kind::Flag => "",
-                Kind::Seconds | Kind::Count => " N",
-                Kind::Text | Kind::OptionalText => " VALUE",
-            };
-            out.push_str(&format!(
-                "  --{}{}\n      {}\n",
-                spec.name, value, spec.help
-            ));
-        }
-        out
     }
 }
 
@@ -546,10 +754,11 @@ mod tests {
     use super::*;
     use std::io::Write;
 
+    /// A tool that takes every option.
     fn run(args: &[&str]) -> Result<Options, OptionsError> {
-        match Options::from_args(args)? {
+        match Options::from_args("sts-test", "A test tool.", GROUPS, args)? {
             Command::Run(options) => Ok(*options),
-            Command::Help => panic!("unexpected help"),
+            Command::Print(text) => panic!("unexpected help: {text}"),
         }
     }
 
@@ -603,7 +812,8 @@ mod tests {
             o.transfer_location().unwrap(),
             TransferLocation::Local("/tmp/buckets".into())
         );
-        assert_eq!(Options::from_args(&["-h"]).unwrap(), Command::Help);
+        let help = Options::from_args("sts-test", "A test tool.", GROUPS, &["-h"]).unwrap();
+        assert!(matches!(help, Command::Print(text) if text.contains("--sleep-timeout <N>")));
     }
 
     fn config(body: &str) -> tempfile::NamedTempFile {
@@ -643,13 +853,15 @@ mod tests {
         let file = config("[1, 2");
         let err = run(&["--config-path", file.path().to_str().unwrap()]).unwrap_err();
         assert!(err.to_string().contains("not valid JSON"), "{err}");
-        assert_eq!(
-            run(&["--bogus"]).unwrap_err(),
-            OptionsError::UnknownOption("--bogus".into())
+        let err = run(&["--bogus"]).unwrap_err();
+        assert!(
+            matches!(&err, OptionsError::Usage(m) if m.contains("'--bogus'")),
+            "{err}"
         );
-        assert_eq!(
-            run(&["--dataset"]).unwrap_err(),
-            OptionsError::MissingValue("dataset".into())
+        let err = run(&["--dataset"]).unwrap_err();
+        assert!(
+            matches!(&err, OptionsError::Usage(m) if m.contains("--dataset <DATASET>")),
+            "{err}"
         );
     }
 
@@ -747,7 +959,7 @@ mod tests {
                 0..12,
             )
         ) {
-            if let Ok(Command::Run(options)) = Options::from_args(&args) {
+            if let Ok(Command::Run(options)) = Options::from_args("sts-test", "", GROUPS, &args) {
                 proptest::prop_assert!(options.validate().is_ok());
                 proptest::prop_assert!(options.lease_seconds <= MAX_SECONDS);
                 // Durations the manager builds from them never panic.

@@ -23,24 +23,7 @@ pub fn existing() -> Option<&'static Runtime> {
     RUNTIME.get()
 }
 
-/// Logs go to stderr at the level named by LOGLEVEL (as in the original).
+/// Logs go to stderr at LOGLEVEL, as text or (`LOG_FORMAT=json`) JSON lines.
 pub fn init_logging() {
-    let level = match std::env::var("LOGLEVEL")
-        .unwrap_or_default()
-        .to_ascii_uppercase()
-        .as_str()
-    {
-        "TRACE" => tracing::Level::TRACE,
-        "DEBUG" => tracing::Level::DEBUG,
-        "WARNING" | "WARN" => tracing::Level::WARN,
-        "ERROR" | "CRITICAL" => tracing::Level::ERROR,
-        _ => tracing::Level::INFO,
-    };
-    // A second call (a notebook re-running a cell) keeps the first subscriber.
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_target(false)
-        .try_init();
+    crate::logging::init();
 }

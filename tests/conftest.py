@@ -7,9 +7,9 @@ import hashlib
 import importlib.util
 import json
 import os
-import sqlite3
 import subprocess
 import sys
+import threading
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +19,75 @@ import pytest
 BIN = Path(sys.executable).parent
 # Intervals short enough for a test to see many cycles.
 FAST = ["--sleep-timeout", "0.2", "--job-interval", "0.2", "--metrics-interval", "0.2"]
+
+
+# The native module has its own SQLite (bundled in the wheel); Python's
+# sqlite3 module is another copy. Two copies must never open one file in one
+# process: their POSIX locks do not see each other (a write through one gets
+# past the other's EXCLUSIVE lock) and closing either drops both's locks. So
+# the tests, which also drive managers in-process, read and write SQLite files
+# only in this child process, as a user's `sqlite3` shell would.
+_SQL_CHILD = r"""
+import json, sqlite3, sys
+for line in sys.stdin:
+    request = json.loads(line)
+    try:
+        db = sqlite3.connect(request["path"], timeout=30)
+        try:
+            if request["many"]:
+                db.executemany(request["sql"], request["params"])
+                rows = []
+            else:
+                rows = db.execute(request["sql"], request["params"]).fetchall()
+            db.commit()
+        finally:
+            db.close()
+        answer = {"rows": rows}
+    except sqlite3.Error as e:
+        answer = {"error": type(e).__name__, "message": str(e)}
+    print(json.dumps(answer), flush=True)
+"""
+_sql_child: subprocess.Popen | None = None
+_sql_lock = threading.Lock()
+
+
+class SqlError(Exception):
+    """An error SQLite raised in the child (``kind``: its sqlite3 class name)."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(f"{kind}: {message}")
+        self.kind = kind
+
+
+def sql(path: Path | str, statement: str, params: object = (), many: bool = False) -> list[tuple]:
+    """Runs one statement (or ``executemany``) on a SQLite file in the child
+    process and commits; returns the rows as tuples."""
+    global _sql_child
+    with _sql_lock:
+        if _sql_child is None or _sql_child.poll() is not None:
+            _sql_child = subprocess.Popen(
+                [sys.executable, "-c", _SQL_CHILD],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+        assert _sql_child.stdin is not None and _sql_child.stdout is not None
+        request = {"path": str(path), "sql": statement, "params": params, "many": many}
+        _sql_child.stdin.write(json.dumps(request) + "\n")
+        _sql_child.stdin.flush()
+        answer = json.loads(_sql_child.stdout.readline())
+    if "error" in answer:
+        raise SqlError(answer["error"], answer["message"])
+    return [tuple(row) for row in answer["rows"]]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_sql_child():
+    yield
+    if _sql_child is not None:
+        _sql_child.stdin.close()  # type: ignore[union-attr]
+        _sql_child.wait(timeout=30)
+        _sql_child.stdout.close()  # type: ignore[union-attr]
 
 
 def tool(
@@ -62,8 +131,17 @@ class Migration:
     def prefix_file(self) -> Path:
         return self.root.parent / "prefixes.json"
 
+    def state_args(self) -> list[str]:
+        """For tools that use the job table (sts-prepare-tables)."""
+        return ["--state", f"sqlite:{self.state}"]
+
+    def transfer_args(self) -> list[str]:
+        """For tools that use the transfer service (sts-pause-all-jobs, ...)."""
+        return ["--transfer", f"local:{self.root}"]
+
     def backend_args(self) -> list[str]:
-        return ["--state", f"sqlite:{self.state}", "--transfer", f"local:{self.root}"]
+        """For the manager, which uses both."""
+        return [*self.state_args(), *self.transfer_args()]
 
     def options(self, **extra: object) -> dict[str, object]:
         return {
@@ -84,22 +162,21 @@ class Migration:
         self.prefix_file.write_text(json.dumps(self.prefixes))
         tool(
             "sts-prepare-tables",
-            *self.backend_args(),
+            *self.state_args(),
             "--job-prefix-source-file",
             str(self.prefix_file),
         )
 
     def jobs(self) -> dict[str, tuple[str, str | None]]:
-        with sqlite3.connect(self.state) as db:
-            rows = db.execute("SELECT prefix, status, job_name FROM sts_job").fetchall()
+        rows = sql(self.state, "SELECT prefix, status, job_name FROM sts_job")
         return {prefix: (status, job) for prefix, status, job in rows}
 
     def history(self) -> list[tuple[str, str, str | None, str | None]]:
-        with sqlite3.connect(self.state) as db:
-            return db.execute(
-                "SELECT prefix, status, job_name, operation_results"
-                " FROM sts_job_history ORDER BY rowid"
-            ).fetchall()
+        return sql(
+            self.state,
+            "SELECT prefix, status, job_name, operation_results"
+            " FROM sts_job_history ORDER BY rowid",
+        )
 
     def operations(self) -> list[dict]:
         """The engine's record of every operation, oldest first."""
@@ -107,11 +184,10 @@ class Migration:
         if not database.exists():
             return []
         try:
-            with sqlite3.connect(database) as db:
-                rows = db.execute(
-                    "SELECT status, end_time, body FROM operations ORDER BY rowid"
-                ).fetchall()
-        except sqlite3.OperationalError:  # the engine has not made its tables yet
+            rows = sql(database, "SELECT status, end_time, body FROM operations ORDER BY rowid")
+        except SqlError as e:  # the engine has not made its tables yet
+            if e.kind != "OperationalError":
+                raise
             return []
         ops = []
         for status, end_time, body in rows:
@@ -121,8 +197,8 @@ class Migration:
         return ops
 
     def engine_jobs(self) -> list[dict]:
-        with sqlite3.connect(self.root / ".sts-engine" / "engine.db") as db:
-            rows = db.execute("SELECT status, body FROM jobs ORDER BY rowid").fetchall()
+        database = self.root / ".sts-engine" / "engine.db"
+        rows = sql(database, "SELECT status, body FROM jobs ORDER BY rowid")
         return [{**json.loads(body), "status": status} for status, body in rows]
 
     def active_operations(self) -> int:

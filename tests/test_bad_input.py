@@ -4,18 +4,16 @@ the state left exactly as it was."""
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
-from conftest import Migration, tool
+from conftest import Migration, sql, tool
 
 
 def snapshot(state: Path) -> tuple[list, list]:
-    with sqlite3.connect(state) as db:
-        jobs = db.execute("SELECT * FROM sts_job ORDER BY prefix").fetchall()
-        history = db.execute("SELECT * FROM sts_job_history ORDER BY rowid").fetchall()
+    jobs = sql(state, "SELECT * FROM sts_job ORDER BY prefix")
+    history = sql(state, "SELECT * FROM sts_job_history ORDER BY rowid")
     return jobs, history
 
 
@@ -42,7 +40,7 @@ def test_bad_prefix_files_load_nothing(migration: Migration, body: str, expected
     bad.write_text(body)
     result = tool(
         "sts-prepare-tables",
-        *migration.backend_args(),
+        *migration.state_args(),
         "--job-prefix-source-file",
         str(bad),
         check=False,
@@ -136,7 +134,7 @@ def test_new_prefixes_overlapping_loaded_ones_are_refused(migration: Migration) 
     before = snapshot(migration.state)
     more = migration.root.parent / "more.json"
     more.write_text(json.dumps([migration.prefixes[0] + "sub/"]))
-    args = [*migration.backend_args(), "--job-prefix-source-file", str(more)]
+    args = [*migration.state_args(), "--job-prefix-source-file", str(more)]
     result = tool("sts-prepare-tables", *args, check=False)
     assert result.returncode == 2
     assert "already in the job table" in result.stderr and "is a prefix of" in result.stderr

@@ -120,17 +120,14 @@ def dataset(bigquery: BigQuery, monkeypatch: pytest.MonkeyPatch) -> str:
     return f"mig_{uuid.uuid4().hex[:10]}"
 
 
+def bq_state_args(dataset: str) -> list[str]:
+    """For sts-prepare-tables."""
+    return ["--state", "bigquery", "--project", PROJECT, "--dataset", dataset]
+
+
 def bq_args(migration: Migration, dataset: str) -> list[str]:
-    return [
-        "--state",
-        "bigquery",
-        "--project",
-        PROJECT,
-        "--dataset",
-        dataset,
-        "--transfer",
-        f"local:{migration.root}",
-    ]
+    """For the manager."""
+    return [*bq_state_args(dataset), *migration.transfer_args()]
 
 
 def schema(table: dict) -> list[tuple[str, str, str]]:
@@ -142,7 +139,7 @@ def test_prepare_creates_the_exact_schemas_and_loads_updatable_rows(
 ) -> None:
     migration.prefix_file.write_text(json.dumps(migration.prefixes[:4]))
     args = [
-        *bq_args(migration, dataset),
+        *bq_state_args(dataset),
         "--dataset-location",
         "EU",
         "--job-prefix-source-file",
@@ -190,7 +187,12 @@ def test_manager_records_a_failure_the_readme_query_finds(
 ) -> None:
     migration.prefix_file.write_text(json.dumps(migration.prefixes))
     args = bq_args(migration, dataset)
-    tool("sts-prepare-tables", *args, "--job-prefix-source-file", str(migration.prefix_file))
+    tool(
+        "sts-prepare-tables",
+        *bq_state_args(dataset),
+        "--job-prefix-source-file",
+        str(migration.prefix_file),
+    )
     migration.set_faults(fail_objects_matching="data/p01/*")
 
     result = tool(
@@ -245,14 +247,14 @@ def test_a_table_name_with_sql_in_it_is_refused_before_any_request(
     migration.prefix_file.write_text(json.dumps(migration.prefixes))
     commands = {
         "sts-prepare-tables": ["--job-prefix-source-file", str(migration.prefix_file)],
-        "sts-job-manager": ["--sleep-timeout", "1"],
+        "sts-job-manager": [*migration.transfer_args(), "--sleep-timeout", "1"],
     }
     for name, value in [("--job-table", "sts_job; DROP TABLE x"), ("--dataset", "a.b")]:
         for command, extra in commands.items():
             started = time.monotonic()
             result = tool(
                 command,
-                *bq_args(migration, "data_migration"),
+                *bq_state_args("data_migration"),
                 name,
                 value,
                 *extra,
@@ -280,7 +282,8 @@ def test_one_manager_per_bigquery_table(
 ) -> None:
     migration.prefix_file.write_text(json.dumps(migration.prefixes))
     backend = bq_args(migration, dataset)
-    tool("sts-prepare-tables", *backend, "--job-prefix-source-file", str(migration.prefix_file))
+    prefixes = ["--job-prefix-source-file", str(migration.prefix_file)]
+    tool("sts-prepare-tables", *bq_state_args(dataset), *prefixes)
     args = [*backend, *FAST, "--lease-seconds", "4"]
     migration.set_faults(bytes_per_second=1000)
     first = subprocess.Popen([str(BIN / "sts-job-manager"), *args], stderr=subprocess.DEVNULL)
@@ -400,7 +403,8 @@ def test_a_migration_completes_with_20_percent_bigquery_faults(
     try:
         migration.prefix_file.write_text(json.dumps(migration.prefixes))
         backend = bq_args(migration, dataset)
-        tool("sts-prepare-tables", *backend, "--job-prefix-source-file", str(migration.prefix_file))
+        prefixes = ["--job-prefix-source-file", str(migration.prefix_file)]
+        tool("sts-prepare-tables", *bq_state_args(dataset), *prefixes)
         result = tool("sts-job-manager", *backend, *FAST, "--exit-when-done", timeout=600)
     finally:
         proxy.stop()
@@ -425,8 +429,9 @@ def test_kill_9_loop_with_the_bigquery_store(
 ) -> None:
     migration = make_migration(tmp_path, prefixes=8, files_per_prefix=4, size=3000)
     migration.prefix_file.write_text(json.dumps(migration.prefixes))
-    backend = [*bq_args(migration, dataset)[:-2], "--transfer", "sts"]
-    tool("sts-prepare-tables", *backend, "--job-prefix-source-file", str(migration.prefix_file))
+    backend = [*bq_state_args(dataset), "--transfer", "sts"]
+    prefixes = ["--job-prefix-source-file", str(migration.prefix_file)]
+    tool("sts-prepare-tables", *bq_state_args(dataset), *prefixes)
     emulator = Emulator(migration.root, "--bytes-per-second", "2500")
     monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
     args = [str(BIN / "sts-job-manager"), *backend, "--max-concurrent-jobs", "4", *FAST]

@@ -55,7 +55,7 @@ def test_prepare_is_idempotent_and_refuses_bad_files(migration: Migration) -> No
     migration.prefix_file.write_text(json.dumps(["new/", "new/"]))
     result = tool(
         "sts-prepare-tables",
-        *migration.backend_args(),
+        *migration.state_args(),
         "--job-prefix-source-file",
         str(migration.prefix_file),
         check=False,

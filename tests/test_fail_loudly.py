@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import signal
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ from conftest import (
     gapic_client,
     make_migration,
     original_tool_start,
+    sql,
     tool,
 )
 
@@ -146,7 +146,7 @@ def test_retries_are_bounded_then_exit_4_and_requeue_repairs(migration: Migratio
 
     # Fixed: requeue the failed prefixes, and the migration completes.
     migration.set_faults()
-    requeued = tool("sts-requeue", *migration.backend_args())
+    requeued = tool("sts-requeue", *migration.state_args())
     assert "Requeued 1 prefixes" in requeued.stdout
     assert migration.jobs()["data/p02/"] == ("waiting", None)
     done = manager(migration)
@@ -161,19 +161,18 @@ def test_requeue_refuses_unknown_and_running_prefixes(migration: Migration) -> N
     chosen.write_text(json.dumps(["data/p00/", "nope/"]))
     result = tool(
         "sts-requeue",
-        *migration.backend_args(),
+        *migration.state_args(),
         "--job-prefix-source-file",
         str(chosen),
         check=False,
     )
     assert result.returncode == 2
     assert "'nope/' is not in job table 'sts_job'" in result.stderr
-    with sqlite3.connect(migration.state) as db:
-        db.execute("UPDATE sts_job SET status = 'running' WHERE prefix = 'data/p00/'")
+    sql(migration.state, "UPDATE sts_job SET status = 'running' WHERE prefix = 'data/p00/'")
     chosen.write_text(json.dumps(["data/p00/"]))
     result = tool(
         "sts-requeue",
-        *migration.backend_args(),
+        *migration.state_args(),
         "--job-prefix-source-file",
         str(chosen),
         check=False,
@@ -317,11 +316,11 @@ def test_a_migration_begun_by_the_original_tool_completes_here(
         return name
 
     def set_row(prefix: str, status: str, job_name: str) -> None:
-        with sqlite3.connect(migration.state) as db:
-            db.execute(
-                "UPDATE sts_job SET status = ?, job_name = ? WHERE prefix = ?",
-                (status, job_name, prefix),
-            )
+        sql(
+            migration.state,
+            "UPDATE sts_job SET status = ?, job_name = ? WHERE prefix = ?",
+            (status, job_name, prefix),
+        )
 
     def operation_of(job: str) -> str:
         for _ in range(100):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -11,7 +10,7 @@ from pathlib import Path
 import pytest
 
 import sts_job_manager as sjm
-from conftest import BIN, Migration, make_migration, tool
+from conftest import BIN, Migration, make_migration, sql, tool
 
 
 def run_until_done(manager: sjm.Manager, limit: float = 60) -> dict:
@@ -146,7 +145,7 @@ def test_pause_all_from_another_process_then_manager_resumes(migration: Migratio
             assert time.monotonic() < deadline
             time.sleep(0.05)
             running = {op["name"] for op in migration.operations() if op["status"] == "IN_PROGRESS"}
-        result = tool("sts-pause-all-jobs", *migration.backend_args())
+        result = tool("sts-pause-all-jobs", *migration.transfer_args())
         paused = int(result.stdout.split()[1])
         assert paused >= len(running) >= 1
         assert running <= {op["name"] for op in migration.operations() if op["status"] == "PAUSED"}
@@ -183,16 +182,18 @@ def _insert_engine_job(root: Path, name: str, schedule: dict, op_status: str) ->
         "transferJobName": name,
         "startTime": "2026-01-01T00:00:00Z",
     }
-    with sqlite3.connect(root / ".sts-engine" / "engine.db") as db:
-        db.execute(
-            "INSERT INTO jobs (name, project_id, status, body) VALUES (?, ?, 'ENABLED', ?)",
-            (name, "local-project", json.dumps(job)),
-        )
-        db.execute(
-            "INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
-            " VALUES (?, ?, 'local-project', ?, '2026-01-01T01:00:00Z', ?)",
-            (op["name"], name, op_status, json.dumps(op)),
-        )
+    database = root / ".sts-engine" / "engine.db"
+    sql(
+        database,
+        "INSERT INTO jobs (name, project_id, status, body) VALUES (?, ?, 'ENABLED', ?)",
+        (name, "local-project", json.dumps(job)),
+    )
+    sql(
+        database,
+        "INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
+        " VALUES (?, ?, 'local-project', ?, '2026-01-01T01:00:00Z', ?)",
+        (op["name"], name, op_status, json.dumps(op)),
+    )
 
 
 def test_remove_successful_one_time_jobs_removes_exactly_those(migration: Migration) -> None:
@@ -217,7 +218,7 @@ def test_remove_successful_one_time_jobs_removes_exactly_those(migration: Migrat
     recurring = {"scheduleStartDate": day, "scheduleEndDate": {**day, "day": 31}}
     _insert_engine_job(migration.root, "transferJobs/sts-jm-recurring-1", recurring, "SUCCESS")
 
-    result = tool("sts-remove-successful-one-time-jobs", *migration.backend_args())
+    result = tool("sts-remove-successful-one-time-jobs", *migration.transfer_args())
     assert result.stdout.startswith("Removed 5 ")
     by_status: dict[str, set[str]] = {}
     for job in migration.engine_jobs():
@@ -228,9 +229,8 @@ def test_remove_successful_one_time_jobs_removes_exactly_those(migration: Migrat
     assert by_status["ENABLED"] == failed_job | {"transferJobs/sts-jm-recurring-1"}
     assert len(by_status["DELETED"]) == 5
     # Running it again finds nothing more to remove.
-    assert tool("sts-remove-successful-one-time-jobs", *migration.backend_args()).stdout.startswith(
-        "Removed 0 "
-    )
+    again = tool("sts-remove-successful-one-time-jobs", *migration.transfer_args())
+    assert again.stdout.startswith("Removed 0 ")
     # Deleted jobs' operations are ignored by the manager; state stays as it was.
     sjm.Manager(migration.options(no_retry_on_job_error=True)).run_once()
     assert sum(status == "done" for status, _ in migration.jobs().values()) == 5
@@ -242,14 +242,13 @@ def test_unknown_operation_status_never_stops_the_manager(migration: Migration) 
     manager = sjm.Manager(migration.options(max_concurrent_jobs=1))
     manager.run_once()
     (op,) = migration.operations()
-    with sqlite3.connect(migration.root / ".sts-engine" / "engine.db") as db:
-        db.execute("UPDATE operations SET status = 'TELEPORTING' WHERE name = ?", (op["name"],))
+    engine = migration.root / ".sts-engine" / "engine.db"
+    sql(engine, "UPDATE operations SET status = 'TELEPORTING' WHERE name = ?", (op["name"],))
     summary = manager.run_once()
     prefix = op["transferSpec"]["objectConditions"]["includePrefixes"][0]
     assert migration.jobs()[prefix][0] == "running", "an unknown status keeps the prefix's status"
     assert summary["counts"]["running"] == 1
-    with sqlite3.connect(migration.root / ".sts-engine" / "engine.db") as db:
-        db.execute("UPDATE operations SET status = 'SUCCESS' WHERE name = ?", (op["name"],))
+    sql(engine, "UPDATE operations SET status = 'SUCCESS' WHERE name = ?", (op["name"],))
     manager.run_once()
     assert migration.jobs()[prefix][0] == "done"
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sqlite3
 from pathlib import Path
 
 import google_crc32c
@@ -15,7 +14,7 @@ from google.api_core.exceptions import NotFound
 from google.cloud import storage
 
 import sts_job_manager as sjm
-from conftest import FAST, Emulator, Migration, tool
+from conftest import FAST, Emulator, Migration, sql, tool
 
 
 def write(bucket: Path, name: str, data: bytes) -> None:
@@ -139,10 +138,7 @@ def test_plan_prepare_manage_verify_on_a_skewed_bucket(tmp_path: Path) -> None:
 
     verified = tool("sts-verify", *args)
     assert f"Checked {len(prefixes)} prefixes" in verified.stdout
-    with sqlite3.connect(migration.state) as db:
-        rows = db.execute(
-            "SELECT prefix, result, objects_compared FROM sts_job_verification"
-        ).fetchall()
+    rows = sql(migration.state, "SELECT prefix, result, objects_compared FROM sts_job_verification")
     assert {prefix for prefix, _, _ in rows} == set(prefixes)
     assert {result for _, result, _ in rows} == {"verified"}
     assert sum(n for _, _, n in rows) == len(migration.objects)
@@ -160,9 +156,8 @@ def test_plan_load_keeps_planned_sizes_and_refuses_overlaps(tmp_path: Path) -> N
     migration = skewed_migration(tmp_path)
     args = migration.backend_args()
     tool("sts-plan", *args, "--shard-bytes", "100KB", "--load")
-    with sqlite3.connect(migration.state) as db:
-        jobs = dict(db.execute("SELECT prefix, status FROM sts_job").fetchall())
-        planned = db.execute("SELECT prefix, objects, bytes FROM sts_job_plan").fetchall()
+    jobs = dict(sql(migration.state, "SELECT prefix, status FROM sts_job"))
+    planned = sql(migration.state, "SELECT prefix, objects, bytes FROM sts_job_plan")
     plan = {p: (o, b) for p, o, b in planned}
     assert set(jobs) == set(plan) and set(jobs.values()) == {"waiting"}
     assert_exact_cover(list(migration.objects), list(plan))
@@ -200,11 +195,11 @@ def test_verify_names_changed_and_deleted_objects_and_requeue_repairs(tmp_path: 
     assert failed.returncode == 4, failed.stdout + failed.stderr
     assert changed in failed.stdout and "crc32c" in failed.stdout
     assert deleted in failed.stdout and "missing" in failed.stdout
-    with sqlite3.connect(migration.state) as db:
-        mismatched = db.execute(
-            "SELECT prefix, missing, different, offending_objects FROM sts_job_verification"
-            " WHERE result = 'mismatch'"
-        ).fetchall()
+    mismatched = sql(
+        migration.state,
+        "SELECT prefix, missing, different, offending_objects FROM sts_job_verification"
+        " WHERE result = 'mismatch'",
+    )
     offending = {name for *_, names in mismatched for name in json.loads(names)}
     assert offending == {changed, deleted}
     assert sum(m for _, m, _, _ in mismatched) == 1 and sum(d for _, _, d, _ in mismatched) == 1

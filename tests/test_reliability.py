@@ -6,7 +6,6 @@ import gc
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from datetime import datetime, timedelta, timezone
@@ -15,7 +14,7 @@ from functools import partial
 import pytest
 
 import sts_job_manager as sjm
-from conftest import BIN, FAST, Emulator, Migration, make_migration, tool
+from conftest import BIN, FAST, Emulator, Migration, make_migration, sql, tool
 
 
 def test_kill_9_loop_loses_and_doubles_nothing(tmp_path, monkeypatch) -> None:
@@ -91,12 +90,11 @@ def test_a_second_manager_refuses_then_takes_over_an_expired_lease(migration: Mi
 
     # A manager on another machine: refused until its lease expires.
     until = datetime.now(timezone.utc) + timedelta(seconds=3)
-    with sqlite3.connect(migration.state) as db:
-        db.execute(
-            "INSERT OR REPLACE INTO sts_job_lease (id, holder, until) "
-            "VALUES (1, 'other-host:7:7', ?)",
-            (until.isoformat(timespec="microseconds").replace("+00:00", "Z"),),
-        )
+    sql(
+        migration.state,
+        "INSERT OR REPLACE INTO sts_job_lease (id, holder, until) VALUES (1, 'other-host:7:7', ?)",
+        (until.isoformat(timespec="microseconds").replace("+00:00", "Z"),),
+    )
     refused = tool("sts-job-manager", *args, "--exit-when-done", check=False)
     assert refused.returncode == 3, refused.stderr
     assert "other-host:7:7" in refused.stderr, refused.stderr

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import sqlite3
 import time
 import urllib.request
 from pathlib import Path
@@ -21,6 +20,7 @@ from conftest import (
     gapic_client,
     make_migration,
     original_tool_start,
+    sql,
     tool,
 )
 
@@ -36,12 +36,13 @@ def add_finished_history(migration: Migration, finished: int, retries: int) -> N
     """`finished` prefixes done long ago, each with `retries` failed
     operations before its successful one, straight into state and engine."""
     old = [f"old/{i:05d}/" for i in range(finished)]
-    with sqlite3.connect(migration.state) as db:
-        db.executemany(
-            "INSERT INTO sts_job (prefix, status, job_name, last_updated)"
-            " VALUES (?, 'done', ?, '2026-01-02T00:00:00.000000Z')",
-            [(p, f"transferOperations/old-{i}-{retries + 1}") for i, p in enumerate(old)],
-        )
+    sql(
+        migration.state,
+        "INSERT INTO sts_job (prefix, status, job_name, last_updated)"
+        " VALUES (?, 'done', ?, '2026-01-02T00:00:00.000000Z')",
+        [(p, f"transferOperations/old-{i}-{retries + 1}") for i, p in enumerate(old)],
+        many=True,
+    )
     operations = []
     for i, prefix in enumerate(old):
         job = f"transferJobs/sts-jm-old-{i}"
@@ -60,12 +61,13 @@ def add_finished_history(migration: Migration, finished: int, retries: int) -> N
                 "startTime": f"2026-01-01T00:{attempt:02d}:00Z",
             }
             operations.append((op["name"], job, status, json.dumps(op)))
-    with sqlite3.connect(migration.root / ".sts-engine" / "engine.db") as db:
-        db.executemany(
-            "INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
-            f" VALUES (?, ?, '{PROJECT}', ?, '2026-01-01T01:00:00Z', ?)",
-            operations,
-        )
+    sql(
+        migration.root / ".sts-engine" / "engine.db",
+        "INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
+        f" VALUES (?, ?, '{PROJECT}', ?, '2026-01-01T01:00:00Z', ?)",
+        operations,
+        many=True,
+    )
 
 
 def steady_sync_requests(base: Path, finished: int, retries: int, patience: float = 60) -> int:

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import Manager, Options, prepare_tables
+from . import Manager, Options, __version__, prepare_tables
 from .errors import StsJobManagerError
 
 MARKER = ".sts-quickstart"
@@ -71,6 +71,7 @@ def prepare_directory(directory: Path) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="sts-quickstart", description=__doc__.splitlines()[0])
     parser.add_argument("directory", nargs="?", default="sts-quickstart", help="where to work")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--max-concurrent-jobs", type=int, default=4)
     parser.add_argument(
         "--bytes-per-second",
