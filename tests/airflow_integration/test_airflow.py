@@ -54,7 +54,9 @@ def test_dag_completes_a_migration(tmp_path: Path) -> None:
     (home / "dags" / "migration.json").write_text(
         json.dumps(
             {
-                "options": migration.options(),
+                # One-time jobs, one per prefix, so the DAG's cleanup task
+                # has jobs to remove (reusable jobs are not one-time jobs).
+                "options": migration.options(no_job_reuse=True),
                 "prefix_file": str(migration.prefix_file),
                 "record": str(record),
             }
