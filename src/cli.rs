@@ -103,7 +103,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
     let args = args.as_slice();
     let options = match Options::from_args(tool.name, tool.about, tool.groups, args) {
         Ok(Command::Print(text)) => {
-            print!("{text}{own_help}");
+            crate::out!("{text}{own_help}");
             return 0;
         }
         Ok(Command::Run(options)) => *options,
@@ -120,7 +120,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
                 let plan_args = crate::plan::tool::PlanArgs::parse(&own).map_err(Error::Input)?;
                 crate::plan::tool::run_plan(&options, &plan_args)
                     .await
-                    .map(|report| print!("{}", crate::plan::tool::render(&report)))
+                    .map(|report| crate::out!("{}", crate::plan::tool::render(&report)))
             }
             VERIFY => {
                 let verify_args =
@@ -129,35 +129,38 @@ pub fn main(program: &str, args: &[String]) -> i32 {
                     .await
                     .map(|report| {
                         mismatch = report.mismatched() > 0;
-                        print!("{}", crate::verify::tool::render(&report));
+                        crate::out!("{}", crate::verify::tool::render(&report));
                     })
             }
             MANAGER => run_manager(options, stop_signal()?).await,
             PREPARE => tools::prepare_tables(&options).await.map(|r| {
-                println!(
+                crate::outln!(
                     "Tables '{}' and '{}' are ready; loaded {} prefixes ({} already present).",
-                    options.job_table, options.job_history_table, r.loaded, r.already_present
+                    options.job_table,
+                    options.job_history_table,
+                    r.loaded,
+                    r.already_present
                 );
             }),
             PAUSE => tools::pause_all_jobs(&options).await.map(|r| {
-                println!("Paused {} transfer operations.", r.count);
+                crate::outln!("Paused {} transfer operations.", r.count);
                 for e in &r.errors {
                     report("WARNING", &format!("  not paused: {e}"));
                 }
             }),
             REQUEUE => tools::requeue(&options).await.map(|r| {
-                println!("Requeued {} prefixes.", r.requeued.len());
+                crate::outln!("Requeued {} prefixes.", r.requeued.len());
                 for prefix in r.requeued.iter().take(20) {
-                    println!("  {prefix:?}");
+                    crate::outln!("  {prefix:?}");
                 }
                 if r.requeued.len() > 20 {
-                    println!("  ... and {} more", r.requeued.len() - 20);
+                    crate::outln!("  ... and {} more", r.requeued.len() - 20);
                 }
             }),
             _ => tools::remove_successful_one_time_jobs(&options)
                 .await
                 .map(|r| {
-                    println!("Removed {} successful one-time transfer jobs.", r.count);
+                    crate::outln!("Removed {} successful one-time transfer jobs.", r.count);
                     for e in &r.errors {
                         report("WARNING", &format!("  not removed: {e}"));
                     }

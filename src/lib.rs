@@ -3,6 +3,25 @@
 //! (`manager::{sync, ramp, stall}`); I/O sits behind two traits
 //! (`store::StateStore`, `transfer::TransferService`).
 
+/// `print!` that never panics: a closed stdout (`sts-plan --help | head`)
+/// loses the rest of the output, as a shell tool's would.
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics (see [`out!`]).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
 pub mod analysis;
 pub mod auth;
 pub mod backends;

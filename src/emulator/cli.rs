@@ -250,7 +250,7 @@ pub fn main(args: &[String]) -> i32 {
     let settings = match parse(args) {
         Ok(Parsed::Run(settings)) => settings,
         Ok(Parsed::Print(text)) => {
-            print!("{text}");
+            crate::out!("{text}");
             return 0;
         }
         Err(ParseError::Usage(e) | ParseError::Invalid(e)) => {
@@ -282,7 +282,7 @@ pub fn main(args: &[String]) -> i32 {
             settings.api,
             |address| {
                 use std::io::Write;
-                println!("sts-emulator listening on http://{address}");
+                crate::outln!("sts-emulator listening on http://{address}");
                 let _ = std::io::stdout().flush();
             },
             stop,
