@@ -125,7 +125,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
     match outcome {
         Ok(()) if mismatch => 4,
         Ok(()) => 0,
-        Err(e @ Error::Busy(_)) => {
+        Err(e @ Error::Busy { .. }) => {
             eprintln!("{program}: error: {e}");
             3
         }
@@ -136,6 +136,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
         Err(
             e @ (Error::Options(_)
             | Error::Input(_)
+            | Error::BadEntry { .. }
             | Error::Unsupported(_)
             | Error::Store(
                 crate::store::StoreError::InvalidIdentifier(_)

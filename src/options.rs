@@ -22,6 +22,18 @@ pub enum OptionsError {
     Invalid(String),
 }
 
+impl OptionsError {
+    /// The option at fault, without dashes, when one is named.
+    pub fn option(&self) -> Option<&str> {
+        match self {
+            OptionsError::UnknownOption(key)
+            | OptionsError::MissingValue(key)
+            | OptionsError::InvalidValue { key, .. } => Some(key.trim_start_matches('-')),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     Text,

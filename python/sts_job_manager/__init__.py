@@ -10,7 +10,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from . import _core, errors
@@ -34,16 +35,21 @@ class Options:
     (``max_concurrent_jobs=5`` for ``--max-concurrent-jobs 5``).
 
     Values are validated at once; a bad one raises :class:`OptionsError`.
+    Paths (``config_path``, ``job_prefix_source_file``) may be ``str`` or any
+    path-like object (``pathlib.Path``).
     """
 
     def __init__(self, **options: Any) -> None:
-        self._given = dict(options)
+        self._given = {
+            key: os.fspath(value) if isinstance(value, os.PathLike) else value
+            for key, value in options.items()
+        }
         self._resolved: dict[str, Any] = json.loads(_core.resolve_options(json.dumps(self._given)))
 
     @classmethod
-    def from_config_file(cls, path: str, **overrides: Any) -> Options:
+    def from_config_file(cls, path: str | os.PathLike[str], **overrides: Any) -> Options:
         """Options from a JSON config file (its values win, as on the command line)."""
-        return cls(config_path=str(path), **overrides)
+        return cls(config_path=os.fspath(path), **overrides)
 
     def to_json(self) -> str:
         return json.dumps(self._given)
@@ -130,10 +136,23 @@ def _finished(done: bool, summary_json: str, timeout: float | None) -> dict[str,
 
 
 def prepare_tables(
-    options: Options | Mapping[str, Any] | None = None, **overrides: Any
+    options: Options | Mapping[str, Any] | None = None,
+    *,
+    prefixes: Iterable[str] | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Create the tables if missing and load ``job_prefix_source_file`` if given."""
-    return json.loads(_core.prepare_tables(_options_json(options, overrides)))
+    """Create the tables if missing, then load prefixes as ``waiting``: from
+    ``prefixes`` (any iterable of strings, held in memory) or from the JSON
+    file ``job_prefix_source_file``, not both. The list is checked whole
+    first (an :class:`InputError` names the bad entry in ``.entry``) and
+    loaded all or nothing; prefixes already present stay as they are.
+
+    Returns ``{"loaded": int, "already_present": int}``.
+    """
+    if isinstance(prefixes, (str, bytes)):
+        raise InputError("prefixes must be a list of strings, not one string")
+    prefixes_json = None if prefixes is None else json.dumps(list(prefixes))
+    return json.loads(_core.prepare_tables(_options_json(options, overrides), prefixes_json))
 
 
 def pause_all_jobs(

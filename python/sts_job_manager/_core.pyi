@@ -2,7 +2,10 @@
 
 Options travel as JSON objects whose keys are the command-line option names
 (dashes or underscores); results come back as JSON text. Errors are raised as
-the classes of :mod:`sts_job_manager.errors`.
+the classes of :mod:`sts_job_manager.errors`, with their data as attributes
+(``LeaseHeldError.holder``, ``.table``, ``.until``; ``InputError.entry``;
+``OptionsError.option``; ``StateError.http_status``; ``TransferError.status``
+and ``.http_status``).
 """
 
 from collections.abc import Awaitable
@@ -30,10 +33,12 @@ def cli_main(program: str, args: list[str]) -> int:
 def resolve_options(options_json: str) -> str:
     """Validate options (a JSON object) and return every option as JSON."""
 
-def prepare_tables(options_json: str) -> str:
-    """Create the tables if missing and load ``job-prefix-source-file``.
+def prepare_tables(options_json: str, prefixes_json: str | None = None) -> str:
+    """Create the tables if missing and load prefixes as ``waiting``: the JSON
+    array ``prefixes_json`` if given, else ``job-prefix-source-file``.
 
-    Returns ``{"loaded": int, "already_present": int}`` as JSON.
+    Returns ``{"loaded": int, "already_present": int}`` as JSON. A bad entry
+    raises ``InputError`` with its index as ``.entry``.
     """
 
 def pause_all_jobs(options_json: str) -> str:

@@ -1,5 +1,6 @@
 //! The PyO3 layer: converts, releases the GIL, calls the core. No logic.
 
+mod aio;
 mod state;
 
 use std::future::Future;
@@ -8,14 +9,15 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::future_into_py;
+use pyo3::types::PyDict;
 
 use crate::backends::open_manager;
-use crate::error::Error;
+use crate::error::{Detail, Error};
 use crate::manager::{CycleSummary, Manager as CoreManager};
 use crate::options::Options;
 use crate::runtime::{init_logging, runtime};
 use crate::tools;
+use aio::future_into_py;
 
 /// Errors are raised as the classes of `sts_job_manager.errors` (a Python
 /// module, so each class can have several bases, e.g. `OptionsError` is both
@@ -23,20 +25,31 @@ use crate::tools;
 pub(crate) fn to_py(error: Error) -> PyErr {
     let class = match &error {
         Error::Options(_) => "OptionsError",
-        Error::Input(_) => "InputError",
+        Error::Input(_) | Error::BadEntry { .. } => "InputError",
         Error::Store(_) => "StateError",
         Error::Transfer(_) => "TransferError",
         Error::Storage(_) => "StorageError",
         Error::Unsupported(_) => "UnsupportedBackendError",
-        Error::Busy(_) => "LeaseHeldError",
+        Error::Busy { .. } => "LeaseHeldError",
         Error::Halted(_) | Error::FinishedWithErrors(_) => "TransferError",
     };
     let message = error.to_string();
+    let details = error.details();
     Python::attach(|py| {
         let raised = py
             .import("sts_job_manager.errors")
             .and_then(|module| module.getattr(class))
-            .and_then(|class| class.call1((message.clone(),)));
+            .and_then(|class| {
+                let kwargs = PyDict::new(py);
+                for (name, value) in &details {
+                    match value {
+                        Detail::Text(text) => kwargs.set_item(name, text)?,
+                        Detail::Int(n) => kwargs.set_item(name, n)?,
+                        Detail::None => kwargs.set_item(name, py.None())?,
+                    }
+                }
+                class.call((message.clone(),), Some(&kwargs))
+            });
         match raised {
             Ok(instance) => PyErr::from_value(instance),
             Err(_) => PyRuntimeError::new_err(message),
@@ -98,11 +111,29 @@ fn resolve_options(options_json: &str) -> PyResult<String> {
     to_json(&options)
 }
 
+/// `prefixes_json`, when given, is a JSON array of prefixes to load
+/// (checked like a prefix file) instead of `job-prefix-source-file`.
 #[pyfunction]
-fn prepare_tables(py: Python<'_>, options_json: &str) -> PyResult<String> {
+#[pyo3(signature = (options_json, prefixes_json=None))]
+fn prepare_tables(
+    py: Python<'_>,
+    options_json: &str,
+    prefixes_json: Option<&str>,
+) -> PyResult<String> {
     init_logging();
     let options = parse_options(options_json).map_err(to_py)?;
-    let report = block_on(py, async { tools::prepare_tables(&options).await })?;
+    let prefixes = prefixes_json
+        .map(|body| match serde_json::from_str(body) {
+            Ok(serde_json::Value::Array(items)) => {
+                tools::prefix_list(items, "prefixes", options.allow_overlapping_prefixes)
+            }
+            _ => Err(Error::Input("prefixes must be a list of strings".into())),
+        })
+        .transpose()
+        .map_err(to_py)?;
+    let report = block_on(py, async {
+        tools::prepare_tables_with(&options, prefixes).await
+    })?;
     to_json(&report)
 }
 
@@ -222,7 +253,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(remove_successful_one_time_jobs, m)?)?;
     m.add_class::<Manager>()?;
     m.add_class::<state::State>()?;
-    // Awaitables run on the runtime the blocking calls use: one per process.
-    let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime());
+    // No runtime starts here: it starts on first use, in each process
+    // (see `runtime`), so a child forked after import gets its own.
     Ok(())
 }

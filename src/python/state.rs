@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use pyo3_async_runtimes::tokio::future_into_py;
 
+use super::aio::future_into_py;
 use super::{block_on, parse_options, to_json, to_py};
 use crate::analysis::{self, columns::Frame};
 use crate::backends::open_store;

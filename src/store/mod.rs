@@ -68,6 +68,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The HTTP status BigQuery answered, when it answered one.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            StoreError::Api { code, .. } => Some(*code),
+            StoreError::RetriesExhausted { last, .. } => last.http_status(),
+            _ => None,
+        }
+    }
+}
+
 /// What loading prefixes did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadReport {
