@@ -16,6 +16,7 @@ pub const EMULATOR: &str = "sts-emulator";
 pub const REQUEUE: &str = "sts-requeue";
 pub const PLAN: &str = "sts-plan";
 pub const VERIFY: &str = "sts-verify";
+pub const STATUS: &str = "sts-status";
 
 fn summary(program: &str) -> Option<&'static str> {
     Some(match program {
@@ -26,6 +27,7 @@ fn summary(program: &str) -> Option<&'static str> {
         REQUEUE => "Puts prefixes back to 'waiting' with a fresh retry count: every prefix in 'error', or those listed in --job-prefix-source-file.",
         PLAN => "Lists the source bucket and proposes prefixes balanced by bytes: every object covered by exactly one prefix, none a prefix of another.",
         VERIFY => "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it) and records the verdicts in the verification table.",
+        STATUS => crate::status_cli::ABOUT,
         _ => return None,
     })
 }
@@ -41,8 +43,8 @@ pub fn main(program: &str, args: &[String]) -> i32 {
         eprintln!("error: unknown tool '{program}'");
         return 2;
     };
-    // sts-plan and sts-verify take a few options of their own, pulled out
-    // before the shared ones parse the rest.
+    // sts-plan, sts-verify and sts-status take a few options of their own,
+    // pulled out before the shared ones parse the rest.
     let (own_flags, own_help) = match program {
         PLAN => (crate::plan::tool::PLAN_FLAGS, crate::plan::tool::PLAN_HELP),
         VERIFY => (
@@ -58,10 +60,24 @@ pub fn main(program: &str, args: &[String]) -> i32 {
             return 2;
         }
     };
+    let (status_flags, args) = if program == STATUS {
+        match crate::status_cli::split_args(&args) {
+            Ok(split) => split,
+            Err(e) => {
+                eprintln!("{program}: error: {e}");
+                return 2;
+            }
+        }
+    } else {
+        (Default::default(), args)
+    };
     let args = args.as_slice();
     let options = match Options::from_args(args) {
         Ok(Command::Help) => {
             print!("{}{own_help}", Options::help(program, about));
+            if program == STATUS {
+                print!("\n{}", crate::status_cli::HELP);
+            }
             return 0;
         }
         Ok(Command::Run(options)) => *options,
@@ -91,6 +107,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
                     })
             }
             MANAGER => run_manager(options, stop_signal()?).await,
+            STATUS => crate::status_cli::run(&options, &status_flags, stop_signal()?).await,
             PREPARE => tools::prepare_tables(&options).await.map(|r| {
                 println!(
                     "Tables '{}' and '{}' are ready; loaded {} prefixes ({} already present).",

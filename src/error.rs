@@ -135,7 +135,10 @@ impl Error {
                     ("status", opt_text(status)),
                 ]
             }
-            Error::Unsupported(_) | Error::Halted(_) | Error::FinishedWithErrors(_) => vec![],
+            Error::Unsupported(_)
+            | Error::Halted(_)
+            | Error::FinishedWithErrors(_)
+            | Error::Storage(_) => vec![],
         }
     }
 }

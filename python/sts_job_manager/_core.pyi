@@ -93,6 +93,8 @@ class State:
         """The verification table (sts-verify) as Arrow buffers."""
     def plan(self) -> _Frame:
         """The plan table (sts-plan --load) as Arrow buffers."""
+    def status(self, limit: int = 20, retry_errors: bool = True) -> str:
+        """The ``sts-status --json`` report as JSON."""
     def status_counts(self) -> str:
         """Prefixes per status as a JSON object."""
     def status_counts_async(self) -> Awaitable[str]:

@@ -118,7 +118,13 @@ class State:
         failed``, ``started``, ``updated``, ``throughput_bytes_per_second``
         (bytes copied over the time since the operation started) and
         ``eta_seconds`` (bytes left at that throughput; NaN when unknown, e.g.
-        for prefixes whose size nobody has listed yet)."""
+        for prefixes whose size nobody has listed yet).
+
+        The total row follows ``sts-status``'s rule: while prefixes are not
+        listed yet its ETA is NaN, or an estimate that assumes they have the
+        average size of the finished ones; ``eta_basis`` says which (it is
+        null on prefix rows). Reads one snapshot per prefix, not the whole
+        history."""
         return self._frame(self._native.progress)
 
     def verification(self) -> pd.DataFrame:
@@ -133,6 +139,18 @@ class State:
         """The plan table written by ``sts-plan --load``: ``prefix``,
         ``objects``, ``bytes`` as listed when planned. Empty without a plan."""
         return self._frame(self._native.plan)
+
+    def status(self, limit: int = 20, retry_errors: bool = True) -> dict[str, Any]:
+        """What ``sts-status --json`` prints: ``prefixes`` per status (and
+        ``total``), ``objects`` and ``bytes`` (found, copied, skipped,
+        failed), ``unlisted_prefixes``, ``throughput`` over the last hour,
+        ``eta`` (``seconds``, ``estimate``, ``basis``), ``stalled``,
+        ``failing`` (at most ``limit``, most failed first; ``failing_total``
+        counts them all) and ``error_codes``. ``retry_errors=False`` counts
+        prefixes in ``error`` as finished (``--no-retry-on-job-error``).
+        Needs no pandas."""
+        report: dict[str, Any] = json.loads(self._native.status(limit, retry_errors))
+        return report
 
     def status_counts(self) -> dict[str, int]:
         """Prefixes per status, every status present (0 included)."""

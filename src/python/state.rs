@@ -8,6 +8,7 @@ use pyo3::types::PyBytes;
 
 use super::aio::future_into_py;
 use super::{block_on, parse_options, to_json, to_py};
+use crate::analysis::status::read_status;
 use crate::analysis::{self, columns::Frame};
 use crate::backends::open_store;
 use crate::error::Error;
@@ -95,9 +96,10 @@ impl State {
     fn progress<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
         self.frame(py, |store| {
             Box::pin(async move {
+                // One latest snapshot per prefix, not the whole history.
                 let jobs = store.read_jobs().await?;
-                let history = store.read_history().await?;
-                Ok(analysis::progress_frame(&jobs, &history))
+                let latest = store.latest_snapshots().await?;
+                Ok(analysis::progress_frame(&jobs, &latest))
             })
         })
     }
@@ -122,6 +124,16 @@ impl State {
                 ))
             })
         })
+    }
+
+    /// What `sts-status --json` prints, as JSON.
+    #[pyo3(signature = (limit=20, retry_errors=true))]
+    fn status(&self, py: Python<'_>, limit: usize, retry_errors: bool) -> PyResult<String> {
+        let store = Arc::clone(&self.store);
+        let report = block_on(py, async move {
+            Ok(read_status(store.as_ref(), chrono::Utc::now(), retry_errors, limit).await?)
+        })?;
+        to_json(&report)
     }
 
     /// Prefixes per status (every status, 0 included) as JSON.
