@@ -93,6 +93,10 @@ class State:
         """The verification table (sts-verify) as Arrow buffers."""
     def plan(self) -> _Frame:
         """The plan table (sts-plan --load) as Arrow buffers."""
+    def timeline(self, max_buckets: int = 200) -> tuple[_Frame, _Frame]:
+        """(per time bucket: prefixes per status, objects/bytes copied,
+        bytes_per_second, objects_failed; per bucket and error code: failed
+        objects so far), from one pass over the history."""
     def status(self, limit: int = 20, retry_errors: bool = True) -> str:
         """The ``sts-status --json`` report as JSON."""
     def status_counts(self) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _core
 
@@ -65,6 +65,18 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
         return pd.ArrowDtype(kind) if pa.types.is_large_string(kind) else None
 
     return table.to_pandas(types_mapper=arrow_strings)
+
+
+class Timeline(NamedTuple):
+    """:meth:`State.timeline`: two DataFrames over the same time buckets."""
+
+    progress: pd.DataFrame
+    """Per bucket (``time`` = its start): prefixes per status at its end,
+    ``objects_copied`` and ``bytes_copied`` so far, ``bytes_per_second``
+    within it, ``objects_failed`` so far and ``bucket_seconds``."""
+    failures: pd.DataFrame
+    """Per bucket and error code (the most frequent codes, the rest summed
+    as ``OTHER``): ``objects_failed`` so far."""
 
 
 class State:
@@ -139,6 +151,15 @@ class State:
         """The plan table written by ``sts-plan --load``: ``prefix``,
         ``objects``, ``bytes`` as listed when planned. Empty without a plan."""
         return self._frame(self._native.plan)
+
+    def timeline(self, max_buckets: int = 200) -> Timeline:
+        """The migration over time, aggregated in Rust in one pass over the
+        history (a million rows take seconds, not a pandas pivot of every
+        row): at most ``max_buckets`` buckets of a round width (1 s to a day).
+        See :class:`Timeline` for the columns."""
+        _libraries()  # before the read: name the missing extra at once
+        progress, failures = self._native.timeline(max_buckets)
+        return Timeline(_to_pandas(_arrow_table(progress)), _to_pandas(_arrow_table(failures)))
 
     def status(self, limit: int = 20, retry_errors: bool = True) -> dict[str, Any]:
         """What ``sts-status --json`` prints: ``prefixes`` per status (and

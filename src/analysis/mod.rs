@@ -4,6 +4,7 @@
 
 pub mod columns;
 pub mod status;
+pub mod timeline;
 pub mod verification;
 
 use std::collections::{BTreeMap, HashMap};

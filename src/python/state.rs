@@ -9,6 +9,7 @@ use pyo3::types::PyBytes;
 use super::aio::future_into_py;
 use super::{block_on, parse_options, to_json, to_py};
 use crate::analysis::status::read_status;
+use crate::analysis::timeline::TimelineBuilder;
 use crate::analysis::{self, columns::Frame};
 use crate::backends::open_store;
 use crate::error::Error;
@@ -88,7 +89,8 @@ impl State {
     /// One row per failed object of each operation's latest snapshot.
     fn failures<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
         self.frame(py, |store| {
-            Box::pin(async move { Ok(analysis::failures_frame(&store.read_history().await?)) })
+            // Only the latest snapshot of operations that list failures.
+            Box::pin(async move { Ok(analysis::failures_frame(&store.failure_snapshots().await?)) })
         })
     }
 
@@ -124,6 +126,26 @@ impl State {
                 ))
             })
         })
+    }
+
+    /// The migration over time in at most `max_buckets` time buckets:
+    /// (statuses, copied, throughput per bucket; failed objects per bucket
+    /// and error code). One pass over the history, never all of it held.
+    #[pyo3(signature = (max_buckets=200))]
+    #[allow(clippy::type_complexity)]
+    fn timeline<'py>(
+        &self,
+        py: Python<'py>,
+        max_buckets: usize,
+    ) -> PyResult<((usize, Vec<PyColumn<'py>>), (usize, Vec<PyColumn<'py>>))> {
+        let store = Arc::clone(&self.store);
+        let (timeline, failures) = block_on(py, async move {
+            let jobs = store.read_jobs().await?;
+            let mut builder = TimelineBuilder::new(&jobs);
+            store.scan_history(&mut |row| builder.add(row)).await?;
+            Ok(builder.finish(max_buckets))
+        })?;
+        Ok((frame_to_py(py, timeline), frame_to_py(py, failures)))
     }
 
     /// What `sts-status --json` prints, as JSON.

@@ -123,6 +123,23 @@ pub trait StateStore: Send + Sync {
         }
         Ok(snapshots_before_in(&self.read_history().await?, requests))
     }
+    /// Hands every history row to `visit`, one at a time, in no particular
+    /// order, so a caller that keeps only a digest of each row never holds
+    /// the whole history (notebooks' timelines at a million rows).
+    async fn scan_history(
+        &self,
+        visit: &mut (dyn FnMut(HistoryRow) + Send),
+    ) -> Result<(), StoreError> {
+        for row in self.read_history().await? {
+            visit(row);
+        }
+        Ok(())
+    }
+    /// The latest history row of every operation whose results list
+    /// failures (errorBreakdowns), in any order.
+    async fn failure_snapshots(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        Ok(failure_snapshots_in(&self.read_history().await?))
+    }
     /// Statements sent to the backend so far (for benchmarks and tests).
     fn statements_issued(&self) -> u64;
     /// Takes or renews the job table's lease for `holder` until
@@ -179,6 +196,26 @@ pub fn latest_snapshots_in(jobs: &[PrefixJob], history: &[HistoryRow]) -> Vec<Hi
         }
     }
     latest.into_values().cloned().collect()
+}
+
+/// `failure_snapshots` over rows already read (history oldest first): the
+/// latest snapshot of each operation, kept when it lists failures.
+pub fn failure_snapshots_in(history: &[HistoryRow]) -> Vec<HistoryRow> {
+    let mut latest: std::collections::HashMap<&str, &HistoryRow> = Default::default();
+    for row in history {
+        if row.operation_results.is_some() {
+            latest.insert(row.job_name.as_deref().unwrap_or(&row.prefix), row);
+        }
+    }
+    latest
+        .into_values()
+        .filter(|row| {
+            row.operation_results
+                .as_deref()
+                .is_some_and(|r| r.contains("\"errorBreakdowns\""))
+        })
+        .cloned()
+        .collect()
 }
 
 /// `snapshots_before` over rows already read (history oldest first).

@@ -350,6 +350,49 @@ impl StateStore for SqliteStore {
         self.history_rows(&sql, None)
     }
 
+    async fn scan_history(
+        &self,
+        visit: &mut (dyn FnMut(HistoryRow) + Send),
+    ) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare(&format!(
+                "SELECT prefix, status, job_name, operation_results, timestamp FROM {}",
+                self.history_table
+            ))
+            .map_err(|e| self.missing_table(e))?;
+        let mut rows = statement.query([])?;
+        while let Some(r) = rows.next()? {
+            visit(HistoryRow {
+                prefix: r.get(0)?,
+                status: parse_status(&r.get::<_, String>(1)?)?,
+                job_name: r.get(2)?,
+                operation_results: r.get(3)?,
+                timestamp: parse_timestamp(&r.get::<_, String>(4)?)?,
+            });
+        }
+        self.count(1);
+        Ok(())
+    }
+
+    async fn failure_snapshots(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        // The latest row of each operation, among operations whose results
+        // list failures (a text match first, so most rows are never grouped).
+        let sql = format!(
+            "SELECT h.prefix, h.status, h.job_name, h.operation_results, h.timestamp
+             FROM {history} AS h JOIN (
+                 SELECT MAX(rowid) AS last FROM {history}
+                 WHERE operation_results IS NOT NULL
+                   AND COALESCE(job_name, prefix) IN (
+                       SELECT COALESCE(job_name, prefix) FROM {history}
+                       WHERE instr(operation_results, '\"errorBreakdowns\"') > 0)
+                 GROUP BY COALESCE(job_name, prefix)) AS m ON h.rowid = m.last
+             WHERE instr(h.operation_results, '\"errorBreakdowns\"') > 0",
+            history = self.history_table,
+        );
+        self.history_rows(&sql, None)
+    }
+
     async fn snapshots_before(
         &self,
         requests: &[(String, DateTime<Utc>)],
