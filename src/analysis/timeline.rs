@@ -48,8 +48,17 @@ struct Event {
     at: i64,
     prefix: u32,
     status: Status,
-    /// (operation hash, objects copied, bytes copied, failures per code id).
-    snapshot: Option<(u64, i64, i64, Vec<(u16, i64)>)>,
+    snapshot: Option<Snap>,
+}
+
+/// An operation snapshot, reduced.
+struct Snap {
+    /// A hash of the operation's name (no string kept per row).
+    op: u64,
+    objects: i64,
+    bytes: i64,
+    /// Failed objects per error code id.
+    errors: Vec<(u16, i64)>,
 }
 
 /// Collects events from history rows as the store hands them over.
@@ -92,12 +101,12 @@ impl TimelineBuilder {
                         .into_iter()
                         .map(|e| (self.code_id(e.error_code), e.error_count))
                         .collect();
-                    Some((
-                        hasher.finish(),
-                        d.counters.objects_copied_to_sink,
-                        d.counters.bytes_copied_to_sink,
+                    Some(Snap {
+                        op: hasher.finish(),
+                        objects: d.counters.objects_copied_to_sink,
+                        bytes: d.counters.bytes_copied_to_sink,
                         errors,
-                    ))
+                    })
                 }
                 Err(_) => {
                     self.skipped += 1;
@@ -169,7 +178,13 @@ impl TimelineBuilder {
             counts[status_index(state.status)] -= 1;
             counts[status_index(event.status)] += 1;
             state.status = event.status;
-            if let Some((op, o, b, errors)) = &event.snapshot {
+            if let Some(Snap {
+                op,
+                objects: o,
+                bytes: b,
+                errors,
+            }) = &event.snapshot
+            {
                 if state.op != Some(*op) {
                     // A new operation: what the previous one did stays counted.
                     state.op = Some(*op);
