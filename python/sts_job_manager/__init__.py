@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Union
 
 from . import _core, errors
 from .errors import (
@@ -65,6 +65,31 @@ class Options:
         return f"Options({given})"
 
 
+Credentials = Union[str, Mapping[str, Any], "os.PathLike[str]", Callable[[], str]]
+"""What ``credentials=`` takes: a credentials JSON (text, a mapping, or the
+path of its file: a service account key, ``authorized_user`` or
+``impersonated_service_account``), or a callable returning an OAuth access
+token (called whenever a request needs one, e.g. an Airflow hook's)."""
+
+
+def _credentials(
+    credentials: Credentials | None, impersonation_chain: str | Sequence[str] | None
+) -> dict[str, Any]:
+    """Keyword arguments for the native calls; nothing when neither is given."""
+    if credentials is None and not impersonation_chain:
+        return {}
+    if isinstance(credentials, Mapping):
+        credentials = json.dumps(dict(credentials))
+    elif isinstance(credentials, os.PathLike):
+        with open(credentials) as file:
+            credentials = file.read()
+    chain = [impersonation_chain] if isinstance(impersonation_chain, str) else impersonation_chain
+    return {
+        "credentials": credentials,
+        "impersonation_chain": list(chain) if chain else None,
+    }
+
+
 def _options_json(options: Options | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> str:
     if options is None:
         options = Options(**overrides)
@@ -86,8 +111,23 @@ class Manager:
     ``iteration`` keeps it (it expires ``lease_seconds`` after the last call,
     or is given up when the object is collected)."""
 
-    def __init__(self, options: Options | Mapping[str, Any] | None = None, **overrides: Any):
-        self._native = _core.Manager(_options_json(options, overrides))
+    def __init__(
+        self,
+        options: Options | Mapping[str, Any] | None = None,
+        *,
+        credentials: Credentials | None = None,
+        impersonation_chain: str | Sequence[str] | None = None,
+        **overrides: Any,
+    ):
+        """``credentials`` (see :data:`Credentials`) replace Application
+        Default Credentials for every Google API the manager calls (even
+        towards an emulator); ``impersonation_chain`` names service accounts
+        to impersonate, the last one acting (as Airflow's), from
+        ``credentials`` or Application Default Credentials. Keys and tokens
+        are never logged."""
+        self._native = _core.Manager(
+            _options_json(options, overrides), **_credentials(credentials, impersonation_chain)
+        )
 
     def run_once(self) -> dict[str, Any]:
         """One full cycle (sync, start jobs, sync). Returns a JSON-serialisable
@@ -139,6 +179,8 @@ def prepare_tables(
     options: Options | Mapping[str, Any] | None = None,
     *,
     prefixes: Iterable[str] | None = None,
+    credentials: Credentials | None = None,
+    impersonation_chain: str | Sequence[str] | None = None,
     **overrides: Any,
 ) -> dict[str, Any]:
     """Create the tables if missing, then load prefixes as ``waiting``: from
@@ -152,26 +194,49 @@ def prepare_tables(
     if isinstance(prefixes, (str, bytes)):
         raise InputError("prefixes must be a list of strings, not one string")
     prefixes_json = None if prefixes is None else json.dumps(list(prefixes))
-    return json.loads(_core.prepare_tables(_options_json(options, overrides), prefixes_json))
+    return json.loads(
+        _core.prepare_tables(
+            _options_json(options, overrides),
+            prefixes_json,
+            **_credentials(credentials, impersonation_chain),
+        )
+    )
 
 
 def pause_all_jobs(
-    options: Options | Mapping[str, Any] | None = None, **overrides: Any
+    options: Options | Mapping[str, Any] | None = None,
+    *,
+    credentials: Credentials | None = None,
+    impersonation_chain: str | Sequence[str] | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Pause every running transfer operation of the project."""
-    return json.loads(_core.pause_all_jobs(_options_json(options, overrides)))
+    return json.loads(
+        _core.pause_all_jobs(
+            _options_json(options, overrides), **_credentials(credentials, impersonation_chain)
+        )
+    )
 
 
 def remove_successful_one_time_jobs(
-    options: Options | Mapping[str, Any] | None = None, **overrides: Any
+    options: Options | Mapping[str, Any] | None = None,
+    *,
+    credentials: Credentials | None = None,
+    impersonation_chain: str | Sequence[str] | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Delete every one-time job whose operations all succeeded."""
-    return json.loads(_core.remove_successful_one_time_jobs(_options_json(options, overrides)))
+    return json.loads(
+        _core.remove_successful_one_time_jobs(
+            _options_json(options, overrides), **_credentials(credentials, impersonation_chain)
+        )
+    )
 
 
 from .state import State  # noqa: E402  (it needs Options and _options_json above)
 
 __all__ = [
+    "Credentials",
     "InputError",
     "LeaseHeldError",
     "Manager",

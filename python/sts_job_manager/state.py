@@ -10,7 +10,7 @@ strings, not a Python object per cell. Needs pandas and pyarrow::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _core
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from . import Options
+    from . import Credentials, Options
 
 _EXTRA_HINT = (
     "sts_job_manager.State returns pandas DataFrames and needs pandas and pyarrow: "
@@ -89,11 +89,19 @@ class State:
     """
 
     def __init__(
-        self, options: Options | Mapping[str, Any] | None = None, **overrides: Any
+        self,
+        options: Options | Mapping[str, Any] | None = None,
+        *,
+        credentials: Credentials | None = None,
+        impersonation_chain: str | Sequence[str] | None = None,
+        **overrides: Any,
     ) -> None:
-        from . import _options_json
+        """``credentials`` and ``impersonation_chain`` as for :class:`Manager`."""
+        from . import _credentials, _options_json
 
-        self._native = _core.State(_options_json(options, overrides))
+        self._native = _core.State(
+            _options_json(options, overrides), **_credentials(credentials, impersonation_chain)
+        )
 
     @staticmethod
     def _frame(read: Callable[[], tuple[int, list[Any]]]) -> pd.DataFrame:

@@ -11,6 +11,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
+use crate::auth::{with_credentials, Handed, HandedCredentials};
 use crate::backends::open_manager;
 use crate::error::{Detail, Error};
 use crate::manager::{CycleSummary, Manager as CoreManager};
@@ -83,6 +84,75 @@ pub(crate) fn block_on<T: Send>(
     })
 }
 
+/// Access tokens from a Python callable (an Airflow hook's credentials,
+/// refreshed on the Python side). Called on a blocking thread, taking the
+/// GIL only for the call.
+struct PyTokenSource(Arc<Py<PyAny>>);
+
+impl crate::auth::TokenSource for PyTokenSource {
+    fn token(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        let callable = Arc::clone(&self.0);
+        Box::pin(async move {
+            let called = tokio::task::spawn_blocking(move || {
+                Python::attach(|py| {
+                    callable
+                        .call0(py)
+                        .and_then(|token| token.extract::<String>(py))
+                        // The exception's type only: its text could quote a secret.
+                        .map_err(|e| {
+                            format!(
+                                "the token callable raised {}",
+                                e.get_type(py)
+                                    .name()
+                                    .map(|n| n.to_string())
+                                    .unwrap_or_else(|_| "an exception".into())
+                            )
+                        })
+                })
+            })
+            .await;
+            called.map_err(|e| format!("the token callable did not return: {e}"))?
+        })
+    }
+}
+
+/// Credentials handed over from Python: a credentials JSON (text), a
+/// callable returning access tokens, or none; plus an impersonation chain.
+pub(crate) fn handed_credentials(
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
+) -> PyResult<Option<HandedCredentials>> {
+    let chain = impersonation_chain.unwrap_or_default();
+    let source = match credentials {
+        None if chain.is_empty() => return Ok(None),
+        None => Handed::ApplicationDefault,
+        Some(c) if c.is_instance_of::<pyo3::types::PyString>() => {
+            let text: String = c.extract()?;
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(json @ serde_json::Value::Object(_)) => Handed::Json(json),
+                // Never echo the text: it may be a key.
+                _ => {
+                    return Err(to_py(Error::Input(
+                        "credentials must be a credentials JSON object (a service account key, \
+                         authorized user or impersonated service account file's content)"
+                            .into(),
+                    )))
+                }
+            }
+        }
+        Some(c) if c.is_callable() => {
+            Handed::Tokens(Arc::new(PyTokenSource(Arc::new(c.clone().unbind()))))
+        }
+        Some(_) => return Err(pyo3::exceptions::PyTypeError::new_err(
+            "credentials must be a credentials JSON (str) or a callable returning access tokens",
+        )),
+    };
+    Ok(Some(HandedCredentials {
+        source,
+        impersonation_chain: chain,
+    }))
+}
+
 pub(crate) fn parse_options(options_json: &str) -> Result<Options, Error> {
     let value: serde_json::Value = serde_json::from_str(options_json)
         .map_err(|e| Error::Input(format!("options must be a JSON object: {e}")))?;
@@ -114,12 +184,15 @@ fn resolve_options(options_json: &str) -> PyResult<String> {
 /// `prefixes_json`, when given, is a JSON array of prefixes to load
 /// (checked like a prefix file) instead of `job-prefix-source-file`.
 #[pyfunction]
-#[pyo3(signature = (options_json, prefixes_json=None))]
+#[pyo3(signature = (options_json, prefixes_json=None, credentials=None, impersonation_chain=None))]
 fn prepare_tables(
     py: Python<'_>,
     options_json: &str,
     prefixes_json: Option<&str>,
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
 ) -> PyResult<String> {
+    let handed = handed_credentials(credentials, impersonation_chain)?;
     init_logging();
     let options = parse_options(options_json).map_err(to_py)?;
     let prefixes = prefixes_json
@@ -131,27 +204,50 @@ fn prepare_tables(
         })
         .transpose()
         .map_err(to_py)?;
-    let report = block_on(py, async {
-        tools::prepare_tables_with(&options, prefixes).await
-    })?;
+    let report = block_on(
+        py,
+        with_credentials(handed, async {
+            tools::prepare_tables_with(&options, prefixes).await
+        }),
+    )?;
     to_json(&report)
 }
 
 #[pyfunction]
-fn pause_all_jobs(py: Python<'_>, options_json: &str) -> PyResult<String> {
+#[pyo3(signature = (options_json, credentials=None, impersonation_chain=None))]
+fn pause_all_jobs(
+    py: Python<'_>,
+    options_json: &str,
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
+) -> PyResult<String> {
     init_logging();
+    let handed = handed_credentials(credentials, impersonation_chain)?;
     let options = parse_options(options_json).map_err(to_py)?;
-    let report = block_on(py, async { tools::pause_all_jobs(&options).await })?;
+    let report = block_on(
+        py,
+        with_credentials(handed, async { tools::pause_all_jobs(&options).await }),
+    )?;
     to_json(&report)
 }
 
 #[pyfunction]
-fn remove_successful_one_time_jobs(py: Python<'_>, options_json: &str) -> PyResult<String> {
+#[pyo3(signature = (options_json, credentials=None, impersonation_chain=None))]
+fn remove_successful_one_time_jobs(
+    py: Python<'_>,
+    options_json: &str,
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
+) -> PyResult<String> {
     init_logging();
+    let handed = handed_credentials(credentials, impersonation_chain)?;
     let options = parse_options(options_json).map_err(to_py)?;
-    let report = block_on(py, async {
-        tools::remove_successful_one_time_jobs(&options).await
-    })?;
+    let report = block_on(
+        py,
+        with_credentials(handed, async {
+            tools::remove_successful_one_time_jobs(&options).await
+        }),
+    )?;
     to_json(&report)
 }
 
@@ -165,10 +261,17 @@ struct Manager {
 #[pymethods]
 impl Manager {
     #[new]
-    fn new(py: Python<'_>, options_json: &str) -> PyResult<Self> {
+    #[pyo3(signature = (options_json, credentials=None, impersonation_chain=None))]
+    fn new(
+        py: Python<'_>,
+        options_json: &str,
+        credentials: Option<&Bound<'_, PyAny>>,
+        impersonation_chain: Option<Vec<String>>,
+    ) -> PyResult<Self> {
         init_logging();
+        let handed = handed_credentials(credentials, impersonation_chain)?;
         let options = parse_options(options_json).map_err(to_py)?;
-        let manager = block_on(py, open_manager(options))?;
+        let manager = block_on(py, with_credentials(handed, open_manager(options)))?;
         Ok(Manager {
             inner: Arc::new(tokio::sync::Mutex::new(manager)),
         })

@@ -7,7 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
 use super::aio::future_into_py;
-use super::{block_on, parse_options, to_json, to_py};
+use super::{block_on, handed_credentials, parse_options, to_json, to_py};
 use crate::analysis::status::read_status;
 use crate::analysis::timeline::TimelineBuilder;
 use crate::analysis::{self, columns::Frame};
@@ -65,10 +65,17 @@ type FrameWork = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Frame
 #[pymethods]
 impl State {
     #[new]
-    fn new(options_json: &str) -> PyResult<Self> {
+    #[pyo3(signature = (options_json, credentials=None, impersonation_chain=None))]
+    fn new(
+        options_json: &str,
+        credentials: Option<&Bound<'_, PyAny>>,
+        impersonation_chain: Option<Vec<String>>,
+    ) -> PyResult<Self> {
         init_logging();
+        let handed = handed_credentials(credentials, impersonation_chain)?;
         let options = parse_options(options_json).map_err(to_py)?;
-        let store = open_store(&options).map_err(to_py)?;
+        let store =
+            crate::auth::sync_with_credentials(handed, || open_store(&options)).map_err(to_py)?;
         Ok(State { store })
     }
 

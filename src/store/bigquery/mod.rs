@@ -177,11 +177,14 @@ impl BigQueryStore {
                 } else {
                     format!("http://{host}/bigquery/v2")
                 };
-                (url, GoogleAuth::anonymous())
+                (
+                    url,
+                    GoogleAuth::resolve(true).map_err(|e| StoreError::Auth(e.to_string()))?,
+                )
             }
             None => (
                 BIGQUERY_URL.to_string(),
-                GoogleAuth::application_default().map_err(|e| StoreError::Auth(e.to_string()))?,
+                GoogleAuth::resolve(false).map_err(|e| StoreError::Auth(e.to_string()))?,
             ),
         };
         Ok(BigQueryStore {
