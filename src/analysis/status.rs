@@ -9,9 +9,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::model::{Counters, HistoryRow, PrefixJob, Status, TransferOperation};
+use crate::model::{Counters, HistoryRow, PrefixJob, Status};
 
 /// The window "throughput over the last hour" looks at.
 pub const THROUGHPUT_WINDOW: Duration = Duration::hours(1);
@@ -91,11 +91,40 @@ pub struct StatusReport {
     pub unreadable_snapshots: usize,
 }
 
-/// One prefix's current operation as its latest snapshot tells it.
-struct Snapshot {
-    op: TransferOperation,
+/// Just what the report reads of an operation snapshot: serde skips the
+/// rest of the JSON (transfer spec, error log entries) without building it.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OpDigest {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    start_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    end_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    counters: Counters,
+    #[serde(default)]
+    error_breakdowns: Vec<CodeCount>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CodeCount {
+    #[serde(default)]
+    error_code: String,
+    #[serde(default, with = "crate::model::int64_string")]
+    error_count: i64,
+}
+
+/// One prefix's operation as a snapshot tells it.
+pub struct Snapshot {
+    op: OpDigest,
     at: DateTime<Utc>,
 }
+
+/// Snapshots by prefix, parsed as soon as they are read.
+pub type Snapshots = HashMap<String, Snapshot>;
 
 impl Snapshot {
     fn updated(&self) -> DateTime<Utc> {
@@ -103,17 +132,19 @@ impl Snapshot {
     }
 }
 
-fn parse(rows: &[HistoryRow], unreadable: &mut usize) -> HashMap<String, Snapshot> {
+/// Parses rows into snapshots, consuming them (each JSON text is freed as
+/// soon as it is read); unreadable ones are counted.
+pub fn parse(rows: Vec<HistoryRow>, unreadable: &mut usize) -> Snapshots {
     let mut out = HashMap::with_capacity(rows.len());
     for row in rows {
         let parsed = row
             .operation_results
             .as_deref()
-            .map(serde_json::from_str::<TransferOperation>);
+            .map(serde_json::from_str::<OpDigest>);
         match parsed {
             Some(Ok(op)) => {
                 out.insert(
-                    row.prefix.clone(),
+                    row.prefix,
                     Snapshot {
                         op,
                         at: row.timestamp,
@@ -215,9 +246,32 @@ pub fn status_report(
     limit: usize,
 ) -> StatusReport {
     let mut unreadable = 0;
-    let latest = parse(latest, &mut unreadable);
-    let baseline = parse(at_window_start, &mut unreadable);
-    let previous = parse(previous, &mut unreadable);
+    let latest = parse(latest.to_vec(), &mut unreadable);
+    let baseline = parse(at_window_start.to_vec(), &mut unreadable);
+    let previous = parse(previous.to_vec(), &mut unreadable);
+    report_from(
+        jobs,
+        &latest,
+        &baseline,
+        &previous,
+        now,
+        retry_errors,
+        limit,
+        unreadable,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn report_from(
+    jobs: &[PrefixJob],
+    latest: &Snapshots,
+    baseline: &Snapshots,
+    previous: &Snapshots,
+    now: DateTime<Utc>,
+    retry_errors: bool,
+    limit: usize,
+    unreadable: usize,
+) -> StatusReport {
     let window_start = now - THROUGHPUT_WINDOW;
 
     let mut prefixes: BTreeMap<&'static str, usize> =
@@ -385,7 +439,9 @@ pub async fn read_status(
     limit: usize,
 ) -> Result<StatusReport, crate::store::StoreError> {
     let jobs = store.read_jobs().await?;
-    let latest = store.latest_snapshots().await?;
+    let mut unreadable = 0;
+    // Each batch of rows is parsed (and its JSON freed) before the next read.
+    let latest = parse(store.latest_snapshots().await?, &mut unreadable);
     let window_start = now - THROUGHPUT_WINDOW;
     let running: std::collections::HashSet<&str> = jobs
         .iter()
@@ -394,25 +450,33 @@ pub async fn read_status(
         .collect();
     let mut at_window = Vec::new();
     let mut before_latest = Vec::new();
-    for row in &latest {
-        if row.timestamp > window_start {
+    for (prefix, snap) in &latest {
+        // Only operations that ran inside the window and began before it
+        // need the snapshot at its start.
+        let began_before = snap.op.start_time.is_none_or(|s| s < window_start);
+        if snap.updated() > window_start && began_before {
             // "Before the window's start or at it": strictly before 1 µs later.
-            at_window.push((row.prefix.clone(), window_start + Duration::microseconds(1)));
+            at_window.push((prefix.clone(), window_start + Duration::microseconds(1)));
         }
-        if running.contains(row.prefix.as_str()) {
-            before_latest.push((row.prefix.clone(), row.timestamp));
+        if running.contains(prefix.as_str()) {
+            before_latest.push((prefix.clone(), snap.at));
         }
     }
-    let at_window = store.snapshots_before(&at_window).await?;
-    let previous = store.snapshots_before(&before_latest).await?;
-    Ok(status_report(
+    let baseline = parse(store.snapshots_before(&at_window).await?, &mut unreadable);
+    drop(at_window);
+    let previous = parse(
+        store.snapshots_before(&before_latest).await?,
+        &mut unreadable,
+    );
+    Ok(report_from(
         &jobs,
         &latest,
-        &at_window,
+        &baseline,
         &previous,
         now,
         retry_errors,
         limit,
+        unreadable,
     ))
 }
 
