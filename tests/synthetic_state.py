@@ -84,9 +84,14 @@ def make_state(
             started = begin + (span / 2) * (i / max(prefixes, 1))
             result.history_rows += 1
             yield prefix, "running", op, None, stamp(started)
+            # Finished prefixes end spread over the second half of the span;
+            # running ones have their latest snapshot now.
+            finish = (
+                end if status == "running" else started + (end - started) * (0.5 + (i % 97) / 194)
+            )
             for k in range(1, snapshots + 1):
                 last = k == snapshots
-                at = started + (end - started) * k / snapshots
+                at = started + (finish - started) * k / snapshots
                 copied_objects = OBJECTS_PER_PREFIX * k // snapshots
                 failed_objects = 0
                 op_status = "IN_PROGRESS"
@@ -136,7 +141,7 @@ def make_state(
                 result.history_rows += 1
                 yield prefix, row_status, op, json.dumps(body), stamp(at)
 
-    with sqlite3.connect(path) as db:
+    with sqlite3.connect(path, timeout=600) as db:
         db.executemany(
             "INSERT INTO sts_job (prefix, status, job_name, last_updated) VALUES (?, ?, ?, ?)",
             jobs(),
