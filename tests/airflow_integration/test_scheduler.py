@@ -1,6 +1,7 @@
 """The provider in a real Airflow: a scheduler with the LocalExecutor (tasks
-in processes it forks after importing sts_job_manager), the triggerer and
-the API server, started by `airflow standalone` on 127.0.0.1. The migration
+in processes it forks after importing sts_job_manager), the DAG processor,
+the triggerer and the API server on 127.0.0.1 (the log servers, which would
+listen on every interface, are skipped: the logs are local files). The migration
 goes over STS REST to sts-emulator with a service account key taken from an
 Airflow connection: the emulator sees every request signed by it."""
 
@@ -112,18 +113,31 @@ def test_scheduler_with_local_executor_runs_the_migration_dag(tmp_path: Path) ->
         return done.stdout
 
     airflow("db", "migrate")
-    log = (tmp_path / "standalone.log").open("w")
-    standalone = subprocess.Popen(
-        [str(BIN / "airflow"), "standalone"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    log = (tmp_path / "airflow.log").open("w")
+    components = [
+        ["api-server", "--host", "127.0.0.1", "--port", str(port)],
+        ["scheduler", "--skip-serve-logs"],
+        ["dag-processor"],
+        ["triggerer", "--skip-serve-logs"],
+    ]
+    running = [
+        subprocess.Popen(
+            [str(BIN / "airflow"), *args],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        for args in components
+    ]
+
+    def tail() -> str:
+        return (tmp_path / "airflow.log").read_text()[-5000:]
+
     try:
         deadline = time.monotonic() + 300
         while "sts_provider" not in airflow("dags", "list", "-o", "json"):
-            assert standalone.poll() is None, (tmp_path / "standalone.log").read_text()[-3000:]
+            assert all(p.poll() is None for p in running), tail()
             assert time.monotonic() < deadline, "the DAG was never parsed"
             time.sleep(3)
         airflow("dags", "trigger", "sts_provider")
@@ -136,14 +150,16 @@ def test_scheduler_with_local_executor_runs_the_migration_dag(tmp_path: Path) ->
             lines = [line for line in out.splitlines() if line.startswith("[")]
             runs = json.loads(lines[-1]) if lines else []
             state = runs[0]["state"] if runs else ""
-        assert state == "success", (tmp_path / "standalone.log").read_text()[-5000:]
+        assert state == "success", tail()
     finally:
-        os.killpg(standalone.pid, signal.SIGTERM)
-        try:
-            standalone.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(standalone.pid, signal.SIGKILL)
-            standalone.wait()
+        for process in running:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in running:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
         log.close()
         with urllib.request.urlopen(f"{emulator.url}/_emulator/stats", timeout=10) as response:
             stats = json.loads(response.read())
