@@ -1,9 +1,16 @@
 //! Google credentials for every Google API the tools call (STS, BigQuery,
 //! Cloud Monitoring): Application Default Credentials through
-//! google-cloud-auth, or none at all when talking to a local emulator.
-//! Tokens never reach a log line or an error message.
+//! google-cloud-auth, credentials handed over by the caller (a credentials
+//! JSON, or a source of access tokens such as an Airflow connection), or
+//! none at all when talking to a local emulator. Tokens and keys never reach
+//! a log line, a `Debug` output or an error message.
 
-use google_cloud_auth::credentials::{AccessTokenCredentials, Builder};
+use std::future::Future;
+use std::sync::Arc;
+
+use google_cloud_auth::credentials::{
+    impersonated, service_account, user_account, AccessTokenCredentials, Builder, Credentials,
+};
 
 /// The one scope that covers STS, BigQuery and Cloud Monitoring.
 pub const CLOUD_PLATFORM_SCOPE: &str = "https://www.googleapis.com/auth/cloud-platform";
@@ -17,12 +24,147 @@ pub enum AuthError {
     Load(String),
     #[error("could not get a Google access token: {0}")]
     Token(String),
+    #[error("the credentials handed over cannot be used: {0}")]
+    Handed(String),
+}
+
+/// A caller's source of OAuth access tokens (an Airflow hook's credentials,
+/// refreshed on its side). Called whenever a request needs a token.
+pub trait TokenSource: Send + Sync {
+    fn token(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>>;
+}
+
+/// Credentials handed to the core instead of Application Default Credentials.
+#[derive(Clone)]
+pub enum Handed {
+    /// A credentials JSON: `service_account`, `authorized_user` or
+    /// `impersonated_service_account`, as gcloud and the IAM console write them.
+    Json(serde_json::Value),
+    /// Access tokens from the caller.
+    Tokens(Arc<dyn TokenSource>),
+    /// Application Default Credentials, only to impersonate from.
+    ApplicationDefault,
+}
+
+/// What the caller hands over: where tokens come from and, optionally, a
+/// chain of service accounts to impersonate (the last is the one acting;
+/// those before it are delegates), as Airflow's `impersonation_chain`.
+#[derive(Clone)]
+pub struct HandedCredentials {
+    pub source: Handed,
+    pub impersonation_chain: Vec<String>,
+}
+
+impl std::fmt::Debug for HandedCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.source {
+            Handed::Json(json) => json.get("type").and_then(|t| t.as_str()).unwrap_or("json"),
+            Handed::Tokens(_) => "token source",
+            Handed::ApplicationDefault => "application default",
+        };
+        f.debug_struct("HandedCredentials")
+            .field("source", &kind)
+            .field("impersonation_chain", &self.impersonation_chain)
+            .finish()
+    }
+}
+
+tokio::task_local! {
+    static HANDED: HandedCredentials;
+}
+
+/// Runs `work` with `handed` as the credentials of every Google client it
+/// builds (`None`: the usual rules). Clients keep their credentials, so a
+/// manager opened here uses them for as long as it lives.
+pub async fn with_credentials<T>(
+    handed: Option<HandedCredentials>,
+    work: impl Future<Output = T>,
+) -> T {
+    match handed {
+        Some(h) => HANDED.scope(h, work).await,
+        None => work.await,
+    }
+}
+
+/// `with_credentials` for code that builds clients without awaiting.
+pub fn sync_with_credentials<T>(handed: Option<HandedCredentials>, work: impl FnOnce() -> T) -> T {
+    match handed {
+        Some(h) => HANDED.sync_scope(h, work),
+        None => work(),
+    }
+}
+
+fn handed() -> Option<HandedCredentials> {
+    HANDED.try_with(Clone::clone).ok()
+}
+
+fn handed_error(e: impl std::fmt::Display) -> AuthError {
+    // google-cloud-auth's build errors name fields, never key material.
+    AuthError::Handed(e.to_string())
+}
+
+fn source_credentials(json: &serde_json::Value) -> Result<Credentials, AuthError> {
+    let kind = json.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    let scopes = [CLOUD_PLATFORM_SCOPE];
+    match kind {
+        "service_account" => service_account::Builder::new(json.clone())
+            .with_access_specifier(service_account::AccessSpecifier::from_scopes(scopes))
+            .build(),
+        "authorized_user" => user_account::Builder::new(json.clone())
+            .with_scopes(scopes)
+            .build(),
+        "impersonated_service_account" => impersonated::Builder::new(json.clone())
+            .with_scopes(scopes)
+            .build(),
+        other => return Err(unsupported(other)),
+    }
+    .map_err(handed_error)
+}
+
+fn unsupported(kind: &str) -> AuthError {
+    if kind.is_empty() {
+        return AuthError::Handed("the credentials JSON has no \"type\"".into());
+    }
+    AuthError::Handed(format!(
+        "credentials of type \"{kind}\" are not supported \
+         (service_account, authorized_user, impersonated_service_account)"
+    ))
+}
+
+fn access_token_credentials(json: &serde_json::Value) -> Result<AccessTokenCredentials, AuthError> {
+    let kind = json.get("type").and_then(|t| t.as_str()).unwrap_or("");
+    let scopes = [CLOUD_PLATFORM_SCOPE];
+    match kind {
+        "service_account" => service_account::Builder::new(json.clone())
+            .with_access_specifier(service_account::AccessSpecifier::from_scopes(scopes))
+            .build_access_token_credentials(),
+        "authorized_user" => user_account::Builder::new(json.clone())
+            .with_scopes(scopes)
+            .build_access_token_credentials(),
+        "impersonated_service_account" => impersonated::Builder::new(json.clone())
+            .with_scopes(scopes)
+            .build_access_token_credentials(),
+        other => return Err(unsupported(other)),
+    }
+    .map_err(handed_error)
 }
 
 /// Where bearer tokens come from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct GoogleAuth {
     credentials: Option<AccessTokenCredentials>,
+    tokens: Option<Arc<dyn TokenSource>>,
+}
+
+impl std::fmt::Debug for GoogleAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match (&self.credentials, &self.tokens) {
+            (Some(_), _) => "google credentials",
+            (None, Some(_)) => "token source",
+            (None, None) => "anonymous",
+        };
+        f.write_str(kind)
+    }
 }
 
 impl GoogleAuth {
@@ -35,21 +177,80 @@ impl GoogleAuth {
             .map_err(|e| AuthError::Load(e.to_string()))?;
         Ok(GoogleAuth {
             credentials: Some(credentials),
+            tokens: None,
         })
     }
 
     /// No credentials: for emulators (`*_EMULATOR_HOST`).
     pub fn anonymous() -> Self {
-        GoogleAuth { credentials: None }
+        GoogleAuth {
+            credentials: None,
+            tokens: None,
+        }
     }
 
     pub fn is_anonymous(&self) -> bool {
-        self.credentials.is_none()
+        self.credentials.is_none() && self.tokens.is_none()
+    }
+
+    /// Credentials the caller handed over (see [`with_credentials`]).
+    pub fn from_handed(handed: &HandedCredentials) -> Result<Self, AuthError> {
+        let credentials = match (&handed.source, handed.impersonation_chain.split_last()) {
+            (Handed::Tokens(tokens), None) => {
+                return Ok(GoogleAuth {
+                    credentials: None,
+                    tokens: Some(Arc::clone(tokens)),
+                })
+            }
+            (Handed::Tokens(_), Some(_)) => {
+                return Err(AuthError::Handed(
+                    "a token source cannot be combined with an impersonation chain \
+                     (impersonate on the side that makes the tokens)"
+                        .into(),
+                ))
+            }
+            (Handed::Json(json), None) => access_token_credentials(json)?,
+            (Handed::ApplicationDefault, None) => return Self::application_default(),
+            (source, Some((target, delegates))) => {
+                let from = match source {
+                    Handed::Json(json) => source_credentials(json)?,
+                    _ => Builder::default()
+                        .with_scopes([CLOUD_PLATFORM_SCOPE])
+                        .build()
+                        .map_err(|e| AuthError::Load(e.to_string()))?,
+                };
+                impersonated::Builder::from_source_credentials(from)
+                    .with_target_principal(target.clone())
+                    .with_delegates(delegates.to_vec())
+                    .with_scopes([CLOUD_PLATFORM_SCOPE])
+                    .build_access_token_credentials()
+                    .map_err(handed_error)?
+            }
+        };
+        Ok(GoogleAuth {
+            credentials: Some(credentials),
+            tokens: None,
+        })
+    }
+
+    /// The credentials for a client being built: those handed over by the
+    /// caller when there are some (even towards an emulator: they were asked
+    /// for), else none for an emulator, else Application Default Credentials.
+    pub fn resolve(emulator: bool) -> Result<Self, AuthError> {
+        match handed() {
+            Some(h) => Self::from_handed(&h),
+            None if emulator => Ok(Self::anonymous()),
+            None => Self::application_default(),
+        }
     }
 
     /// The `Authorization` header value, or `None` when anonymous. Tokens are
     /// cached and refreshed by google-cloud-auth.
     pub async fn authorization(&self) -> Result<Option<String>, AuthError> {
+        if let Some(tokens) = &self.tokens {
+            let token = tokens.token().await.map_err(AuthError::Token)?;
+            return Ok(Some(format!("Bearer {token}")));
+        }
         let Some(credentials) = &self.credentials else {
             return Ok(None);
         };
@@ -75,12 +276,9 @@ pub fn endpoint_and_auth(
             } else {
                 format!("http://{host}")
             };
-            Ok((endpoint, GoogleAuth::anonymous()))
+            Ok((endpoint, GoogleAuth::resolve(true)?))
         }
-        _ => Ok((
-            google_endpoint.to_string(),
-            GoogleAuth::application_default()?,
-        )),
+        _ => Ok((google_endpoint.to_string(), GoogleAuth::resolve(false)?)),
     }
 }
 

@@ -7,7 +7,7 @@ use crate::error::{Error, Result};
 use crate::logging::report;
 use crate::options::{
     Command, OptionGroup, Options, BUCKETS, GENERAL, HEARTBEAT, JOBS, LOAD, LOOP, REQUEUE_PREFIXES,
-    STATE, TRANSFER,
+    STATE, STATUS_RETRIES, TRANSFER,
 };
 use crate::runtime::{init_logging, runtime};
 use crate::tools;
@@ -20,6 +20,7 @@ pub const EMULATOR: &str = "sts-emulator";
 pub const REQUEUE: &str = "sts-requeue";
 pub const PLAN: &str = "sts-plan";
 pub const VERIFY: &str = "sts-verify";
+pub const STATUS: &str = "sts-status";
 
 /// One command-line tool: its name, what `--help` says it does, and its
 /// options as groups (headings in `--help`). A tool accepts these and no
@@ -66,6 +67,11 @@ pub const TOOLS: &[Tool] = &[
         about: "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it) and records the verdicts in the verification table.",
         groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS],
     },
+    Tool {
+        name: STATUS,
+        about: crate::status_cli::ABOUT,
+        groups: &[&GENERAL, &STATE, &STATUS_RETRIES],
+    },
 ];
 
 pub fn tool(program: &str) -> Option<&'static Tool> {
@@ -83,8 +89,8 @@ pub fn main(program: &str, args: &[String]) -> i32 {
         report("ERROR", &format!("error: unknown tool '{program}'"));
         return 2;
     };
-    // sts-plan and sts-verify take a few options of their own, pulled out
-    // before the shared ones parse the rest.
+    // sts-plan, sts-verify and sts-status take a few options of their own,
+    // pulled out before the shared ones parse the rest.
     let (own_flags, own_help) = match program {
         PLAN => (crate::plan::tool::PLAN_FLAGS, crate::plan::tool::PLAN_HELP),
         VERIFY => (
@@ -100,10 +106,29 @@ pub fn main(program: &str, args: &[String]) -> i32 {
             return 2;
         }
     };
+    let (status_flags, args) = if program == STATUS {
+        match crate::status_cli::split_args(&args) {
+            Ok(split) => split,
+            Err(e) => {
+                report("ERROR", &format!("{program}: error: {e}"));
+                return 2;
+            }
+        }
+    } else {
+        (Default::default(), args)
+    };
     let args = args.as_slice();
     let options = match Options::from_args(tool.name, tool.about, tool.groups, args) {
         Ok(Command::Print(text)) => {
-            crate::out!("{text}{own_help}");
+            // --help (not --version) also lists the tool's own flags.
+            let help = text.contains("Usage:");
+            crate::out!("{text}");
+            if help {
+                crate::out!("{own_help}");
+            }
+            if help && program == STATUS {
+                crate::out!("\n{}", crate::status_cli::HELP);
+            }
             return 0;
         }
         Ok(Command::Run(options)) => *options,
@@ -133,6 +158,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
                     })
             }
             MANAGER => run_manager(options, stop_signal()?).await,
+            STATUS => crate::status_cli::run(&options, &status_flags, stop_signal()?).await,
             PREPARE => tools::prepare_tables(&options).await.map(|r| {
                 crate::outln!(
                     "Tables '{}' and '{}' are ready; loaded {} prefixes ({} already present).",
@@ -170,7 +196,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
     match outcome {
         Ok(()) if mismatch => 4,
         Ok(()) => 0,
-        Err(e @ Error::Busy(_)) => {
+        Err(e @ Error::Busy { .. }) => {
             report("ERROR", &format!("{program}: error: {e}"));
             3
         }
@@ -181,6 +207,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
         Err(
             e @ (Error::Options(_)
             | Error::Input(_)
+            | Error::BadEntry { .. }
             | Error::Unsupported(_)
             | Error::Store(
                 crate::store::StoreError::InvalidIdentifier(_)

@@ -39,6 +39,7 @@ pub mod prefixes;
 mod python;
 pub mod records;
 pub mod runtime;
+pub mod status_cli;
 pub mod storage;
 pub mod store;
 pub mod tools;

@@ -192,7 +192,7 @@ impl<'de> Deserialize<'de> for JobStatus {
 }
 
 /// int64 fields travel as JSON strings in STS; accept numbers too.
-mod int64_string {
+pub(crate) mod int64_string {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(value: &i64, serializer: S) -> Result<S::Ok, S::Error> {

@@ -21,6 +21,18 @@ pub enum OptionsError {
     Usage(String),
 }
 
+impl OptionsError {
+    /// The option at fault, without dashes, when one is named.
+    pub fn option(&self) -> Option<&str> {
+        match self {
+            OptionsError::UnknownOption(key) | OptionsError::InvalidValue { key, .. } => {
+                Some(key.trim_start_matches('-'))
+            }
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
     Text,
@@ -101,6 +113,11 @@ pub const REQUEUE_PREFIXES: OptionGroup = OptionGroup {
     heading: "Prefixes",
     options: &["job-prefix-source-file"],
 };
+/// Whether failed prefixes still count as pending (sts-status).
+pub const STATUS_RETRIES: OptionGroup = OptionGroup {
+    heading: "Retries",
+    options: &["no-retry-on-job-error"],
+};
 /// The two buckets alone (sts-plan, sts-verify).
 pub const BUCKETS: OptionGroup = OptionGroup {
     heading: "Buckets",
@@ -144,6 +161,7 @@ pub const GROUPS: &[&OptionGroup] = &[
     &GENERAL,
     &STATE,
     &BUCKETS,
+    &STATUS_RETRIES,
     &LOAD,
     &REQUEUE_PREFIXES,
     &TRANSFER,

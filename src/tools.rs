@@ -29,42 +29,86 @@ pub fn read_prefix_file(path: &Path, allow_overlapping: bool) -> Result<Vec<Stri
             "prefix file {shown} must hold a JSON array of strings"
         )));
     };
+    prefix_list(items, &format!("prefix file {shown}"), allow_overlapping)
+}
+
+/// A list of prefixes (from a file or handed over in memory, called
+/// `origin` in errors) as strings, checked with [`check_prefixes`]. A
+/// problem with one entry is an [`Error::BadEntry`] naming its index.
+pub fn prefix_list(
+    items: Vec<serde_json::Value>,
+    origin: &str,
+    allow_overlapping: bool,
+) -> Result<Vec<String>> {
     let mut prefixes = Vec::with_capacity(items.len());
     for (index, item) in items.into_iter().enumerate() {
         let serde_json::Value::String(prefix) = item else {
-            return Err(Error::Input(format!(
-                "prefix file {shown}, entry {index}: {item} is not a string"
-            )));
+            return Err(Error::BadEntry {
+                origin: origin.to_string(),
+                entry: index,
+                problem: format!("{item} is not a string"),
+            });
         };
         prefixes.push(prefix);
     }
-    check_prefixes(&prefixes, allow_overlapping)
-        .map_err(|problem| Error::Input(format!("prefix file {shown}, {problem}")))?;
+    check_prefixes(&prefixes, allow_overlapping).map_err(|p| p.into_error(origin))?;
     Ok(prefixes)
+}
+
+/// What is wrong with a list of prefixes; `entry` when one entry is at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListProblem {
+    pub entry: Option<usize>,
+    pub problem: String,
+}
+
+impl std::fmt::Display for ListProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.entry {
+            Some(index) => write!(f, "entry {index}: {}", self.problem),
+            None => f.write_str(&self.problem),
+        }
+    }
+}
+
+impl ListProblem {
+    fn into_error(self, origin: &str) -> Error {
+        match self.entry {
+            Some(entry) => Error::BadEntry {
+                origin: origin.to_string(),
+                entry,
+                problem: self.problem,
+            },
+            None => Error::Input(format!("{origin}, {}", self.problem)),
+        }
+    }
 }
 
 /// Every prefix usable by STS, none repeated, and (unless allowed) none a
 /// prefix of another: their common objects would be copied twice. The
 /// problem names the entry by its position.
-pub fn check_prefixes(
-    prefixes: &[String],
-    allow_overlapping: bool,
-) -> std::result::Result<(), String> {
+pub fn check_prefixes(prefixes: &[String], allow_overlapping: bool) -> Result<(), ListProblem> {
     let mut seen = HashSet::with_capacity(prefixes.len());
     for (index, prefix) in prefixes.iter().enumerate() {
         if let Some(problem) = crate::prefixes::prefix_problem(prefix) {
-            return Err(format!("entry {index}: {problem}"));
+            return Err(ListProblem {
+                entry: Some(index),
+                problem: problem.to_string(),
+            });
         }
         if !seen.insert(prefix.as_str()) {
-            return Err(format!(
-                "entry {index}: {} appears twice",
-                crate::prefixes::shown_prefix(prefix)
-            ));
+            return Err(ListProblem {
+                entry: Some(index),
+                problem: format!("{} appears twice", crate::prefixes::shown_prefix(prefix)),
+            });
         }
     }
     if !allow_overlapping {
         let refs: Vec<&str> = prefixes.iter().map(String::as_str).collect();
-        overlap_error(&refs)?;
+        overlap_error(&refs).map_err(|problem| ListProblem {
+            entry: None,
+            problem,
+        })?;
     }
     Ok(())
 }
@@ -93,11 +137,26 @@ pub struct PrepareReport {
 /// Creates the tables if missing, then loads the prefix file if one is named.
 /// The file is read and checked in full before anything is written.
 pub async fn prepare_tables(options: &Options) -> Result<PrepareReport> {
-    let prefixes = options
-        .job_prefix_source_file
-        .as_deref()
-        .map(|p| read_prefix_file(Path::new(p), options.allow_overlapping_prefixes))
-        .transpose()?;
+    prepare_tables_with(options, None).await
+}
+
+/// `prepare_tables`, loading `prefixes` (checked with [`prefix_list`])
+/// instead of a file. Naming both is refused before anything is written.
+pub async fn prepare_tables_with(
+    options: &Options,
+    prefixes: Option<Vec<String>>,
+) -> Result<PrepareReport> {
+    let prefixes = match (prefixes, options.job_prefix_source_file.as_deref()) {
+        (Some(_), Some(file)) => {
+            return Err(Error::Input(format!(
+                "give prefixes either in memory or as job-prefix-source-file ({file}), not both"
+            )))
+        }
+        (Some(list), None) => Some(list),
+        (None, file) => file
+            .map(|p| read_prefix_file(Path::new(p), options.allow_overlapping_prefixes))
+            .transpose()?,
+    };
     let store = open_store(options)?;
     store.prepare().await?;
     let mut report = PrepareReport::default();

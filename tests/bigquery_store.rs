@@ -321,3 +321,63 @@ async fn managers_racing_for_a_fresh_lease_get_one_winner() {
     );
     assert!(named.iter().all(|h| h == &winners[0]), "{named:?}");
 }
+
+/// The snapshot queries `sts-status` uses answer what the whole-history
+/// rules answer (`latest_snapshots_in`, `snapshots_before_in`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_queries_agree_with_the_whole_history() {
+    use sts_job_manager::store::{latest_snapshots_in, snapshots_before_in};
+
+    let emulator = bqemulator::Emulator::start(PROJECT);
+    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    store.prepare().await.unwrap();
+    let prefixes: Vec<String> = ["a/", "b/", "c/"].iter().map(|p| p.to_string()).collect();
+    store.load_prefixes(&prefixes).await.unwrap();
+    let start = micros(Utc::now()) - Duration::hours(3);
+    let row = |prefix: &str, minutes: i64, results: Option<&str>| HistoryRow {
+        prefix: prefix.into(),
+        status: Status::Running,
+        job_name: Some(format!("op-{prefix}")),
+        operation_results: results.map(|r| format!(r#"{{"name":"op-{prefix}","n":"{r}"}}"#)),
+        timestamp: start + Duration::minutes(minutes),
+    };
+    let history = vec![
+        row("a/", 0, None),
+        row("a/", 10, Some("a1")),
+        row("a/", 100, Some("a2")),
+        row("a/", 170, Some("a3")),
+        row("b/", 5, Some("b1")),
+        row("b/", 175, None),
+        row("gone/", 20, Some("g1")),
+    ];
+    store
+        .apply(&ChangeSet {
+            updates: vec![],
+            history: history.clone(),
+        })
+        .await
+        .unwrap();
+    let sorted = |mut rows: Vec<HistoryRow>| {
+        rows.sort_by(|x, y| x.prefix.cmp(&y.prefix));
+        rows
+    };
+    let jobs = store.read_jobs().await.unwrap();
+    let all = store.read_history().await.unwrap();
+    let latest = sorted(store.latest_snapshots().await.unwrap());
+    assert_eq!(latest, sorted(latest_snapshots_in(&jobs, &all)));
+    assert_eq!(latest.len(), 2, "{latest:?}");
+    // One time for all (the throughput window), then one time each (stalls).
+    let window = start + Duration::minutes(120);
+    let one_time: Vec<(String, DateTime<Utc>)> =
+        prefixes.iter().map(|p| (p.clone(), window)).collect();
+    let before = sorted(store.snapshots_before(&one_time).await.unwrap());
+    assert_eq!(before, sorted(snapshots_before_in(&all, &one_time)));
+    assert_eq!(before.len(), 2, "{before:?}");
+    let each = vec![
+        ("a/".to_string(), start + Duration::minutes(170)),
+        ("b/".to_string(), start + Duration::minutes(5)),
+    ];
+    let previous = sorted(store.snapshots_before(&each).await.unwrap());
+    assert_eq!(previous, sorted(snapshots_before_in(&all, &each)));
+    assert_eq!(previous.len(), 1, "{previous:?}");
+}

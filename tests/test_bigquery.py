@@ -461,3 +461,40 @@ def test_kill_9_loop_with_the_bigquery_store(
     )
     assert sorted(row["prefix"] for row in done) == sorted(migration.prefixes)
     migration.assert_no_overlapping_operations()
+
+
+def test_status_reads_snapshots_from_bigquery(
+    bigquery: BigQuery, dataset: str, migration: Migration
+) -> None:
+    import sts_job_manager as sjm
+
+    migration.prefix_file.write_text(json.dumps(migration.prefixes))
+    args = bq_args(migration, dataset)
+    tool("sts-prepare-tables", *args, "--job-prefix-source-file", str(migration.prefix_file))
+    migration.set_faults(bytes_per_second=1000)
+    options = {
+        "state": "bigquery",
+        "project": PROJECT,
+        "dataset": dataset,
+        "transfer": f"local:{migration.root}",
+        "sleep_timeout": 0.2,
+        "job_interval": 0.2,
+        "metrics_interval": 0.2,
+    }
+    manager = sjm.Manager(options)
+    manager.run_once()
+    time.sleep(1)
+    manager.run_once()  # a second snapshot of the running prefix
+    early = json.loads(tool("sts-status", *args, "--json").stdout)
+    assert early["prefixes"]["total"] == len(migration.prefixes)
+    assert early["prefixes"]["done"] == 0
+    assert early["prefixes"]["running"] >= 1
+    assert early["unlisted_prefixes"] >= early["prefixes"]["waiting"] > 0
+    assert early["eta"]["seconds"] is None, early["eta"]
+    migration.set_faults()
+    manager.run_until_done(timeout=240)
+    final = json.loads(tool("sts-status", *args, "--json").stdout)
+    assert final["prefixes"]["done"] == len(migration.prefixes)
+    assert final["bytes"]["found"] == sum(len(d) for d in migration.objects.values())
+    assert final["bytes"]["copied"] == final["bytes"]["found"]
+    assert final["eta"]["seconds"] == 0

@@ -12,6 +12,7 @@ import pytest
 from nbclient import NotebookClient
 
 from conftest import FAILING_PREFIX, Migration, tool
+from synthetic_state import Synthetic, make_state
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 
@@ -75,7 +76,10 @@ def test_failure_analysis_notebook(failed_migration: Migration, tmp_path: Path) 
 
 def test_migration_progress_notebook(failed_migration: Migration, tmp_path: Path) -> None:
     summary = run_notebook(
-        "migration_progress.ipynb", tmp_path, STATE={"state": f"sqlite:{failed_migration.state}"}
+        "migration_progress.ipynb",
+        tmp_path,
+        STATE={"state": f"sqlite:{failed_migration.state}"},
+        RETRY_ERRORS=False,  # as the migration was run
     )
     sizes = {name: len(data) for name, data in failed_migration.objects.items()}
     copied = sum(s for n, s in sizes.items() if not n.startswith(FAILING_PREFIX))
@@ -94,3 +98,35 @@ def test_migration_progress_notebook(failed_migration: Migration, tmp_path: Path
     assert summary["eta_seconds"] == 0
     assert summary["stalled"] == []
     assert os.path.exists(tmp_path / "migration_progress.ipynb")
+
+
+# At scale: a generated state of 25,000 prefixes and 100,000 history rows
+# (the 1,000,000-row figures come from benches/notebooks_at_scale.py).
+@pytest.fixture(scope="module")
+def large_state(tmp_path_factory: pytest.TempPathFactory) -> Synthetic:
+    made = make_state(tmp_path_factory.mktemp("large") / "state.db", 25_000, snapshots=3)
+    assert made.history_rows == 100_000
+    return made
+
+
+def test_migration_progress_notebook_at_scale(large_state: Synthetic, tmp_path: Path) -> None:
+    summary = run_notebook(
+        "migration_progress.ipynb", tmp_path, STATE={"state": f"sqlite:{large_state.path}"}
+    )
+    assert summary["status_counts"] == large_state.counts
+    assert summary["final_status_counts"] == large_state.counts
+    assert summary["bytes_found"] == large_state.bytes_found
+    assert summary["bytes_copied"] == large_state.bytes_copied
+    assert summary["bytes_copied_over_time_last"] == large_state.bytes_copied
+    assert summary["eta_seconds"] > 0 and summary["eta_is_estimate"] is False
+
+
+def test_failure_analysis_notebook_at_scale(large_state: Synthetic, tmp_path: Path) -> None:
+    summary = run_notebook(
+        "failure_analysis.ipynb", tmp_path, STATE={"state": f"sqlite:{large_state.path}"}
+    )
+    assert len(summary["failed_prefixes"]) == large_state.counts["error"] == 2_500
+    assert summary["error_codes"] == large_state.error_codes
+    assert len(summary["failing_objects"]) == sum(large_state.error_codes.values())
+    assert summary["fix_first"] == summary["failed_prefixes"]
+    assert summary["retry"] == []

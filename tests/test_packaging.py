@@ -30,8 +30,11 @@ def test_no_second_sqlite_copy_opens_a_file_in_process() -> None:
     offenders = []
     for folder in ["python", "tests", "notebooks"]:
         for path in (REPO / folder).rglob("*"):
+            # synthetic_state.py fills a state from its own child process,
+            # which never imports the package.
             if path.suffix not in {".py", ".ipynb"} or path.name in {
                 "conftest.py",
+                "synthetic_state.py",
                 Path(__file__).name,
             }:
                 continue

@@ -97,6 +97,7 @@ def test_progress_totals_equal_the_source_bucket(failed_migration: Migration) ->
         "updated",
         "throughput_bytes_per_second",
         "eta_seconds",
+        "eta_basis",
     ]
     assert list(progress["scope"]) == ["prefix"] * 4 + ["total"]
     total = progress[progress["scope"] == "total"].iloc[0]

@@ -10,8 +10,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Union
 
 from . import _core, errors
 from .errors import (
@@ -34,16 +35,21 @@ class Options:
     (``max_concurrent_jobs=5`` for ``--max-concurrent-jobs 5``).
 
     Values are validated at once; a bad one raises :class:`OptionsError`.
+    Paths (``config_path``, ``job_prefix_source_file``) may be ``str`` or any
+    path-like object (``pathlib.Path``).
     """
 
     def __init__(self, **options: Any) -> None:
-        self._given = dict(options)
+        self._given = {
+            key: os.fspath(value) if isinstance(value, os.PathLike) else value
+            for key, value in options.items()
+        }
         self._resolved: dict[str, Any] = json.loads(_core.resolve_options(json.dumps(self._given)))
 
     @classmethod
-    def from_config_file(cls, path: str, **overrides: Any) -> Options:
+    def from_config_file(cls, path: str | os.PathLike[str], **overrides: Any) -> Options:
         """Options from a JSON config file (its values win, as on the command line)."""
-        return cls(config_path=str(path), **overrides)
+        return cls(config_path=os.fspath(path), **overrides)
 
     def to_json(self) -> str:
         return json.dumps(self._given)
@@ -57,6 +63,31 @@ class Options:
     def __repr__(self) -> str:
         given = ", ".join(f"{k}={v!r}" for k, v in self._given.items())
         return f"Options({given})"
+
+
+Credentials = Union[str, Mapping[str, Any], "os.PathLike[str]", Callable[[], str]]
+"""What ``credentials=`` takes: a credentials JSON (text, a mapping, or the
+path of its file: a service account key, ``authorized_user`` or
+``impersonated_service_account``), or a callable returning an OAuth access
+token (called whenever a request needs one, e.g. an Airflow hook's)."""
+
+
+def _credentials(
+    credentials: Credentials | None, impersonation_chain: str | Sequence[str] | None
+) -> dict[str, Any]:
+    """Keyword arguments for the native calls; nothing when neither is given."""
+    if credentials is None and not impersonation_chain:
+        return {}
+    if isinstance(credentials, Mapping):
+        credentials = json.dumps(dict(credentials))
+    elif isinstance(credentials, os.PathLike):
+        with open(credentials) as file:
+            credentials = file.read()
+    chain = [impersonation_chain] if isinstance(impersonation_chain, str) else impersonation_chain
+    return {
+        "credentials": credentials,
+        "impersonation_chain": list(chain) if chain else None,
+    }
 
 
 def _options_json(options: Options | Mapping[str, Any] | None, overrides: Mapping[str, Any]) -> str:
@@ -80,8 +111,23 @@ class Manager:
     ``iteration`` keeps it (it expires ``lease_seconds`` after the last call,
     or is given up when the object is collected)."""
 
-    def __init__(self, options: Options | Mapping[str, Any] | None = None, **overrides: Any):
-        self._native = _core.Manager(_options_json(options, overrides))
+    def __init__(
+        self,
+        options: Options | Mapping[str, Any] | None = None,
+        *,
+        credentials: Credentials | None = None,
+        impersonation_chain: str | Sequence[str] | None = None,
+        **overrides: Any,
+    ):
+        """``credentials`` (see :data:`Credentials`) replace Application
+        Default Credentials for every Google API the manager calls (even
+        towards an emulator); ``impersonation_chain`` names service accounts
+        to impersonate, the last one acting (as Airflow's), from
+        ``credentials`` or Application Default Credentials. Keys and tokens
+        are never logged."""
+        self._native = _core.Manager(
+            _options_json(options, overrides), **_credentials(credentials, impersonation_chain)
+        )
 
     def run_once(self) -> dict[str, Any]:
         """One full cycle (sync, start jobs, sync). Returns a JSON-serialisable
@@ -130,29 +176,67 @@ def _finished(done: bool, summary_json: str, timeout: float | None) -> dict[str,
 
 
 def prepare_tables(
-    options: Options | Mapping[str, Any] | None = None, **overrides: Any
+    options: Options | Mapping[str, Any] | None = None,
+    *,
+    prefixes: Iterable[str] | None = None,
+    credentials: Credentials | None = None,
+    impersonation_chain: str | Sequence[str] | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
-    """Create the tables if missing and load ``job_prefix_source_file`` if given."""
-    return json.loads(_core.prepare_tables(_options_json(options, overrides)))
+    """Create the tables if missing, then load prefixes as ``waiting``: from
+    ``prefixes`` (any iterable of strings, held in memory) or from the JSON
+    file ``job_prefix_source_file``, not both. The list is checked whole
+    first (an :class:`InputError` names the bad entry in ``.entry``) and
+    loaded all or nothing; prefixes already present stay as they are.
+
+    Returns ``{"loaded": int, "already_present": int}``.
+    """
+    if isinstance(prefixes, (str, bytes)):
+        raise InputError("prefixes must be a list of strings, not one string")
+    prefixes_json = None if prefixes is None else json.dumps(list(prefixes))
+    return json.loads(
+        _core.prepare_tables(
+            _options_json(options, overrides),
+            prefixes_json,
+            **_credentials(credentials, impersonation_chain),
+        )
+    )
 
 
 def pause_all_jobs(
-    options: Options | Mapping[str, Any] | None = None, **overrides: Any
+    options: Options | Mapping[str, Any] | None = None,
+    *,
+    credentials: Credentials | None = None,
+    impersonation_chain: str | Sequence[str] | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Pause every running transfer operation of the project."""
-    return json.loads(_core.pause_all_jobs(_options_json(options, overrides)))
+    return json.loads(
+        _core.pause_all_jobs(
+            _options_json(options, overrides), **_credentials(credentials, impersonation_chain)
+        )
+    )
 
 
 def remove_successful_one_time_jobs(
-    options: Options | Mapping[str, Any] | None = None, **overrides: Any
+    options: Options | Mapping[str, Any] | None = None,
+    *,
+    credentials: Credentials | None = None,
+    impersonation_chain: str | Sequence[str] | None = None,
+    **overrides: Any,
 ) -> dict[str, Any]:
     """Delete every one-time job whose operations all succeeded."""
-    return json.loads(_core.remove_successful_one_time_jobs(_options_json(options, overrides)))
+    return json.loads(
+        _core.remove_successful_one_time_jobs(
+            _options_json(options, overrides), **_credentials(credentials, impersonation_chain)
+        )
+    )
 
 
 from .state import State  # noqa: E402  (it needs Options and _options_json above)
 
 __all__ = [
+    "Credentials",
     "InputError",
     "LeaseHeldError",
     "Manager",

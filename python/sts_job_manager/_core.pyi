@@ -2,11 +2,17 @@
 
 Options travel as JSON objects whose keys are the command-line option names
 (dashes or underscores); results come back as JSON text. Errors are raised as
-the classes of :mod:`sts_job_manager.errors`.
+the classes of :mod:`sts_job_manager.errors`, with their data as attributes
+(``LeaseHeldError.holder``, ``.table``, ``.until``; ``InputError.entry``;
+``OptionsError.option``; ``StateError.http_status``; ``TransferError.status``
+and ``.http_status``).
 """
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import final
+
+# A credentials JSON (text) or a callable returning an OAuth access token.
+_Credentials = str | Callable[[], str]
 
 __all__ = [
     "__version__",
@@ -30,16 +36,31 @@ def cli_main(program: str, args: list[str]) -> int:
 def resolve_options(options_json: str) -> str:
     """Validate options (a JSON object) and return every option as JSON."""
 
-def prepare_tables(options_json: str) -> str:
-    """Create the tables if missing and load ``job-prefix-source-file``.
+def prepare_tables(
+    options_json: str,
+    prefixes_json: str | None = None,
+    credentials: _Credentials | None = None,
+    impersonation_chain: list[str] | None = None,
+) -> str:
+    """Create the tables if missing and load prefixes as ``waiting``: the JSON
+    array ``prefixes_json`` if given, else ``job-prefix-source-file``.
 
-    Returns ``{"loaded": int, "already_present": int}`` as JSON.
+    Returns ``{"loaded": int, "already_present": int}`` as JSON. A bad entry
+    raises ``InputError`` with its index as ``.entry``.
     """
 
-def pause_all_jobs(options_json: str) -> str:
+def pause_all_jobs(
+    options_json: str,
+    credentials: _Credentials | None = None,
+    impersonation_chain: list[str] | None = None,
+) -> str:
     """Pause every running operation; returns ``{"count", "errors"}`` as JSON."""
 
-def remove_successful_one_time_jobs(options_json: str) -> str:
+def remove_successful_one_time_jobs(
+    options_json: str,
+    credentials: _Credentials | None = None,
+    impersonation_chain: list[str] | None = None,
+) -> str:
     """Delete successful one-time jobs; returns ``{"count", "errors"}`` as JSON."""
 
 @final
@@ -49,7 +70,15 @@ class Manager:
     the job table's lease first (``LeaseHeldError`` while another manager has
     it); ``run_once`` and ``run_until_done`` give it up when they return."""
 
-    def __new__(cls, options_json: str) -> Manager: ...
+    def __new__(
+        cls,
+        options_json: str,
+        credentials: _Credentials | None = None,
+        impersonation_chain: list[str] | None = None,
+    ) -> Manager:
+        """``credentials`` replace Application Default Credentials for every
+        Google client (even towards an emulator); ``impersonation_chain``:
+        service accounts to impersonate, the last one acting."""
     def run_once(self) -> str:
         """One full cycle (sync, start jobs, sync); the summary as JSON."""
     def iteration(self) -> str:
@@ -75,7 +104,12 @@ _Frame = tuple[int, list[_Column]]
 class State:
     """The state tables, read through the configured state store."""
 
-    def __new__(cls, options_json: str) -> State: ...
+    def __new__(
+        cls,
+        options_json: str,
+        credentials: _Credentials | None = None,
+        impersonation_chain: list[str] | None = None,
+    ) -> State: ...
     def jobs(self) -> _Frame:
         """The job table as Arrow buffers."""
     def history(self) -> _Frame:
@@ -88,6 +122,12 @@ class State:
         """The verification table (sts-verify) as Arrow buffers."""
     def plan(self) -> _Frame:
         """The plan table (sts-plan --load) as Arrow buffers."""
+    def timeline(self, max_buckets: int = 200) -> tuple[_Frame, _Frame]:
+        """(per time bucket: prefixes per status, objects/bytes copied,
+        bytes_per_second, objects_failed; per bucket and error code: failed
+        objects so far), from one pass over the history."""
+    def status(self, limit: int = 20, retry_errors: bool = True) -> str:
+        """The ``sts-status --json`` report as JSON."""
     def status_counts(self) -> str:
         """Prefixes per status as a JSON object."""
     def status_counts_async(self) -> Awaitable[str]:

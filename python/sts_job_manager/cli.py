@@ -45,3 +45,7 @@ def plan() -> None:
 
 def verify() -> None:
     _run("sts-verify")
+
+
+def status() -> None:
+    _run("sts-status")

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import Manager, Options, __version__, prepare_tables
+from . import Manager, Options, State, __version__, prepare_tables
 from .errors import StsJobManagerError
 
 MARKER = ".sts-quickstart"
@@ -45,14 +45,29 @@ def _human(size: float) -> str:
     return f"{size:.1f} TB"
 
 
-def _progress_line(summary: dict, elapsed: float) -> str:
+def _duration(seconds: float) -> str:
+    seconds = round(seconds)
+    return f"{seconds // 60}m {seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+
+
+def _eta(eta: dict) -> str:
+    """The ETA as sts-status words it: never exact while prefixes are unlisted."""
+    if eta["seconds"] is None:
+        return "ETA unknown"
+    if eta["estimate"]:
+        return f"ETA ~{_duration(eta['seconds'])} (estimate)"
+    return f"ETA {_duration(eta['seconds'])}"
+
+
+def _progress_line(summary: dict, status: dict, elapsed: float) -> str:
     counts = summary["counts"]
     progress = summary["progress"]
     statuses = " ".join(f"{status} {counts[status]:>2}" for status in counts)
     copied = progress["objects_copied"] + progress["objects_skipped"]
+    rate = status["throughput"]["bytes_per_second"]
     return (
         f"[{elapsed:5.1f}s] {statuses} | objects {copied}/{progress['objects_found']}"
-        f" | {_human(progress['bytes_copied'])} copied"
+        f" | {_human(progress['bytes_copied'])} copied | {_human(rate)}/s | {_eta(status['eta'])}"
     )
 
 
@@ -106,13 +121,19 @@ def main(argv: list[str] | None = None) -> None:
         loaded = prepare_tables(options, job_prefix_source_file=str(prefix_file))
         print(f"Prepared {state.name}: {loaded['loaded']} prefixes waiting\n")
         manager = Manager(options)
+        state_view = State(options)
         started = time.monotonic()
         interactive = sys.stdout.isatty()
         while True:
             summary = manager.iteration()
-            line = _progress_line(summary, time.monotonic() - started)
+            status = state_view.status(limit=0)
+            line = _progress_line(summary, status, time.monotonic() - started)
+            # Back to the line's start and clear it, so a shorter line leaves
+            # nothing of the longer one before it.
             print(
-                ("\r" + line) if interactive else line, end="" if interactive else "\n", flush=True
+                ("\r\x1b[K" + line) if interactive else line,
+                end="" if interactive else "\n",
+                flush=True,
             )
             if summary["done"]:
                 break
@@ -135,6 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         f'  sqlite3 {state} "SELECT prefix, status, timestamp FROM sts_job_history'
         ' ORDER BY timestamp DESC LIMIT 10"'
     )
+    print("\nSee the migration's state (counts, rate, ETA, failing prefixes):")
+    print(f"  sts-status --state sqlite:{state}")
     print("\nRun the manager yourself on the same backends:")
     print(
         f"  sts-job-manager --state sqlite:{state} --transfer local:{buckets}"

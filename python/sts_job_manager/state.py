@@ -10,8 +10,8 @@ strings, not a Python object per cell. Needs pandas and pyarrow::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _core
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-    from . import Options
+    from . import Credentials, Options
 
 _EXTRA_HINT = (
     "sts_job_manager.State returns pandas DataFrames and needs pandas and pyarrow: "
@@ -67,6 +67,18 @@ def _to_pandas(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper=arrow_strings)
 
 
+class Timeline(NamedTuple):
+    """:meth:`State.timeline`: two DataFrames over the same time buckets."""
+
+    progress: pd.DataFrame
+    """Per bucket (``time`` = its start): prefixes per status at its end,
+    ``objects_copied`` and ``bytes_copied`` so far, ``bytes_per_second``
+    within it, ``objects_failed`` so far and ``bucket_seconds``."""
+    failures: pd.DataFrame
+    """Per bucket and error code (the most frequent codes, the rest summed
+    as ``OTHER``): ``objects_failed`` so far."""
+
+
 class State:
     """Read-only views of a migration's job and history tables.
 
@@ -77,11 +89,19 @@ class State:
     """
 
     def __init__(
-        self, options: Options | Mapping[str, Any] | None = None, **overrides: Any
+        self,
+        options: Options | Mapping[str, Any] | None = None,
+        *,
+        credentials: Credentials | None = None,
+        impersonation_chain: str | Sequence[str] | None = None,
+        **overrides: Any,
     ) -> None:
-        from . import _options_json
+        """``credentials`` and ``impersonation_chain`` as for :class:`Manager`."""
+        from . import _credentials, _options_json
 
-        self._native = _core.State(_options_json(options, overrides))
+        self._native = _core.State(
+            _options_json(options, overrides), **_credentials(credentials, impersonation_chain)
+        )
 
     @staticmethod
     def _frame(read: Callable[[], tuple[int, list[Any]]]) -> pd.DataFrame:
@@ -118,7 +138,13 @@ class State:
         failed``, ``started``, ``updated``, ``throughput_bytes_per_second``
         (bytes copied over the time since the operation started) and
         ``eta_seconds`` (bytes left at that throughput; NaN when unknown, e.g.
-        for prefixes whose size nobody has listed yet)."""
+        for prefixes whose size nobody has listed yet).
+
+        The total row follows ``sts-status``'s rule: while prefixes are not
+        listed yet its ETA is NaN, or an estimate that assumes they have the
+        average size of the finished ones; ``eta_basis`` says which (it is
+        null on prefix rows). Reads one snapshot per prefix, not the whole
+        history."""
         return self._frame(self._native.progress)
 
     def verification(self) -> pd.DataFrame:
@@ -133,6 +159,27 @@ class State:
         """The plan table written by ``sts-plan --load``: ``prefix``,
         ``objects``, ``bytes`` as listed when planned. Empty without a plan."""
         return self._frame(self._native.plan)
+
+    def timeline(self, max_buckets: int = 200) -> Timeline:
+        """The migration over time, aggregated in Rust in one pass over the
+        history (a million rows take seconds, not a pandas pivot of every
+        row): at most ``max_buckets`` buckets of a round width (1 s to a day).
+        See :class:`Timeline` for the columns."""
+        _libraries()  # before the read: name the missing extra at once
+        progress, failures = self._native.timeline(max_buckets)
+        return Timeline(_to_pandas(_arrow_table(progress)), _to_pandas(_arrow_table(failures)))
+
+    def status(self, limit: int = 20, retry_errors: bool = True) -> dict[str, Any]:
+        """What ``sts-status --json`` prints: ``prefixes`` per status (and
+        ``total``), ``objects`` and ``bytes`` (found, copied, skipped,
+        failed), ``unlisted_prefixes``, ``throughput`` over the last hour,
+        ``eta`` (``seconds``, ``estimate``, ``basis``), ``stalled``,
+        ``failing`` (at most ``limit``, most failed first; ``failing_total``
+        counts them all) and ``error_codes``. ``retry_errors=False`` counts
+        prefixes in ``error`` as finished (``--no-retry-on-job-error``).
+        Needs no pandas."""
+        report: dict[str, Any] = json.loads(self._native.status(limit, retry_errors))
+        return report
 
     def status_counts(self) -> dict[str, int]:
         """Prefixes per status, every status present (0 included)."""

@@ -3,6 +3,8 @@
 //! `StateStore` trait returns, so they work for every store.
 
 pub mod columns;
+pub mod status;
+pub mod timeline;
 pub mod verification;
 
 use std::collections::{BTreeMap, HashMap};
@@ -237,7 +239,8 @@ pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
     let mut updated = PrimitiveBuilder::with_capacity(n);
     let mut throughput = PrimitiveBuilder::with_capacity(n);
     let mut eta = PrimitiveBuilder::with_capacity(n);
-    let mut push = |p: &PrefixProgress| {
+    let mut eta_basis = StrBuilder::with_capacity(n);
+    let mut push = |p: &PrefixProgress, total_eta: Option<status::Eta>| {
         let c = &p.counters;
         let values = [
             c.objects_found_from_source,
@@ -255,9 +258,20 @@ pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
         started.push(p.started.map(micros));
         updated.push(p.updated.map(micros));
         throughput.push(p.throughput());
-        eta.push(p.eta_seconds());
+        match total_eta {
+            Some(e) => {
+                eta.push(e.seconds);
+                eta_basis.push(Some(&e.basis));
+            }
+            None => {
+                eta.push(p.eta_seconds());
+                eta_basis.push(None);
+            }
+        }
     };
-    let mut pending = false;
+    let mut unlisted = 0;
+    let mut listed_left = 0;
+    let mut finished = Vec::new();
     for job in jobs {
         let p = by_prefix
             .get(job.prefix.as_str())
@@ -269,22 +283,29 @@ pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
             (a, b) => a.or(b),
         };
         total.updated = total.updated.max(p.updated);
-        pending |= p.started.is_none() && job.status != Status::Done;
+        if job.status == Status::Done {
+            finished.push(p.counters.bytes_found_from_source);
+        } else if p.started.is_none() {
+            // Nobody has listed this prefix: its size is unknown.
+            unlisted += 1;
+        } else {
+            listed_left += p.remaining_bytes();
+        }
         scope.push(Some("prefix"));
         prefix.push(Some(&job.prefix));
         status.push(Some(job.status.as_str()));
         job_name.push(job.job_name.as_deref());
-        push(&p);
+        push(&p, None);
     }
     scope.push(Some("total"));
     prefix.push(None);
     status.push(None);
     job_name.push(None);
-    if pending && total.remaining_bytes() == 0 {
-        // Prefixes not started yet have sizes nobody knows: no ETA.
-        total.started = None;
-    }
-    push(&total);
+    // The rule sts-status follows: unlisted prefixes are never counted as
+    // zero bytes; the ETA is then an estimate (from finished prefixes'
+    // sizes) or absent.
+    let total_eta = status::eta(listed_left, unlisted, &finished, total.throughput());
+    push(&total, Some(total_eta));
     let mut columns = vec![
         ("scope", scope.finish()),
         ("prefix", prefix.finish()),
@@ -297,6 +318,7 @@ pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
         ("updated", updated.finish_timestamp()),
         ("throughput_bytes_per_second", throughput.finish_float()),
         ("eta_seconds", eta.finish_float()),
+        ("eta_basis", eta_basis.finish()),
     ]);
     Frame { rows: n, columns }
 }
@@ -383,5 +405,37 @@ mod tests {
         assert_eq!(values[0], 20.0);
         assert_eq!(values[1], 0.0);
         assert!((values[2] - 200.0 / 15.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_total_eta_never_counts_unlisted_prefixes_as_empty() {
+        let jobs: Vec<PrefixJob> = [("a/", Status::Running), ("w/", Status::Waiting)]
+            .iter()
+            .map(|(p, status)| PrefixJob {
+                prefix: p.to_string(),
+                status: *status,
+                job_name: None,
+                last_updated: at(0),
+            })
+            .collect();
+        let history = [snapshot(
+            "a/",
+            "op1",
+            10,
+            r#""counters":{"bytesFoundFromSource":"100","bytesCopiedToSink":"50"}"#,
+        )];
+        let frame = progress_frame(&jobs, &history);
+        let Some(Column::Float64 { values, validity }) = frame.column("eta_seconds") else {
+            panic!("no eta")
+        };
+        // a/ alone: 10 s left; the total: unknown (w/ is unlisted, nothing finished).
+        assert_eq!(values[0], 10.0);
+        let valid = validity.as_ref().expect("a null ETA");
+        assert_eq!(
+            valid[0] & (1 << 2),
+            0,
+            "total ETA must be null: {}",
+            values[2]
+        );
     }
 }

@@ -48,6 +48,10 @@ struct Emulator {
     fault_draws: AtomicU64,
     /// Calls per quota group: (times in the last minute, count in the day).
     usage: Mutex<HashMap<&'static str, (std::collections::VecDeque<std::time::Instant>, u64)>>,
+    /// Who called, for `GET /_emulator/stats`: `anonymous`, the `iss` of a
+    /// bearer JWT (a service account's self-signed token), or `bearer` for
+    /// an opaque token. Tokens themselves are never kept or logged.
+    callers: Mutex<std::collections::BTreeMap<String, u64>>,
 }
 
 /// The STS quota group a request counts against (STS_API.md): `run` is in
@@ -66,6 +70,45 @@ fn quota_group(method: &str, path: &str, body: &str) -> Option<&'static str> {
         ("POST", r) if r.starts_with("transferOperations/") => Some("control"),
         _ => None,
     }
+}
+
+/// The caller an `Authorization` header names (see `Emulator::callers`).
+pub fn caller_of(authorization: Option<&str>) -> String {
+    let Some(token) = authorization.and_then(|a| a.strip_prefix("Bearer ")) else {
+        return "anonymous".into();
+    };
+    let mut parts = token.split('.');
+    let issuer = match (parts.next(), parts.next(), parts.next()) {
+        (Some(_), Some(payload), Some(_)) => base64url(payload)
+            .and_then(|bytes| serde_json::from_slice::<Value>(&bytes).ok())
+            .and_then(|claims| claims.get("iss")?.as_str().map(str::to_owned)),
+        _ => None,
+    };
+    issuer.unwrap_or_else(|| "bearer".into())
+}
+
+fn base64url(text: &str) -> Option<Vec<u8>> {
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    for c in text.bytes().filter(|c| *c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(v);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    Some(out)
 }
 
 impl Emulator {
@@ -157,6 +200,12 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = request.method().as_str().to_string();
+    let caller = caller_of(
+        request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
     let path = percent_decode(request.uri().path());
     let query: HashMap<String, String> = request
         .uri()
@@ -178,13 +227,22 @@ async fn handle(
     };
     if !path.starts_with("/_emulator/") {
         emulator.requests.fetch_add(1, Ordering::Relaxed);
+        *emulator
+            .callers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(caller)
+            .or_default() += 1;
     }
     let reply = if path == "/_emulator/faults" {
         emulator.control(&method, &body)
     } else if path == "/_emulator/stats" {
         Reply {
             status: 200,
-            body: serde_json::json!({ "requests": emulator.requests.load(Ordering::Relaxed) }),
+            body: serde_json::json!({
+                "requests": emulator.requests.load(Ordering::Relaxed),
+                "callers": *emulator.callers.lock().unwrap_or_else(|p| p.into_inner()),
+            }),
         }
     } else if let Some(code) = emulator.injected_error() {
         Reply::error(code, "injected by sts-emulator")
@@ -242,6 +300,7 @@ pub async fn serve(
         requests: AtomicU64::new(0),
         fault_draws: AtomicU64::new(0),
         usage: Mutex::new(HashMap::new()),
+        callers: Mutex::new(Default::default()),
     });
     ready(address);
     tokio::pin!(stop);
@@ -267,5 +326,22 @@ pub async fn serve(
                 tracing::debug!("connection ended: {e}");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::caller_of;
+
+    #[test]
+    fn callers_are_named_by_their_token_issuer_never_by_the_token() {
+        assert_eq!(caller_of(None), "anonymous");
+        assert_eq!(caller_of(Some("Bearer ya29.opaque")), "bearer");
+        // {"alg":"RS256"} . {"iss":"sa@p.iam.gserviceaccount.com"} . signature
+        let jwt = "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJzYUBwLmlhbS5nc2VydmljZWFjY291bnQuY29tIn0.c2ln";
+        assert_eq!(
+            caller_of(Some(&format!("Bearer {jwt}"))),
+            "sa@p.iam.gserviceaccount.com"
+        );
     }
 }

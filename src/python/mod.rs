@@ -1,5 +1,6 @@
 //! The PyO3 layer: converts, releases the GIL, calls the core. No logic.
 
+mod aio;
 mod state;
 
 use std::future::Future;
@@ -8,14 +9,16 @@ use std::time::{Duration, Instant};
 
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3_async_runtimes::tokio::future_into_py;
+use pyo3::types::PyDict;
 
+use crate::auth::{with_credentials, Handed, HandedCredentials};
 use crate::backends::open_manager;
-use crate::error::Error;
+use crate::error::{Detail, Error};
 use crate::manager::{CycleSummary, Manager as CoreManager};
 use crate::options::Options;
 use crate::runtime::{init_logging, runtime};
 use crate::tools;
+use aio::future_into_py;
 
 /// Errors are raised as the classes of `sts_job_manager.errors` (a Python
 /// module, so each class can have several bases, e.g. `OptionsError` is both
@@ -23,20 +26,31 @@ use crate::tools;
 pub(crate) fn to_py(error: Error) -> PyErr {
     let class = match &error {
         Error::Options(_) => "OptionsError",
-        Error::Input(_) => "InputError",
+        Error::Input(_) | Error::BadEntry { .. } => "InputError",
         Error::Store(_) => "StateError",
         Error::Transfer(_) => "TransferError",
         Error::Storage(_) => "StorageError",
         Error::Unsupported(_) => "UnsupportedBackendError",
-        Error::Busy(_) => "LeaseHeldError",
+        Error::Busy { .. } => "LeaseHeldError",
         Error::Halted(_) | Error::FinishedWithErrors(_) => "TransferError",
     };
     let message = error.to_string();
+    let details = error.details();
     Python::attach(|py| {
         let raised = py
             .import("sts_job_manager.errors")
             .and_then(|module| module.getattr(class))
-            .and_then(|class| class.call1((message.clone(),)));
+            .and_then(|class| {
+                let kwargs = PyDict::new(py);
+                for (name, value) in &details {
+                    match value {
+                        Detail::Text(text) => kwargs.set_item(name, text)?,
+                        Detail::Int(n) => kwargs.set_item(name, n)?,
+                        Detail::None => kwargs.set_item(name, py.None())?,
+                    }
+                }
+                class.call((message.clone(),), Some(&kwargs))
+            });
         match raised {
             Ok(instance) => PyErr::from_value(instance),
             Err(_) => PyRuntimeError::new_err(message),
@@ -70,6 +84,75 @@ pub(crate) fn block_on<T: Send>(
     })
 }
 
+/// Access tokens from a Python callable (an Airflow hook's credentials,
+/// refreshed on the Python side). Called on a blocking thread, taking the
+/// GIL only for the call.
+struct PyTokenSource(Arc<Py<PyAny>>);
+
+impl crate::auth::TokenSource for PyTokenSource {
+    fn token(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+        let callable = Arc::clone(&self.0);
+        Box::pin(async move {
+            let called = tokio::task::spawn_blocking(move || {
+                Python::attach(|py| {
+                    callable
+                        .call0(py)
+                        .and_then(|token| token.extract::<String>(py))
+                        // The exception's type only: its text could quote a secret.
+                        .map_err(|e| {
+                            format!(
+                                "the token callable raised {}",
+                                e.get_type(py)
+                                    .name()
+                                    .map(|n| n.to_string())
+                                    .unwrap_or_else(|_| "an exception".into())
+                            )
+                        })
+                })
+            })
+            .await;
+            called.map_err(|e| format!("the token callable did not return: {e}"))?
+        })
+    }
+}
+
+/// Credentials handed over from Python: a credentials JSON (text), a
+/// callable returning access tokens, or none; plus an impersonation chain.
+pub(crate) fn handed_credentials(
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
+) -> PyResult<Option<HandedCredentials>> {
+    let chain = impersonation_chain.unwrap_or_default();
+    let source = match credentials {
+        None if chain.is_empty() => return Ok(None),
+        None => Handed::ApplicationDefault,
+        Some(c) if c.is_instance_of::<pyo3::types::PyString>() => {
+            let text: String = c.extract()?;
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(json @ serde_json::Value::Object(_)) => Handed::Json(json),
+                // Never echo the text: it may be a key.
+                _ => {
+                    return Err(to_py(Error::Input(
+                        "credentials must be a credentials JSON object (a service account key, \
+                         authorized user or impersonated service account file's content)"
+                            .into(),
+                    )))
+                }
+            }
+        }
+        Some(c) if c.is_callable() => {
+            Handed::Tokens(Arc::new(PyTokenSource(Arc::new(c.clone().unbind()))))
+        }
+        Some(_) => return Err(pyo3::exceptions::PyTypeError::new_err(
+            "credentials must be a credentials JSON (str) or a callable returning access tokens",
+        )),
+    };
+    Ok(Some(HandedCredentials {
+        source,
+        impersonation_chain: chain,
+    }))
+}
+
 pub(crate) fn parse_options(options_json: &str) -> Result<Options, Error> {
     let value: serde_json::Value = serde_json::from_str(options_json)
         .map_err(|e| Error::Input(format!("options must be a JSON object: {e}")))?;
@@ -98,29 +181,73 @@ fn resolve_options(options_json: &str) -> PyResult<String> {
     to_json(&options)
 }
 
+/// `prefixes_json`, when given, is a JSON array of prefixes to load
+/// (checked like a prefix file) instead of `job-prefix-source-file`.
 #[pyfunction]
-fn prepare_tables(py: Python<'_>, options_json: &str) -> PyResult<String> {
+#[pyo3(signature = (options_json, prefixes_json=None, credentials=None, impersonation_chain=None))]
+fn prepare_tables(
+    py: Python<'_>,
+    options_json: &str,
+    prefixes_json: Option<&str>,
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
+) -> PyResult<String> {
+    let handed = handed_credentials(credentials, impersonation_chain)?;
     init_logging();
     let options = parse_options(options_json).map_err(to_py)?;
-    let report = block_on(py, async { tools::prepare_tables(&options).await })?;
+    let prefixes = prefixes_json
+        .map(|body| match serde_json::from_str(body) {
+            Ok(serde_json::Value::Array(items)) => {
+                tools::prefix_list(items, "prefixes", options.allow_overlapping_prefixes)
+            }
+            _ => Err(Error::Input("prefixes must be a list of strings".into())),
+        })
+        .transpose()
+        .map_err(to_py)?;
+    let report = block_on(
+        py,
+        with_credentials(handed, async {
+            tools::prepare_tables_with(&options, prefixes).await
+        }),
+    )?;
     to_json(&report)
 }
 
 #[pyfunction]
-fn pause_all_jobs(py: Python<'_>, options_json: &str) -> PyResult<String> {
+#[pyo3(signature = (options_json, credentials=None, impersonation_chain=None))]
+fn pause_all_jobs(
+    py: Python<'_>,
+    options_json: &str,
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
+) -> PyResult<String> {
     init_logging();
+    let handed = handed_credentials(credentials, impersonation_chain)?;
     let options = parse_options(options_json).map_err(to_py)?;
-    let report = block_on(py, async { tools::pause_all_jobs(&options).await })?;
+    let report = block_on(
+        py,
+        with_credentials(handed, async { tools::pause_all_jobs(&options).await }),
+    )?;
     to_json(&report)
 }
 
 #[pyfunction]
-fn remove_successful_one_time_jobs(py: Python<'_>, options_json: &str) -> PyResult<String> {
+#[pyo3(signature = (options_json, credentials=None, impersonation_chain=None))]
+fn remove_successful_one_time_jobs(
+    py: Python<'_>,
+    options_json: &str,
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
+) -> PyResult<String> {
     init_logging();
+    let handed = handed_credentials(credentials, impersonation_chain)?;
     let options = parse_options(options_json).map_err(to_py)?;
-    let report = block_on(py, async {
-        tools::remove_successful_one_time_jobs(&options).await
-    })?;
+    let report = block_on(
+        py,
+        with_credentials(handed, async {
+            tools::remove_successful_one_time_jobs(&options).await
+        }),
+    )?;
     to_json(&report)
 }
 
@@ -134,10 +261,17 @@ struct Manager {
 #[pymethods]
 impl Manager {
     #[new]
-    fn new(py: Python<'_>, options_json: &str) -> PyResult<Self> {
+    #[pyo3(signature = (options_json, credentials=None, impersonation_chain=None))]
+    fn new(
+        py: Python<'_>,
+        options_json: &str,
+        credentials: Option<&Bound<'_, PyAny>>,
+        impersonation_chain: Option<Vec<String>>,
+    ) -> PyResult<Self> {
         init_logging();
+        let handed = handed_credentials(credentials, impersonation_chain)?;
         let options = parse_options(options_json).map_err(to_py)?;
-        let manager = block_on(py, open_manager(options))?;
+        let manager = block_on(py, with_credentials(handed, open_manager(options)))?;
         Ok(Manager {
             inner: Arc::new(tokio::sync::Mutex::new(manager)),
         })
@@ -222,7 +356,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(remove_successful_one_time_jobs, m)?)?;
     m.add_class::<Manager>()?;
     m.add_class::<state::State>()?;
-    // Awaitables run on the runtime the blocking calls use: one per process.
-    let _ = pyo3_async_runtimes::tokio::init_with_runtime(runtime());
+    // No runtime starts here: it starts on first use, in each process
+    // (see `runtime`), so a child forked after import gets its own.
     Ok(())
 }

@@ -5,9 +5,11 @@ use std::sync::Arc;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use pyo3_async_runtimes::tokio::future_into_py;
 
-use super::{block_on, parse_options, to_json, to_py};
+use super::aio::future_into_py;
+use super::{block_on, handed_credentials, parse_options, to_json, to_py};
+use crate::analysis::status::read_status;
+use crate::analysis::timeline::TimelineBuilder;
 use crate::analysis::{self, columns::Frame};
 use crate::backends::open_store;
 use crate::error::Error;
@@ -63,10 +65,17 @@ type FrameWork = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Frame
 #[pymethods]
 impl State {
     #[new]
-    fn new(options_json: &str) -> PyResult<Self> {
+    #[pyo3(signature = (options_json, credentials=None, impersonation_chain=None))]
+    fn new(
+        options_json: &str,
+        credentials: Option<&Bound<'_, PyAny>>,
+        impersonation_chain: Option<Vec<String>>,
+    ) -> PyResult<Self> {
         init_logging();
+        let handed = handed_credentials(credentials, impersonation_chain)?;
         let options = parse_options(options_json).map_err(to_py)?;
-        let store = open_store(&options).map_err(to_py)?;
+        let store =
+            crate::auth::sync_with_credentials(handed, || open_store(&options)).map_err(to_py)?;
         Ok(State { store })
     }
 
@@ -87,7 +96,8 @@ impl State {
     /// One row per failed object of each operation's latest snapshot.
     fn failures<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
         self.frame(py, |store| {
-            Box::pin(async move { Ok(analysis::failures_frame(&store.read_history().await?)) })
+            // Only the latest snapshot of operations that list failures.
+            Box::pin(async move { Ok(analysis::failures_frame(&store.failure_snapshots().await?)) })
         })
     }
 
@@ -95,9 +105,10 @@ impl State {
     fn progress<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
         self.frame(py, |store| {
             Box::pin(async move {
+                // One latest snapshot per prefix, not the whole history.
                 let jobs = store.read_jobs().await?;
-                let history = store.read_history().await?;
-                Ok(analysis::progress_frame(&jobs, &history))
+                let latest = store.latest_snapshots().await?;
+                Ok(analysis::progress_frame(&jobs, &latest))
             })
         })
     }
@@ -122,6 +133,36 @@ impl State {
                 ))
             })
         })
+    }
+
+    /// The migration over time in at most `max_buckets` time buckets:
+    /// (statuses, copied, throughput per bucket; failed objects per bucket
+    /// and error code). One pass over the history, never all of it held.
+    #[pyo3(signature = (max_buckets=200))]
+    #[allow(clippy::type_complexity)]
+    fn timeline<'py>(
+        &self,
+        py: Python<'py>,
+        max_buckets: usize,
+    ) -> PyResult<((usize, Vec<PyColumn<'py>>), (usize, Vec<PyColumn<'py>>))> {
+        let store = Arc::clone(&self.store);
+        let (timeline, failures) = block_on(py, async move {
+            let jobs = store.read_jobs().await?;
+            let mut builder = TimelineBuilder::new(&jobs);
+            store.scan_history(&mut |row| builder.add(row)).await?;
+            Ok(builder.finish(max_buckets))
+        })?;
+        Ok((frame_to_py(py, timeline), frame_to_py(py, failures)))
+    }
+
+    /// What `sts-status --json` prints, as JSON.
+    #[pyo3(signature = (limit=20, retry_errors=true))]
+    fn status(&self, py: Python<'_>, limit: usize, retry_errors: bool) -> PyResult<String> {
+        let store = Arc::clone(&self.store);
+        let report = block_on(py, async move {
+            Ok(read_status(store.as_ref(), chrono::Utc::now(), retry_errors, limit).await?)
+        })?;
+        to_json(&report)
     }
 
     /// Prefixes per status (every status, 0 included) as JSON.

@@ -68,6 +68,17 @@ pub enum StoreError {
     },
 }
 
+impl StoreError {
+    /// The HTTP status BigQuery answered, when it answered one.
+    pub fn http_status(&self) -> Option<u16> {
+        match self {
+            StoreError::Api { code, .. } => Some(*code),
+            StoreError::RetriesExhausted { last, .. } => last.http_status(),
+            _ => None,
+        }
+    }
+}
+
 /// What loading prefixes did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LoadReport {
@@ -92,6 +103,43 @@ pub trait StateStore: Send + Sync {
     async fn failure_counts(&self) -> Result<std::collections::HashMap<String, u32>, StoreError>;
     /// Writes one step's changes atomically, in a constant number of statements.
     async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError>;
+    /// The latest history row holding operation results of every prefix of
+    /// the job table (its current operation's last snapshot), in any order.
+    /// Stores override this to read one row per prefix instead of the whole
+    /// history (`sts-status` at a million prefixes).
+    async fn latest_snapshots(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        let jobs = self.read_jobs().await?;
+        let history = self.read_history().await?;
+        Ok(latest_snapshots_in(&jobs, &history))
+    }
+    /// For each `(prefix, t)`, the latest history row of that prefix holding
+    /// operation results with a timestamp before `t`, when there is one.
+    async fn snapshots_before(
+        &self,
+        requests: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(snapshots_before_in(&self.read_history().await?, requests))
+    }
+    /// Hands every history row to `visit`, one at a time, in no particular
+    /// order, so a caller that keeps only a digest of each row never holds
+    /// the whole history (notebooks' timelines at a million rows).
+    async fn scan_history(
+        &self,
+        visit: &mut (dyn FnMut(HistoryRow) + Send),
+    ) -> Result<(), StoreError> {
+        for row in self.read_history().await? {
+            visit(row);
+        }
+        Ok(())
+    }
+    /// The latest history row of every operation whose results list
+    /// failures (errorBreakdowns), in any order.
+    async fn failure_snapshots(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        Ok(failure_snapshots_in(&self.read_history().await?))
+    }
     /// Statements sent to the backend so far (for benchmarks and tests).
     fn statements_issued(&self) -> u64;
     /// Takes or renews the job table's lease for `holder` until
@@ -136,6 +184,58 @@ pub trait StateStore: Send + Sync {
         let _ = holder;
         Ok(())
     }
+}
+
+/// `latest_snapshots` over rows already read (history oldest first).
+pub fn latest_snapshots_in(jobs: &[PrefixJob], history: &[HistoryRow]) -> Vec<HistoryRow> {
+    let known: std::collections::HashSet<&str> = jobs.iter().map(|j| j.prefix.as_str()).collect();
+    let mut latest: std::collections::HashMap<&str, &HistoryRow> = Default::default();
+    for row in history {
+        if row.operation_results.is_some() && known.contains(row.prefix.as_str()) {
+            latest.insert(&row.prefix, row);
+        }
+    }
+    latest.into_values().cloned().collect()
+}
+
+/// `failure_snapshots` over rows already read (history oldest first): the
+/// latest snapshot of each operation, kept when it lists failures.
+pub fn failure_snapshots_in(history: &[HistoryRow]) -> Vec<HistoryRow> {
+    let mut latest: std::collections::HashMap<&str, &HistoryRow> = Default::default();
+    for row in history {
+        if row.operation_results.is_some() {
+            latest.insert(row.job_name.as_deref().unwrap_or(&row.prefix), row);
+        }
+    }
+    latest
+        .into_values()
+        .filter(|row| {
+            row.operation_results
+                .as_deref()
+                .is_some_and(|r| r.contains("\"errorBreakdowns\""))
+        })
+        .cloned()
+        .collect()
+}
+
+/// `snapshots_before` over rows already read (history oldest first).
+pub fn snapshots_before_in(
+    history: &[HistoryRow],
+    requests: &[(String, DateTime<Utc>)],
+) -> Vec<HistoryRow> {
+    let before: std::collections::HashMap<&str, DateTime<Utc>> =
+        requests.iter().map(|(p, t)| (p.as_str(), *t)).collect();
+    let mut found: std::collections::HashMap<&str, &HistoryRow> = Default::default();
+    for row in history {
+        if row.operation_results.is_some()
+            && before
+                .get(row.prefix.as_str())
+                .is_some_and(|t| row.timestamp < *t)
+        {
+            found.insert(&row.prefix, row);
+        }
+    }
+    found.into_values().cloned().collect()
 }
 
 /// The answer to a lease request.

@@ -137,6 +137,42 @@ impl SqliteStore {
         self.statements.fetch_add(statements, Ordering::Relaxed);
     }
 
+    /// Runs a query whose columns are the history table's, in its order.
+    fn history_rows(
+        &self,
+        sql: &str,
+        param: Option<String>,
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let conn = self.lock();
+        let mut statement = conn.prepare(sql).map_err(|e| self.missing_table(e))?;
+        let read = |r: &rusqlite::Row<'_>| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        };
+        let rows = match &param {
+            Some(p) => statement.query_map(params![p], read)?,
+            None => statement.query_map([], read)?,
+        };
+        let mut history = Vec::new();
+        for row in rows {
+            let (prefix, status, job_name, operation_results, timestamp) = row?;
+            history.push(HistoryRow {
+                prefix,
+                status: parse_status(&status)?,
+                job_name,
+                operation_results,
+                timestamp: parse_timestamp(&timestamp)?,
+            });
+        }
+        self.count(1);
+        Ok(history)
+    }
+
     fn missing_table(&self, error: rusqlite::Error) -> StoreError {
         let text = error.to_string();
         if text.contains("no such table") {
@@ -297,6 +333,90 @@ impl StateStore for SqliteStore {
         history.sort_by_key(|row| row.timestamp);
         self.count(1);
         Ok(history)
+    }
+
+    async fn latest_snapshots(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        // One index seek per prefix ({history}_prefix on prefix, timestamp),
+        // not a scan of the whole history.
+        let sql = format!(
+            "SELECT h.prefix, h.status, h.job_name, h.operation_results, h.timestamp
+             FROM {jobs} AS j JOIN {history} AS h ON h.rowid = (
+                 SELECT x.rowid FROM {history} AS x
+                 WHERE x.prefix = j.prefix AND x.operation_results IS NOT NULL
+                 ORDER BY x.timestamp DESC, x.rowid DESC LIMIT 1)",
+            jobs = self.job_table,
+            history = self.history_table,
+        );
+        self.history_rows(&sql, None)
+    }
+
+    async fn scan_history(
+        &self,
+        visit: &mut (dyn FnMut(HistoryRow) + Send),
+    ) -> Result<(), StoreError> {
+        let conn = self.lock();
+        let mut statement = conn
+            .prepare(&format!(
+                "SELECT prefix, status, job_name, operation_results, timestamp FROM {}",
+                self.history_table
+            ))
+            .map_err(|e| self.missing_table(e))?;
+        let mut rows = statement.query([])?;
+        while let Some(r) = rows.next()? {
+            visit(HistoryRow {
+                prefix: r.get(0)?,
+                status: parse_status(&r.get::<_, String>(1)?)?,
+                job_name: r.get(2)?,
+                operation_results: r.get(3)?,
+                timestamp: parse_timestamp(&r.get::<_, String>(4)?)?,
+            });
+        }
+        self.count(1);
+        Ok(())
+    }
+
+    async fn failure_snapshots(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        // The latest row of each operation, among operations whose results
+        // list failures (a text match first, so most rows are never grouped).
+        let sql = format!(
+            "SELECT h.prefix, h.status, h.job_name, h.operation_results, h.timestamp
+             FROM {history} AS h JOIN (
+                 SELECT MAX(rowid) AS last FROM {history}
+                 WHERE operation_results IS NOT NULL
+                   AND COALESCE(job_name, prefix) IN (
+                       SELECT COALESCE(job_name, prefix) FROM {history}
+                       WHERE instr(operation_results, '\"errorBreakdowns\"') > 0)
+                 GROUP BY COALESCE(job_name, prefix)) AS m ON h.rowid = m.last
+             WHERE instr(h.operation_results, '\"errorBreakdowns\"') > 0",
+            history = self.history_table,
+        );
+        self.history_rows(&sql, None)
+    }
+
+    async fn snapshots_before(
+        &self,
+        requests: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        if requests.is_empty() {
+            return Ok(Vec::new());
+        }
+        let wanted = serde_json::to_string(
+            &requests
+                .iter()
+                .map(|(prefix, before)| (prefix, timestamp_text(*before)))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| StoreError::CorruptRow(e.to_string()))?;
+        let sql = format!(
+            "SELECT h.prefix, h.status, h.job_name, h.operation_results, h.timestamp
+             FROM json_each(?1) AS r JOIN {history} AS h ON h.rowid = (
+                 SELECT x.rowid FROM {history} AS x
+                 WHERE x.prefix = r.value ->> 0 AND x.timestamp < r.value ->> 1
+                   AND x.operation_results IS NOT NULL
+                 ORDER BY x.timestamp DESC, x.rowid DESC LIMIT 1)",
+            history = self.history_table,
+        );
+        self.history_rows(&sql, Some(wanted))
     }
 
     async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError> {

@@ -51,6 +51,22 @@ pub enum TransferError {
     Auth(#[from] crate::auth::AuthError),
 }
 
+impl TransferError {
+    /// The HTTP status STS answered (when it answered one) and the
+    /// google.rpc status name of the refusal, when known.
+    pub fn http_status(&self) -> (Option<u16>, Option<&str>) {
+        match self {
+            TransferError::Api { http, status, .. } => (Some(*http), Some(status)),
+            TransferError::AlreadyExists(_) => (None, Some("ALREADY_EXISTS")),
+            TransferError::NotFound(_) => (None, Some("NOT_FOUND")),
+            TransferError::FailedPrecondition(_) => (None, Some("FAILED_PRECONDITION")),
+            TransferError::InvalidArgument(_) => (None, Some("INVALID_ARGUMENT")),
+            TransferError::PermissionDenied(_) => (None, Some("PERMISSION_DENIED")),
+            _ => (None, None),
+        }
+    }
+}
+
 /// Server-side filter for `transferOperations.list`.
 #[derive(Debug, Clone, Default)]
 pub struct OperationFilter {

@@ -163,3 +163,62 @@ def test_sensor_fails_on_error_prefixes_when_asked(tmp_path: Path) -> None:
     fired = asyncio.run(events(trigger))
     assert [e["status"] for e in fired] == ["error"]
     assert fired[0]["counts"]["error"] == 1
+
+
+def test_the_package_is_an_airflow_provider() -> None:
+    from airflow.providers_manager import ProvidersManager
+
+    providers = ProvidersManager().providers
+    assert "sts-job-manager" in providers
+    info = providers["sts-job-manager"].data
+    assert info["hooks"][0]["python-modules"] == ["sts_job_manager.airflow.hooks"]
+    assert "sts_job_manager.airflow.triggers" in info["triggers"][0]["python-modules"]
+
+
+def test_run_trigger_serialize_round_trips() -> None:
+    from sts_job_manager.airflow import StsJobManagerRunTrigger
+
+    trigger = StsJobManagerRunTrigger(
+        options={"state": "sqlite:/x.db"},
+        poll_interval=2,
+        gcp_conn_id="my_gcp",
+        impersonation_chain=["a@p.iam.gserviceaccount.com", "b@p.iam.gserviceaccount.com"],
+    )
+    path, kwargs = trigger.serialize()
+    assert json.loads(json.dumps(kwargs)) == kwargs
+    module, _, name = path.rpartition(".")
+    rebuilt = getattr(__import__(module, fromlist=[name]), name)(**kwargs)
+    assert rebuilt.serialize() == (path, kwargs)
+
+
+def test_connection_extras_become_core_credentials(tmp_path: Path) -> None:
+    from sts_job_manager.airflow.hooks import credentials_from_extras
+
+    key = {"type": "service_account", "client_email": "x@p.iam.gserviceaccount.com"}
+    kwargs = credentials_from_extras({"keyfile_dict": key}, "target@p.iam.gserviceaccount.com")
+    assert json.loads(kwargs["credentials"]) == key
+    assert kwargs["impersonation_chain"] == ["target@p.iam.gserviceaccount.com"]
+    path = tmp_path / "key.json"
+    path.write_text(json.dumps(key))
+    legacy = {"extra__google_cloud_platform__key_path": str(path)}
+    assert json.loads(credentials_from_extras(legacy, None)["credentials"]) == key
+    assert credentials_from_extras({}, None) == {}
+
+
+def test_deferrable_run_operator_defers_after_its_first_cycle(migration: Migration) -> None:
+    from sts_job_manager.airflow import StsJobManagerRunTrigger
+
+    migration.prepare()
+    migration.set_faults(bytes_per_second=2000)
+    operator = StsJobManagerRunOperator(
+        task_id="run", options=migration.options(), until_done=True, deferrable=True
+    )
+    with pytest.raises(TaskDeferred) as deferred:
+        operator.execute({})
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, StsJobManagerRunTrigger)
+    fired = asyncio.run(events(trigger))  # type: ignore[arg-type]
+    assert [e["status"] for e in fired] == ["success"]
+    summary = operator.execute_complete({}, fired[0])
+    assert summary["done"] is True
+    assert {status for status, _ in migration.jobs().values()} == {"done"}

@@ -15,6 +15,7 @@ except ImportError as e:  # pragma: no cover - depends on the environment
         "sts_job_manager.airflow needs Apache Airflow: pip install 'sts-job-manager[airflow]'"
     ) from e
 
+from .hooks import StsJobManagerHook
 from .operators import (
     StsJobManagerRunOperator,
     StsPauseAllJobsOperator,
@@ -22,10 +23,12 @@ from .operators import (
     StsRemoveSuccessfulOneTimeJobsOperator,
 )
 from .sensors import StsMigrationDoneSensor
-from .triggers import StsMigrationDoneTrigger
+from .triggers import StsJobManagerRunTrigger, StsMigrationDoneTrigger
 
 __all__ = [
+    "StsJobManagerHook",
     "StsJobManagerRunOperator",
+    "StsJobManagerRunTrigger",
     "StsMigrationDoneSensor",
     "StsMigrationDoneTrigger",
     "StsPauseAllJobsOperator",

@@ -16,6 +16,16 @@ try:
 except ImportError:
     from airflow.exceptions import AirflowException  # type: ignore[no-redef]
 
+try:
+    from airflow.sdk import BaseHook
+except ImportError:
+    from airflow.hooks.base import BaseHook  # type: ignore[no-redef]
+
+try:
+    from airflow.sdk.exceptions import AirflowNotFoundException
+except ImportError:
+    from airflow.exceptions import AirflowNotFoundException  # type: ignore[no-redef]
+
 from airflow.configuration import conf
 
 import sts_job_manager as sjm
@@ -39,6 +49,8 @@ def checked_options(options: Mapping[str, Any]) -> dict[str, Any]:
 
 __all__ = [
     "AirflowException",
+    "AirflowNotFoundException",
+    "BaseHook",
     "BaseOperator",
     "BaseSensorOperator",
     "checked_options",

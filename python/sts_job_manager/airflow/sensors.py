@@ -9,6 +9,7 @@ from typing import Any
 import sts_job_manager as sjm
 
 from ._compat import AirflowException, BaseSensorOperator, checked_options, default_deferrable
+from .hooks import DEFAULT_CONN_ID, StsJobManagerHook, chain_list
 from .triggers import StsMigrationDoneTrigger, migration_state
 
 
@@ -22,7 +23,7 @@ class StsMigrationDoneSensor(BaseSensorOperator):
     the worker slot. The XCom is the final count of prefixes per status.
     """
 
-    template_fields: Sequence[str] = ("options",)
+    template_fields: Sequence[str] = ("options", "gcp_conn_id", "impersonation_chain")
     ui_color = "#e8f0fe"
 
     def __init__(
@@ -31,16 +32,22 @@ class StsMigrationDoneSensor(BaseSensorOperator):
         options: Mapping[str, Any],
         fail_on_error: bool = False,
         deferrable: bool | None = None,
+        gcp_conn_id: str = DEFAULT_CONN_ID,
+        impersonation_chain: str | Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.options = checked_options(options)
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
         self.fail_on_error = fail_on_error
         self.deferrable = default_deferrable() if deferrable is None else deferrable
         self._counts: dict[str, int] = {}
 
     def poke(self, context: Any) -> bool:
-        self._counts = sjm.State(self.options).status_counts()
+        hook = StsJobManagerHook(self.gcp_conn_id, self.impersonation_chain)
+        state = sjm.State(hook.options(self.options), **hook.credentials_kwargs())
+        self._counts = state.status_counts()
         outcome = migration_state(self._counts, self.fail_on_error)
         if outcome == "error":
             raise AirflowException(f"prefixes in error: {self._counts}")
@@ -56,6 +63,8 @@ class StsMigrationDoneSensor(BaseSensorOperator):
                     options=self.options,
                     poll_interval=self.poke_interval_seconds(),
                     fail_on_error=self.fail_on_error,
+                    gcp_conn_id=self.gcp_conn_id,
+                    impersonation_chain=chain_list(self.impersonation_chain),
                 ),
                 method_name="execute_complete",
                 timeout=timedelta(seconds=self.timeout),

@@ -10,6 +10,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 import sts_job_manager as sjm
 
+from .hooks import DEFAULT_CONN_ID, StsJobManagerHook
+
 
 def migration_state(counts: Mapping[str, int], fail_on_error: bool) -> str | None:
     """ "done" when every prefix is done, "error" when a prefix failed and
@@ -32,11 +34,15 @@ class StsMigrationDoneTrigger(BaseTrigger):
         options: Mapping[str, Any],
         poll_interval: float = 60.0,
         fail_on_error: bool = False,
+        gcp_conn_id: str = DEFAULT_CONN_ID,
+        impersonation_chain: str | list[str] | None = None,
     ) -> None:
         super().__init__()
         self.options = dict(options)
         self.poll_interval = float(poll_interval)
         self.fail_on_error = bool(fail_on_error)
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -45,13 +51,17 @@ class StsMigrationDoneTrigger(BaseTrigger):
                 "options": self.options,
                 "poll_interval": self.poll_interval,
                 "fail_on_error": self.fail_on_error,
+                "gcp_conn_id": self.gcp_conn_id,
+                "impersonation_chain": self.impersonation_chain,
             },
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         counts: dict[str, int] = {}
         try:
-            state = sjm.State(self.options)
+            hook = StsJobManagerHook(self.gcp_conn_id, self.impersonation_chain)
+            options, credentials = await hook.aoptions_and_credentials(self.options)
+            state = sjm.State(options, **credentials)
             while True:
                 counts = await state.status_counts_async()
                 outcome = migration_state(counts, self.fail_on_error)
@@ -73,4 +83,54 @@ class StsMigrationDoneTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
 
-__all__ = ["StsMigrationDoneTrigger", "migration_state"]
+class StsJobManagerRunTrigger(BaseTrigger):
+    """Runs the manager's cycles in the triggerer until every prefix is
+    finished, with the async API (the event loop is never blocked; the
+    manager takes the job table's lease for each cycle). Fires one event:
+    ``{"status": "success", "summary": ...}`` with the last cycle's summary,
+    or ``{"status": "error", "message": ...}``."""
+
+    def __init__(
+        self,
+        options: Mapping[str, Any],
+        poll_interval: float = 60.0,
+        gcp_conn_id: str = DEFAULT_CONN_ID,
+        impersonation_chain: str | list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.options = dict(options)
+        self.poll_interval = float(poll_interval)
+        self.gcp_conn_id = gcp_conn_id
+        self.impersonation_chain = impersonation_chain
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            f"{type(self).__module__}.{type(self).__qualname__}",
+            {
+                "options": self.options,
+                "poll_interval": self.poll_interval,
+                "gcp_conn_id": self.gcp_conn_id,
+                "impersonation_chain": self.impersonation_chain,
+            },
+        )
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        try:
+            hook = StsJobManagerHook(self.gcp_conn_id, self.impersonation_chain)
+            options, credentials = await hook.aoptions_and_credentials(self.options)
+            # Opening reads the state store: off the event loop.
+            manager = await asyncio.to_thread(lambda: sjm.Manager(options, **credentials))
+            while True:
+                summary = await manager.run_once_async()
+                if summary["done"]:
+                    break
+                self.log.info("prefixes per status: %s", summary["counts"])
+                await asyncio.sleep(self.poll_interval)
+        except Exception as e:  # the operator turns an error event into a failure
+            event: dict[str, Any] = {"status": "error", "message": f"{type(e).__name__}: {e}"}
+        else:
+            event = {"status": "success", "summary": summary}
+        yield TriggerEvent(event)
+
+
+__all__ = ["StsJobManagerRunTrigger", "StsMigrationDoneTrigger", "migration_state"]

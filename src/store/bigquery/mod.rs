@@ -151,6 +151,28 @@ fn status(cell: &serde_json::Value) -> Result<Status, StoreError> {
     Status::parse(&raw).ok_or_else(|| StoreError::CorruptRow(format!("status '{raw}'")))
 }
 
+/// Prefixes per snapshot query: keeps each request well under BigQuery's
+/// size limits.
+const SNAPSHOT_BATCH: usize = 10_000;
+
+/// Rows whose columns are the history table's, in its order.
+fn history_rows(output: &client::QueryOutput) -> Result<Vec<HistoryRow>, StoreError> {
+    output
+        .rows
+        .iter()
+        .map(|row| {
+            let [prefix, status_cell, job_name, results, at] = columns::<5>(row)?;
+            Ok(HistoryRow {
+                prefix: text(prefix, "prefix")?,
+                status: status(status_cell)?,
+                job_name: optional_text(job_name, "job_name")?,
+                operation_results: optional_text(results, "operation_results")?,
+                timestamp: timestamp(at)?,
+            })
+        })
+        .collect()
+}
+
 fn columns<const N: usize>(
     row: &[serde_json::Value],
 ) -> Result<&[serde_json::Value; N], StoreError> {
@@ -177,11 +199,14 @@ impl BigQueryStore {
                 } else {
                     format!("http://{host}/bigquery/v2")
                 };
-                (url, GoogleAuth::anonymous())
+                (
+                    url,
+                    GoogleAuth::resolve(true).map_err(|e| StoreError::Auth(e.to_string()))?,
+                )
             }
             None => (
                 BIGQUERY_URL.to_string(),
-                GoogleAuth::application_default().map_err(|e| StoreError::Auth(e.to_string()))?,
+                GoogleAuth::resolve(false).map_err(|e| StoreError::Auth(e.to_string()))?,
             ),
         };
         Ok(BigQueryStore {
@@ -518,20 +543,49 @@ impl StateStore for BigQueryStore {
         let output = self
             .run(&sql::select_history(&self.history), vec![])
             .await?;
-        output
-            .rows
-            .iter()
-            .map(|row| {
-                let [prefix, status_cell, job_name, results, at] = columns::<5>(row)?;
-                Ok(HistoryRow {
-                    prefix: text(prefix, "prefix")?,
-                    status: status(status_cell)?,
-                    job_name: optional_text(job_name, "job_name")?,
-                    operation_results: optional_text(results, "operation_results")?,
-                    timestamp: timestamp(at)?,
-                })
-            })
-            .collect()
+        history_rows(&output)
+    }
+
+    async fn latest_snapshots(&self) -> Result<Vec<HistoryRow>, StoreError> {
+        let output = self
+            .run(
+                &sql::select_latest_snapshots(&self.history, &self.jobs),
+                vec![],
+            )
+            .await?;
+        history_rows(&output)
+    }
+
+    async fn snapshots_before(
+        &self,
+        requests: &[(String, DateTime<Utc>)],
+    ) -> Result<Vec<HistoryRow>, StoreError> {
+        let mut rows = Vec::new();
+        let one_time = requests.first().map(|(_, t)| *t);
+        for batch in requests.chunks(SNAPSHOT_BATCH) {
+            let output = match one_time {
+                Some(t) if requests.iter().all(|(_, b)| *b == t) => {
+                    let prefixes: Vec<String> = batch.iter().map(|(p, _)| p.clone()).collect();
+                    self.run(
+                        &sql::select_snapshots_before_one_time(&self.history),
+                        vec![
+                            sql::string_array_param("prefixes", &prefixes),
+                            sql::timestamp_param("before", t),
+                        ],
+                    )
+                    .await?
+                }
+                _ => {
+                    self.run(
+                        &sql::select_snapshots_before_each(&self.history),
+                        vec![sql::wanted_param(batch)],
+                    )
+                    .await?
+                }
+            };
+            rows.extend(history_rows(&output)?);
+        }
+        Ok(rows)
     }
 
     async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError> {

@@ -305,6 +305,64 @@ pub fn select_history(history: &TableName) -> String {
     )
 }
 
+/// The latest history row holding results of every prefix of the job table.
+pub fn select_latest_snapshots(history: &TableName, jobs: &TableName) -> String {
+    format!(
+        "SELECT h.prefix, h.status, h.job_name, h.operation_results, \
+         UNIX_MICROS(h.timestamp) AS timestamp \
+         FROM {h} AS h JOIN {j} AS j ON h.prefix = j.prefix \
+         WHERE h.operation_results IS NOT NULL \
+         QUALIFY ROW_NUMBER() OVER (PARTITION BY h.prefix ORDER BY h.timestamp DESC) = 1",
+        h = history.sql(),
+        j = jobs.sql()
+    )
+}
+
+/// For every prefix of `@prefixes`, its latest row holding results before
+/// `@before` (one time for all: the throughput window's start).
+pub fn select_snapshots_before_one_time(history: &TableName) -> String {
+    format!(
+        "SELECT h.prefix, h.status, h.job_name, h.operation_results, \
+         UNIX_MICROS(h.timestamp) AS timestamp FROM {h} AS h \
+         WHERE h.prefix IN UNNEST(@prefixes) AND h.timestamp < @before \
+           AND h.operation_results IS NOT NULL \
+         QUALIFY ROW_NUMBER() OVER (PARTITION BY h.prefix ORDER BY h.timestamp DESC) = 1",
+        h = history.sql()
+    )
+}
+
+/// For every `(prefix, before)` of `@wanted`, the prefix's latest row
+/// holding results before its own time.
+pub fn select_snapshots_before_each(history: &TableName) -> String {
+    format!(
+        "SELECT h.prefix, h.status, h.job_name, h.operation_results, \
+         UNIX_MICROS(h.timestamp) AS timestamp \
+         FROM {h} AS h JOIN UNNEST(@wanted) AS w ON h.prefix = w.prefix \
+         WHERE h.timestamp < w.before AND h.operation_results IS NOT NULL \
+         QUALIFY ROW_NUMBER() OVER (PARTITION BY h.prefix ORDER BY h.timestamp DESC) = 1",
+        h = history.sql()
+    )
+}
+
+const WANTED_FIELDS: &[(&str, &str)] = &[("prefix", "STRING"), ("before", "TIMESTAMP")];
+
+/// `@wanted`: ARRAY<STRUCT<prefix, before>>.
+pub fn wanted_param(requests: &[(String, DateTime<Utc>)]) -> QueryParameter {
+    array_param(
+        "wanted",
+        struct_type(WANTED_FIELDS),
+        requests
+            .iter()
+            .map(|(prefix, before)| {
+                struct_value(vec![
+                    ("prefix", Some(prefix.clone())),
+                    ("before", Some(timestamp_value(*before))),
+                ])
+            })
+            .collect(),
+    )
+}
+
 /// The lease table beside the job table: `{job_table}_lease`, one row
 /// (holder, until). BigQuery runs DML on one table one statement at a
 /// time, so a conditional UPDATE is a compare-and-swap.

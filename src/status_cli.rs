@@ -1,0 +1,191 @@
+//! `sts-status`: its own flags (`--json`, `--watch`, `--interval`,
+//! `--limit`) are taken out first; the rest are the common options (state
+//! store, tables), so the tool reads any store the manager writes.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use crate::analysis::status::{has_work_left, read_status, StatusReport};
+use crate::backends::open_store;
+use crate::error::{Error, Result};
+use crate::options::Options;
+
+pub const ABOUT: &str = "Prints a migration's state: prefixes per status, objects and bytes \
+found / copied / failed, throughput over the last hour, an ETA (never presented as exact \
+while prefixes are unlisted), stalled prefixes and failing prefixes with their error codes.";
+
+pub const HELP: &str = "sts-status options:
+  --json
+      print the report as one JSON object (with --watch: one per line)
+  --watch
+      redraw the report in place until the migration ends or Ctrl-C
+  --interval N
+      seconds between redraws with --watch (default 5)
+  --limit N
+      failing and stalled prefixes listed at most (default 20)
+";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusFlags {
+    pub json: bool,
+    pub watch: bool,
+    pub interval: Duration,
+    pub limit: usize,
+}
+
+impl Default for StatusFlags {
+    fn default() -> Self {
+        StatusFlags {
+            json: false,
+            watch: false,
+            interval: Duration::from_secs(5),
+            limit: 20,
+        }
+    }
+}
+
+/// Splits `sts-status`'s own flags from the common options.
+pub fn split_args(args: &[String]) -> Result<(StatusFlags, Vec<String>)> {
+    let mut flags = StatusFlags::default();
+    let mut rest = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        let (key, inline) = match arg.split_once('=') {
+            Some((k, v)) => (k, Some(v.to_string())),
+            None => (arg.as_str(), None),
+        };
+        let mut value = |name: &str| {
+            inline
+                .clone()
+                .or_else(|| args.next().cloned())
+                .ok_or_else(|| Error::Input(format!("option '{name}' needs a value")))
+        };
+        match key {
+            "--json" => flags.json = true,
+            "--watch" => flags.watch = true,
+            "--interval" => {
+                let text = value("--interval")?;
+                let seconds: f64 = text
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+                    .ok_or_else(|| {
+                        Error::Input(format!(
+                            "option '--interval': '{text}' is not a number of seconds above 0"
+                        ))
+                    })?;
+                flags.interval = Duration::from_secs_f64(seconds);
+            }
+            "--limit" => {
+                let text = value("--limit")?;
+                flags.limit = text.parse().map_err(|_| {
+                    Error::Input(format!(
+                        "option '--limit': '{text}' is not a whole number >= 0"
+                    ))
+                })?;
+            }
+            _ => rest.push(arg.clone()),
+        }
+    }
+    Ok((flags, rest))
+}
+
+fn finished(report: &StatusReport, retry_errors: bool) -> bool {
+    crate::model::Status::ALL
+        .iter()
+        .filter(|s| has_work_left(**s, retry_errors))
+        .all(|s| report.prefixes.get(s.as_str()).copied().unwrap_or(0) == 0)
+}
+
+/// Prints the report once, or redraws it until the migration ends or `stop`.
+pub async fn run(
+    options: &Options,
+    flags: &StatusFlags,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let store = open_store(options)?;
+    let retry_errors = !options.no_retry_on_job_error;
+    let redraw = flags.watch && !flags.json && std::io::stdout().is_terminal();
+    let mut drawn_lines = 0;
+    tokio::pin!(stop);
+    loop {
+        let report = read_status(
+            store.as_ref(),
+            chrono::Utc::now(),
+            retry_errors,
+            flags.limit,
+        )
+        .await?;
+        let text = if flags.json {
+            let mut json = serde_json::to_string(&report)
+                .map_err(|e| Error::Input(format!("cannot encode the report: {e}")))?;
+            json.push('\n');
+            json
+        } else {
+            report.to_text()
+        };
+        let mut out = std::io::stdout().lock();
+        if redraw && drawn_lines > 0 {
+            // Up to the first line of the previous report, clear below it.
+            let _ = write!(out, "\x1b[{drawn_lines}A\x1b[J");
+        }
+        let _ = out.write_all(text.as_bytes());
+        if flags.watch && !redraw && !flags.json {
+            let _ = writeln!(out);
+        }
+        let _ = out.flush();
+        drawn_lines = text.lines().count();
+        if !flags.watch || finished(&report, retry_errors) {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(flags.interval) => {}
+            _ = &mut stop => return Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn own_flags_are_taken_out_and_the_rest_kept_in_order() {
+        let (flags, rest) = split_args(&args(&[
+            "--state",
+            "sqlite:x.db",
+            "--json",
+            "--interval=2.5",
+            "--limit",
+            "3",
+            "--watch",
+        ]))
+        .unwrap();
+        assert_eq!(
+            flags,
+            StatusFlags {
+                json: true,
+                watch: true,
+                interval: Duration::from_millis(2500),
+                limit: 3
+            }
+        );
+        assert_eq!(rest, args(&["--state", "sqlite:x.db"]));
+    }
+
+    #[test]
+    fn bad_values_are_refused_naming_the_option() {
+        for bad in [
+            &["--interval", "0"][..],
+            &["--interval"],
+            &["--limit", "-1"],
+        ] {
+            let error = split_args(&args(bad)).unwrap_err().to_string();
+            assert!(error.contains(bad[0]), "{error}");
+        }
+    }
+}
