@@ -469,7 +469,7 @@ def test_status_reads_snapshots_from_bigquery(
     import sts_job_manager as sjm
 
     migration.prefix_file.write_text(json.dumps(migration.prefixes))
-    args = bq_args(migration, dataset)
+    args = bq_state_args(dataset)
     tool("sts-prepare-tables", *args, "--job-prefix-source-file", str(migration.prefix_file))
     migration.set_faults(bytes_per_second=1000)
     options = {

@@ -8,7 +8,14 @@ import json
 import shutil
 from pathlib import Path
 
-from test_bigquery import PROJECT, BigQuery, bigquery, bq_args, dataset  # noqa: F401
+from test_bigquery import (  # noqa: F401
+    PROJECT,
+    BigQuery,
+    bigquery,
+    bq_args,
+    bq_state_args,
+    dataset,
+)
 from test_plan_verify import crc32c_of, md5_of, skewed_migration
 
 from conftest import Migration, tool
@@ -95,7 +102,12 @@ def test_inventories_plan_and_verify_as_listing_does(
         bigquery, f"{dataset}.destination_inventory", "migration-destination", migration.destination
     )
     migration.prefix_file.write_text(json.dumps(prefixes))
-    tool("sts-prepare-tables", *args, "--job-prefix-source-file", str(migration.prefix_file))
+    tool(
+        "sts-prepare-tables",
+        *bq_state_args(dataset),
+        "--job-prefix-source-file",
+        str(migration.prefix_file),
+    )
     named = [arg for prefix in prefixes for arg in ("--prefix", prefix)]
 
     listing = tool("sts-verify", *args, *named, check=False)
