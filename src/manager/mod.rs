@@ -577,8 +577,17 @@ impl Manager {
                 })
                 .await?,
         );
+        // Only operations of prefixes still unfinished can change a row:
+        // the rest (and their jobs' deletion checks) cost nothing more.
+        let unfinished: HashSet<&str> = rows.iter().map(|r| r.prefix.as_str()).collect();
         let mut seen = HashSet::new();
-        operations.retain(|op| seen.insert(op.name.clone()));
+        operations.retain(|op| {
+            op.transfer_spec
+                .include_prefixes()
+                .iter()
+                .any(|p| unfinished.contains(p.as_str()))
+                && seen.insert(op.name.clone())
+        });
         let jobs: Vec<String> = operations
             .iter()
             .map(|op| op.transfer_job_name.clone())
