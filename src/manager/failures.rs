@@ -78,6 +78,12 @@ impl Failure {
         }
     }
 
+    /// `"prefix" CODE/CODE`: the failure in a few words, for lists.
+    pub fn brief(&self) -> String {
+        let codes: Vec<&str> = self.codes.iter().map(|c| c.code.as_str()).collect();
+        format!("{:?} {}", self.prefix, codes.join("/"))
+    }
+
     /// `CODE xCOUNT (e.g. gs://b/o: detail)` for each code: a log line's tail.
     pub fn describe(&self) -> String {
         self.codes

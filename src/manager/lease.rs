@@ -195,10 +195,7 @@ pub(crate) fn finished_with_errors(summary: &CycleSummary) -> ManagerError {
         .failed
         .iter()
         .take(3)
-        .map(|f| {
-            let codes: Vec<&str> = f.codes.iter().map(|c| c.code.as_str()).collect();
-            format!("{:?} {}", f.prefix, codes.join("/"))
-        })
+        .map(super::failures::Failure::brief)
         .collect::<Vec<_>>()
         .join(", ");
     ManagerError::FinishedWithErrors {

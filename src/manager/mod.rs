@@ -1433,15 +1433,7 @@ fn log_summary(summary: &CycleSummary) {
         .collect();
     // The failed prefixes with their codes (the first few; all are in the
     // history table and the Python summary's `failed`).
-    let mut failed: Vec<String> = summary
-        .failed
-        .iter()
-        .take(5)
-        .map(|f| {
-            let codes: Vec<&str> = f.codes.iter().map(|c| c.code.as_str()).collect();
-            format!("{:?} {}", f.prefix, codes.join("/"))
-        })
-        .collect();
+    let mut failed: Vec<String> = summary.failed.iter().take(5).map(Failure::brief).collect();
     if summary.failed_count > failed.len() {
         failed.push(format!("and {} more", summary.failed_count - failed.len()));
     }
