@@ -5,7 +5,10 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{HistoryRow, PrefixJob, Status, TransferOperation};
+use crate::model::{
+    Counters, GcsData, HistoryRow, ObjectConditions, PrefixJob, Status, TransferOperation,
+    TransferSpec,
+};
 
 pub use crate::model::{ChangeSet, JobUpdate};
 
@@ -17,54 +20,237 @@ pub struct UnknownStatus {
     pub status: String,
 }
 
+/// The latest operation of each prefix, boxed: a map of a million entries
+/// holds pointers, not a million inline operations with the table's slack.
+pub type LatestOps = HashMap<String, Box<TransferOperation>>;
+
+/// What a sync decided for one row: its status now, whether its job table
+/// row changes (status or operation name), and whether a history row records
+/// its latest operation. Sixteen bytes, so a million changes cost little
+/// until [`changes_of`] makes the store's rows, a chunk at a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Index into the rows the sync was given.
+    pub row: usize,
+    pub status: Status,
+    pub update: bool,
+    pub record: bool,
+}
+
 #[derive(Debug, Default)]
-pub struct SyncOutcome<'a> {
-    pub changes: ChangeSet,
-    /// The latest operation of every prefix of the table that has one.
-    pub latest: HashMap<String, &'a TransferOperation>,
-    /// The operation of each history row of `changes` (same order).
-    pub history_ops: Vec<&'a TransferOperation>,
+pub struct SyncOutcome {
+    /// In row order, so in prefix order.
+    pub decisions: Vec<Decision>,
+    /// The latest operation of every prefix of the rows that has one.
+    pub latest: LatestOps,
     pub unknown: Vec<UnknownStatus>,
 }
 
-/// Is `candidate` later than `current`? Compare end times; when either has
-/// none, compare start times (SPEC 5.2). Ties go to the larger name so the
-/// choice does not depend on listing order.
-fn is_later(candidate: &TransferOperation, current: &TransferOperation) -> bool {
-    let by_time = match (candidate.end_time, current.end_time) {
+/// Is the operation ending at `end` and starting at `start` later than the
+/// one at `current`? Compare end times; when either has none, compare start
+/// times (SPEC 5.2). Ties go to the larger name so the choice does not
+/// depend on listing order.
+fn is_later<N: Ord>(
+    (end, start, name): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, N),
+    (current_end, current_start, current_name): (Option<DateTime<Utc>>, Option<DateTime<Utc>>, N),
+) -> bool {
+    let by_time = match (end, current_end) {
         (Some(a), Some(b)) => a.cmp(&b),
-        _ => candidate.start_time.cmp(&current.start_time),
+        _ => start.cmp(&current_start),
     };
-    by_time
-        .then_with(|| candidate.name.cmp(&current.name))
-        .is_gt()
+    by_time.then_with(|| name.cmp(&current_name)).is_gt()
 }
 
-/// The latest operation per include prefix among this migration's operations
-/// (matching buckets, job not deleted).
-pub fn latest_operations<'a>(
-    operations: &'a [TransferOperation],
-    deleted_jobs: &HashSet<String>,
-    source_bucket: &str,
-    destination_bucket: &str,
-) -> HashMap<String, &'a TransferOperation> {
-    let mut latest: HashMap<String, &TransferOperation> = HashMap::new();
-    let ours = operations.iter().filter(|op| {
-        op.transfer_spec.source_bucket() == Some(source_bucket)
-            && op.transfer_spec.sink_bucket() == Some(destination_bucket)
-            && !deleted_jobs.contains(&op.transfer_job_name)
-    });
-    for op in ours {
-        for prefix in op.transfer_spec.include_prefixes() {
-            match latest.get(prefix) {
-                Some(current) if !is_later(op, current) => {}
-                _ => {
-                    latest.insert(prefix.clone(), op);
+fn order_of(op: &TransferOperation) -> (Option<DateTime<Utc>>, Option<DateTime<Utc>>, &str) {
+    (op.end_time, op.start_time, op.name.as_str())
+}
+
+/// What progress needs of the latest operation of a prefix the sync does
+/// not decide on: its order and counters. Keys and the tie-break name are
+/// hashed, so a million finished prefixes cost about 100 bytes each.
+#[derive(Debug)]
+struct Brief {
+    end: Option<DateTime<Utc>>,
+    start: Option<DateTime<Utc>>,
+    name: u64,
+    counters: Counters,
+}
+
+fn hash_of(text: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+/// The latest operation per include prefix among this migration's
+/// operations (matching buckets, job not deleted), folded one listed page
+/// at a time. Operations of the tracked prefixes (the rows a sync decides
+/// on) are kept whole; with [`Latest::counting_others`], every other prefix
+/// keeps only its latest operation's counters (progress of finished
+/// prefixes). Memory follows the tracked rows, not the listing: a full
+/// reconcile over months of operations holds one operation per unfinished
+/// prefix.
+pub struct Latest<'a> {
+    source: &'a str,
+    destination: &'a str,
+    deleted: &'a HashSet<String>,
+    tracked: HashSet<&'a str>,
+    ops: LatestOps,
+    others: Option<HashMap<u64, Brief>>,
+}
+
+impl<'a> Latest<'a> {
+    pub fn new(
+        rows: &'a [PrefixJob],
+        deleted: &'a HashSet<String>,
+        source: &'a str,
+        destination: &'a str,
+    ) -> Self {
+        Latest {
+            source,
+            destination,
+            deleted,
+            tracked: rows.iter().map(|r| r.prefix.as_str()).collect(),
+            ops: HashMap::with_capacity(rows.len()),
+            others: None,
+        }
+    }
+
+    /// Also keep the counters of the latest operation of untracked prefixes.
+    pub fn counting_others(mut self) -> Self {
+        self.others = Some(HashMap::new());
+        self
+    }
+
+    pub fn add(&mut self, mut op: TransferOperation) {
+        if op.transfer_spec.source_bucket() != Some(self.source)
+            || op.transfer_spec.sink_bucket() != Some(self.destination)
+            || self.deleted.contains(&op.transfer_job_name)
+        {
+            return;
+        }
+        let prefixes = op.transfer_spec.include_prefixes();
+        if let Some(others) = &mut self.others {
+            for prefix in prefixes
+                .iter()
+                .filter(|p| !self.tracked.contains(p.as_str()))
+            {
+                let brief = Brief {
+                    end: op.end_time,
+                    start: op.start_time,
+                    name: hash_of(&op.name),
+                    counters: op.counters.clone(),
+                };
+                match others.get(&hash_of(prefix)) {
+                    Some(current)
+                        if !is_later(
+                            (brief.end, brief.start, brief.name),
+                            (current.end, current.start, current.name),
+                        ) => {}
+                    _ => {
+                        others.insert(hash_of(prefix), brief);
+                    }
                 }
             }
         }
+        let mut keep: Vec<String> = prefixes
+            .iter()
+            .filter(|p| self.tracked.contains(p.as_str()))
+            .filter(|p| {
+                self.ops
+                    .get(p.as_str())
+                    .is_none_or(|current| is_later(order_of(&op), order_of(current)))
+            })
+            .cloned()
+            .collect();
+        if let [prefix] = keep.as_slice() {
+            if self.is_shared_spec(&op.transfer_spec, prefix) {
+                // Kept without it; `restored` puts it back.
+                op.transfer_spec = TransferSpec::default();
+            }
+        }
+        // One operation names one prefix here; another tool's job may name
+        // several, each keeping its own copy.
+        if let Some(last) = keep.pop() {
+            for prefix in keep {
+                self.ops.insert(prefix, Box::new(op.clone()));
+            }
+            self.ops.insert(last, Box::new(op));
+        }
     }
-    latest
+
+    /// Is `spec` the one every operation this manager starts has for
+    /// `prefix` (see [`shared_spec`])? Compared field by field, without
+    /// building one per listed operation; the destructuring fails to
+    /// compile if a field is added and not compared.
+    fn is_shared_spec(&self, spec: &TransferSpec, prefix: &str) -> bool {
+        let TransferSpec {
+            gcs_data_source,
+            gcs_data_sink,
+            object_conditions,
+            transfer_options,
+        } = spec;
+        let plain = |data: &Option<GcsData>, bucket: &str| {
+            data.as_ref().is_some_and(|GcsData { bucket_name, path }| {
+                bucket_name == bucket && path.is_empty()
+            })
+        };
+        plain(gcs_data_source, self.source)
+            && plain(gcs_data_sink, self.destination)
+            && transfer_options.is_none()
+            && object_conditions
+                .as_ref()
+                .is_some_and(|ObjectConditions { include_prefixes }| {
+                    matches!(include_prefixes.as_slice(), [only] if only == prefix)
+                })
+    }
+
+    /// The latest operation of each tracked prefix that has one, and the
+    /// summed counters of the other prefixes' latest operations.
+    pub fn finish(self) -> (LatestOps, Counters) {
+        let mut others = Counters::default();
+        for brief in self.others.iter().flat_map(HashMap::values) {
+            others += &brief.counters;
+        }
+        (self.ops, others)
+    }
+}
+
+/// The spec every operation this manager starts has for a prefix: the two
+/// buckets, no paths, that one prefix, no options. Kept operations drop it
+/// (see [`Latest::add`]): 144 bytes of strings not held a million times.
+fn shared_spec(source: &str, destination: &str, prefix: &str) -> TransferSpec {
+    let bucket = |name: &str| {
+        Some(GcsData {
+            bucket_name: name.to_string(),
+            path: String::new(),
+        })
+    };
+    TransferSpec {
+        gcs_data_source: bucket(source),
+        gcs_data_sink: bucket(destination),
+        object_conditions: Some(ObjectConditions {
+            include_prefixes: vec![prefix.to_string()],
+        }),
+        transfer_options: None,
+    }
+}
+
+/// A kept operation as STS listed it: its shared spec put back.
+pub fn restored<'o>(
+    op: &'o TransferOperation,
+    source: &str,
+    destination: &str,
+    prefix: &str,
+) -> std::borrow::Cow<'o, TransferOperation> {
+    if op.transfer_spec == TransferSpec::default() {
+        let mut whole = op.clone();
+        whole.transfer_spec = shared_spec(source, destination, prefix);
+        std::borrow::Cow::Owned(whole)
+    } else {
+        std::borrow::Cow::Borrowed(op)
+    }
 }
 
 /// A row the manager just started holds the job's name until the new
@@ -83,21 +269,12 @@ fn predates_pending_start(row: &PrefixJob, op: &TransferOperation) -> bool {
     (awaiting_operation || queued) && op.start_time.is_none_or(|start| start < row.last_updated)
 }
 
-pub fn sync<'a>(
-    rows: &[PrefixJob],
-    operations: &'a [TransferOperation],
-    deleted_jobs: &HashSet<String>,
-    source_bucket: &str,
-    destination_bucket: &str,
-    now: DateTime<Utc>,
-) -> SyncOutcome<'a> {
-    let mut latest = latest_operations(operations, deleted_jobs, source_bucket, destination_bucket);
+/// Decides the changes of `rows` given the latest operation of each
+/// (from [`Latest`]).
+pub fn sync(rows: &[PrefixJob], mut latest: LatestOps) -> SyncOutcome {
     let mut outcome = SyncOutcome::default();
-    let known: HashSet<&str> = rows.iter().map(|r| r.prefix.as_str()).collect();
-    latest.retain(|prefix, _| known.contains(prefix.as_str()));
-
-    for row in rows {
-        let Some(op) = latest.get(&row.prefix).copied() else {
+    for (index, row) in rows.iter().enumerate() {
+        let Some(op) = latest.get(&row.prefix) else {
             continue;
         };
         if predates_pending_start(row, op) {
@@ -115,24 +292,13 @@ pub fn sync<'a>(
         let status = mapped.unwrap_or(row.status);
         let status_changed = status != row.status;
         let name_changed = row.job_name.as_deref() != Some(op.name.as_str());
-        if status_changed || name_changed {
-            outcome.changes.updates.push(JobUpdate {
-                prefix: row.prefix.clone(),
+        let record = status_changed || status == Status::Running;
+        if status_changed || name_changed || record {
+            outcome.decisions.push(Decision {
+                row: index,
                 status,
-                job_name: Some(op.name.clone()),
-                last_updated: now,
-            });
-        }
-        if status_changed || status == Status::Running {
-            outcome.history_ops.push(op);
-            outcome.changes.history.push(HistoryRow {
-                prefix: row.prefix.clone(),
-                status,
-                job_name: Some(op.name.clone()),
-                // Filled by `fill_results` when the row is written, so a
-                // big change set holds the operations' JSON a chunk at a time.
-                operation_results: None,
-                timestamp: now,
+                update: status_changed || name_changed,
+                record,
             });
         }
     }
@@ -140,18 +306,56 @@ pub fn sync<'a>(
     outcome
 }
 
-/// The full TransferOperation JSON of each history row (SPEC 2), for the
-/// rows `history[range]` whose operations are `ops[range]`.
-pub fn fill_results(history: &mut [HistoryRow], ops: &[&TransferOperation]) {
-    for (row, op) in history.iter_mut().zip(ops) {
-        row.operation_results = serde_json::to_string(op).ok();
+/// The store's rows for `decisions`: each update names the latest
+/// operation; each history row holds its full TransferOperation JSON
+/// (SPEC 2), made here so a big sync holds the JSON a chunk at a time.
+pub fn changes_of(
+    rows: &[PrefixJob],
+    latest: &LatestOps,
+    (source, destination): (&str, &str),
+    decisions: &[Decision],
+    now: DateTime<Utc>,
+) -> ChangeSet {
+    let mut changes = ChangeSet::default();
+    // One buffer, each JSON copied out at its size: a growing String would
+    // keep up to twice its length.
+    let mut buffer = Vec::with_capacity(4096);
+    let mut json = |op: &TransferOperation, prefix: &str| {
+        buffer.clear();
+        serde_json::to_writer(&mut buffer, &*restored(op, source, destination, prefix)).ok()?;
+        String::from_utf8(buffer.clone()).ok()
+    };
+    for decision in decisions {
+        let Some(row) = rows.get(decision.row) else {
+            continue;
+        };
+        let op = latest.get(&row.prefix);
+        let name = op.map(|op| op.name.clone());
+        if decision.update {
+            changes.updates.push(JobUpdate {
+                prefix: row.prefix.clone(),
+                status: decision.status,
+                job_name: name.clone(),
+                last_updated: now,
+            });
+        }
+        if decision.record {
+            changes.history.push(HistoryRow {
+                prefix: row.prefix.clone(),
+                status: decision.status,
+                job_name: name,
+                operation_results: op.and_then(|op| json(op, &row.prefix)),
+                timestamp: now,
+            });
+        }
     }
+    changes
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{GcsData, ObjectConditions, OperationStatus, TransferSpec};
+    use crate::model::OperationStatus;
     use chrono::TimeZone;
 
     fn at(seconds: i64) -> DateTime<Utc> {
@@ -200,8 +404,31 @@ mod tests {
         }
     }
 
-    fn run<'a>(rows: &[PrefixJob], ops: &'a [TransferOperation]) -> SyncOutcome<'a> {
-        sync(rows, ops, &HashSet::new(), "src", "dst", at(1000))
+    fn latest_of(
+        rows: &[PrefixJob],
+        ops: &[TransferOperation],
+        deleted: &HashSet<String>,
+    ) -> LatestOps {
+        let mut latest = Latest::new(rows, deleted, "src", "dst");
+        for op in ops {
+            latest.add(op.clone());
+        }
+        latest.finish().0
+    }
+
+    struct Ran {
+        changes: ChangeSet,
+        latest: LatestOps,
+        unknown: Vec<UnknownStatus>,
+    }
+
+    fn run(rows: &[PrefixJob], ops: &[TransferOperation]) -> Ran {
+        let out = sync(rows, latest_of(rows, ops, &HashSet::new()));
+        Ran {
+            changes: changes_of(rows, &out.latest, ("src", "dst"), &out.decisions, at(1000)),
+            latest: out.latest,
+            unknown: out.unknown,
+        }
     }
 
     #[test]
@@ -212,7 +439,11 @@ mod tests {
             op("running", "b/", "IN_PROGRESS", 300, None),
             op("finished", "b/", "SUCCESS", 100, Some(400)),
         ];
-        let latest = latest_operations(&ops, &HashSet::new(), "src", "dst");
+        let rows = [
+            row("a/", Status::Running, None),
+            row("b/", Status::Running, None),
+        ];
+        let latest = latest_of(&rows, &ops, &HashSet::new());
         assert_eq!(latest["a/"].name, "new", "both ended: later end wins");
         assert_eq!(
             latest["b/"].name, "running",
@@ -230,7 +461,7 @@ mod tests {
         let deleted = op("deleted", "a/", "FAILED", 60, None);
         let ops = [op("mine", "a/", "SUCCESS", 10, Some(20)), foreign, deleted];
         let gone = HashSet::from(["transferJobs/deleted".to_string()]);
-        let latest = latest_operations(&ops, &gone, "src", "dst");
+        let latest = latest_of(&[row("a/", Status::Running, None)], &ops, &gone);
         assert_eq!(latest["a/"].name, "mine");
     }
 
@@ -242,15 +473,15 @@ mod tests {
         assert_eq!(out.changes.updates.len(), 1);
         assert_eq!(out.changes.updates[0].status, Status::Done);
         assert_eq!(out.changes.history.len(), 1);
-        let results: serde_json::Value = {
-            let mut history = out.changes.history.clone();
-            fill_results(&mut history, &out.history_ops);
-            serde_json::from_str::<serde_json::Value>(
-                history[0].operation_results.as_deref().unwrap(),
-            )
-        }
-        .unwrap();
+        let results: serde_json::Value =
+            serde_json::from_str(out.changes.history[0].operation_results.as_deref().unwrap())
+                .unwrap();
         assert_eq!(results["name"], "op-a");
+        assert_eq!(
+            serde_json::to_value(&ops[0]).unwrap(),
+            results,
+            "the history holds the operation whole, its shared spec restored"
+        );
     }
 
     #[test]
@@ -330,5 +561,75 @@ mod tests {
         let ops = [op("x", "zzz/", "SUCCESS", 10, Some(20))];
         let out = run(&[row("a/", Status::Waiting, None)], &ops);
         assert!(out.changes.is_empty() && out.latest.is_empty());
+    }
+
+    #[test]
+    fn listing_order_does_not_change_the_latest() {
+        let rows = [row("a/", Status::Running, None)];
+        let mut ops = vec![
+            op("x", "a/", "FAILED", 10, Some(20)),
+            op("y", "a/", "SUCCESS", 30, Some(40)),
+            op("z", "a/", "FAILED", 30, Some(40)),
+        ];
+        let forward = latest_of(&rows, &ops, &HashSet::new());
+        ops.reverse();
+        let backward = latest_of(&rows, &ops, &HashSet::new());
+        assert_eq!(forward["a/"].name, "z", "a tie goes to the larger name");
+        assert_eq!(backward["a/"].name, "z");
+    }
+
+    #[test]
+    fn untracked_prefixes_count_once_by_their_latest_operation() {
+        let counted = |objects: i64, name: &str, prefix: &str, end: i64| {
+            let mut o = op(name, prefix, "SUCCESS", end - 5, Some(end));
+            o.counters.objects_copied_to_sink = objects;
+            o
+        };
+        let ops = [
+            counted(1, "first", "done/", 10),
+            counted(7, "retry", "done/", 20),
+            counted(100, "mine", "a/", 20),
+            counted(1000, "other", "elsewhere/", 20),
+        ];
+        let rows = [row("a/", Status::Running, None)];
+        let deleted = HashSet::new();
+        let mut latest = Latest::new(&rows, &deleted, "src", "dst").counting_others();
+        for o in ops.iter().rev() {
+            latest.add(o.clone());
+        }
+        let (tracked, others) = latest.finish();
+        assert_eq!(tracked.len(), 1, "only the tracked prefix is kept whole");
+        assert_eq!(
+            others.objects_copied_to_sink, 1007,
+            "each untracked prefix counts its latest operation only"
+        );
+        let mut plain = Latest::new(&rows, &deleted, "src", "dst");
+        for o in ops {
+            plain.add(o);
+        }
+        assert_eq!(plain.finish().1.objects_copied_to_sink, 0);
+    }
+
+    #[test]
+    fn kept_operations_drop_the_shared_spec_and_get_it_back() {
+        let rows = [
+            row("a/", Status::Running, None),
+            row("b/", Status::Running, None),
+        ];
+        let mut odd = op("odd", "b/", "IN_PROGRESS", 10, None);
+        if let Some(sink) = odd.transfer_spec.gcs_data_sink.as_mut() {
+            sink.path = "archive/".into();
+        }
+        let ops = [op("plain", "a/", "IN_PROGRESS", 10, None), odd.clone()];
+        let latest = latest_of(&rows, &ops, &HashSet::new());
+        assert_eq!(latest["a/"].transfer_spec, TransferSpec::default());
+        assert_eq!(
+            latest["b/"].transfer_spec, odd.transfer_spec,
+            "not shared: kept"
+        );
+        for (prefix, listed) in [("a/", &ops[0]), ("b/", &odd)] {
+            let whole = restored(&latest[prefix], "src", "dst", prefix);
+            assert_eq!(&*whole, listed);
+        }
     }
 }

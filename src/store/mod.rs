@@ -48,6 +48,9 @@ pub enum StoreError {
     NoProject,
     #[error("BigQuery credentials: {0}")]
     Auth(String),
+    /// The task writing a chunk of changes ended without an answer.
+    #[error("writing a chunk of changes failed: {0}")]
+    WriteTask(String),
     /// BigQuery answered with an HTTP error.
     #[error("BigQuery answered HTTP {code} ({reason}): {message}")]
     Api {

@@ -3,11 +3,12 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
 use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StateStore, StoreError};
 use crate::model::ChangeSet;
@@ -24,6 +25,38 @@ pub struct SqliteStore {
     /// was deleted or replaced keeps working on the old inode, so the store
     /// checks before each read and write that its file is still the one.
     identity: Option<(u64, u64)>,
+    /// Wakes the checkpoint thread after a write (see [`spawn_checkpointer`]).
+    checkpointer: Option<SyncSender<()>>,
+}
+
+/// A thread with its own connection that copies the WAL into the database
+/// after each write, on another core, while the manager goes on writing: a
+/// sync changing 100,000 prefixes spent a tenth of its write doing that
+/// itself. PASSIVE never blocks a writer or a reader. The connection opens
+/// the file without creating it, so a state file deleted meanwhile is not
+/// made again here. `None` when the thread or connection cannot be had:
+/// SQLite's own checkpoints after each commit then remain.
+fn spawn_checkpointer(path: &Path) -> Option<SyncSender<()>> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .ok()?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).ok()?;
+    // One pending wake-up is enough: writes made meanwhile are copied too.
+    let (wake, woken) = sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("sts-sqlite-checkpoint".into())
+        .spawn(move || {
+            // Ends when the store (the sender) is dropped.
+            while woken.recv().is_ok() {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::debug!("WAL checkpoint (the next write retries it): {e}");
+                }
+            }
+        })
+        .ok()?;
+    Some(wake)
 }
 
 fn file_identity(path: &Path) -> Option<(u64, u64)> {
@@ -81,14 +114,32 @@ impl SqliteStore {
             .map_err(open_error)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))
             .map_err(open_error)?;
+        // The staging table of `apply` lives in memory.
+        conn.pragma_update(None, "temp_store", "MEMORY")
+            .map_err(open_error)?;
+        let checkpointer = spawn_checkpointer(path);
+        if checkpointer.is_some() {
+            // The writer checkpoints itself only if the WAL reaches 40 MB
+            // (10,000 pages): the checkpointer has fallen behind or is gone.
+            conn.pragma_update(None, "wal_autocheckpoint", 10_000)
+                .map_err(open_error)?;
+        }
         Ok(SqliteStore {
             conn: Mutex::new(conn),
+            checkpointer,
             job_table,
             history_table,
             statements: AtomicU64::new(0),
             path: path.to_path_buf(),
             identity: file_identity(path),
         })
+    }
+
+    /// Asks the checkpoint thread to copy the WAL; never waits.
+    fn checkpoint_soon(&self) {
+        if let Some(wake) = &self.checkpointer {
+            let _ = wake.try_send(());
+        }
     }
 
     /// Job rows selected by `sql` (prefix, status, job_name, last_updated).
@@ -234,6 +285,7 @@ impl StateStore for SqliteStore {
             .map_err(|e| self.missing_table(e))?;
         tx.commit()?;
         self.count(1);
+        self.checkpoint_soon();
         Ok(LoadReport {
             inserted,
             already_present: prefixes.len() - inserted,
@@ -411,20 +463,37 @@ impl StateStore for SqliteStore {
         let tx = conn.transaction()?;
         let mut statements = 0;
         if !changes.updates.is_empty() {
-            let mut update = tx
-                .prepare_cached(&format!(
-                    "UPDATE {} SET status = ?2, job_name = ?3, last_updated = ?4 WHERE prefix = ?1",
-                    self.job_table
-                ))
-                .map_err(|e| self.missing_table(e))?;
-            for u in &changes.updates {
-                update.execute(params![
-                    u.prefix,
-                    u.status.as_str(),
-                    u.job_name,
-                    timestamp_text(u.last_updated)
-                ])?;
+            // Staged in a temporary table, then one UPDATE: the job table's
+            // CHECK on status builds its IN-list once per statement, so row
+            // by row it was built 100,000 times (measured 15% slower).
+            tx.execute_batch(
+                "CREATE TEMP TABLE IF NOT EXISTS sts_staged_updates (
+                    prefix TEXT NOT NULL PRIMARY KEY, status TEXT NOT NULL,
+                    job_name TEXT, last_updated TEXT NOT NULL) WITHOUT ROWID",
+            )?;
+            {
+                // A prefix updated twice in one change set keeps the last.
+                let mut stage = tx.prepare_cached(
+                    "INSERT OR REPLACE INTO temp.sts_staged_updates VALUES (?1, ?2, ?3, ?4)",
+                )?;
+                for u in &changes.updates {
+                    stage.execute(params![
+                        u.prefix,
+                        u.status.as_str(),
+                        u.job_name,
+                        timestamp_text(u.last_updated)
+                    ])?;
+                }
             }
+            tx.prepare_cached(&format!(
+                "UPDATE {jobs} SET status = u.status, job_name = u.job_name,
+                     last_updated = u.last_updated
+                 FROM temp.sts_staged_updates AS u WHERE {jobs}.prefix = u.prefix",
+                jobs = self.job_table
+            ))
+            .map_err(|e| self.missing_table(e))?
+            .execute([])?;
+            tx.execute("DELETE FROM temp.sts_staged_updates", [])?;
             statements += 1;
         }
         if !changes.history.is_empty() {
@@ -448,6 +517,7 @@ impl StateStore for SqliteStore {
         }
         tx.commit()?;
         self.count(statements);
+        self.checkpoint_soon();
         Ok(())
     }
 
@@ -805,6 +875,40 @@ mod tests {
         let err = s.read_unfinished().await.unwrap_err();
         assert!(matches!(err, StoreError::FileGone(_)), "{err}");
         assert!(s.apply(&ChangeSet::default()).await.is_err());
+        // Nor does the checkpoint thread make the file again.
+        s.checkpoint_soon();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!dir.path().join("state.db").exists());
+    }
+
+    #[tokio::test]
+    async fn a_prefix_updated_twice_in_one_change_set_keeps_the_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.prepare().await.unwrap();
+        s.load_prefixes(&["a/".to_string(), "b/".to_string()])
+            .await
+            .unwrap();
+        let now = Utc::now();
+        let update = |status, name: &str| JobUpdate {
+            prefix: "a/".into(),
+            status,
+            job_name: Some(name.into()),
+            last_updated: now,
+        };
+        let changes = ChangeSet {
+            updates: vec![
+                update(Status::Running, "first"),
+                update(Status::Done, "second"),
+            ],
+            history: vec![],
+        };
+        s.apply(&changes).await.unwrap();
+        s.apply(&changes).await.unwrap();
+        let jobs = s.read_jobs().await.unwrap();
+        assert_eq!(jobs[0].status, Status::Done);
+        assert_eq!(jobs[0].job_name.as_deref(), Some("second"));
+        assert_eq!(jobs[1].status, Status::Waiting, "other rows untouched");
     }
 
     #[tokio::test]

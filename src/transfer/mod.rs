@@ -160,6 +160,17 @@ pub trait TransferService: Send + Sync {
         &self,
         filter: &OperationFilter,
     ) -> Result<Vec<TransferOperation>, TransferError>;
+    /// The same operations handed to `visit` a page at a time, so a caller
+    /// folding them (a full reconcile over months of history) holds one
+    /// page, not the whole listing. By default, one page of everything.
+    async fn scan_operations(
+        &self,
+        filter: &OperationFilter,
+        visit: &mut (dyn FnMut(Vec<TransferOperation>) + Send),
+    ) -> Result<(), TransferError> {
+        visit(self.list_operations(filter).await?);
+        Ok(())
+    }
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<TransferJob>, TransferError>;
     /// Creates a job; a name in use answers `AlreadyExists`.
     async fn create_job(&self, job: &TransferJob) -> Result<TransferJob, TransferError>;

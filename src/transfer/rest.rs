@@ -241,6 +241,22 @@ impl StsClient {
         field: &str,
     ) -> Result<Vec<Value>, TransferError> {
         let mut items = Vec::new();
+        self.list_pages(path, query, field, &mut |page| {
+            items.extend(page);
+            Ok(())
+        })
+        .await?;
+        Ok(items)
+    }
+
+    /// Every page of a listing, each handed to `visit` as it arrives.
+    async fn list_pages(
+        &self,
+        path: &str,
+        query: Vec<(&str, String)>,
+        field: &str,
+        visit: &mut (dyn FnMut(Vec<Value>) -> Result<(), TransferError> + Send),
+    ) -> Result<(), TransferError> {
         let mut token = String::new();
         let mut seen = std::collections::HashSet::new();
         loop {
@@ -252,16 +268,16 @@ impl StsClient {
             let mut page = self
                 .call(Quota::Read, Method::GET, path, &page_query, None)
                 .await?;
-            if let Some(Value::Array(found)) = page.get_mut(field).map(Value::take) {
-                items.extend(found);
-            }
             let next = page
                 .get("nextPageToken")
                 .and_then(Value::as_str)
                 .unwrap_or_default()
                 .to_string();
+            if let Some(Value::Array(found)) = page.get_mut(field).map(Value::take) {
+                visit(found)?;
+            }
             if next.is_empty() {
-                return Ok(items);
+                return Ok(());
             }
             // A server that hands the same token back would be listed forever.
             if !seen.insert(next.clone()) {
@@ -318,17 +334,30 @@ impl TransferService for StsClient {
         &self,
         filter: &OperationFilter,
     ) -> Result<Vec<TransferOperation>, TransferError> {
+        let mut operations = Vec::new();
+        self.scan_operations(filter, &mut |page| operations.extend(page))
+            .await?;
+        Ok(operations)
+    }
+
+    async fn scan_operations(
+        &self,
+        filter: &OperationFilter,
+        visit: &mut (dyn FnMut(Vec<TransferOperation>) + Send),
+    ) -> Result<(), TransferError> {
         let query = vec![
             ("name", "transferOperations".to_string()),
             ("filter", operation_filter(filter).to_string()),
         ];
-        let envelopes = self
-            .list_all("transferOperations", query, "operations")
-            .await?;
-        envelopes
-            .iter()
-            .map(|e| operation_from_envelope(e).map_err(TransferError::Malformed))
-            .collect()
+        self.list_pages("transferOperations", query, "operations", &mut |page| {
+            let operations = page
+                .iter()
+                .map(|e| operation_from_envelope(e).map_err(TransferError::Malformed))
+                .collect::<Result<Vec<_>, _>>()?;
+            visit(operations);
+            Ok(())
+        })
+        .await
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<TransferJob>, TransferError> {
