@@ -27,17 +27,23 @@ use sts_job_manager::transfer::{JobFilter, OperationFilter, TransferError, Trans
 struct Listed {
     /// Prefixes `logs/0000000/` to this many (exclusive).
     prefixes: usize,
-    status: OperationStatus,
-    ended: bool,
+    /// The first this many are in progress; the rest succeeded.
+    unfinished: usize,
     /// When every listed operation started (before the measured cycle).
     started: chrono::DateTime<Utc>,
 }
 
 impl Listed {
-    fn make(&self, prefix: &str) -> TransferOperation {
-        let mut op = operation(prefix, self.status.clone());
+    fn make(&self, i: usize) -> TransferOperation {
+        let in_progress = i < self.unfinished;
+        let status = if in_progress {
+            OperationStatus::InProgress
+        } else {
+            OperationStatus::Success
+        };
+        let mut op = operation(&prefix(i), status);
         op.start_time = Some(self.started);
-        if self.ended {
+        if !in_progress {
             op.end_time = Some(Utc::now());
             op.counters.objects_copied_to_sink = op.counters.objects_found_from_source;
             op.counters.bytes_copied_to_sink = op.counters.bytes_found_from_source;
@@ -69,10 +75,21 @@ impl TransferService for Listed {
         if filter.min_creation_time.is_some_and(|t| t > self.started) {
             return Ok(());
         }
+        // Asked by name: only those (STS looks them up, it does not scan).
+        if !filter.operation_names.is_empty() {
+            let named = filter.operation_names.iter().filter_map(|name| {
+                let i: usize = name.strip_prefix("transferOperations/logs/")?[..7]
+                    .parse()
+                    .ok()?;
+                (i < self.prefixes).then(|| self.make(i))
+            });
+            visit(named.filter(|op| filter.admits(op)).collect());
+            return Ok(());
+        }
         for first in (0..self.prefixes).step_by(PAGE) {
             visit(
                 (first..(first + PAGE).min(self.prefixes))
-                    .map(|i| self.make(&prefix(i)))
+                    .map(|i| self.make(i))
                     .filter(|op| filter.admits(op))
                     .collect(),
             );
@@ -175,8 +192,7 @@ fn main() {
         store.clone(),
         Arc::new(Listed {
             prefixes: count,
-            status: OperationStatus::Success,
-            ended: true,
+            unfinished: 0,
             started: now - chrono::Duration::hours(1),
         }),
         options,
@@ -238,8 +254,9 @@ fn operation(prefix: &str, status: OperationStatus) -> TransferOperation {
     }
 }
 
-/// All but 300 prefixes done; the 300 running. After a first cycle (the
-/// start-up reconcile), one steady-state cycle is measured.
+/// All but 300 prefixes done; the 300 running; one operation listed per
+/// prefix. The first cycle (the start-up reconcile, as every
+/// `--reconcile-interval`) and then one steady-state cycle are measured.
 fn steady(count: usize) {
     const RUNNING: usize = 300;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -294,15 +311,24 @@ fn steady(count: usize) {
     let mut manager = Manager::new(
         store.clone(),
         Arc::new(Listed {
-            prefixes: running.len(),
-            status: OperationStatus::InProgress,
-            ended: false,
+            prefixes: count,
+            unfinished: running.len(),
             started: Utc::now() - chrono::Duration::hours(1),
         }),
         options,
         "bench".into(),
     );
+    reset_peak();
+    let rss_before = memory_mib("VmRSS:");
+    let started = Instant::now();
     runtime.block_on(manager.run_once()).expect("first cycle");
+    println!(
+        "start-up cycle over {count} prefixes (a full reconcile listing {count} operations, \
+         {RUNNING} in progress): {:.2} s wall, peak RSS {:.0} MiB (RSS {:.0} MiB before it)",
+        started.elapsed().as_secs_f64(),
+        memory_mib("VmHWM:"),
+        rss_before
+    );
     reset_peak();
     let rss_before = memory_mib("VmRSS:");
     let before = store.statements_issued();
