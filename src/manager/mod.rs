@@ -302,13 +302,9 @@ impl Manager {
             // Jobs created for a prefix whose operation has not appeared yet
             // (another tool's start, or ours before a crash): follow them
             // instead of starting a second one.
-            let changed: HashSet<&str> = outcome
-                .decisions
-                .iter()
-                .filter(|d| d.update)
-                .map(|d| rows[d.row].prefix.as_str())
-                .collect();
-            adopted = self.adopt_started_jobs(&rows, &changed, now).await?;
+            adopted = self
+                .adopt_started_jobs(&rows, &outcome.decisions, now)
+                .await?;
         }
         if self.last_reconcile.is_none() {
             // Before this sync's own failures are written and counted.
@@ -340,15 +336,19 @@ impl Manager {
                 .map(|(i, r)| (r.prefix.as_str(), i))
                 .collect();
             for update in &adopted.updates {
-                if let Some(&i) = index.get(update.prefix.as_str()) {
-                    became.push((i, update.status, rows[i].status));
+                if let Some((&i, row)) = index
+                    .get(update.prefix.as_str())
+                    .and_then(|i| Some((i, rows.get(*i)?)))
+                {
+                    became.push((i, update.status, row.status));
                 }
             }
         }
         apply_updates(&mut rows, &adopted.updates);
         for (index, status, previous) in became {
-            let prefix = rows[index].prefix.clone();
-            self.note_transition(&prefix, status, Some(previous), &outcome.latest, now);
+            if let Some(prefix) = rows.get(index).map(|r| r.prefix.clone()) {
+                self.note_transition(&prefix, status, Some(previous), &outcome.latest, now);
+            }
         }
         // A requeued prefix (waiting again) starts its retry count afresh.
         for row in rows
@@ -635,14 +635,21 @@ impl Manager {
     async fn adopt_started_jobs(
         &self,
         rows: &[PrefixJob],
-        changed: &HashSet<&str>,
+        decisions: &[sync::Decision],
         now: DateTime<Utc>,
     ) -> Result<ChangeSet, ManagerError> {
+        let changed: HashSet<usize> = decisions
+            .iter()
+            .filter(|d| d.update && rows.get(d.row).is_some_and(|r| r.status == Status::Waiting))
+            .map(|d| d.row)
+            .collect();
         let waiting: HashSet<&str> = rows
             .iter()
-            .filter(|r| r.status == Status::Waiting && r.job_name.is_none())
-            .map(|r| r.prefix.as_str())
-            .filter(|p| !changed.contains(p))
+            .enumerate()
+            .filter(|(i, r)| {
+                r.status == Status::Waiting && r.job_name.is_none() && !changed.contains(i)
+            })
+            .map(|(_, r)| r.prefix.as_str())
             .collect();
         let mut adopted = ChangeSet::default();
         if waiting.is_empty() {
