@@ -180,7 +180,25 @@ impl<'a> Latest<'a> {
                 others.offer(hash_of(prefix), brief);
             }
         }
-        let mut keep: Vec<String> = prefixes
+        // The common case, one prefix: no list of prefixes to keep.
+        if let [prefix] = prefixes {
+            if !self.tracked.contains(prefix.as_str())
+                || self
+                    .ops
+                    .get(prefix.as_str())
+                    .is_some_and(|current| !is_later(order_of(&op), order_of(current)))
+            {
+                return;
+            }
+            let prefix = prefix.clone();
+            if self.is_shared_spec(&op.transfer_spec, &prefix) {
+                // Kept without it; `restored` puts it back.
+                op.transfer_spec = TransferSpec::default();
+            }
+            self.ops.insert(prefix, Box::new(op));
+            return;
+        }
+        let keep: Vec<String> = prefixes
             .iter()
             .filter(|p| self.tracked.contains(p.as_str()))
             .filter(|p| {
@@ -190,14 +208,9 @@ impl<'a> Latest<'a> {
             })
             .cloned()
             .collect();
-        if let [prefix] = keep.as_slice() {
-            if self.is_shared_spec(&op.transfer_spec, prefix) {
-                // Kept without it; `restored` puts it back.
-                op.transfer_spec = TransferSpec::default();
-            }
-        }
-        // One operation names one prefix here; another tool's job may name
-        // several, each keeping its own copy.
+        // Another tool's job may name several prefixes: each tracked one
+        // keeps its own copy, spec and all.
+        let mut keep = keep;
         if let Some(last) = keep.pop() {
             for prefix in keep {
                 self.ops.insert(prefix, Box::new(op.clone()));
