@@ -225,20 +225,9 @@ pub fn main(program: &str, args: &[String]) -> i32 {
     }
 }
 
-/// Resolves on SIGINT or SIGTERM. Registered before the loop starts, so a
-/// signal that lands mid-iteration stops the loop once the step is written.
-pub(crate) fn stop_signal() -> Result<impl Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let register =
-        |kind| signal(kind).map_err(|e| Error::Input(format!("cannot watch signals: {e}")));
-    let mut interrupt = register(SignalKind::interrupt())?;
-    let mut terminate = register(SignalKind::terminate())?;
-    Ok(async move {
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
-        }
-    })
+/// [`crate::runtime::stop_signal`], a failure to watch signals named.
+fn stop_signal() -> Result<impl Future<Output = ()>> {
+    crate::runtime::stop_signal().map_err(|e| Error::Input(format!("cannot watch signals: {e}")))
 }
 
 async fn run_manager(options: Options, stop: impl Future<Output = ()>) -> Result<()> {

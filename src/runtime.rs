@@ -71,3 +71,19 @@ pub fn existing() -> Option<&'static Runtime> {
 pub fn init_logging() {
     crate::logging::init();
 }
+
+/// Resolves on SIGINT or SIGTERM. Registered when called (before a loop
+/// starts), so a signal that lands mid-iteration stops the loop once the
+/// step is written. For every long-running entry point: the manager, the
+/// status watch, the emulator.
+pub fn stop_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    })
+}

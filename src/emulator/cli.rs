@@ -272,9 +272,9 @@ pub fn main(args: &[String]) -> i32 {
         }
     }
     let outcome = runtime().block_on(async {
-        let stop = match crate::cli::stop_signal() {
+        let stop = match crate::runtime::stop_signal() {
             Ok(stop) => stop,
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(format!("cannot watch signals: {e}")),
         };
         serve(
             &settings.root,
