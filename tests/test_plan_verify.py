@@ -204,6 +204,14 @@ def test_verify_names_changed_and_deleted_objects_and_requeue_repairs(tmp_path: 
     assert offending == {changed, deleted}
     assert sum(m for _, m, _, _ in mismatched) == 1 and sum(d for _, _, d, _ in mismatched) == 1
 
+    # A prefix of no row (a typo) is refused, nothing checked.
+    unknown = mismatched[0][0] + "-typo/"
+    typo = tool("sts-verify", *args, "--prefix", unknown, check=False)
+    assert typo.returncode == 2, typo.stdout + typo.stderr
+    assert f"'{unknown}' is not in job table 'sts_job'" in typo.stderr
+    checked = sql(migration.state, "SELECT COUNT(*) FROM sts_job_verification")
+    assert checked[0][0] == len(sql(migration.state, "SELECT prefix FROM sts_job"))
+
     requeued = tool("sts-verify", *args, "--requeue", check=False)
     assert requeued.returncode == 4
     assert "Requeued" in requeued.stdout

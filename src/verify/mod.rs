@@ -131,6 +131,15 @@ pub fn prefixes_to_check(
     (check, skipped)
 }
 
+/// The prefixes of `named` that have no row in `jobs`, in their order.
+pub fn unknown_prefixes<'a>(jobs: &[PrefixJob], named: &'a [String]) -> Vec<&'a String> {
+    let known: std::collections::HashSet<&str> = jobs.iter().map(|j| j.prefix.as_str()).collect();
+    named
+        .iter()
+        .filter(|p| !known.contains(p.as_str()))
+        .collect()
+}
+
 /// `--requeue`: every mismatched prefix of the job table back to `waiting`
 /// as `sts-requeue` does it (no job name, and a `waiting` history row with
 /// none: the mark that restarts the retry count, after which sync takes no
@@ -230,6 +239,14 @@ mod tests {
             job_name: Some(format!("transferOperations/{prefix}")),
             last_updated: at(updated),
         }
+    }
+
+    #[test]
+    fn named_prefixes_without_a_row_are_found() {
+        let jobs = [job("a/", Status::Done, 0), job("b/", Status::Waiting, 0)];
+        let named: Vec<String> = ["b/", "a", "a/", "zz/"].map(String::from).to_vec();
+        assert_eq!(unknown_prefixes(&jobs, &named), ["a", "zz/"]);
+        assert!(unknown_prefixes(&jobs, &[]).is_empty());
     }
 
     #[test]

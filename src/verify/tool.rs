@@ -241,6 +241,15 @@ async fn compare_inventories(
 pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyReport> {
     let store = open_store(options)?;
     let jobs = store.read_jobs().await?;
+    // A prefix of no row (a typo, a missing '/') would be checked, recorded
+    // and never requeued: refused before anything is listed.
+    if let Some(unknown) = super::unknown_prefixes(&jobs, &args.prefixes).first() {
+        return Err(Error::Input(format!(
+            "option '--prefix': {} is not in job table '{}'",
+            crate::prefixes::shown_prefix(unknown),
+            options.job_table
+        )));
+    }
     let previous = store.read_verifications().await?;
     let (prefixes, skipped) = prefixes_to_check(&jobs, &previous, &args.prefixes);
     let mut report = VerifyReport {
