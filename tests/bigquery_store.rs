@@ -192,6 +192,16 @@ async fn prepare_load_apply_and_read_back() {
 
     let history = store.read_history().await.unwrap();
     assert_eq!(history, changes.history);
+    // The scan (page by page) sees the same rows, each once.
+    let mut scanned = Vec::new();
+    store
+        .scan_history(&mut |row| scanned.push(row))
+        .await
+        .unwrap();
+    scanned.sort_by(|a, b| (a.timestamp, &a.prefix).cmp(&(b.timestamp, &b.prefix)));
+    let mut expected = changes.history.clone();
+    expected.sort_by(|a, b| (a.timestamp, &a.prefix).cmp(&(b.timestamp, &b.prefix)));
+    assert_eq!(scanned, expected);
 }
 
 #[tokio::test]
@@ -326,7 +336,7 @@ async fn managers_racing_for_a_fresh_lease_get_one_winner() {
 /// rules answer (`latest_snapshots_in`, `snapshots_before_in`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_queries_agree_with_the_whole_history() {
-    use sts_job_manager::store::{latest_snapshots_in, snapshots_before_in};
+    use sts_job_manager::store::{failure_snapshots_in, latest_snapshots_in, snapshots_before_in};
 
     let emulator = bqemulator::Emulator::start(PROJECT);
     let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
@@ -341,6 +351,12 @@ async fn snapshot_queries_agree_with_the_whole_history() {
         operation_results: results.map(|r| format!(r#"{{"name":"op-{prefix}","n":"{r}"}}"#)),
         timestamp: start + Duration::minutes(minutes),
     };
+    let failing = |prefix: &str, minutes: i64| HistoryRow {
+        operation_results: Some(format!(
+            r#"{{"name":"op-{prefix}","errorBreakdowns":[{{"errorCode":"NOT_FOUND"}}]}}"#
+        )),
+        ..row(prefix, minutes, None)
+    };
     let history = vec![
         row("a/", 0, None),
         row("a/", 10, Some("a1")),
@@ -349,6 +365,9 @@ async fn snapshot_queries_agree_with_the_whole_history() {
         row("b/", 5, Some("b1")),
         row("b/", 175, None),
         row("gone/", 20, Some("g1")),
+        failing("a/", 50),
+        failing("b/", 6),
+        failing("x/", 30),
     ];
     store
         .apply(&ChangeSet {
@@ -380,4 +399,19 @@ async fn snapshot_queries_agree_with_the_whole_history() {
     let previous = sorted(store.snapshots_before(&each).await.unwrap());
     assert_eq!(previous, sorted(snapshots_before_in(&all, &each)));
     assert_eq!(previous.len(), 1, "{previous:?}");
+    // Failures, folded over the paged scan: the latest row of each operation
+    // while it lists errorBreakdowns (a/'s later rows list none).
+    let failures = sorted(store.failure_snapshots().await.unwrap());
+    assert_eq!(failures, sorted(failure_snapshots_in(&all)));
+    let shown: Vec<(&str, DateTime<Utc>)> = failures
+        .iter()
+        .map(|r| (r.prefix.as_str(), r.timestamp))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            ("b/", start + Duration::minutes(6)),
+            ("x/", start + Duration::minutes(30))
+        ]
+    );
 }

@@ -140,8 +140,30 @@ pub trait StateStore: Send + Sync {
     }
     /// The latest history row of every operation whose results list
     /// failures (errorBreakdowns), in any order.
+    ///
+    /// By default folded over [`StateStore::scan_history`]: per operation,
+    /// its latest row's time, and the row itself only while it lists
+    /// failures; never the whole history at once.
     async fn failure_snapshots(&self) -> Result<Vec<HistoryRow>, StoreError> {
-        Ok(failure_snapshots_in(&self.read_history().await?))
+        let mut latest: std::collections::HashMap<String, (DateTime<Utc>, Option<HistoryRow>)> =
+            Default::default();
+        self.scan_history(&mut |row| {
+            if row.operation_results.is_none() {
+                return;
+            }
+            let key = row.job_name.clone().unwrap_or_else(|| row.prefix.clone());
+            // Equal times: the row scanned later (inserted later) wins.
+            if latest.get(&key).is_some_and(|(t, _)| row.timestamp < *t) {
+                return;
+            }
+            let failing = row
+                .operation_results
+                .as_deref()
+                .is_some_and(|r| r.contains("\"errorBreakdowns\""));
+            latest.insert(key, (row.timestamp, failing.then_some(row)));
+        })
+        .await?;
+        Ok(latest.into_values().filter_map(|(_, row)| row).collect())
     }
     /// Statements sent to the backend so far (for benchmarks and tests).
     fn statements_issued(&self) -> u64;

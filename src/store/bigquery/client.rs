@@ -196,6 +196,29 @@ impl Api {
         sql: &str,
         parameters: Vec<QueryParameter>,
     ) -> Result<QueryOutput, StoreError> {
+        let mut rows = Vec::new();
+        let affected_rows = self
+            .query_pages(sql, parameters, &mut |page| {
+                rows.extend(page);
+                Ok(())
+            })
+            .await?;
+        Ok(QueryOutput {
+            rows,
+            affected_rows,
+        })
+    }
+
+    /// [`Api::query`] with each page of rows handed to `visit` as it
+    /// arrives, so a caller folding the rows (a timeline over a million
+    /// history rows) holds one page, not the result. Returns the rows a DML
+    /// statement affected.
+    pub async fn query_pages(
+        &self,
+        sql: &str,
+        parameters: Vec<QueryParameter>,
+        visit: &mut (dyn FnMut(Vec<Vec<serde_json::Value>>) -> Result<(), StoreError> + Send),
+    ) -> Result<Option<u64>, StoreError> {
         let mut request = QueryRequest::new(sql);
         request.parameter_mode = Some("NAMED".into());
         request.query_parameters = Some(parameters);
@@ -225,14 +248,11 @@ impl Api {
                 answered
             })
             .await?;
-        let mut output = QueryOutput {
-            affected_rows: response
-                .num_dml_affected_rows
-                .as_deref()
-                .and_then(|n| n.parse().ok()),
-            ..QueryOutput::default()
-        };
-        push_rows(&mut output.rows, response.rows);
+        let mut affected_rows = response
+            .num_dml_affected_rows
+            .as_deref()
+            .and_then(|n| n.parse().ok());
+        visit(page_rows(response.rows))?;
         let (mut complete, mut page_token) =
             (response.job_complete.unwrap_or(true), response.page_token);
         let job = response.job_reference.unwrap_or_default();
@@ -269,16 +289,16 @@ impl Api {
             if !complete {
                 continue;
             }
-            if output.affected_rows.is_none() {
-                output.affected_rows = page
+            if affected_rows.is_none() {
+                affected_rows = page
                     .num_dml_affected_rows
                     .as_deref()
                     .and_then(|n| n.parse().ok());
             }
-            push_rows(&mut output.rows, page.rows);
+            visit(page_rows(page.rows))?;
             page_token = page.page_token;
         }
-        Ok(output)
+        Ok(affected_rows)
     }
 
     /// Creates the dataset unless it exists (an existing one is left alone).
@@ -366,14 +386,17 @@ impl Api {
     }
 }
 
-fn push_rows(into: &mut Vec<Vec<serde_json::Value>>, rows: Option<Vec<TableRow>>) {
-    into.extend(rows.unwrap_or_default().into_iter().map(|row| {
-        row.columns
-            .unwrap_or_default()
-            .into_iter()
-            .map(|cell| cell.value.unwrap_or(serde_json::Value::Null))
-            .collect()
-    }));
+fn page_rows(rows: Option<Vec<TableRow>>) -> Vec<Vec<serde_json::Value>> {
+    rows.unwrap_or_default()
+        .into_iter()
+        .map(|row| {
+            row.columns
+                .unwrap_or_default()
+                .into_iter()
+                .map(|cell| cell.value.unwrap_or(serde_json::Value::Null))
+                .collect()
+        })
+        .collect()
 }
 
 /// bqemulator reports a failed statement as HTTP 200 with `errors`; BigQuery

@@ -157,20 +157,18 @@ const SNAPSHOT_BATCH: usize = 10_000;
 
 /// Rows whose columns are the history table's, in its order.
 fn history_rows(output: &client::QueryOutput) -> Result<Vec<HistoryRow>, StoreError> {
-    output
-        .rows
-        .iter()
-        .map(|row| {
-            let [prefix, status_cell, job_name, results, at] = columns::<5>(row)?;
-            Ok(HistoryRow {
-                prefix: text(prefix, "prefix")?,
-                status: status(status_cell)?,
-                job_name: optional_text(job_name, "job_name")?,
-                operation_results: optional_text(results, "operation_results")?,
-                timestamp: timestamp(at)?,
-            })
-        })
-        .collect()
+    output.rows.iter().map(|row| history_row(row)).collect()
+}
+
+fn history_row(row: &[serde_json::Value]) -> Result<HistoryRow, StoreError> {
+    let [prefix, status_cell, job_name, results, at] = columns::<5>(row)?;
+    Ok(HistoryRow {
+        prefix: text(prefix, "prefix")?,
+        status: status(status_cell)?,
+        job_name: optional_text(job_name, "job_name")?,
+        operation_results: optional_text(results, "operation_results")?,
+        timestamp: timestamp(at)?,
+    })
 }
 
 fn columns<const N: usize>(
@@ -544,6 +542,24 @@ impl StateStore for BigQueryStore {
             .run(&sql::select_history(&self.history), vec![])
             .await?;
         history_rows(&output)
+    }
+
+    async fn scan_history(
+        &self,
+        visit: &mut (dyn FnMut(HistoryRow) + Send),
+    ) -> Result<(), StoreError> {
+        // Page by page: the history of a long migration never held at once.
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        self.api
+            .query_pages(&sql::select_history(&self.history), vec![], &mut |page| {
+                for row in &page {
+                    visit(history_row(row)?);
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| self.missing_table(e))?;
+        Ok(())
     }
 
     async fn latest_snapshots(&self) -> Result<Vec<HistoryRow>, StoreError> {
