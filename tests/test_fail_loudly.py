@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+import sts_job_manager as sjm
 from conftest import (
     BIN,
     FAST,
@@ -143,6 +144,16 @@ def test_retries_are_bounded_then_exit_4_and_requeue_repairs(migration: Migratio
     # Each earlier failure says when it is retried (the waits themselves,
     # 1, 2, 4 ... job intervals, are unit-tested in the core).
     assert all("retried after" in a for a in attempts[:-1])
+
+    # What a sensor sees: the prefix is out of retries under these options,
+    # still retryable under more generous ones; counts from unfinished rows.
+    state = sjm.State(migration.options(max_retries=2))
+    assert state.final_errors() == ["data/p02/"]
+    assert sjm.State(migration.options(max_retries=3)).final_errors() == []
+    assert sjm.State(migration.options(no_retry_on_job_error=True)).final_errors() == ["data/p02/"]
+    counts = state.status_counts()
+    assert counts["error"] == 1 and counts["done"] == len(migration.prefixes) - 1
+    assert sum(counts.values()) == len(migration.prefixes)
 
     # Fixed: requeue the failed prefixes, and the migration completes.
     migration.set_faults()

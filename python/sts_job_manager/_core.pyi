@@ -132,3 +132,7 @@ class State:
         """Prefixes per status as a JSON object."""
     def status_counts_async(self) -> Awaitable[str]:
         """``status_counts`` as an awaitable."""
+    def final_errors(self) -> str:
+        """Prefixes in error that no manager will start again, as a JSON list."""
+    def final_errors_async(self) -> Awaitable[str]:
+        """``final_errors`` as an awaitable."""

@@ -190,3 +190,16 @@ class State:
         """:meth:`status_counts` as a coroutine (for Airflow triggers)."""
         counts: dict[str, int] = json.loads(await self._native.status_counts_async())
         return counts
+
+    def final_errors(self) -> list[str]:
+        """The prefixes in ``error`` that no manager will start again under
+        these options: failed more often since they were queued than
+        ``max_retries`` allows, or every one with ``no_retry_on_job_error``.
+        Only ``sts-requeue`` moves them on."""
+        prefixes: list[str] = json.loads(self._native.final_errors())
+        return prefixes
+
+    async def final_errors_async(self) -> list[str]:
+        """:meth:`final_errors` as a coroutine (for Airflow triggers)."""
+        prefixes: list[str] = json.loads(await self._native.final_errors_async())
+        return prefixes

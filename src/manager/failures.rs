@@ -306,6 +306,28 @@ pub fn retry_state(
     }
 }
 
+/// The prefixes in `error` that no manager will start again: failed more
+/// times since they were queued (`failures`, from the store's
+/// `failure_counts`) than `max_retries` allows, or any when retries are
+/// off. Such a migration can only move on after `sts-requeue`, so a
+/// sensor waiting on it says so instead of waiting forever.
+pub fn final_errors(
+    rows: &[crate::model::PrefixJob],
+    failures: &std::collections::HashMap<String, u32>,
+    max_retries: u32,
+    retry_enabled: bool,
+) -> Vec<String> {
+    rows.iter()
+        .filter(|r| r.status == crate::model::Status::Error)
+        .filter(|r| {
+            // As the manager counts: an error row has failed at least once.
+            let attempts = failures.get(&r.prefix).copied().unwrap_or(0).max(1);
+            !retry_enabled || attempts > max_retries
+        })
+        .map(|r| r.prefix.clone())
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -454,5 +476,30 @@ mod tests {
             retry_state(u32::MAX - 1, u32::MAX, true, t0, t0, 1e9),
             Retry::Later(_)
         ));
+    }
+
+    #[test]
+    fn final_errors_are_those_out_of_retries() {
+        use crate::model::{PrefixJob, Status};
+        let row = |prefix: &str, status| PrefixJob {
+            prefix: prefix.into(),
+            status,
+            job_name: None,
+            last_updated: Utc::now(),
+        };
+        let rows = [
+            row("a/", Status::Error),
+            row("b/", Status::Error),
+            row("c/", Status::Error),
+            row("d/", Status::Waiting),
+        ];
+        let failures = std::collections::HashMap::from([
+            ("a/".to_string(), 4),
+            ("b/".to_string(), 3),
+            ("d/".to_string(), 9),
+        ]);
+        assert_eq!(final_errors(&rows, &failures, 3, true), ["a/"]);
+        assert_eq!(final_errors(&rows, &failures, 0, true), ["a/", "b/", "c/"]);
+        assert_eq!(final_errors(&rows, &failures, 3, false), ["a/", "b/", "c/"]);
     }
 }

@@ -46,6 +46,34 @@ fn frame_to_py(py: Python<'_>, frame: Frame) -> (usize, Vec<PyColumn<'_>>) {
 #[pyclass(module = "sts_job_manager._core", frozen)]
 pub struct State {
     store: Arc<dyn StateStore>,
+    /// `max_retries`, and whether errors are retried at all (the options').
+    retries: (u32, bool),
+}
+
+/// Prefixes per status from the unfinished rows and the row count: a
+/// sensor polling a million-prefix table reads what is left, not every row.
+async fn counts_of(store: &dyn StateStore) -> Result<String, Error> {
+    let (rows, total) = store.read_unfinished().await?;
+    let mut counts = count_statuses(&rows);
+    counts.insert(
+        crate::model::Status::Done.as_str().to_string(),
+        total.saturating_sub(rows.len()),
+    );
+    serde_json::to_string(&counts).map_err(|e| Error::Input(e.to_string()))
+}
+
+async fn final_errors_of(
+    store: &dyn StateStore,
+    (max_retries, retry_enabled): (u32, bool),
+) -> Result<String, Error> {
+    let (rows, _) = store.read_unfinished().await?;
+    let finals = if rows.iter().any(|r| r.status == crate::model::Status::Error) {
+        let failures = store.failure_counts().await?;
+        crate::manager::failures::final_errors(&rows, &failures, max_retries, retry_enabled)
+    } else {
+        Vec::new()
+    };
+    serde_json::to_string(&finals).map_err(|e| Error::Input(e.to_string()))
 }
 
 impl State {
@@ -76,7 +104,8 @@ impl State {
         let options = parse_options(options_json).map_err(to_py)?;
         let store =
             crate::auth::sync_with_credentials(handed, || open_store(&options)).map_err(to_py)?;
-        Ok(State { store })
+        let retries = (options.max_retries, !options.no_retry_on_job_error);
+        Ok(State { store, retries })
     }
 
     /// The job table: prefix, status, job_name, last_updated.
@@ -168,16 +197,37 @@ impl State {
     /// Prefixes per status (every status, 0 included) as JSON.
     fn status_counts(&self, py: Python<'_>) -> PyResult<String> {
         let store = Arc::clone(&self.store);
-        let jobs = block_on(py, async move { Ok(store.read_jobs().await?) })?;
-        to_json(&count_statuses(&jobs))
+        block_on(py, async move { counts_of(store.as_ref()).await })
     }
 
     /// `status_counts` as an awaitable.
     fn status_counts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let store = Arc::clone(&self.store);
+        future_into_py(
+            py,
+            async move { counts_of(store.as_ref()).await.map_err(to_py) },
+        )
+    }
+
+    /// The prefixes in `error` that no manager will start again (out of
+    /// retries under these options) as a JSON list.
+    fn final_errors(&self, py: Python<'_>) -> PyResult<String> {
+        let store = Arc::clone(&self.store);
+        let retries = self.retries;
+        block_on(
+            py,
+            async move { final_errors_of(store.as_ref(), retries).await },
+        )
+    }
+
+    /// `final_errors` as an awaitable.
+    fn final_errors_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let store = Arc::clone(&self.store);
+        let retries = self.retries;
         future_into_py(py, async move {
-            let jobs = store.read_jobs().await.map_err(|e| to_py(e.into()))?;
-            to_json(&count_statuses(&jobs))
+            final_errors_of(store.as_ref(), retries)
+                .await
+                .map_err(to_py)
         })
     }
 }

@@ -165,6 +165,28 @@ def test_sensor_fails_on_error_prefixes_when_asked(tmp_path: Path) -> None:
     assert fired[0]["counts"]["error"] == 1
 
 
+def test_sensor_fails_when_every_prefix_left_is_out_of_retries(tmp_path: Path) -> None:
+    migration = make_migration(tmp_path, prefixes=2, files_per_prefix=1)
+    migration.prepare()
+    migration.set_faults(fail_objects_matching="data/p00/*")
+    sjm.Manager(migration.options(max_retries=0)).run_until_done(timeout=120)
+    # Retries left under these options: the manager would start it again.
+    patient = StsMigrationDoneSensor(
+        task_id="w", options=migration.options(max_retries=5), deferrable=False
+    )
+    assert patient.poke({}) is False
+    # Out of retries: nothing can move until a requeue, so the wait fails.
+    sensor = StsMigrationDoneSensor(
+        task_id="w", options=migration.options(max_retries=0), deferrable=False
+    )
+    with pytest.raises(AirflowException, match="out of retries.*'data/p00/'.*sts-requeue"):
+        sensor.poke({})
+    trigger = StsMigrationDoneTrigger(options=migration.options(max_retries=0), poll_interval=0.1)
+    fired = asyncio.run(events(trigger))
+    assert [e["status"] for e in fired] == ["error"]
+    assert "sts-requeue" in fired[0]["message"] and fired[0]["counts"]["error"] == 1
+
+
 def test_the_package_is_an_airflow_provider() -> None:
     from airflow.providers_manager import ProvidersManager
 

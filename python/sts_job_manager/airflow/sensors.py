@@ -10,13 +10,16 @@ import sts_job_manager as sjm
 
 from ._compat import AirflowException, BaseSensorOperator, checked_options, default_deferrable
 from .hooks import DEFAULT_CONN_ID, StsJobManagerHook, chain_list
-from .triggers import StsMigrationDoneTrigger, migration_state
+from .triggers import StsMigrationDoneTrigger, migration_state, only_errors_left, stuck_message
 
 
 class StsMigrationDoneSensor(BaseSensorOperator):
     """Waits until every prefix is ``done``. With ``fail_on_error=True`` a
     prefix in ``error`` fails the task at once (use it with
-    ``no_retry_on_job_error``, when errors are never retried).
+    ``no_retry_on_job_error``, when errors are never retried). Without it,
+    the task fails when every prefix left is in ``error`` and out of
+    retries (``max_retries`` of the options): nothing would move until
+    ``sts-requeue``, so the sensor says so instead of waiting to time out.
 
     ``deferrable=True`` (default: ``[operators] default_deferrable``) pokes
     once, then hands the wait to :class:`StsMigrationDoneTrigger`, freeing
@@ -48,9 +51,12 @@ class StsMigrationDoneSensor(BaseSensorOperator):
         hook = StsJobManagerHook(self.gcp_conn_id, self.impersonation_chain)
         state = sjm.State(hook.options(self.options), **hook.credentials_kwargs())
         self._counts = state.status_counts()
-        outcome = migration_state(self._counts, self.fail_on_error)
+        finals = state.final_errors() if only_errors_left(self._counts) else []
+        outcome = migration_state(self._counts, self.fail_on_error, len(finals))
         if outcome == "error":
             raise AirflowException(f"prefixes in error: {self._counts}")
+        if outcome == "stuck":
+            raise AirflowException(stuck_message(self._counts, finals))
         self.log.info("prefixes per status: %s", self._counts)
         return outcome == "done"
 

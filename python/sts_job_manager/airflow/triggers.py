@@ -13,14 +13,36 @@ import sts_job_manager as sjm
 from .hooks import DEFAULT_CONN_ID, StsJobManagerHook
 
 
-def migration_state(counts: Mapping[str, int], fail_on_error: bool) -> str | None:
+def migration_state(
+    counts: Mapping[str, int], fail_on_error: bool, final_errors: int = 0
+) -> str | None:
     """ "done" when every prefix is done, "error" when a prefix failed and
-    failures should stop the wait, else None (keep waiting)."""
+    failures should stop the wait, "stuck" when every prefix left is in
+    error and out of retries (``final_errors`` of them: nothing will move
+    until they are requeued), else None (keep waiting)."""
     if fail_on_error and counts.get("error", 0) > 0:
         return "error"
     if all(n == 0 for status, n in counts.items() if status != "done"):
         return "done"
+    if only_errors_left(counts) and final_errors >= counts.get("error", 0):
+        return "stuck"
     return None
+
+
+def only_errors_left(counts: Mapping[str, int]) -> bool:
+    """Nothing waiting, running or paused, and some prefixes in error: then
+    whether they are out of retries decides if the wait can ever end."""
+    in_flight = sum(counts.get(s, 0) for s in ("waiting", "running", "paused"))
+    return in_flight == 0 and counts.get("error", 0) > 0
+
+
+def stuck_message(counts: Mapping[str, int], finals: list[str]) -> str:
+    shown = ", ".join(repr(p) for p in finals[:5]) + (" ..." if len(finals) > 5 else "")
+    return (
+        f"every unfinished prefix is in error and out of retries ({counts.get('error')}: "
+        f"{shown}); nothing will change until they are requeued: run sts-requeue, "
+        "then the manager"
+    )
 
 
 class StsMigrationDoneTrigger(BaseTrigger):
@@ -62,9 +84,12 @@ class StsMigrationDoneTrigger(BaseTrigger):
             hook = StsJobManagerHook(self.gcp_conn_id, self.impersonation_chain)
             options, credentials = await hook.aoptions_and_credentials(self.options)
             state = sjm.State(options, **credentials)
+            finals: list[str] = []
             while True:
                 counts = await state.status_counts_async()
-                outcome = migration_state(counts, self.fail_on_error)
+                if only_errors_left(counts):
+                    finals = await state.final_errors_async()
+                outcome = migration_state(counts, self.fail_on_error, len(finals))
                 if outcome is not None:
                     break
                 self.log.info("prefixes per status: %s", counts)
@@ -74,6 +99,9 @@ class StsMigrationDoneTrigger(BaseTrigger):
         else:
             if outcome == "done":
                 event = {"status": "success", "counts": counts}
+            elif outcome == "stuck":
+                message = stuck_message(counts, finals)
+                event = {"status": "error", "message": message, "counts": counts}
             else:
                 event = {
                     "status": "error",
@@ -133,4 +161,10 @@ class StsJobManagerRunTrigger(BaseTrigger):
         yield TriggerEvent(event)
 
 
-__all__ = ["StsJobManagerRunTrigger", "StsMigrationDoneTrigger", "migration_state"]
+__all__ = [
+    "StsJobManagerRunTrigger",
+    "StsMigrationDoneTrigger",
+    "migration_state",
+    "only_errors_left",
+    "stuck_message",
+]
