@@ -234,6 +234,43 @@ async fn listing_follows_pages_past_256() {
     assert_eq!(jobs.len(), 300);
     let names: std::collections::HashSet<_> = jobs.iter().map(|j| j.name.clone()).collect();
     assert_eq!(names.len(), 300, "no job listed twice across pages");
+
+    // 300 operations, scanned a page at a time: each once, over two pages.
+    for i in 0..300 {
+        client
+            .run_job(&format!("transferJobs/j{i:03}"), "proj")
+            .await
+            .unwrap();
+    }
+    let everything = OperationFilter {
+        project_id: "proj".into(),
+        ..OperationFilter::default()
+    };
+    let mut pages = Vec::new();
+    client
+        .scan_operations(&everything, &mut |page| pages.push(page))
+        .await
+        .unwrap();
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [256, 44],
+        "full pages, then the rest"
+    );
+    let listed: std::collections::HashSet<String> =
+        pages.iter().flatten().map(|op| op.name.clone()).collect();
+    assert_eq!(listed.len(), 300, "no operation listed twice across pages");
+    // By name: exactly those, whatever else the project holds.
+    let some: Vec<String> = listed.iter().take(100).cloned().collect();
+    let named = client
+        .list_operations(&OperationFilter {
+            project_id: "proj".into(),
+            operation_names: some.clone(),
+            ..OperationFilter::default()
+        })
+        .await
+        .unwrap();
+    let named: std::collections::HashSet<String> = named.into_iter().map(|op| op.name).collect();
+    assert_eq!(named, some.into_iter().collect());
     assert!(client
         .list_jobs(&JobFilter {
             project_id: "other".into(),

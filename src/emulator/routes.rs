@@ -121,14 +121,19 @@ fn job_status(value: &Value) -> Option<JobStatus> {
     (status != JobStatus::Unspecified).then_some(status)
 }
 
-/// `pageSize` (0 or missing: the maximum) and `pageToken` (an offset).
+/// `pageSize`: 0 or missing is the maximum.
+fn page_size(query: &Query) -> Result<usize, Reply> {
+    match query.get("pageSize").map(|s| s.parse::<usize>()) {
+        None => Ok(MAX_PAGE_SIZE),
+        Some(Ok(0)) => Ok(MAX_PAGE_SIZE),
+        Some(Ok(n)) => Ok(n.min(MAX_PAGE_SIZE)),
+        Some(Err(_)) => Err(bad("pageSize must be a number")),
+    }
+}
+
+/// `pageSize` and `pageToken` (an offset into a listing made whole).
 fn page_bounds(query: &Query) -> Result<(usize, usize), Reply> {
-    let size = match query.get("pageSize").map(|s| s.parse::<usize>()) {
-        None => MAX_PAGE_SIZE,
-        Some(Ok(0)) => MAX_PAGE_SIZE,
-        Some(Ok(n)) => n.min(MAX_PAGE_SIZE),
-        Some(Err(_)) => return Err(bad("pageSize must be a number")),
-    };
+    let size = page_size(query)?;
     let start = match query.get("pageToken").filter(|t| !t.is_empty()) {
         None => 0,
         Some(token) => token
@@ -364,30 +369,32 @@ async fn list_operations(engine: &LocalEngine, query: &Query) -> Result<Reply, R
     );
     let engine_filter = OperationFilter {
         project_id,
+        // Looked up by name and judged by creation time in the engine.
+        operation_names: op_names,
+        min_creation_time: min_time,
         job_names: strings(&filter, "jobNames"),
         job_name_pattern: filter
             .get("jobNamePattern")
             .and_then(Value::as_str)
             .map(str::to_owned),
         statuses,
-        ..OperationFilter::default()
     };
-    let engine_filters_all =
-        op_names.is_empty() && op_pattern.is_none() && min_time.is_none() && max_time.is_none();
+    let engine_filters_all = op_pattern.is_none() && max_time.is_none();
     let (operations, next) = if engine_filters_all {
-        // The engine applies every filter asked: let it page, decoding one page.
-        let (size, start) = page_bounds(query)?;
-        let (operations, matched) = engine.list_operations_page(&engine_filter, start, size)?;
-        (
-            operations,
-            (start + size < matched).then(|| (start + size).to_string()),
-        )
+        // The engine applies every filter asked: let it page, decoding one
+        // page; the token is its cursor.
+        let size = page_size(query)?;
+        let cursor = match query.get("pageToken").filter(|t| !t.is_empty()) {
+            None => None,
+            Some(token) => Some(token.parse::<i64>().map_err(|_| bad("invalid pageToken"))?),
+        };
+        let (operations, next) = engine.list_operations_page(&engine_filter, cursor, size)?;
+        (operations, next.map(|n| n.to_string()))
     } else {
         let operations: Vec<TransferOperation> = engine
             .list_operations(&engine_filter)
             .await?
             .into_iter()
-            .filter(|op| op_names.is_empty() || op_names.contains(&op.name))
             .filter(|op| op_pattern.is_none_or(|p| glob_match(p, &op.name)))
             .filter(|op| min_time.is_none_or(|t| op.start_time.is_some_and(|s| s >= t)))
             .filter(|op| max_time.is_none_or(|t| op.start_time.is_some_and(|s| s <= t)))

@@ -319,15 +319,18 @@ impl LocalEngine {
         self.insert_operation(&conn, &job)
     }
 
-    /// Operations matching `filter`, newest first: the `skip` first matches
-    /// are passed over and at most `take` are decoded. Returns them and the
-    /// number of matches in all (for paging).
+    /// Operations matching `filter`, newest first, at most `take` of them,
+    /// from the operation after `cursor` (the `next` of the previous page).
+    /// Returns them and the cursor of the next page, if there is one. The
+    /// cursor is a row id: a page costs what it holds plus the rows its
+    /// filters pass over, not every earlier page again (an offset made a
+    /// reconcile of a million operations quadratic).
     pub fn list_operations_page(
         &self,
         filter: &OperationFilter,
-        skip: usize,
+        cursor: Option<i64>,
         take: usize,
-    ) -> Result<(Vec<TransferOperation>, usize), TransferError> {
+    ) -> Result<(Vec<TransferOperation>, Option<i64>), TransferError> {
         let conn = self.lock();
         let job_names = serde_json::to_string(&filter.job_names).map_err(|e| self.err(e))?;
         let statuses: Vec<&str> = filter.statuses.iter().map(|s| s.name()).collect();
@@ -336,59 +339,64 @@ impl LocalEngine {
         let by_name = serde_json::to_string(&filter.operation_names).map_err(|e| self.err(e))?;
         let mut statement = conn
             .prepare(
-                "SELECT status, end_time, body, job_name FROM operations
+                "SELECT rowid, status, end_time, body, job_name FROM operations
                  WHERE project_id = ?1
                    AND (?4 = '[]' OR name IN (SELECT value FROM json_each(?4)))
                    AND (?2 = '[]' OR job_name IN (SELECT value FROM json_each(?2)))
                    AND (?3 = '[]' OR status IN (SELECT value FROM json_each(?3)))
+                   AND (?5 IS NULL OR rowid < ?5)
                  ORDER BY rowid DESC",
             )
             .map_err(|e| self.err(e))?;
-        let rows = statement
-            .query_map(
-                params![filter.project_id, job_names, statuses, by_name],
-                |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, Option<String>>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                    ))
-                },
-            )
+        let mut rows = statement
+            .query(params![
+                filter.project_id,
+                job_names,
+                statuses,
+                by_name,
+                cursor
+            ])
             .map_err(|e| self.err(e))?;
         let mut operations = Vec::new();
-        let mut matched = 0;
-        for row in rows {
-            let (status, end_time, body, job_name) = row.map_err(|e| self.err(e))?;
+        let mut last = None;
+        while let Some(row) = rows.next().map_err(|e| self.err(e))? {
+            let read = |i| row.get_ref(i).map_err(|e| self.err(e));
+            let job_name = read(4)?.as_str().map_err(|e| self.err(e))?;
             if filter
                 .job_name_pattern
                 .as_deref()
-                .is_some_and(|p| !glob_match(p, &job_name))
+                .is_some_and(|p| !glob_match(p, job_name))
             {
                 continue;
             }
+            let status = read(1)?.as_str().map_err(|e| self.err(e))?;
+            let end_time = read(2)?.as_str_or_null().map_err(|e| self.err(e))?;
+            let body = read(3)?.as_str().map_err(|e| self.err(e))?;
             let refined = !filter.operation_names.is_empty() || filter.min_creation_time.is_some();
-            if refined {
-                // Names and creation times live in the body: decode to judge.
-                let op = decode_operation(&status, end_time, &body).map_err(|e| self.err(e))?;
+            // Names and creation times live in the body: decode to judge.
+            let op = if refined {
+                let op = decode_operation(status, end_time.map(str::to_owned), body)
+                    .map_err(|e| self.err(e))?;
                 if !filter.admits(&op) {
                     continue;
                 }
-                matched += 1;
-                if matched > skip && operations.len() < take {
-                    operations.push(op);
-                }
-                continue;
+                Some(op)
+            } else {
+                None
+            };
+            if operations.len() == take {
+                // One more match: there is a next page, after the last kept.
+                return Ok((operations, last));
             }
-            matched += 1;
-            // Only the page is decoded: listing page k of many stays cheap.
-            if matched > skip && operations.len() < take {
-                operations
-                    .push(decode_operation(&status, end_time, &body).map_err(|e| self.err(e))?);
-            }
+            let op = match op {
+                Some(op) => op,
+                None => decode_operation(status, end_time.map(str::to_owned), body)
+                    .map_err(|e| self.err(e))?,
+            };
+            operations.push(op);
+            last = Some(read(0)?.as_i64().map_err(|e| self.err(e))?);
         }
-        Ok((operations, matched))
+        Ok((operations, None))
     }
 
     fn load_job(&self, conn: &Connection, name: &str) -> Result<TransferJob, TransferError> {
@@ -464,7 +472,7 @@ impl TransferService for LocalEngine {
         &self,
         filter: &OperationFilter,
     ) -> Result<Vec<TransferOperation>, TransferError> {
-        self.list_operations_page(filter, 0, usize::MAX)
+        self.list_operations_page(filter, None, usize::MAX)
             .map(|(operations, _)| operations)
     }
 
