@@ -9,72 +9,25 @@
 #[path = "../tests/support/bqemulator.rs"]
 mod bqemulator;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use chrono::Utc;
 use sts_job_manager::manager::Manager;
 use sts_job_manager::model::{ChangeSet, JobUpdate};
 use sts_job_manager::model::{
-    Counters, GcsData, ObjectConditions, OperationStatus, Status, TransferJob, TransferOperation,
-    TransferSpec,
+    Counters, GcsData, ObjectConditions, OperationStatus, Status, TransferOperation, TransferSpec,
 };
 use sts_job_manager::options::Options;
 use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
 use sts_job_manager::store::StateStore;
-use sts_job_manager::transfer::{JobFilter, OperationFilter, TransferError, TransferService};
 
 const PROJECT: &str = "sts-bench";
 
-/// Lists fixed operations; remembers when the first job was created.
-struct Listed {
-    operations: Vec<TransferOperation>,
-    first_created: Mutex<Option<Instant>>,
-}
+#[path = "../tests/support/listed.rs"]
+mod listed;
 
-#[async_trait]
-impl TransferService for Listed {
-    async fn list_operations(
-        &self,
-        filter: &OperationFilter,
-    ) -> Result<Vec<TransferOperation>, TransferError> {
-        Ok(self
-            .operations
-            .iter()
-            .filter(|op| filter.admits(op))
-            .cloned()
-            .collect())
-    }
-    async fn list_jobs(&self, _: &JobFilter) -> Result<Vec<TransferJob>, TransferError> {
-        Ok(vec![])
-    }
-    async fn create_job(&self, job: &TransferJob) -> Result<TransferJob, TransferError> {
-        let mut first = self.first_created.lock().unwrap_or_else(|p| p.into_inner());
-        first.get_or_insert_with(Instant::now);
-        Ok(job.clone())
-    }
-    async fn run_job(&self, _: &str, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn delete_job(&self, _: &str, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn pause_operation(&self, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn resume_operation(&self, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn cancel_operation(&self, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn service_account(&self, project_id: &str) -> Result<String, TransferError> {
-        Ok(sts_job_manager::transfer::default_service_account(
-            project_id,
-        ))
-    }
-}
+use listed::Listed;
 
 fn store(emulator: &bqemulator::Emulator, dataset: &str) -> Arc<BigQueryStore> {
     Arc::new(
@@ -150,10 +103,7 @@ async fn cycle(emulator: &bqemulator::Emulator, count: usize) {
         history: vec![],
     };
     store.apply(&running).await.expect("apply");
-    let transfer = Arc::new(Listed {
-        operations: prefixes.iter().map(|p| succeeded(p)).collect(),
-        first_created: Mutex::new(None),
-    });
+    let transfer = Arc::new(Listed::of(prefixes.iter().map(|p| succeeded(p)).collect()));
     let mut manager = Manager::new(store.clone(), transfer, options(), PROJECT.into());
     let (statements, requests) = (store.statements_issued(), store.api().requests());
     let started = Instant::now();
@@ -173,10 +123,7 @@ async fn load_to_first_job(emulator: &bqemulator::Emulator, count: usize) {
     let store = store(emulator, "first_job");
     store.prepare().await.expect("prepare");
     let prefixes: Vec<String> = (0..count).map(|i| format!("logs/{i:07}/")).collect();
-    let transfer = Arc::new(Listed {
-        operations: vec![],
-        first_created: Mutex::new(None),
-    });
+    let transfer = Arc::new(Listed::of(vec![]));
     let started = Instant::now();
     let statements = store.statements_issued();
     let report = store.load_prefixes(&prefixes).await.expect("load");

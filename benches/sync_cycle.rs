@@ -9,22 +9,25 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_trait::async_trait;
 use chrono::Utc;
 use sts_job_manager::manager::Manager;
 use sts_job_manager::model::{ChangeSet, JobUpdate};
 use sts_job_manager::model::{
-    Counters, GcsData, ObjectConditions, OperationStatus, Status, TransferJob, TransferOperation,
-    TransferSpec,
+    Counters, GcsData, ObjectConditions, OperationStatus, Status, TransferOperation, TransferSpec,
 };
 use sts_job_manager::options::Options;
 use sts_job_manager::store::sqlite::SqliteStore;
 use sts_job_manager::store::StateStore;
-use sts_job_manager::transfer::{JobFilter, OperationFilter, TransferError, TransferService};
+use sts_job_manager::transfer::OperationFilter;
+
+#[path = "../tests/support/listed.rs"]
+mod listed;
+
+use listed::Listed;
 
 /// The listed operations, one per prefix, made as they are listed (as a
 /// server's pages arrive), so the fixture does not count in the figures.
-struct Listed {
+struct Fixture {
     /// Prefixes `logs/0000000/` to this many (exclusive).
     prefixes: usize,
     /// The first this many are in progress; the rest succeeded.
@@ -33,7 +36,10 @@ struct Listed {
     started: chrono::DateTime<Utc>,
 }
 
-impl Listed {
+/// STS's largest page.
+const PAGE: usize = 256;
+
+impl Fixture {
     fn make(&self, i: usize) -> TransferOperation {
         let in_progress = i < self.unfinished;
         let status = if in_progress {
@@ -50,41 +56,25 @@ impl Listed {
         }
         op
     }
-}
 
-/// STS's largest page.
-const PAGE: usize = 256;
-
-#[async_trait]
-impl TransferService for Listed {
-    async fn list_operations(
-        &self,
-        filter: &OperationFilter,
-    ) -> Result<Vec<TransferOperation>, TransferError> {
-        let mut all = Vec::new();
-        self.scan_operations(filter, &mut |page| all.extend(page))
-            .await?;
-        Ok(all)
-    }
-    async fn scan_operations(
+    fn pages(
         &self,
         filter: &OperationFilter,
         visit: &mut (dyn FnMut(Vec<TransferOperation>) + Send),
-    ) -> Result<(), TransferError> {
+    ) {
         // Like STS, filter before paging: none started after the bound.
         if filter.min_creation_time.is_some_and(|t| t > self.started) {
-            return Ok(());
+            return;
         }
         // Asked by name: only those (STS looks them up, it does not scan).
         if !filter.operation_names.is_empty() {
             let named = filter.operation_names.iter().filter_map(|name| {
-                let i: usize = name.strip_prefix("transferOperations/logs/")?[..7]
-                    .parse()
-                    .ok()?;
+                let digits = name.strip_prefix("transferOperations/logs/")?.get(..7)?;
+                let i: usize = digits.parse().ok()?;
                 (i < self.prefixes).then(|| self.make(i))
             });
             visit(named.filter(|op| filter.admits(op)).collect());
-            return Ok(());
+            return;
         }
         for first in (0..self.prefixes).step_by(PAGE) {
             visit(
@@ -94,33 +84,10 @@ impl TransferService for Listed {
                     .collect(),
             );
         }
-        Ok(())
     }
-    async fn list_jobs(&self, _: &JobFilter) -> Result<Vec<TransferJob>, TransferError> {
-        Ok(vec![])
-    }
-    async fn create_job(&self, job: &TransferJob) -> Result<TransferJob, TransferError> {
-        Ok(job.clone())
-    }
-    async fn run_job(&self, _: &str, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn delete_job(&self, _: &str, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn pause_operation(&self, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn resume_operation(&self, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn cancel_operation(&self, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn service_account(&self, project_id: &str) -> Result<String, TransferError> {
-        Ok(sts_job_manager::transfer::default_service_account(
-            project_id,
-        ))
+
+    fn service(self) -> Listed {
+        Listed::new(Box::new(move |filter, visit| self.pages(filter, visit)))
     }
 }
 
@@ -190,11 +157,14 @@ fn main() {
     };
     let mut manager = Manager::new(
         store.clone(),
-        Arc::new(Listed {
-            prefixes: count,
-            unfinished: 0,
-            started: now - chrono::Duration::hours(1),
-        }),
+        Arc::new(
+            Fixture {
+                prefixes: count,
+                unfinished: 0,
+                started: now - chrono::Duration::hours(1),
+            }
+            .service(),
+        ),
         options,
         "bench".into(),
     );
@@ -310,11 +280,14 @@ fn steady(count: usize) {
     };
     let mut manager = Manager::new(
         store.clone(),
-        Arc::new(Listed {
-            prefixes: count,
-            unfinished: running.len(),
-            started: Utc::now() - chrono::Duration::hours(1),
-        }),
+        Arc::new(
+            Fixture {
+                prefixes: count,
+                unfinished: running.len(),
+                started: Utc::now() - chrono::Duration::hours(1),
+            }
+            .service(),
+        ),
         options,
         "bench".into(),
     );

@@ -6,17 +6,19 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use async_trait::async_trait;
+#[path = "support/listed.rs"]
+mod listed;
+
 use chrono::{DateTime, Duration, Utc};
+use listed::Listed;
 use sts_job_manager::manager::Manager;
 use sts_job_manager::model::{
     ChangeSet, Counters, GcsData, JobUpdate, ObjectConditions, OperationStatus, Status,
-    TransferJob, TransferOperation, TransferSpec,
+    TransferOperation, TransferSpec,
 };
 use sts_job_manager::options::Options;
 use sts_job_manager::store::sqlite::SqliteStore;
 use sts_job_manager::store::StateStore;
-use sts_job_manager::transfer::{JobFilter, OperationFilter, TransferError, TransferService};
 
 /// Running prefixes, all finishing in the measured sync: three chunks.
 const RUNNING: usize = 45_000;
@@ -131,64 +133,16 @@ fn all_operations(t: DateTime<Utc>) -> Vec<TransferOperation> {
     ops
 }
 
-struct Paged {
-    operations: Vec<TransferOperation>,
-    pages: AtomicUsize,
-}
-
-#[async_trait]
-impl TransferService for Paged {
-    async fn list_operations(
-        &self,
-        filter: &OperationFilter,
-    ) -> Result<Vec<TransferOperation>, TransferError> {
-        let mut all = Vec::new();
-        self.scan_operations(filter, &mut |page| all.extend(page))
-            .await?;
-        Ok(all)
-    }
-    async fn scan_operations(
-        &self,
-        filter: &OperationFilter,
-        visit: &mut (dyn FnMut(Vec<TransferOperation>) + Send),
-    ) -> Result<(), TransferError> {
-        let admitted: Vec<&TransferOperation> = self
-            .operations
-            .iter()
-            .filter(|op| filter.admits(op))
-            .collect();
+/// Lists `operations` in pages of STS's size, counting the pages.
+fn paged(operations: Vec<TransferOperation>, pages: Arc<AtomicUsize>) -> Listed {
+    Listed::new(Box::new(move |filter, visit| {
+        let admitted: Vec<&TransferOperation> =
+            operations.iter().filter(|op| filter.admits(op)).collect();
         for page in admitted.chunks(PAGE) {
-            self.pages.fetch_add(1, Ordering::Relaxed);
+            pages.fetch_add(1, Ordering::Relaxed);
             visit(page.iter().map(|op| (*op).clone()).collect());
         }
-        Ok(())
-    }
-    async fn list_jobs(&self, _: &JobFilter) -> Result<Vec<TransferJob>, TransferError> {
-        Ok(vec![])
-    }
-    async fn create_job(&self, job: &TransferJob) -> Result<TransferJob, TransferError> {
-        Ok(job.clone())
-    }
-    async fn run_job(&self, _: &str, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn delete_job(&self, _: &str, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn pause_operation(&self, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn resume_operation(&self, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn cancel_operation(&self, _: &str) -> Result<(), TransferError> {
-        Ok(())
-    }
-    async fn service_account(&self, project_id: &str) -> Result<String, TransferError> {
-        Ok(sts_job_manager::transfer::default_service_account(
-            project_id,
-        ))
-    }
+    }))
 }
 
 async fn set_rows(store: &SqliteStore, prefixes: &[String], status: Status, t: DateTime<Utc>) {
@@ -224,10 +178,8 @@ async fn a_sync_larger_than_a_write_chunk_writes_what_a_small_one_would() {
     set_rows(&store, &running, Status::Running, t - Duration::hours(1)).await;
     set_rows(&store, &done, Status::Done, t - Duration::hours(1)).await;
 
-    let transfer = Arc::new(Paged {
-        operations: all_operations(t),
-        pages: AtomicUsize::new(0),
-    });
+    let listed_pages = Arc::new(AtomicUsize::new(0));
+    let transfer = Arc::new(paged(all_operations(t), listed_pages.clone()));
     let options = Options {
         project: Some("big".into()),
         ..Options::default()
@@ -239,7 +191,7 @@ async fn a_sync_larger_than_a_write_chunk_writes_what_a_small_one_would() {
     assert_eq!(summary.counts["done"], RUNNING + DONE_BEFORE);
     let pages = (2 * RUNNING + 1 + 2 * DONE_BEFORE).div_ceil(PAGE);
     assert!(
-        transfer.pages.load(Ordering::Relaxed) >= pages,
+        listed_pages.load(Ordering::Relaxed) >= pages,
         "the reconcile read every page"
     );
     // Each prefix counts its latest operation once: 3 objects for each
