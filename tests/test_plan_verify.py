@@ -167,6 +167,10 @@ def test_plan_load_keeps_planned_sizes_and_refuses_overlaps(tmp_path: Path) -> N
     assert dict(zip(frame["prefix"].astype(str), frame["bytes"])) == {
         p: b for p, (_, b) in plan.items()
     }
+    # sts-status counts the planned sizes as what is left: nothing unlisted.
+    status = json.loads(tool("sts-status", *migration.state_args(), "--json").stdout)
+    assert status["unlisted_prefixes"] == 0, status
+    assert status["prefixes"]["waiting"] == len(plan)
 
     # A plan whose prefixes overlap those already loaded is refused whole.
     refused = tool("sts-plan", *args, "--shards", "2", "--load", check=False)

@@ -244,6 +244,7 @@ pub fn status_report(
     now: DateTime<Utc>,
     retry_errors: bool,
     limit: usize,
+    planned: &HashMap<String, i64>,
 ) -> StatusReport {
     let mut unreadable = 0;
     let latest = parse(latest.to_vec(), &mut unreadable);
@@ -258,6 +259,7 @@ pub fn status_report(
         retry_errors,
         limit,
         unreadable,
+        planned,
     )
 }
 
@@ -271,6 +273,7 @@ fn report_from(
     retry_errors: bool,
     limit: usize,
     unreadable: usize,
+    planned: &HashMap<String, i64>,
 ) -> StatusReport {
     let window_start = now - THROUGHPUT_WINDOW;
 
@@ -295,8 +298,12 @@ fn report_from(
             job.job_name.is_none() || job.job_name.as_deref() == Some(s.op.name.as_str())
         });
         let Some(snap) = current else {
-            if work_left {
-                unlisted += 1;
+            // Not started yet: its planned size (sts-plan --load) is what
+            // is left; without a plan nobody has listed it.
+            match planned.get(&job.prefix) {
+                Some(bytes) if work_left => listed_left += bytes,
+                None if work_left => unlisted += 1,
+                _ => {}
             }
             continue;
         };
@@ -468,6 +475,13 @@ pub async fn read_status(
         store.snapshots_before(&before_latest).await?,
         &mut unreadable,
     );
+    // Sizes listed by sts-plan --load count for prefixes not started yet.
+    let planned: HashMap<String, i64> = store
+        .read_plan()
+        .await?
+        .into_iter()
+        .map(|p| (p.prefix, i64::try_from(p.bytes).unwrap_or(i64::MAX)))
+        .collect();
     Ok(report_from(
         &jobs,
         &latest,
@@ -477,6 +491,7 @@ pub async fn read_status(
         retry_errors,
         limit,
         unreadable,
+        &planned,
     ))
 }
 
@@ -673,7 +688,7 @@ mod tests {
             snap("a/", "op-a", 30, 0, 1000, 400),
             snap("b/", "op-b", 20, 0, 600, 600),
         ];
-        let report = status_report(&jobs, &latest, &[], &[], at(30), true, 10);
+        let report = status_report(&jobs, &latest, &[], &[], at(30), true, 10, &HashMap::new());
         assert_eq!(report.prefixes["running"], 1);
         assert_eq!(report.prefixes["done"], 1);
         assert_eq!(report.prefixes["waiting"], 0);
@@ -696,7 +711,7 @@ mod tests {
             job("a/", Status::Running, Some("op-a")),
             job("w/", Status::Waiting, None),
         ];
-        let report = status_report(&jobs, &latest, &[], &[], at(30), true, 10);
+        let report = status_report(&jobs, &latest, &[], &[], at(30), true, 10, &HashMap::new());
         assert_eq!(report.unlisted_prefixes, 1);
         assert_eq!(report.eta.seconds, None);
         assert!(
@@ -711,11 +726,33 @@ mod tests {
             job("w/", Status::Waiting, None),
         ];
         let latest = [latest[0].clone(), snap("b/", "op-b", 20, 0, 600, 600)];
-        let report = status_report(&jobs, &latest, &[], &[], at(30), true, 10);
+        let report = status_report(&jobs, &latest, &[], &[], at(30), true, 10, &HashMap::new());
         assert!(report.eta.estimate);
         let rate = 1000.0 / 1800.0;
         assert_eq!(report.eta.seconds, Some((600.0 + 600.0) / rate));
         assert!(report.eta.basis.starts_with("estimate"));
+    }
+
+    #[test]
+    fn planned_sizes_make_the_eta_exact_for_prefixes_not_started() {
+        let latest = [snap("a/", "op-a", 30, 0, 1000, 400)];
+        let jobs = [
+            job("a/", Status::Running, Some("op-a")),
+            job("w/", Status::Waiting, None),
+            job("x/", Status::Waiting, None),
+        ];
+        let planned = HashMap::from([("w/".to_string(), 900), ("x/".to_string(), 300)]);
+        let report = status_report(&jobs, &latest, &[], &[], at(30), true, 10, &planned);
+        assert_eq!(report.unlisted_prefixes, 0);
+        assert!(!report.eta.estimate, "{}", report.eta.basis);
+        // 400 bytes copied over the 30 minutes since the start.
+        let rate = 400.0 / 1800.0;
+        assert_eq!(report.eta.seconds, Some((600.0 + 900.0 + 300.0) / rate));
+        // One prefix planned, one not: still an (unanswerable) estimate.
+        let some = HashMap::from([("w/".to_string(), 900)]);
+        let report = status_report(&jobs, &latest, &[], &[], at(30), true, 10, &some);
+        assert_eq!(report.unlisted_prefixes, 1);
+        assert_eq!(report.eta.seconds, None);
     }
 
     #[test]
@@ -727,7 +764,16 @@ mod tests {
         let mut latest = snap("a/", "op-a", 30, 0, 10_000, 9000);
         latest.timestamp = now;
         let base = snap("a/", "op-a", 30, 0, 10_000, 3000);
-        let report = status_report(&jobs, &[latest], &[base], &[], now, true, 10);
+        let report = status_report(
+            &jobs,
+            &[latest],
+            &[base],
+            &[],
+            now,
+            true,
+            10,
+            &HashMap::new(),
+        );
         assert_eq!(report.throughput.window_seconds, 3600.0);
         assert_eq!(report.throughput.bytes_copied, 6000);
     }
@@ -746,7 +792,16 @@ mod tests {
             snap("a/", "op-a", 25, 0, 10, 5),
             snap("b/", "op-b", 25, 0, 10, 5),
         ];
-        let report = status_report(&jobs, &latest, &[], &previous, at(30), true, 10);
+        let report = status_report(
+            &jobs,
+            &latest,
+            &[],
+            &previous,
+            at(30),
+            true,
+            10,
+            &HashMap::new(),
+        );
         assert_eq!(report.stalled.len(), 1);
         assert_eq!(report.stalled[0].prefix, "a/");
         assert_eq!(report.stalled[0].since, at(25));
@@ -765,7 +820,7 @@ mod tests {
                 .into(),
         );
         let latest = [failed, snap("b/", "op-b", 30, 0, 10, 10)];
-        let report = status_report(&jobs, &latest, &[], &[], at(30), false, 10);
+        let report = status_report(&jobs, &latest, &[], &[], at(30), false, 10, &HashMap::new());
         assert_eq!(report.failing_total, 1);
         assert_eq!(report.failing[0].prefix, "a/");
         assert_eq!(
