@@ -2,7 +2,8 @@
 //! every prefix changing status at once (the worst case), or with `steady`
 //! a steady-state cycle where all but 300 prefixes are done and the 300
 //! run on. Wall time, statements issued and peak memory.
-//! Run: `cargo bench --bench sync_cycle -- [N] [steady] [-v]`.
+//! With `waiting`, every prefix waiting (a migration's first days).
+//! Run: `cargo bench --bench sync_cycle -- [N] [steady|waiting] [-v]`.
 //! The transfer service is an in-memory list of operations, so the figures
 //! are the store's and the sync rules', not a transfer backend's.
 
@@ -121,6 +122,9 @@ fn main() {
         .unwrap_or(100_000);
     if std::env::args().any(|a| a == "steady") {
         return steady(count);
+    }
+    if std::env::args().any(|a| a == "waiting") {
+        return waiting(count);
     }
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(
@@ -318,4 +322,49 @@ fn steady(count: usize) {
         memory_mib("VmHWM:"),
         rss_before
     );
+}
+
+/// Every prefix waiting, none started yet (the first days of a migration):
+/// three cycles, each two syncs and a start round, with what they cost.
+fn waiting(count: usize) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("state.db"), "sts_job", "sts_job_history")
+            .expect("open"),
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        store.prepare().await.expect("prepare");
+        for chunk in (0..count).collect::<Vec<_>>().chunks(100_000) {
+            let prefixes: Vec<String> = chunk.iter().map(|i| prefix(*i)).collect();
+            store.load_prefixes(&prefixes).await.expect("load");
+        }
+    });
+    let options = Options {
+        project: Some("bench".into()),
+        max_concurrent_jobs: 300,
+        ..Options::default()
+    };
+    let nothing_listed = Fixture {
+        prefixes: 0,
+        unfinished: 0,
+        started: Utc::now(),
+    };
+    let mut manager = Manager::new(
+        store.clone(),
+        Arc::new(nothing_listed.service()),
+        options,
+        "bench".into(),
+    );
+    for round in 1..=3 {
+        reset_peak();
+        let started = Instant::now();
+        let summary = runtime.block_on(manager.run_once()).expect("cycle");
+        println!(
+            "cycle {round} over {count} waiting prefixes: {:.2} s wall, peak RSS {:.0} MiB, {} started",
+            started.elapsed().as_secs_f64(),
+            memory_mib("VmHWM:"),
+            summary.started.len()
+        );
+    }
 }
