@@ -396,7 +396,6 @@ async fn list_operations(engine: &LocalEngine, query: &Query) -> Result<Reply, R
             .await?
             .into_iter()
             .filter(|op| op_pattern.is_none_or(|p| glob_match(p, &op.name)))
-            .filter(|op| min_time.is_none_or(|t| op.start_time.is_some_and(|s| s >= t)))
             .filter(|op| max_time.is_none_or(|t| op.start_time.is_some_and(|s| s <= t)))
             .collect();
         page(operations, query)?

@@ -52,28 +52,31 @@ pub struct State {
 
 /// Prefixes per status from the unfinished rows and the row count: a
 /// sensor polling a million-prefix table reads what is left, not every row.
-async fn counts_of(store: &dyn StateStore) -> Result<String, Error> {
+async fn counts_of(
+    store: &dyn StateStore,
+) -> Result<std::collections::BTreeMap<String, usize>, Error> {
     let (rows, total) = store.read_unfinished().await?;
     let mut counts = count_statuses(&rows);
     counts.insert(
         crate::model::Status::Done.as_str().to_string(),
         total.saturating_sub(rows.len()),
     );
-    serde_json::to_string(&counts).map_err(|e| Error::Input(e.to_string()))
+    Ok(counts)
 }
 
 async fn final_errors_of(
     store: &dyn StateStore,
     (max_retries, retry_enabled): (u32, bool),
-) -> Result<String, Error> {
+) -> Result<Vec<String>, Error> {
     let (rows, _) = store.read_unfinished().await?;
-    let finals = if rows.iter().any(|r| r.status == crate::model::Status::Error) {
-        let failures = store.failure_counts().await?;
-        crate::manager::failures::final_errors(&rows, &failures, max_retries, retry_enabled)
-    } else {
-        Vec::new()
-    };
-    serde_json::to_string(&finals).map_err(|e| Error::Input(e.to_string()))
+    Ok(
+        if rows.iter().any(|r| r.status == crate::model::Status::Error) {
+            let failures = store.failure_counts().await?;
+            crate::manager::failures::final_errors(&rows, &failures, max_retries, retry_enabled)
+        } else {
+            Vec::new()
+        },
+    )
 }
 
 impl State {
@@ -197,16 +200,18 @@ impl State {
     /// Prefixes per status (every status, 0 included) as JSON.
     fn status_counts(&self, py: Python<'_>) -> PyResult<String> {
         let store = Arc::clone(&self.store);
-        block_on(py, async move { counts_of(store.as_ref()).await })
+        to_json(&block_on(
+            py,
+            async move { counts_of(store.as_ref()).await },
+        )?)
     }
 
     /// `status_counts` as an awaitable.
     fn status_counts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let store = Arc::clone(&self.store);
-        future_into_py(
-            py,
-            async move { counts_of(store.as_ref()).await.map_err(to_py) },
-        )
+        future_into_py(py, async move {
+            to_json(&counts_of(store.as_ref()).await.map_err(to_py)?)
+        })
     }
 
     /// The prefixes in `error` that no manager will start again (out of
@@ -214,10 +219,11 @@ impl State {
     fn final_errors(&self, py: Python<'_>) -> PyResult<String> {
         let store = Arc::clone(&self.store);
         let retries = self.retries;
-        block_on(
+        let finals = block_on(
             py,
             async move { final_errors_of(store.as_ref(), retries).await },
-        )
+        )?;
+        to_json(&finals)
     }
 
     /// `final_errors` as an awaitable.
@@ -225,9 +231,10 @@ impl State {
         let store = Arc::clone(&self.store);
         let retries = self.retries;
         future_into_py(py, async move {
-            final_errors_of(store.as_ref(), retries)
+            let finals = final_errors_of(store.as_ref(), retries)
                 .await
-                .map_err(to_py)
+                .map_err(to_py)?;
+            to_json(&finals)
         })
     }
 }
