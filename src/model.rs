@@ -90,6 +90,20 @@ impl OperationStatus {
             .unwrap_or(OperationStatus::Unknown(number.to_string()))
     }
 
+    /// Whether `transferOperations.list`'s filter takes this status: its
+    /// description lists IN_PROGRESS, PAUSED, SUCCESS, FAILED and ABORTED
+    /// only (QUEUED and SUSPENDING are filtered on our side).
+    pub fn filterable(&self) -> bool {
+        matches!(
+            self,
+            OperationStatus::InProgress
+                | OperationStatus::Paused
+                | OperationStatus::Success
+                | OperationStatus::Failed
+                | OperationStatus::Aborted
+        )
+    }
+
     pub fn name(&self) -> &str {
         match self {
             OperationStatus::Unknown(raw) => raw,
@@ -463,11 +477,42 @@ impl ChangeSet {
     pub fn is_empty(&self) -> bool {
         self.updates.is_empty() && self.history.is_empty()
     }
+
+    /// Adds the update of a prefix, replacing one already here for it: a
+    /// change set holds one update per prefix (BigQuery refuses an UPDATE
+    /// or MERGE whose source holds two rows for one key), the latest.
+    pub fn push_update(&mut self, update: JobUpdate) {
+        match self
+            .updates
+            .iter_mut()
+            .rev()
+            .find(|u| u.prefix == update.prefix)
+        {
+            Some(existing) => *existing = update,
+            None => self.updates.push(update),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_set_holds_one_update_per_prefix_the_latest() {
+        let update = |prefix: &str, status| JobUpdate {
+            prefix: prefix.into(),
+            status,
+            job_name: None,
+            last_updated: chrono::DateTime::<chrono::Utc>::UNIX_EPOCH,
+        };
+        let mut changes = ChangeSet::default();
+        changes.push_update(update("a/", Status::Waiting));
+        changes.push_update(update("b/", Status::Running));
+        changes.push_update(update("a/", Status::Running));
+        assert_eq!(changes.updates.len(), 2);
+        assert_eq!(changes.updates[0].status, Status::Running);
+    }
 
     #[test]
     fn every_sts_status_maps_as_spec_section_3() {

@@ -313,7 +313,7 @@ pub async fn requeue(options: &Options) -> Result<RequeueReport> {
     let now = chrono::Utc::now();
     let mut changes = crate::model::ChangeSet::default();
     for row in &targets {
-        changes.updates.push(crate::model::JobUpdate {
+        changes.push_update(crate::model::JobUpdate {
             prefix: row.prefix.clone(),
             status: crate::model::Status::Waiting,
             job_name: None,

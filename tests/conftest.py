@@ -247,10 +247,14 @@ def make_migration(
 
 
 class Emulator:
-    """A running `sts-emulator` on 127.0.0.1 over a bucket root."""
+    """A running `sts-emulator` on 127.0.0.1 over a bucket root, in strict
+    mode: every request is checked against Google's discovery documents, and
+    `stop()` fails the test that sent one they refuse (unless the test sends
+    bad requests on purpose: `expect_violations=True`)."""
 
-    def __init__(self, root: Path, *flags: str) -> None:
+    def __init__(self, root: Path, *flags: str, expect_violations: bool = False) -> None:
         self.root = root
+        self.expect_violations = expect_violations
         self.process = subprocess.Popen(
             [str(BIN / "sts-emulator"), "--root", str(root), *flags],
             stdout=subprocess.PIPE,
@@ -275,7 +279,17 @@ class Emulator:
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
+    def stats(self) -> dict:
+        with urllib.request.urlopen(f"{self.url}/_emulator/stats", timeout=10) as response:
+            return json.loads(response.read())
+
     def stop(self) -> None:
+        strict = None
+        if self.process.poll() is None:
+            try:
+                strict = self.stats()["strict"]
+            except (OSError, ValueError, KeyError):
+                strict = None
         self.process.terminate()
         try:
             self.process.wait(timeout=10)
@@ -284,6 +298,11 @@ class Emulator:
             self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+        if strict and strict["violation_count"] and not self.expect_violations:
+            raise AssertionError(
+                f"{strict['violation_count']} request(s) that Google's discovery documents "
+                "refuse:\n" + "\n".join(strict["violations"][:20])
+            )
 
 
 def gapic_client(emulator: Emulator):

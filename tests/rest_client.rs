@@ -19,8 +19,43 @@ struct Running {
     _root: tempfile::TempDir,
 }
 
+/// What the emulator's strict mode refused (requests Google's discovery
+/// document does not admit), read from `/_emulator/stats`.
+fn violations(endpoint: &str) -> Vec<String> {
+    use std::io::{Read, Write};
+    let host = endpoint.trim_start_matches("http://");
+    let Ok(mut stream) = std::net::TcpStream::connect(host) else {
+        return Vec::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = write!(
+        stream,
+        "GET /_emulator/stats HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    );
+    let mut text = String::new();
+    let _ = stream.read_to_string(&mut text);
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let stats: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    stats["strict"]["violations"]
+        .as_array()
+        .map(|v| {
+            v.iter()
+                .filter_map(|s| s.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let refused = violations(&self.endpoint);
+            assert!(
+                refused.is_empty(),
+                "requests Google's discovery document refuses:\n{}",
+                refused.join("\n")
+            );
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }

@@ -92,6 +92,7 @@ def bigquery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQuery]:
             stderr=subprocess.STDOUT,
         )
     emulator = BigQuery(host=f"127.0.0.1:{rest}", project=PROJECT, log=log)
+    strict = None
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -102,6 +103,11 @@ def bigquery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQuery]:
             except (urllib.error.URLError, ConnectionError):
                 assert time.monotonic() < deadline, "bqemulator did not start"
                 time.sleep(0.2)
+        # Every request reaches bqemulator through the strict layer, which
+        # refuses what real BigQuery's discovery document does not admit.
+        root = tmp_path_factory.mktemp("strict-bigquery")
+        strict = Emulator(root, "--bigquery-upstream", emulator.host)
+        emulator.host = strict.host
         yield emulator
     finally:
         process.terminate()
@@ -110,6 +116,8 @@ def bigquery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigQuery]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+        if strict is not None:
+            strict.stop()
 
 
 @pytest.fixture

@@ -230,3 +230,63 @@ def test_discovery_client_every_method(emulator: Emulator) -> None:
             .execute()
         )
         assert [j["name"] for j in deleted["transferJobs"]] == [created["name"]]
+
+
+def strict_answer(emulator: Emulator, method: str, path: str, body: object = None) -> int:
+    import urllib.error
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{emulator.url}{path}",
+        data=data,
+        method=method,
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_strict_mode_refuses_each_class_of_bad_request_and_admits_good_ones(
+    migration: Migration,
+) -> None:
+    """Over HTTP, as a client meets it: one bad request of each class the
+    discovery documents rule out is answered 400 and counted; good ones pass."""
+    from urllib.parse import quote
+
+    emulator = Emulator(migration.root, expect_violations=True)
+    try:
+
+        def listing(filter_: dict, extra: str = "") -> str:
+            return f"/v1/transferOperations?filter={quote(json.dumps(filter_))}{extra}"
+
+        good = {"projectId": PROJECT, "transferStatuses": ["IN_PROGRESS"]}
+        assert strict_answer(emulator, "GET", listing(good, "&pageSize=256")) == 200
+        assert (
+            strict_answer(emulator, "GET", "/storage/v1/b/migration-source/o?maxResults=10") == 200
+        )
+        bad = [
+            ("GET", "/v1/transferThings", None),  # unknown method or path
+            ("GET", listing({"projectId": PROJECT}, "&bogus=1"), None),  # unknown parameter
+            ("GET", listing({"projectId": PROJECT}, "&pageSize=257"), None),  # described max
+            ("GET", listing({"projectId": PROJECT, "transferStatuses": ["QUEUED"]}), None),
+            ("GET", listing({"projectId": PROJECT, "bucket": "x"}), None),  # filter key
+            ("GET", listing({"jobNames": ["transferJobs/a"]}), None),  # required key
+            ("POST", "/v1/transferJobs", {"projectId": PROJECT, "colour": "red"}),  # unknown field
+            ("POST", "/v1/transferJobs", {"projectId": 7}),  # wrong JSON type
+            ("POST", "/v1/transferJobs", {"projectId": PROJECT, "status": "RUNNING"}),  # enum
+            ("POST", "/v1/transferJobs", {"description": "x" * 1025}),  # described limit
+            ("POST", "/v1/transferJobs/a:run", {}),  # required field
+            ("POST", "/v1/transferJobs/a:pause", {}),  # path pattern
+            ("GET", "/storage/v1/b/migration-source/o?maxResults=many", None),
+        ]
+        for method, path, body in bad:
+            assert strict_answer(emulator, method, path, body) == 400, path
+        strict = emulator.stats()["strict"]
+        assert strict["violation_count"] == len(bad)
+        assert strict["checked"] == len(bad) + 2
+    finally:
+        emulator.stop()

@@ -32,9 +32,25 @@ def requests_served(emulator: Emulator) -> int:
         return int(json.loads(response.read())["requests"])
 
 
-def add_finished_history(migration: Migration, finished: int, retries: int) -> None:
-    """`finished` prefixes done long ago, each with `retries` failed
-    operations before its successful one, straight into state and engine."""
+def list_requests(emulator: Emulator) -> int:
+    """List requests the emulator admitted (its strict layer counts them by
+    the discovery document's method id)."""
+    methods = emulator.stats()["methods"]
+    return sum(n for method, n in methods.items() if method.endswith(".list"))
+
+
+def add_finished_history(
+    migration: Migration, finished: int, retries: int, just_now: bool = False
+) -> None:
+    """`finished` prefixes done long ago (or `just_now`: ended in the last
+    minute, started over the 50 minutes before, 200 at a time as STS runs
+    them), each with `retries` failed operations before its successful one,
+    straight into state and engine."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def stamp(t: datetime.datetime) -> str:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
     old = [f"old/{i:05d}/" for i in range(finished)]
     sql(
         migration.state,
@@ -60,24 +76,32 @@ def add_finished_history(migration: Migration, finished: int, retries: int) -> N
                 "transferJobName": job,
                 "startTime": f"2026-01-01T00:{attempt:02d}:00Z",
             }
-            operations.append((op["name"], job, status, json.dumps(op)))
+            end = "2026-01-01T01:00:00Z"
+            if just_now:
+                started = now - datetime.timedelta(minutes=50) * (1 - i / finished)
+                op["startTime"] = stamp(started - datetime.timedelta(seconds=retries - attempt))
+                end = stamp(now - datetime.timedelta(seconds=30 * (1 - i / finished)))
+            operations.append((op["name"], job, status, end, json.dumps(op)))
     sql(
         migration.root / ".sts-engine" / "engine.db",
         "INSERT INTO operations (name, job_name, project_id, status, end_time, body)"
-        f" VALUES (?, ?, '{PROJECT}', ?, '2026-01-01T01:00:00Z', ?)",
+        f" VALUES (?, ?, '{PROJECT}', ?, ?, ?)",
         operations,
         many=True,
     )
 
 
-def steady_sync_requests(base: Path, finished: int, retries: int, patience: float = 60) -> int:
+def steady_sync_requests(
+    base: Path, finished: int, retries: int, patience: float = 60, just_now: bool = False
+) -> int:
     """STS requests of one steady-state `run_once` (two syncs, no start)
-    while 20 prefixes run, after `finished` prefixes finished earlier."""
+    while 20 prefixes run, after `finished` prefixes finished earlier (the
+    list requests among them, with `just_now`)."""
     migration = make_migration(base, prefixes=20, files_per_prefix=2, size=20_000)
     migration.prepare()
     emulator = Emulator(migration.root)
     try:
-        add_finished_history(migration, finished, retries)
+        add_finished_history(migration, finished, retries, just_now)
         emulator.set_faults(bytes_per_second=1000)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
@@ -89,7 +113,7 @@ def steady_sync_requests(base: Path, finished: int, retries: int, patience: floa
             deadline = time.monotonic() + patience
             while manager.run_once()["counts"]["running"] < 20:
                 assert time.monotonic() < deadline, "20 prefixes never ran at once"
-            before = requests_served(emulator)
+            before = list_requests(emulator) if just_now else requests_served(emulator)
             summary = manager.run_once()
             assert summary["counts"] == {
                 "done": finished,
@@ -99,7 +123,8 @@ def steady_sync_requests(base: Path, finished: int, retries: int, patience: floa
                 "waiting": 0,
             }
             assert not summary["reconciled"] and summary["started"] == []
-            return requests_served(emulator) - before
+            after = list_requests(emulator) if just_now else requests_served(emulator)
+            return after - before
     finally:
         emulator.stop()
 
@@ -111,6 +136,19 @@ def test_list_requests_per_sync_do_not_grow_with_history(tmp_path: Path) -> None
     print(f"requests per steady run_once (2 syncs): {small}, {large}, {retried}")
     assert small == large == retried
     assert small <= 2 * 5, "at most 5 list requests per sync"
+
+
+@pytest.mark.parametrize("finished", [1000, 10_000])
+def test_list_requests_per_sync_right_after_many_prefixes_finished(
+    tmp_path: Path, finished: int
+) -> None:
+    """Right after they finished, the operations of finished prefixes are not
+    listed again and again: a steady sync lists operations created since the
+    newest it has seen (STS's clock), not since this host's clock less a
+    margin."""
+    lists = steady_sync_requests(tmp_path, finished=finished, retries=0, just_now=True)
+    print(f"list requests per steady run_once (2 syncs) right after {finished} finished: {lists}")
+    assert lists <= 2 * 5, "at most 5 list requests per sync"
 
 
 def test_an_operation_started_elsewhere_is_found_by_the_full_reconcile(

@@ -69,6 +69,19 @@ fn command() -> clap::Command {
             "P",
             "Port to listen on (0: any free port) [default: 0]".into(),
         ))
+        .arg(flag(
+            "lenient",
+            "Do not check requests against Google's discovery documents (strict mode is\n\
+             the default: a request the real API would refuse is answered 400 and counted\n\
+             in /_emulator/stats)",
+        ))
+        .arg(value(
+            "bigquery-upstream",
+            "HOST:PORT",
+            "Forward /bigquery/v2/ requests to this BigQuery emulator (bqemulator), after\n\
+             the strict check: point BIGQUERY_EMULATOR_HOST at this emulator instead"
+                .into(),
+        ))
         .next_help_heading(FAULTS)
         .arg(value(
             "fail-objects",
@@ -200,6 +213,8 @@ fn parse(args: &[String]) -> Result<Parsed, ParseError> {
             .collect::<Result<_, _>>()?;
     }
     api.sts_quotas = matches.get_flag("sts-quotas");
+    api.lenient = matches.get_flag("lenient");
+    api.bigquery_upstream = text("bigquery-upstream");
     for text in matches.get_many::<String>("quota").into_iter().flatten() {
         let (name, limit) = text
             .split_once('=')

@@ -23,6 +23,20 @@ pub struct ApiFaults {
     /// `sts_quotas: true` sets STS's published values.
     pub quotas: std::collections::BTreeMap<String, u64>,
     pub sts_quotas: bool,
+    /// Strict mode off: requests are no longer checked against Google's
+    /// discovery documents (`strict.rs`). Strict is the default.
+    pub lenient: bool,
+    /// `host:port` of a BigQuery emulator (bqemulator): `/bigquery/v2/`
+    /// requests are checked strictly, then forwarded there.
+    pub bigquery_upstream: Option<String>,
+    /// Where STS's documents are silent, the other plausible answers:
+    /// jobs made without a schedule come back with `"schedule": {}`;
+    pub empty_schedule: bool,
+    /// the next N creates make their job but the reply is lost (503), so
+    /// a retried create meets 409 ALREADY_EXISTS;
+    pub lose_create_replies: u32,
+    /// `transferJobs.list` ignores `sourceBucket` and `sinkBucket`.
+    pub ignore_bucket_filter: bool,
 }
 
 /// STS's published quotas per project (STS_API.md "Service limits").
@@ -53,6 +67,11 @@ impl Default for ApiFaults {
             api_error_codes: vec![429, 503],
             quotas: Default::default(),
             sts_quotas: false,
+            lenient: false,
+            bigquery_upstream: None,
+            empty_schedule: false,
+            lose_create_replies: 0,
+            ignore_bucket_filter: false,
         }
     }
 }
@@ -87,8 +106,6 @@ impl ApiFaults {
     }
 }
 
-const API_KEYS: [&str; 4] = ["api_error_rate", "api_error_codes", "quotas", "sts_quotas"];
-
 /// Applies a control request `{...api faults, ...engine faults}`: API faults
 /// are returned, engine faults merged into `faults.json`. All checked first.
 pub fn apply_control(
@@ -99,11 +116,12 @@ pub fn apply_control(
     let Value::Object(fields) = request else {
         return Err("faults must be a JSON object".into());
     };
+    let mut api = serde_json::to_value(current).map_err(|e| e.to_string())?;
+    // The API's own names are the fields of ApiFaults; the rest are the engine's.
     let (api_fields, engine_fields): (Map<String, Value>, Map<String, Value>) = fields
         .clone()
         .into_iter()
-        .partition(|(k, _)| API_KEYS.contains(&k.as_str()));
-    let mut api = serde_json::to_value(current).map_err(|e| e.to_string())?;
+        .partition(|(k, _)| api.get(k).is_some());
     for (k, v) in api_fields {
         api[k] = v;
     }

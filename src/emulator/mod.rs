@@ -6,6 +6,7 @@ pub mod cli;
 mod faults;
 mod routes;
 mod storage;
+pub mod strict;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -52,19 +53,30 @@ struct Emulator {
     /// bearer JWT (a service account's self-signed token), or `bearer` for
     /// an opaque token. Tokens themselves are never kept or logged.
     callers: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Google's discovery documents of the APIs served (strict mode).
+    apis: Vec<strict::Api>,
+    /// Requests checked against them, and what they refused.
+    checked: AtomicU64,
+    violation_count: AtomicU64,
+    violations: Mutex<Vec<String>>,
+    /// Requests admitted, by the discovery document's method id.
+    methods: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Forwards BigQuery requests (strict mode in front of bqemulator).
+    http: reqwest::Client,
 }
 
+/// Violations kept for `/_emulator/stats` (the count goes on past it).
+const VIOLATIONS_KEPT: usize = 200;
+
 /// The STS quota group a request counts against (STS_API.md): `run` is in
-/// none; a patch to DELETED is a delete.
-fn quota_group(method: &str, path: &str, body: &str) -> Option<&'static str> {
+/// none; every patch (the status patch that deletes a job too) is an
+/// update; only `transferJobs.delete` is a delete.
+fn quota_group(method: &str, path: &str) -> Option<&'static str> {
     let resource = path.strip_prefix("/v1/")?;
     match (method, resource) {
         ("POST", "transferJobs") => Some("create"),
         ("GET", _) => Some("read"),
         ("POST", r) if r.ends_with(":run") => None,
-        ("PATCH", _) if body.contains("DELETED") || body.contains("\"status\": 3") => {
-            Some("delete")
-        }
         ("DELETE", _) => Some("delete"),
         ("PATCH", _) => Some("update"),
         ("POST", r) if r.starts_with("transferOperations/") => Some("control"),
@@ -112,6 +124,105 @@ fn base64url(text: &str) -> Option<Vec<u8>> {
 }
 
 impl Emulator {
+    /// Strict mode: the request against its API's discovery document.
+    /// A violation is answered 400 INVALID_ARGUMENT (as Google answers) and
+    /// recorded for `/_emulator/stats`, so the test that sent it fails.
+    fn strict_check(&self, method: &str, raw_path: &str, query: &str, body: &str) -> Option<Reply> {
+        if self.faults().lenient {
+            return None;
+        }
+        let api = self.apis.iter().find(|api| api.serves(raw_path))?;
+        self.checked.fetch_add(1, Ordering::Relaxed);
+        let problem = match api.check(method, raw_path, query, body) {
+            Ok(id) => {
+                *self
+                    .methods
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .entry(id)
+                    .or_default() += 1;
+                return None;
+            }
+            Err(problem) => problem,
+        };
+        tracing::warn!("strict: refused {method} {raw_path}: {problem}");
+        let mut violations = self.violations.lock().unwrap_or_else(|p| p.into_inner());
+        if violations.len() < VIOLATIONS_KEPT {
+            violations.push(format!("{method} {raw_path}: {problem}"));
+        } else if let Some(last) = violations.last_mut() {
+            // The count still grows past what is kept.
+            *last = format!("... and more (latest: {method} {raw_path}: {problem})");
+        }
+        drop(violations);
+        self.violation_count.fetch_add(1, Ordering::Relaxed);
+        Some(Reply::error(
+            400,
+            format!("strict mode (Google's discovery document refuses this): {problem}"),
+        ))
+    }
+
+    /// Whether this create's reply is to be lost (`lose_create_replies`).
+    fn take_lost_reply(&self) -> bool {
+        let mut faults = self.api_faults.lock().unwrap_or_else(|p| p.into_inner());
+        if faults.lose_create_replies == 0 {
+            return false;
+        }
+        faults.lose_create_replies -= 1;
+        true
+    }
+
+    fn faults(&self) -> ApiFaults {
+        self.api_faults
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Forwards a BigQuery request to the upstream emulator as it came.
+    async fn forward(
+        &self,
+        upstream: &str,
+        method: &str,
+        path_and_query: &str,
+        content_type: Option<&str>,
+        body: String,
+    ) -> Response<Full<Bytes>> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let mut request = self
+            .http
+            .request(method, format!("http://{upstream}{path_and_query}"))
+            .body(body);
+        if let Some(content_type) = content_type {
+            request = request.header(reqwest::header::CONTENT_TYPE, content_type);
+        }
+        let (status, content_type, bytes) = match request.send().await {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                let content_type = response
+                    .headers()
+                    .get(reqwest::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                match response.bytes().await {
+                    Ok(bytes) => (status, content_type, bytes),
+                    Err(e) => return respond(Reply::error(502, format!("upstream: {e}"))),
+                }
+            }
+            Err(e) => return respond(Reply::error(502, format!("upstream {upstream}: {e}"))),
+        };
+        let mut response = Response::new(Full::new(bytes));
+        *response.status_mut() =
+            hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
+        if let Some(value) =
+            content_type.and_then(|c| hyper::header::HeaderValue::from_str(&c).ok())
+        {
+            response
+                .headers_mut()
+                .insert(hyper::header::CONTENT_TYPE, value);
+        }
+        response
+    }
+
     /// Every `1/rate`-th request (evenly spread, so a test's share is exact
     /// over any window) is answered with the next configured error code.
     fn injected_error(&self) -> Option<u16> {
@@ -206,6 +317,18 @@ async fn handle(
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     );
+    let raw_path = request.uri().path().to_string();
+    let raw_query = request.uri().query().unwrap_or("").to_string();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| raw_path.clone());
+    let content_type = request
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let path = percent_decode(request.uri().path());
     let query: HashMap<String, String> = request
         .uri()
@@ -242,12 +365,34 @@ async fn handle(
             body: serde_json::json!({
                 "requests": emulator.requests.load(Ordering::Relaxed),
                 "callers": *emulator.callers.lock().unwrap_or_else(|p| p.into_inner()),
+                "strict": {
+                    "checked": emulator.checked.load(Ordering::Relaxed),
+                    "violation_count": emulator.violation_count.load(Ordering::Relaxed),
+                    "violations": *emulator.violations.lock().unwrap_or_else(|p| p.into_inner()),
+                },
+                "methods": *emulator.methods.lock().unwrap_or_else(|p| p.into_inner()),
             }),
         }
+    } else if let Some(refused) = emulator.strict_check(&method, &raw_path, &raw_query, &body) {
+        refused
+    } else if let Some(upstream) = path
+        .starts_with("/bigquery/")
+        .then(|| emulator.faults().bigquery_upstream)
+        .flatten()
+    {
+        return Ok(emulator
+            .forward(
+                &upstream,
+                &method,
+                &path_and_query,
+                content_type.as_deref(),
+                body,
+            )
+            .await);
     } else if let Some(code) = emulator.injected_error() {
         Reply::error(code, "injected by sts-emulator")
     } else if let Some(quota) =
-        quota_group(&method, &path, &body).and_then(|group| emulator.over_quota(group))
+        quota_group(&method, &path).and_then(|group| emulator.over_quota(group))
     {
         Reply::error(
             429,
@@ -259,10 +404,43 @@ async fn handle(
         tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
         return Ok(response);
     } else {
-        routes::route(&emulator.engine, &method, &path, &query, &body).await
+        let faults = emulator.faults();
+        let lose_reply =
+            method == "POST" && path == "/v1/transferJobs" && emulator.take_lost_reply();
+        let mut reply =
+            routes::route(&emulator.engine, &faults, &method, &path, &query, &body).await;
+        if faults.empty_schedule && path.starts_with("/v1/transferJobs") {
+            empty_schedules(&mut reply.body);
+        }
+        if lose_reply && reply.status == 200 {
+            reply = Reply::error(503, "the reply was lost (lose_create_replies)");
+        }
+        reply
     };
     tracing::debug!(%method, %path, status = reply.status, "request");
     Ok(respond(reply))
+}
+
+/// `"schedule": {}` on every job of a reply that has no schedule, as STS
+/// may answer for a job created without one.
+fn empty_schedules(body: &mut Value) {
+    let mut mark = |job: &mut Value| {
+        if let Value::Object(job) = job {
+            if job
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| n.starts_with("transferJobs/"))
+            {
+                job.entry("schedule")
+                    .or_insert_with(|| serde_json::json!({}));
+            }
+        }
+    };
+    if let Some(Value::Array(jobs)) = body.get_mut("transferJobs") {
+        jobs.iter_mut().for_each(&mut mark);
+    } else {
+        mark(body);
+    }
 }
 
 fn respond(reply: Reply) -> Response<Full<Bytes>> {
@@ -301,6 +479,20 @@ pub async fn serve(
         fault_draws: AtomicU64::new(0),
         usage: Mutex::new(HashMap::new()),
         callers: Mutex::new(Default::default()),
+        apis: [
+            strict::STORAGE_TRANSFER,
+            strict::CLOUD_STORAGE,
+            strict::BIGQUERY,
+        ]
+        .into_iter()
+        .map(strict::Api::new)
+        .collect::<Result<_, _>>()
+        .map_err(TransferError::InvalidArgument)?,
+        checked: AtomicU64::new(0),
+        violation_count: AtomicU64::new(0),
+        violations: Mutex::new(Vec::new()),
+        methods: Mutex::new(Default::default()),
+        http: reqwest::Client::new(),
     });
     ready(address);
     tokio::pin!(stop);

@@ -43,6 +43,14 @@ impl From<TransferError> for Reply {
                 status: 400,
                 body: crate::transfer::wire::error_body(400, "FAILED_PRECONDITION", &m),
             },
+            TransferError::Api {
+                http,
+                status,
+                message,
+            } => Reply {
+                status: http,
+                body: crate::transfer::wire::error_body(http, &status, &message),
+            },
             other => Reply::error(500, other.to_string()),
         }
     }
@@ -171,18 +179,20 @@ fn generated_job_name() -> String {
 
 pub async fn route(
     engine: &LocalEngine,
+    faults: &super::ApiFaults,
     method: &str,
     path: &str,
     query: &Query,
     body: &str,
 ) -> Reply {
-    match dispatch(engine, method, path, query, body).await {
+    match dispatch(engine, faults, method, path, query, body).await {
         Ok(reply) | Err(reply) => reply,
     }
 }
 
 async fn dispatch(
     engine: &LocalEngine,
+    faults: &super::ApiFaults,
     method: &str,
     path: &str,
     query: &Query,
@@ -198,7 +208,7 @@ async fn dispatch(
     let segments: Vec<&str> = resource.split('/').collect();
     match (method, segments.as_slice(), action) {
         ("POST", ["transferJobs"], None) => create_job(engine, body).await,
-        ("GET", ["transferJobs"], None) => list_jobs(engine, query).await,
+        ("GET", ["transferJobs"], None) => list_jobs(engine, query, faults).await,
         ("GET", ["transferJobs", _], None) => {
             let project = query
                 .get("projectId")
@@ -258,15 +268,24 @@ async fn create_job(engine: &LocalEngine, body: &str) -> Result<Reply, Reply> {
     Ok(Reply::ok(to_json(&engine.create_job(&job).await?)?))
 }
 
-async fn list_jobs(engine: &LocalEngine, query: &Query) -> Result<Reply, Reply> {
+async fn list_jobs(
+    engine: &LocalEngine,
+    query: &Query,
+    faults: &super::ApiFaults,
+) -> Result<Reply, Reply> {
     let filter = filter_of(query)?;
     let project_id = project_of(&filter)?;
     let statuses = enums(&filter, "jobStatuses", job_status)?;
     let names = strings(&filter, "jobNames");
-    let (source, sink) = (
-        filter.get("sourceBucket").and_then(Value::as_str),
-        filter.get("sinkBucket").and_then(Value::as_str),
-    );
+    // `ignore_bucket_filter`: the bucket keys narrow nothing (they are
+    // documented with dataBackend QUERY_REPLICATION_CONFIGS).
+    let by_bucket = |key: &str| {
+        filter
+            .get(key)
+            .and_then(Value::as_str)
+            .filter(|_| !faults.ignore_bucket_filter)
+    };
+    let (source, sink) = (by_bucket("sourceBucket"), by_bucket("sinkBucket"));
     let jobs: Vec<TransferJob> = engine
         .list_jobs(&JobFilter {
             project_id,
@@ -378,6 +397,7 @@ async fn list_operations(engine: &LocalEngine, query: &Query) -> Result<Reply, R
             .and_then(Value::as_str)
             .map(str::to_owned),
         statuses,
+        limit: None,
     };
     let engine_filters_all = op_pattern.is_none() && max_time.is_none();
     let (operations, next) = if engine_filters_all {

@@ -17,7 +17,7 @@ use serde::Serialize;
 use crate::model::{
     Date, GcsData, HistoryRow, JobStatus, ObjectConditions, PrefixJob, Schedule, Status,
 };
-use crate::model::{OperationStatus, TransferJob, TransferOptions, TransferSpec};
+use crate::model::{TransferJob, TransferOptions, TransferSpec};
 use crate::options::Options;
 use crate::store::{StateStore, StoreError};
 use crate::transfer::{
@@ -62,12 +62,32 @@ pub enum ManagerError {
     FinishedWithErrors { count: usize, sample: String },
 }
 
+/// TransferJob.description: "Its max length is 1024 bytes when
+/// Unicode-encoded" (discovery document).
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+
+/// The original tool's description of a prefix's job, cut (on a character
+/// boundary, marked with an ellipsis) to fit STS's limit: a prefix may be up
+/// to 1,024 bytes itself. Nothing reads the prefix back from it.
+pub fn job_description(prefix: &str) -> String {
+    let full = format!("Created via STS Job Manager - {prefix}");
+    if full.len() <= MAX_DESCRIPTION_BYTES {
+        return full;
+    }
+    let mut end = MAX_DESCRIPTION_BYTES - '…'.len_utf8();
+    while !full.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &full[..end])
+}
+
 /// Operations and jobs are asked for by name in chunks this large, so a
 /// filter stays well under URL length limits.
 pub const NAME_CHUNK: usize = 100;
-/// Operations created this long before the previous sync began are listed
-/// again: clocks and listing lag.
-const CREATION_MARGIN_SECONDS: i64 = 600;
+/// Operations created this long before the newest operation seen (STS's
+/// clock, not this host's) are listed again: listing lag. Small, as the
+/// operations this manager starts are followed by name whatever it is.
+const CREATION_MARGIN_SECONDS: i64 = 30;
 /// Prefixes written per transaction when a sync changes many at once.
 const WRITE_CHUNK: usize = 20_000;
 /// A sync's operations this many or more are freed on another thread.
@@ -139,7 +159,10 @@ pub struct Manager {
     last_job_round: Option<Instant>,
     last_reconcile: Option<Instant>,
     /// When the previous sync began (server-side lower bound for new operations).
-    sync_mark: Option<DateTime<Utc>>,
+    /// The newest start time of any operation listed so far (microseconds,
+    /// STS's clock; `i64::MIN`: none yet): a steady sync lists operations
+    /// created since then, whatever this host's clock says.
+    newest_seen: std::sync::atomic::AtomicI64,
     /// Failures of the prefixes in `error` (from their operation or refusal).
     failures: BTreeMap<String, Failure>,
     /// Failed attempts of prefixes in `error` since they were last queued.
@@ -160,6 +183,9 @@ pub struct Manager {
     /// Reusable jobs that can be neither patched nor created (deleted by
     /// someone: their name stays taken); skipped from then on.
     pool_dead: std::sync::Mutex<HashSet<String>>,
+    /// Pool jobs known to exist (seen in a reconcile, or made or patched by
+    /// this manager): patched on use; any other is created on first use.
+    pool_known: std::sync::Mutex<HashSet<String>>,
     /// Counters of the latest operations of finished prefixes.
     finished: crate::model::Counters,
     /// Who this manager is in the store's lease (`host:pid:nonce`).
@@ -188,7 +214,7 @@ impl Manager {
             last_sync: None,
             last_job_round: None,
             last_reconcile: None,
-            sync_mark: None,
+            newest_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
             failures: BTreeMap::new(),
             attempts: HashMap::new(),
             streak: Streak::default(),
@@ -200,6 +226,7 @@ impl Manager {
             ramp_level: 0,
             pool_busy: HashMap::new(),
             pool_dead: std::sync::Mutex::new(HashSet::new()),
+            pool_known: std::sync::Mutex::new(HashSet::new()),
             finished: crate::model::Counters::default(),
             holder: crate::store::lease_holder(),
             holding_lease: false,
@@ -275,7 +302,6 @@ impl Manager {
         summary: &mut CycleSummary,
         judge_stalls: bool,
     ) -> Result<(), ManagerError> {
-        let began = Utc::now();
         let clock = Instant::now();
         // Finished prefixes cost nothing per cycle: only the rest is read.
         let (rows, total) = self.store.read_unfinished().await?;
@@ -423,7 +449,6 @@ impl Manager {
                 }
             };
         }
-        self.sync_mark = Some(began);
         summary.synced = true;
         // Where a slow sync spends its time, for whoever tunes a big run.
         tracing::debug!(
@@ -472,6 +497,13 @@ impl Manager {
         while let Some(decisions) = chunks.next() {
             let mut chunk = sync::changes_of(rows, &outcome.latest, buckets, decisions, now);
             if chunks.peek().is_none() {
+                // One update per prefix (the adoption wins): by a set, as
+                // a chunk holds 20,000.
+                let adopted_prefixes: HashSet<&str> =
+                    adopted.updates.iter().map(|u| u.prefix.as_str()).collect();
+                chunk
+                    .updates
+                    .retain(|u| !adopted_prefixes.contains(u.prefix.as_str()));
                 chunk.updates.extend(adopted.updates.iter().cloned());
                 chunk.history.extend(adopted.history.iter().cloned());
             }
@@ -522,6 +554,16 @@ impl Manager {
                     ..OperationFilter::default()
                 },
                 &mut |page| {
+                    self.saw(&page);
+                    let mut known = self.pool_known.lock().unwrap_or_else(|p| p.into_inner());
+                    for op in &page {
+                        if op.transfer_job_name.contains("/sts-jm-pool-")
+                            && !deleted.contains(&op.transfer_job_name)
+                        {
+                            known.insert(op.transfer_job_name.clone());
+                        }
+                    }
+                    drop(known);
                     for op in page {
                         latest.add(op);
                     }
@@ -530,6 +572,19 @@ impl Manager {
             .await?;
         let (latest, others) = latest.finish();
         Ok((latest, Some(others)))
+    }
+
+    /// Remembers the newest start time among `operations` (STS's clock).
+    fn saw(&self, operations: &[crate::model::TransferOperation]) {
+        if let Some(newest) = operations
+            .iter()
+            .filter_map(|op| op.start_time)
+            .map(|t| t.timestamp_micros())
+            .max()
+        {
+            self.newest_seen
+                .fetch_max(newest, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     /// A steady-state sync: only what can have changed. The operations the
@@ -579,8 +634,11 @@ impl Manager {
                     .await?,
             );
         }
-        let since = self
-            .sync_mark
+        self.saw(&operations);
+        let newest = self.newest_seen.load(std::sync::atomic::Ordering::Relaxed);
+        let since = (newest != i64::MIN)
+            .then(|| DateTime::<Utc>::from_timestamp_micros(newest))
+            .flatten()
             .map(|t| t - chrono::Duration::seconds(CREATION_MARGIN_SECONDS));
         operations.extend(
             self.transfer
@@ -675,10 +733,31 @@ impl Manager {
             .await?;
         let mut taken = HashSet::new();
         // Reusable jobs have no schedule: one that never ran is not a start.
-        for job in jobs
-            .iter()
-            .filter(|j| j.latest_operation_name.is_none() && j.schedule.is_some())
-        {
+        // STS may answer a job made without a schedule with `"schedule": {}`:
+        // only a start date makes a scheduled (one-time) start. The buckets
+        // are checked here too: the list filter's bucket keys are not
+        // relied on to narrow the listing (STS_API.md).
+        let (source, sink) = (
+            &self.options.source_bucket,
+            &self.options.destination_bucket,
+        );
+        for job in jobs.iter().filter(|j| {
+            j.latest_operation_name.is_none()
+                && j.schedule
+                    .as_ref()
+                    .is_some_and(|s| s.schedule_start_date.is_some())
+                && !j.name.contains("/sts-jm-pool-")
+                && j.transfer_spec
+                    .gcs_data_source
+                    .as_ref()
+                    .map(|g| &g.bucket_name)
+                    == Some(source)
+                && j.transfer_spec
+                    .gcs_data_sink
+                    .as_ref()
+                    .map(|g| &g.bucket_name)
+                    == Some(sink)
+        }) {
             for prefix in job.transfer_spec.include_prefixes() {
                 if !waiting.contains(prefix.as_str()) || !taken.insert(prefix.clone()) {
                     continue;
@@ -687,7 +766,7 @@ impl Manager {
                 // Its operation starts after the job was created: anything
                 // older is not this start's.
                 let since = job.creation_time.unwrap_or(now).min(now);
-                adopted.updates.push(JobUpdate {
+                adopted.push_update(JobUpdate {
                     prefix: prefix.clone(),
                     status: Status::Running,
                     job_name: Some(job.name.clone()),
@@ -958,7 +1037,7 @@ impl Manager {
                 return;
             }
         };
-        changes.updates.push(JobUpdate {
+        changes.push_update(JobUpdate {
             prefix: prefix.clone(),
             status,
             job_name: job_name.clone(),
@@ -1026,19 +1105,14 @@ impl Manager {
         let spec = self.transfer_spec(&row.prefix);
         let project = &self.project_id;
         let refused = |step: Step, error: TransferError| match classify_refusal(step, job, error) {
-            Refusal::Permanent(error) => StartError::Refused {
+            Refusal::Permanent(error) | Refusal::LookAtJob(error) => StartError::Refused {
                 job: job.to_string(),
                 error,
             },
             Refusal::Transient(e) => StartError::Transient(e),
-            Refusal::OperationUnderWay(why) => StartError::Transient(
-                TransferError::FailedPrecondition(format!("reusable job {job} is busy: {why}")),
-            ),
-            Refusal::JobDeleted => {
-                StartError::Transient(TransferError::NotFound(format!("reusable job {job}")))
-            }
         };
         let dead = |why: &str| {
+            tracing::warn!(job, "reusable job {why}: another one is used from now on");
             self.pool_dead
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -1050,30 +1124,85 @@ impl Manager {
         if row.status == Status::Error {
             tracing::info!(prefix = %row.prefix, previous = ?row.job_name, attempt = self.attempts.get(&row.prefix).copied().unwrap_or(0) + 1, "retrying a failed prefix");
         }
-        match self.transfer.patch_transfer_spec(job, project, &spec).await {
-            Ok(()) => {}
-            // A service that cannot patch: one job per prefix, as before.
-            Err(TransferError::Unsupported(_)) => return self.start_job(row).await,
-            Err(TransferError::NotFound(_)) => {
-                let mut created = self.new_job(job.to_string(), &row.prefix);
-                created.schedule = None;
-                created.description = format!(
-                    "Reusable job of STS Job Manager (gs://{} -> gs://{})",
-                    self.options.source_bucket, self.options.destination_bucket
-                );
-                match self.transfer.create_job(&created).await {
+        let create = || async {
+            let mut created = self.new_job(job.to_string(), &row.prefix);
+            created.schedule = None;
+            created.description = format!(
+                "Reusable job of STS Job Manager (gs://{} -> gs://{})",
+                self.options.source_bucket, self.options.destination_bucket
+            );
+            self.transfer.create_job(&created).await
+        };
+        // A patch refused: the job is read to tell a job someone deleted or
+        // disabled (whatever code STS answers that with) from a refusal.
+        let patch_refused = |error: TransferError| async move {
+            if is_transient(&error) {
+                return StartError::Transient(error);
+            }
+            match self.job_status(job).await {
+                Ok(None | Some(JobStatus::Deleted)) => dead("was deleted"),
+                Ok(Some(JobStatus::Disabled)) => dead("was disabled"),
+                Ok(Some(_)) => refused(Step::Create, error),
+                Err(e) => StartError::Transient(e),
+            }
+        };
+        let known = self
+            .pool_known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(job);
+        // Known to exist: patched. Not seen yet: created with this prefix's
+        // spec at once (one call, not a patch answered 404 then a create).
+        // A create answered ALREADY_EXISTS (ours from before, or a create
+        // whose reply was lost and was retried) is patched instead.
+        let mut patch = known;
+        if !known {
+            match create().await {
+                Ok(_) => {}
+                Err(TransferError::AlreadyExists(_)) => patch = true,
+                Err(e) => return Err(refused(Step::Create, e)),
+            }
+        }
+        if patch {
+            match self.transfer.patch_transfer_spec(job, project, &spec).await {
+                Ok(()) => {}
+                // A service that cannot patch: one job per prefix, as before.
+                Err(TransferError::Unsupported(_)) => return self.start_job(row).await,
+                Err(TransferError::NotFound(_)) if known => match create().await {
                     Ok(_) => {}
                     Err(TransferError::AlreadyExists(_)) => return Err(dead("was deleted")),
                     Err(e) => return Err(refused(Step::Create, e)),
-                }
+                },
+                Err(e) => return Err(patch_refused(e).await),
             }
-            Err(e) => return Err(refused(Step::Create, e)),
         }
-        match self.transfer.run_job_for_operation(job, project).await {
-            Ok(Some(operation)) => Ok(operation),
-            Ok(None) => Ok(job.to_string()),
-            Err(TransferError::NotFound(_)) => Err(dead("disappeared")),
-            Err(e) => Err(refused(Step::Run, e)),
+        self.pool_known
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(job.to_string());
+        let error = match self.transfer.run_job_for_operation(job, project).await {
+            Ok(Some(operation)) => return Ok(operation),
+            Ok(None) => return Ok(job.to_string()),
+            Err(e) => match classify_refusal(Step::Run, job, e) {
+                Refusal::LookAtJob(e) => e,
+                Refusal::Permanent(e) => return Err(refused(Step::Run, e)),
+                Refusal::Transient(e) => return Err(StartError::Transient(e)),
+            },
+        };
+        match self
+            .look_at_refusal(job, &row.prefix, error)
+            .await
+            .map_err(StartError::Transient)?
+        {
+            RunRefusal::Follow(operation) => Ok(operation),
+            RunRefusal::Busy(why) => Err(StartError::Transient(TransferError::FailedPrecondition(
+                format!("reusable job {job} is busy: {why}"),
+            ))),
+            RunRefusal::Gone(why) => Err(dead(why)),
+            RunRefusal::Refused(error) => Err(StartError::Refused {
+                job: job.to_string(),
+                error,
+            }),
         }
     }
 
@@ -1133,63 +1262,118 @@ impl Manager {
                 other => other.map(|_| ()).map_err(|e| refused(Step::Create, e)),
             }
         };
-        match outcome {
-            Ok(()) => Ok(name),
-            // Refused: if the job's operation is already under way (a crash
-            // after the start, or a list that lags), there is nothing to
-            // start; the row follows that operation by its own name (the
-            // job's name would make sync wait for a newer operation).
-            Err(Refusal::OperationUnderWay(why)) => self
-                .follow_active(&name, why)
+        let explained = match outcome {
+            Ok(()) => return Ok(name),
+            Err(Refusal::Permanent(error)) => return Err(StartError::Refused { job: name, error }),
+            Err(Refusal::Transient(error)) => return Err(StartError::Transient(error)),
+            Err(Refusal::LookAtJob(error)) => self
+                .look_at_refusal(&name, &row.prefix, error)
                 .await
-                .map_err(StartError::Transient),
-            // The job was deleted: a new name for a new attempt.
-            Err(Refusal::JobDeleted) => {
+                .map_err(StartError::Transient)?,
+        };
+        match explained {
+            // A crash after the start, or a list that lags: the row follows
+            // that operation by its own name.
+            RunRefusal::Follow(operation) => Ok(operation),
+            RunRefusal::Busy(why) => Err(StartError::Transient(TransferError::FailedPrecondition(
+                why,
+            ))),
+            RunRefusal::Refused(error) => Err(StartError::Refused { job: name, error }),
+            // Deleted or disabled by someone else: a new name for a new attempt.
+            RunRefusal::Gone(why) => {
+                tracing::warn!(prefix = %row.prefix, "{name} {why}; starting the prefix on a new job");
                 let fresh = format!("{name}-{}", Utc::now().timestamp());
                 match self.create_job(fresh.clone(), &row.prefix).await {
                     Ok(_) => Ok(fresh),
                     Err(e) => Err(match classify_refusal(Step::Create, &fresh, e) {
-                        Refusal::Permanent(e) => StartError::Refused {
+                        Refusal::Permanent(e) | Refusal::LookAtJob(e) => StartError::Refused {
                             job: fresh,
                             error: e,
                         },
                         Refusal::Transient(e) => StartError::Transient(e),
-                        Refusal::OperationUnderWay(why) => {
-                            StartError::Transient(TransferError::FailedPrecondition(why))
-                        }
-                        Refusal::JobDeleted => {
-                            StartError::Transient(TransferError::NotFound(fresh))
-                        }
                     }),
                 }
             }
-            Err(Refusal::Permanent(error)) => Err(StartError::Refused { job: name, error }),
-            Err(Refusal::Transient(error)) => Err(StartError::Transient(error)),
         }
     }
 
-    /// STS refused to run `job_name` (`why`): the name of its operation
-    /// under way, which the row then follows; the refusal if none is.
-    async fn follow_active(&self, job_name: &str, why: String) -> Result<String, TransferError> {
-        let active = self
+    /// The job's newest operation: its one operation that has not ended,
+    /// if it has one. One small list request, whatever the job ran before
+    /// (QUEUED and SUSPENDING are not filter values: checked here).
+    async fn newest_operation(
+        &self,
+        job_name: &str,
+    ) -> Result<Option<crate::model::TransferOperation>, TransferError> {
+        Ok(self
             .transfer
             .list_operations(&OperationFilter {
                 project_id: self.project_id.clone(),
                 job_names: vec![job_name.to_string()],
-                statuses: vec![
-                    OperationStatus::Queued,
-                    OperationStatus::InProgress,
-                    OperationStatus::Paused,
-                    OperationStatus::Suspending,
-                ],
+                limit: Some(1),
                 ..OperationFilter::default()
             })
-            .await?;
-        active
+            .await?
             .into_iter()
-            .next()
-            .map(|op| op.name)
-            .ok_or(TransferError::FailedPrecondition(why))
+            .next())
+    }
+
+    /// The job's status as STS has it now (`None`: not found); a service
+    /// that cannot read jobs answers "enabled".
+    async fn job_status(&self, job_name: &str) -> Result<Option<JobStatus>, TransferError> {
+        match self.transfer.get_job(job_name, &self.project_id).await {
+            Ok(job) => Ok(Some(job.status)),
+            Err(TransferError::NotFound(_)) => Ok(None),
+            Err(TransferError::Unsupported(_)) => Ok(Some(JobStatus::Enabled)),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// STS refused to run `job_name` for `prefix`: looks at the job and its
+    /// newest operation to tell what that meant ([`explain_run_refusal`]).
+    async fn look_at_refusal(
+        &self,
+        job_name: &str,
+        prefix: &str,
+        error: TransferError,
+    ) -> Result<RunRefusal, TransferError> {
+        let newest = self.newest_operation(job_name).await?;
+        let status = if newest.as_ref().is_some_and(|op| op.status.is_active()) {
+            Some(JobStatus::Enabled)
+        } else {
+            self.job_status(job_name).await?
+        };
+        let explained = explain_run_refusal(prefix, newest.as_ref(), status, error);
+        if let RunRefusal::Refused(e) = &explained {
+            tracing::warn!(
+                prefix,
+                job = job_name,
+                "run refused with no operation under way and the job enabled: {e}"
+            );
+        }
+        Ok(explained)
+    }
+
+    /// Runs an overdue one-time job again, looking first: whether STS
+    /// refuses a run while an operation is under way is undocumented, so an
+    /// operation found under way is followed rather than doubled. `None`:
+    /// the job is gone (the prefix is queued for a new one).
+    async fn run_again(&self, job: &str, prefix: &str) -> Result<Option<String>, TransferError> {
+        if let Some(op) = self.newest_operation(job).await? {
+            if op.status.is_active() {
+                return Ok(Some(op.name));
+            }
+        }
+        let error = match self.transfer.run_job(job, &self.project_id).await {
+            Ok(()) => return Ok(Some(job.to_string())),
+            Err(e) if is_transient(&e) => return Err(e),
+            Err(e) => e,
+        };
+        match self.look_at_refusal(job, prefix, error).await? {
+            RunRefusal::Follow(operation) => Ok(Some(operation)),
+            RunRefusal::Gone(_) => Ok(None),
+            RunRefusal::Busy(why) => Err(TransferError::FailedPrecondition(why)),
+            RunRefusal::Refused(error) => Err(error),
+        }
     }
 
     /// Rows started more than `start-timeout` ago whose operation has not
@@ -1225,14 +1409,7 @@ impl Manager {
             let restarted = if reusable {
                 Ok(None)
             } else {
-                match self.transfer.run_job(job, &self.project_id).await {
-                    Ok(()) => Ok(Some(job.to_string())),
-                    Err(TransferError::FailedPrecondition(why)) => {
-                        self.follow_active(job, why).await.map(Some)
-                    }
-                    Err(TransferError::NotFound(_)) => Ok(None),
-                    Err(e) => Err(e),
-                }
+                self.run_again(job, &row.prefix).await
             };
             let (status, job_name) = match restarted {
                 Ok(Some(name)) => (Status::Running, Some(name)),
@@ -1244,7 +1421,7 @@ impl Manager {
                 }
             };
             summary.restarted.push(row.prefix.clone());
-            changes.updates.push(JobUpdate {
+            changes.push_update(JobUpdate {
                 prefix: row.prefix.clone(),
                 status,
                 job_name: job_name.clone(),
@@ -1286,7 +1463,7 @@ impl Manager {
     fn new_job(&self, name: String, prefix: &str) -> TransferJob {
         TransferJob {
             name,
-            description: format!("Created via STS Job Manager - {prefix}"),
+            description: job_description(prefix),
             project_id: self.project_id.clone(),
             transfer_spec: self.transfer_spec(prefix),
             schedule: Some(Schedule::one_time(Date::today_utc())),
@@ -1350,15 +1527,73 @@ pub enum Step {
 /// What a refusal from STS means for a start.
 #[derive(Debug)]
 pub enum Refusal {
-    /// The job already has an operation under way: follow it.
-    OperationUnderWay(String),
-    /// The job to run is gone: create a new one.
-    JobDeleted,
+    /// `run` refused for a reason STS does not document (an operation under
+    /// way, a job deleted or disabled by someone else, a permission): the
+    /// job and its newest operation are looked at to decide
+    /// ([`explain_run_refusal`]).
+    LookAtJob(TransferError),
     /// STS will answer the same until a person acts (a grant, a bucket
     /// name, the request): the prefix goes to `error`.
     Permanent(TransferError),
     /// Worth trying again later (429/5xx after retries, network).
     Transient(TransferError),
+}
+
+/// Worth trying again later: 429, 5xx, the network (after the client's own
+/// retries); every other refusal is an answer.
+pub fn is_transient(error: &TransferError) -> bool {
+    match error {
+        TransferError::PermissionDenied(_)
+        | TransferError::InvalidArgument(_)
+        | TransferError::FailedPrecondition(_)
+        | TransferError::NotFound(_)
+        | TransferError::AlreadyExists(_) => false,
+        TransferError::Api { http, .. } => !(400..=499).contains(http) || *http == 429,
+        _ => true,
+    }
+}
+
+/// What a refused `run` meant, once the job was looked at.
+#[derive(Debug)]
+pub enum RunRefusal {
+    /// The job's operation for this prefix is under way: follow it.
+    Follow(String),
+    /// The job runs another prefix's operation: try later (or elsewhere).
+    Busy(String),
+    /// Someone deleted or disabled the job: a new job is needed.
+    Gone(&'static str),
+    /// Nothing explains it: the refusal stands, named, and counts.
+    Refused(TransferError),
+}
+
+/// Decides what a refused `run` of a job for `prefix` means from the job's
+/// newest operation and its status (`None`: the job is not found). Pure.
+pub fn explain_run_refusal(
+    prefix: &str,
+    newest: Option<&crate::model::TransferOperation>,
+    job: Option<JobStatus>,
+    error: TransferError,
+) -> RunRefusal {
+    if let Some(op) = newest.filter(|op| op.status.is_active()) {
+        return if op
+            .transfer_spec
+            .include_prefixes()
+            .iter()
+            .any(|p| p == prefix)
+        {
+            RunRefusal::Follow(op.name.clone())
+        } else {
+            RunRefusal::Busy(format!(
+                "{} is running {} for other prefixes",
+                op.transfer_job_name, op.name
+            ))
+        };
+    }
+    match job {
+        None | Some(JobStatus::Deleted) => RunRefusal::Gone("was deleted"),
+        Some(JobStatus::Disabled) => RunRefusal::Gone("was disabled"),
+        Some(_) => RunRefusal::Refused(error),
+    }
 }
 
 /// How a start failed.
@@ -1372,8 +1607,22 @@ pub enum StartError {
 pub fn classify_refusal(step: Step, job: &str, error: TransferError) -> Refusal {
     let _ = job;
     match (step, error) {
-        (Step::Run, TransferError::FailedPrecondition(why)) => Refusal::OperationUnderWay(why),
-        (Step::Run, TransferError::NotFound(_)) => Refusal::JobDeleted,
+        // Which code STS answers a run of a busy, deleted or disabled job
+        // is undocumented: never guessed from the code.
+        (
+            Step::Run,
+            e @ (TransferError::PermissionDenied(_)
+            | TransferError::InvalidArgument(_)
+            | TransferError::FailedPrecondition(_)
+            | TransferError::NotFound(_)
+            | TransferError::AlreadyExists(_)),
+        ) => Refusal::LookAtJob(e),
+        (
+            Step::Run,
+            e @ TransferError::Api {
+                http: 400..=499, ..
+            },
+        ) if !matches!(&e, TransferError::Api { http: 429, .. }) => Refusal::LookAtJob(e),
         // On create, STS answers FAILED_PRECONDITION when it cannot see a
         // bucket, NOT_FOUND for a missing one.
         (
@@ -1493,6 +1742,82 @@ fn log_summary(summary: &CycleSummary) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn operation(prefix: &str, status: &str) -> crate::model::TransferOperation {
+        crate::model::TransferOperation {
+            name: "transferOperations/op".into(),
+            transfer_job_name: "transferJobs/j".into(),
+            status: crate::model::OperationStatus::from_name(status),
+            transfer_spec: TransferSpec {
+                object_conditions: Some(crate::model::ObjectConditions {
+                    include_prefixes: vec![prefix.into()],
+                }),
+                ..TransferSpec::default()
+            },
+            project_id: "p".into(),
+            start_time: None,
+            end_time: None,
+            counters: Default::default(),
+            error_breakdowns: vec![],
+        }
+    }
+
+    #[test]
+    fn a_refused_run_is_explained_by_looking_not_by_its_code() {
+        let refusal = || TransferError::FailedPrecondition("no".into());
+        let explain = |newest: Option<&crate::model::TransferOperation>, job| {
+            explain_run_refusal("a/", newest, job, refusal())
+        };
+        // Under way for this prefix (any of the four active statuses): followed.
+        for status in ["QUEUED", "IN_PROGRESS", "PAUSED", "SUSPENDING"] {
+            let op = operation("a/", status);
+            assert!(
+                matches!(explain(Some(&op), Some(JobStatus::Enabled)), RunRefusal::Follow(n) if n == "transferOperations/op")
+            );
+        }
+        // Under way for another prefix: busy, not an error of this prefix.
+        let other = operation("b/", "IN_PROGRESS");
+        assert!(matches!(
+            explain(Some(&other), Some(JobStatus::Enabled)),
+            RunRefusal::Busy(_)
+        ));
+        // Nothing under way: the job's state decides.
+        let ended = operation("a/", "SUCCESS");
+        assert!(matches!(explain(Some(&ended), None), RunRefusal::Gone(_)));
+        assert!(matches!(
+            explain(None, Some(JobStatus::Deleted)),
+            RunRefusal::Gone("was deleted")
+        ));
+        assert!(matches!(
+            explain(None, Some(JobStatus::Disabled)),
+            RunRefusal::Gone("was disabled")
+        ));
+        // An enabled job, nothing under way: the refusal stands (named, counted).
+        assert!(matches!(
+            explain(Some(&ended), Some(JobStatus::Enabled)),
+            RunRefusal::Refused(TransferError::FailedPrecondition(_))
+        ));
+        assert!(is_transient(&TransferError::Api {
+            http: 429,
+            status: "RESOURCE_EXHAUSTED".into(),
+            message: String::new()
+        }));
+        assert!(!is_transient(&refusal()));
+    }
+
+    #[test]
+    fn job_descriptions_fit_sts_limit_for_any_prefix() {
+        assert_eq!(job_description("a/"), "Created via STS Job Manager - a/");
+        for prefix in ["x".repeat(1024), "é".repeat(512), "日".repeat(341)] {
+            let description = job_description(&prefix);
+            assert!(
+                description.len() <= MAX_DESCRIPTION_BYTES,
+                "{}",
+                description.len()
+            );
+            assert!(description.ends_with('…'));
+        }
+    }
 
     #[test]
     fn heartbeat_has_every_status_and_stalled() {

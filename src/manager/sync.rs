@@ -293,19 +293,23 @@ pub fn restored<'o>(
 }
 
 /// A row the manager just started holds the job's name until the new
-/// operation is listed; operations that began before that must not
-/// overwrite it (they are the previous attempt).
-/// Likewise a prefix queued again (`waiting` with no job name: requeued,
-/// or loaded) takes no operation that began before it was queued: those are
-/// of its earlier life.
+/// operation is listed; only an operation of that job can be it (jobs
+/// without an operation name from `run` are one per attempt), so an
+/// operation of another job is the previous attempt. Decided by names, not
+/// by comparing STS's times with this host's clock.
+/// A prefix queued again (`waiting` with no job name: requeued, or loaded)
+/// takes no operation that began before it was queued: those are of its
+/// earlier life.
 fn predates_pending_start(row: &PrefixJob, op: &TransferOperation) -> bool {
-    let awaiting_operation = row.status == Status::Running
-        && row
-            .job_name
-            .as_deref()
-            .is_some_and(|n| n.starts_with("transferJobs/"));
+    let awaiting = row
+        .job_name
+        .as_deref()
+        .filter(|n| row.status == Status::Running && n.starts_with("transferJobs/"));
+    if let Some(job) = awaiting {
+        return op.transfer_job_name != job;
+    }
     let queued = row.status == Status::Waiting && row.job_name.is_none();
-    (awaiting_operation || queued) && op.start_time.is_none_or(|start| start < row.last_updated)
+    queued && op.start_time.is_none_or(|start| start < row.last_updated)
 }
 
 /// Decides the changes of `rows` given the latest operation of each
@@ -371,6 +375,7 @@ pub fn changes_of(
         let op = latest.get(&row.prefix);
         let name = op.map(|op| op.name.clone());
         if decision.update {
+            // Each row is decided once: one update per prefix by construction.
             changes.updates.push(JobUpdate {
                 prefix: row.prefix.clone(),
                 status: decision.status,
@@ -590,8 +595,14 @@ mod tests {
         let out = run(&[pending.clone()], &ops);
         assert!(out.changes.is_empty());
         assert!(out.latest.is_empty());
-        let ops = [op("fresh", "a/", "IN_PROGRESS", 600, None)];
-        let out = run(&[pending], &ops);
+        let mut fresh = op("fresh", "a/", "IN_PROGRESS", 600, None);
+        fresh.transfer_job_name = "transferJobs/job-a".into();
+        let out = run(&[pending.clone()], std::slice::from_ref(&fresh));
+        assert_eq!(out.changes.updates[0].job_name.as_deref(), Some("fresh"));
+        // This host's clock minutes ahead of STS's: the job's operation
+        // "began before" the row was written, and is still the one.
+        fresh.start_time = Some(at(300));
+        let out = run(&[pending], &[fresh]);
         assert_eq!(out.changes.updates[0].job_name.as_deref(), Some("fresh"));
     }
 

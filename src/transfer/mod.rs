@@ -78,6 +78,9 @@ pub struct OperationFilter {
     /// Operations created at or after this time only.
     pub min_creation_time: Option<chrono::DateTime<chrono::Utc>>,
     pub statuses: Vec<OperationStatus>,
+    /// At most this many operations, the newest first (a job's newest
+    /// operation: `limit: Some(1)`), in as few list requests as that takes.
+    pub limit: Option<usize>,
 }
 
 impl OperationFilter {
@@ -197,6 +200,18 @@ pub trait TransferService: Send + Sync {
         let _ = (job_name, project_id, spec);
         Err(TransferError::Unsupported(
             "this transfer service cannot patch jobs".into(),
+        ))
+    }
+    /// One job as it is now (`transferJobs.get`): whether someone deleted
+    /// or disabled it, what it holds. Unsupported by default.
+    async fn get_job(
+        &self,
+        job_name: &str,
+        project_id: &str,
+    ) -> Result<TransferJob, TransferError> {
+        let _ = (job_name, project_id);
+        Err(TransferError::Unsupported(
+            "this transfer service cannot read a job".into(),
         ))
     }
     /// Marks a job DELETED.

@@ -10,9 +10,12 @@ use tokio::sync::Mutex;
 pub enum Quota {
     Create,
     Read,
+    /// Every `transferJobs.patch`, the status patch that deletes a job too.
     Update,
-    Delete,
     Control,
+    /// `transferJobs.run`: in no quota group; paced on its own, at a rate
+    /// that never holds back starts (a start is one patch plus one run).
+    Run,
 }
 
 struct Bucket {
@@ -52,8 +55,8 @@ pub struct Pacer {
     create_per_day: Mutex<Bucket>,
     read: Mutex<Bucket>,
     update: Mutex<Bucket>,
-    delete: Mutex<Bucket>,
     control: Mutex<Bucket>,
+    run: Mutex<Bucket>,
 }
 
 impl Default for Pacer {
@@ -64,8 +67,8 @@ impl Default for Pacer {
             create_per_day: Mutex::new(Bucket::new(5000.0 / 1440.0, 5000.0)),
             read: Mutex::new(Bucket::new(1500.0, 50.0)),
             update: Mutex::new(Bucket::new(600.0, 20.0)),
-            delete: Mutex::new(Bucket::new(600.0, 20.0)),
             control: Mutex::new(Bucket::new(900.0, 30.0)),
+            run: Mutex::new(Bucket::new(1200.0, 40.0)),
         }
     }
 }
@@ -77,8 +80,8 @@ impl Pacer {
             Quota::Create => self.create_per_minute.lock().await.reserve(now),
             Quota::Read => self.read.lock().await.reserve(now),
             Quota::Update => self.update.lock().await.reserve(now),
-            Quota::Delete => self.delete.lock().await.reserve(now),
             Quota::Control => self.control.lock().await.reserve(now),
+            Quota::Run => self.run.lock().await.reserve(now),
         };
         if quota == Quota::Create {
             let daily = self.create_per_day.lock().await.reserve(now);

@@ -12,7 +12,7 @@ use super::pacing::{Pacer, Quota};
 use super::wire::{operation_from_envelope, MAX_PAGE_SIZE};
 use super::{JobFilter, OperationFilter, TransferError, TransferService};
 use crate::auth::GoogleAuth;
-use crate::model::{TransferJob, TransferOperation};
+use crate::model::{OperationStatus, TransferJob, TransferOperation};
 
 pub const EMULATOR_HOST_VARIABLE: &str = "STORAGE_TRANSFER_EMULATOR_HOST";
 const GOOGLE_ENDPOINT: &str = "https://storagetransfer.googleapis.com";
@@ -241,7 +241,7 @@ impl StsClient {
         field: &str,
     ) -> Result<Vec<Value>, TransferError> {
         let mut items = Vec::new();
-        self.list_pages(path, query, field, &mut |page| {
+        self.list_pages(path, query, field, None, &mut |page| {
             items.extend(page);
             Ok(())
         })
@@ -255,13 +255,16 @@ impl StsClient {
         path: &str,
         query: Vec<(&str, String)>,
         field: &str,
+        limit: Option<usize>,
         visit: &mut (dyn FnMut(Vec<Value>) -> Result<(), TransferError> + Send),
     ) -> Result<(), TransferError> {
         let mut token = String::new();
         let mut seen = std::collections::HashSet::new();
+        let mut listed = 0usize;
+        let page_size = limit.map_or(MAX_PAGE_SIZE, |l| l.clamp(1, MAX_PAGE_SIZE));
         loop {
             let mut page_query = query.clone();
-            page_query.push(("pageSize", MAX_PAGE_SIZE.to_string()));
+            page_query.push(("pageSize", page_size.to_string()));
             if !token.is_empty() {
                 page_query.push(("pageToken", token.clone()));
             }
@@ -274,9 +277,10 @@ impl StsClient {
                 .unwrap_or_default()
                 .to_string();
             if let Some(Value::Array(found)) = page.get_mut(field).map(Value::take) {
+                listed += found.len();
                 visit(found)?;
             }
-            if next.is_empty() {
+            if next.is_empty() || limit.is_some_and(|l| listed >= l) {
                 return Ok(());
             }
             // A server that hands the same token back would be listed forever.
@@ -322,7 +326,9 @@ fn operation_filter(filter: &OperationFilter) -> Value {
     if let Some(pattern) = &filter.job_name_pattern {
         f["jobNamePattern"] = json!(pattern);
     }
-    if !filter.statuses.is_empty() {
+    // Only the statuses the filter's documentation lists are sent; with any
+    // other (QUEUED, SUSPENDING) the statuses are checked on our side.
+    if !filter.statuses.is_empty() && filter.statuses.iter().all(OperationStatus::filterable) {
         f["transferStatuses"] = json!(filter.statuses.iter().map(|s| s.name()).collect::<Vec<_>>());
     }
     f
@@ -345,18 +351,31 @@ impl TransferService for StsClient {
         filter: &OperationFilter,
         visit: &mut (dyn FnMut(Vec<TransferOperation>) + Send),
     ) -> Result<(), TransferError> {
-        let query = vec![
-            ("name", "transferOperations".to_string()),
-            ("filter", operation_filter(filter).to_string()),
-        ];
-        self.list_pages("transferOperations", query, "operations", &mut |page| {
-            let operations = page
-                .iter()
-                .map(|e| operation_from_envelope(e).map_err(TransferError::Malformed))
-                .collect::<Result<Vec<_>, _>>()?;
-            visit(operations);
-            Ok(())
-        })
+        // `name` (`transferOperations`) is the path, not a query parameter.
+        let query = vec![("filter", operation_filter(filter).to_string())];
+        let limit = filter.limit;
+        let mut kept = 0usize;
+        self.list_pages(
+            "transferOperations",
+            query,
+            "operations",
+            limit,
+            &mut |page| {
+                let mut operations = page
+                    .iter()
+                    .map(|e| operation_from_envelope(e).map_err(TransferError::Malformed))
+                    .collect::<Result<Vec<_>, _>>()?;
+                operations.retain(|op| {
+                    filter.statuses.is_empty() || filter.statuses.contains(&op.status)
+                });
+                if let Some(limit) = limit {
+                    operations.truncate(limit.saturating_sub(kept));
+                }
+                kept += operations.len();
+                visit(operations);
+                Ok(())
+            },
+        )
         .await
     }
 
@@ -405,6 +424,24 @@ impl TransferService for StsClient {
             .map_err(|e| TransferError::Malformed(format!("TransferJob: {e}")))
     }
 
+    async fn get_job(
+        &self,
+        job_name: &str,
+        project_id: &str,
+    ) -> Result<TransferJob, TransferError> {
+        let job = self
+            .call(
+                Quota::Read,
+                Method::GET,
+                job_name,
+                &[("projectId", project_id.to_string())],
+                None,
+            )
+            .await?;
+        serde_json::from_value(job)
+            .map_err(|e| TransferError::Malformed(format!("TransferJob: {e}")))
+    }
+
     async fn run_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
         self.run_job_for_operation(job_name, project_id)
             .await
@@ -417,10 +454,11 @@ impl TransferService for StsClient {
         project_id: &str,
     ) -> Result<Option<String>, TransferError> {
         let body = json!({ "projectId": project_id });
-        // transferJobs.run is in no quota group; pace it with updates.
+        // transferJobs.run is in no quota group: paced on its own, so a
+        // start spends one token of the update budget (its patch), not two.
         let operation = self
             .call(
-                Quota::Update,
+                Quota::Run,
                 Method::POST,
                 &format!("{job_name}:run"),
                 &[],
@@ -453,13 +491,14 @@ impl TransferService for StsClient {
     }
 
     async fn delete_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {
-        // As the original: a patch to DELETED (the job stays listable as deleted).
+        // As the original: a patch to DELETED (the job stays listable as
+        // deleted). Every patch counts as an update, this one too.
         let body = json!({
             "projectId": project_id,
             "transferJob": { "status": "DELETED" },
             "updateTransferJobFieldMask": "status",
         });
-        self.call(Quota::Delete, Method::PATCH, job_name, &[], Some(&body))
+        self.call(Quota::Update, Method::PATCH, job_name, &[], Some(&body))
             .await
             .map(|_| ())
     }

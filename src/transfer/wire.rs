@@ -68,6 +68,23 @@ pub fn status_name(http: u16) -> &'static str {
     }
 }
 
+/// The HTTP status Google answers a google.rpc code with.
+pub fn http_of(code: &str) -> u16 {
+    match code {
+        "INVALID_ARGUMENT" | "FAILED_PRECONDITION" | "OUT_OF_RANGE" => 400,
+        "UNAUTHENTICATED" => 401,
+        "PERMISSION_DENIED" => 403,
+        "NOT_FOUND" => 404,
+        "ALREADY_EXISTS" | "ABORTED" => 409,
+        "RESOURCE_EXHAUSTED" => 429,
+        "CANCELLED" => 499,
+        "UNIMPLEMENTED" => 501,
+        "UNAVAILABLE" => 503,
+        "DEADLINE_EXCEEDED" => 504,
+        _ => 500,
+    }
+}
+
 pub fn error_body(http: u16, status: &str, message: &str) -> Value {
     json!({ "error": { "code": http, "message": message, "status": status } })
 }

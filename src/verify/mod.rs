@@ -150,7 +150,7 @@ pub fn requeue(jobs: &[PrefixJob], mismatched: &[&str], now: DateTime<Utc>) -> C
     for job in jobs.iter().filter(|j| {
         mismatched.contains(&j.prefix.as_str()) && matches!(j.status, Status::Done | Status::Error)
     }) {
-        changes.updates.push(JobUpdate {
+        changes.push_update(JobUpdate {
             prefix: job.prefix.clone(),
             status: Status::Waiting,
             job_name: None,

@@ -1,6 +1,9 @@
 //! Starts bqemulator (PyPI, installed into .venv by tests/run.sh) on free
 //! 127.0.0.1 ports for one test or benchmark, and stops it when dropped.
 //! Shared by tests/bigquery_store.rs and benches/bigquery_cycle.rs.
+//! Tests reach it through the strict layer (`sts-emulator` with a BigQuery
+//! upstream, in this process): a request real BigQuery's discovery document
+//! refuses is answered 400 and fails the test when the emulator is dropped.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -13,6 +16,71 @@ pub struct Emulator {
     /// `127.0.0.1:PORT`, the value for BIGQUERY_EMULATOR_HOST.
     pub host: String,
     _log: tempfile::NamedTempFile,
+    strict: Option<Strict>,
+}
+
+/// The strict layer in front of bqemulator, on a thread of its own.
+struct Strict {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _root: tempfile::TempDir,
+}
+
+/// The body of `GET path`, or None.
+pub fn http_get_body(host: &str, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(host).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+}
+
+fn start_strict(upstream: &str) -> (Strict, String) {
+    let root = tempfile::tempdir().expect("a temporary root");
+    let path = root.path().to_path_buf();
+    let faults = sts_job_manager::emulator::ApiFaults {
+        bigquery_upstream: Some(upstream.to_string()),
+        ..Default::default()
+    };
+    let (address_tx, address_rx) = std::sync::mpsc::channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        runtime
+            .block_on(sts_job_manager::emulator::serve(
+                &path,
+                0,
+                faults,
+                |a| {
+                    let _ = address_tx.send(a);
+                },
+                async {
+                    let _ = stop_rx.await;
+                },
+            ))
+            .expect("the strict layer serves");
+    });
+    let address = address_rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the strict layer started");
+    (
+        Strict {
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            _root: root,
+        },
+        address.to_string(),
+    )
 }
 
 fn free_port() -> u16 {
@@ -73,6 +141,7 @@ impl Emulator {
             child,
             host: format!("127.0.0.1:{rest}"),
             _log: log,
+            strict: None,
         };
         let ready = format!("/bigquery/v2/projects/{project}/datasets");
         let deadline = Instant::now() + Duration::from_secs(60);
@@ -87,13 +156,48 @@ impl Emulator {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+        let (strict, host) = start_strict(&emulator.host);
+        emulator.strict = Some(strict);
+        emulator.host = host;
         emulator
+    }
+
+    /// What the strict layer refused so far.
+    pub fn violations(&self) -> Vec<String> {
+        let body = http_get_body(&self.host, "/_emulator/stats").unwrap_or_default();
+        let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        stats["strict"]["violations"]
+            .as_array()
+            .map(|v| {
+                v.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
 impl Drop for Emulator {
     fn drop(&mut self) {
+        let violations = if self.strict.is_some() && !std::thread::panicking() {
+            self.violations()
+        } else {
+            Vec::new()
+        };
+        if let Some(mut strict) = self.strict.take() {
+            if let Some(stop) = strict.stop.take() {
+                let _ = stop.send(());
+            }
+            if let Some(thread) = strict.thread.take() {
+                let _ = thread.join();
+            }
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        assert!(
+            violations.is_empty(),
+            "requests that BigQuery's discovery document refuses:\n{}",
+            violations.join("\n")
+        );
     }
 }

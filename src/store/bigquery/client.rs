@@ -497,16 +497,26 @@ pub fn is_transient(e: &StoreError) -> bool {
     }
 }
 
-/// Unique per statement: BigQuery de-duplicates `jobs.query` by request id.
+/// Unique per statement: BigQuery de-duplicates `jobs.query` by request id,
+/// which its QueryRequest limits to 36 ASCII characters (a UUID is
+/// recommended). UUID-shaped, from 128 bits that no two statements share:
+/// the time in nanoseconds (64), the process (32) and a counter (32).
 fn request_id() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
+        .map_or(0, |d| d.as_nanos()) as u64;
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed) as u32;
+    let bits =
+        (u128::from(nanos) << 64) | (u128::from(std::process::id()) << 32) | u128::from(count);
+    let hex = format!("{bits:032x}");
     format!(
-        "sts-job-manager-{}-{nanos:x}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
     )
 }
 
@@ -563,6 +573,9 @@ mod tests {
     #[test]
     fn request_ids_differ() {
         assert_ne!(request_id(), request_id());
+        // QueryRequest.requestId: "limited to up to 36 ASCII characters".
+        let id = request_id();
+        assert!(id.len() <= 36 && id.is_ascii(), "{id}");
     }
 
     #[tokio::test]

@@ -25,6 +25,21 @@ pub struct Faults {
     /// (`INVALID_ARGUMENT`, `PERMISSION_DENIED`, ...), as STS refuses a
     /// request it will never accept.
     pub refuse_creates: Option<String>,
+    /// What `transferJobs.run` answers while the job has an operation that
+    /// has not ended (undocumented): a google.rpc code (FAILED_PRECONDITION
+    /// when unset), or `ALLOW`: another operation starts.
+    pub run_while_active: Option<String>,
+    /// The google.rpc code of a patch or run of a job someone deleted or
+    /// disabled (undocumented): NOT_FOUND for a deleted job and
+    /// FAILED_PRECONDITION for a disabled one when unset.
+    pub gone_job_code: Option<String>,
+    /// Every `transferJobs.run` is refused with this google.rpc code, with
+    /// nothing under way (a refusal no look at the job explains).
+    pub refuse_runs: Option<String>,
+    /// The service's clock this many seconds ahead of this host's (negative:
+    /// behind): every time the engine stamps (operation start and end, job
+    /// creation and deletion) is on that clock.
+    pub clock_offset_seconds: i64,
 }
 
 impl Default for Faults {
@@ -37,8 +52,35 @@ impl Default for Faults {
             max_in_progress: 200,
             skip_scheduled_starts: false,
             refuse_creates: None,
+            run_while_active: None,
+            gone_job_code: None,
+            refuse_runs: None,
+            clock_offset_seconds: 0,
         }
     }
+}
+
+/// The error STS answers with google.rpc code `code`.
+pub fn code_error(code: &str, message: String) -> crate::transfer::TransferError {
+    use crate::transfer::TransferError;
+    match code {
+        "INVALID_ARGUMENT" => TransferError::InvalidArgument(message),
+        "PERMISSION_DENIED" => TransferError::PermissionDenied(message),
+        "FAILED_PRECONDITION" => TransferError::FailedPrecondition(message),
+        "NOT_FOUND" => TransferError::NotFound(message),
+        "ALREADY_EXISTS" => TransferError::AlreadyExists(message),
+        _ => TransferError::Api {
+            http: crate::transfer::wire::http_of(code),
+            status: code.to_string(),
+            message,
+        },
+    }
+}
+
+/// Now, on the service's clock (`clock_offset_seconds`).
+pub fn service_now(root: &Path) -> chrono::DateTime<chrono::Utc> {
+    let offset = Faults::load(&root.join(super::ENGINE_DIR)).clock_offset_seconds;
+    chrono::Utc::now() + chrono::Duration::seconds(offset.clamp(-86_400 * 365, 86_400 * 365))
 }
 
 impl Faults {

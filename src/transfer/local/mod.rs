@@ -187,7 +187,7 @@ impl LocalEngine {
             name: name.clone(),
             project_id: job.project_id.clone(),
             transfer_spec: job.transfer_spec.clone(),
-            start_time: Some(Utc::now()),
+            start_time: Some(faults::service_now(&self.root)),
             end_time: None,
             status: OperationStatus::Queued,
             counters: Default::default(),
@@ -245,12 +245,12 @@ impl LocalEngine {
     ) -> Result<TransferJob, TransferError> {
         let mut job = self.get_job(name, project_id)?;
         if job.status == JobStatus::Deleted {
-            return Err(TransferError::NotFound(format!("{name} is deleted")));
+            return Err(self.gone(name, JobStatus::Deleted));
         }
         if let Some(status) = status {
             job.status = status;
             if status == JobStatus::Deleted {
-                job.deletion_time = Some(Utc::now());
+                job.deletion_time = Some(faults::service_now(&self.root));
             }
         }
         if let Some(description) = description {
@@ -275,7 +275,7 @@ impl LocalEngine {
     ) -> Result<TransferJob, TransferError> {
         let mut job = self.get_job(name, project_id)?;
         if job.status == JobStatus::Deleted {
-            return Err(TransferError::NotFound(format!("{name} is deleted")));
+            return Err(self.gone(name, JobStatus::Deleted));
         }
         self.check_spec(spec)?;
         job.transfer_spec = spec.clone();
@@ -301,8 +301,8 @@ impl LocalEngine {
         if job.project_id != project_id {
             return Err(TransferError::NotFound(job_name.to_string()));
         }
-        if job.status == JobStatus::Deleted {
-            return Err(TransferError::NotFound(format!("{job_name} is deleted")));
+        if matches!(job.status, JobStatus::Deleted | JobStatus::Disabled) {
+            return Err(self.gone(job_name, job.status));
         }
         let active: i64 = conn
             .query_row(
@@ -311,10 +311,19 @@ impl LocalEngine {
                 |r| r.get(0),
             )
             .map_err(|e| self.err(e))?;
+        let faults = Faults::load(&self.root.join(ENGINE_DIR));
+        if let Some(code) = faults.refuse_runs.as_deref().filter(|_| active == 0) {
+            let message = format!("refused by the engine's refuse_runs fault ({code})");
+            return Err(faults::code_error(code, message));
+        }
         if active > 0 {
-            return Err(TransferError::FailedPrecondition(format!(
-                "job {job_name} already has an operation running"
-            )));
+            let code = faults
+                .run_while_active
+                .unwrap_or_else(|| "FAILED_PRECONDITION".into());
+            if code != "ALLOW" {
+                let message = format!("job {job_name} already has an operation running");
+                return Err(faults::code_error(&code, message));
+            }
         }
         self.insert_operation(&conn, &job)
     }
@@ -399,6 +408,18 @@ impl LocalEngine {
         Ok((operations, None))
     }
 
+    /// The refusal of a patch or run of a deleted or disabled job (its code
+    /// is undocumented: the `gone_job_code` fault picks one).
+    fn gone(&self, name: &str, status: JobStatus) -> TransferError {
+        let code = Faults::load(&self.root.join(ENGINE_DIR))
+            .gone_job_code
+            .unwrap_or_else(|| match status {
+                JobStatus::Deleted => "NOT_FOUND".into(),
+                _ => "FAILED_PRECONDITION".into(),
+            });
+        faults::code_error(&code, format!("{name} is {}", status.name().to_lowercase()))
+    }
+
     fn load_job(&self, conn: &Connection, name: &str) -> Result<TransferJob, TransferError> {
         let body: Option<String> = conn
             .query_row(
@@ -450,8 +471,8 @@ impl LocalEngine {
                     to.name()
                 )));
             }
-            let end_time =
-                (!to.is_active()).then(|| crate::store::sqlite::timestamp_text(Utc::now()));
+            let end_time = (!to.is_active())
+                .then(|| crate::store::sqlite::timestamp_text(faults::service_now(&self.root)));
             let changed = conn
                 .execute(
                     "UPDATE operations SET status = ?2, end_time = COALESCE(?3, end_time) WHERE name = ?1 AND status = ?4",
@@ -472,7 +493,7 @@ impl TransferService for LocalEngine {
         &self,
         filter: &OperationFilter,
     ) -> Result<Vec<TransferOperation>, TransferError> {
-        self.list_operations_page(filter, None, usize::MAX)
+        self.list_operations_page(filter, None, filter.limit.unwrap_or(usize::MAX))
             .map(|(operations, _)| operations)
     }
 
@@ -534,21 +555,11 @@ impl TransferService for LocalEngine {
         }
         if let Some(code) = Faults::load(&self.root.join(ENGINE_DIR)).refuse_creates {
             let message = format!("refused by the engine's refuse_creates fault ({code})");
-            return Err(match code.as_str() {
-                "INVALID_ARGUMENT" => TransferError::InvalidArgument(message),
-                "PERMISSION_DENIED" => TransferError::PermissionDenied(message),
-                "FAILED_PRECONDITION" => TransferError::FailedPrecondition(message),
-                "NOT_FOUND" => TransferError::NotFound(message),
-                _ => TransferError::Api {
-                    http: 500,
-                    status: code,
-                    message,
-                },
-            });
+            return Err(faults::code_error(&code, message));
         }
         self.check_spec(&job.transfer_spec)?;
         let mut created = job.clone();
-        created.creation_time = Some(Utc::now());
+        created.creation_time = Some(faults::service_now(&self.root));
         created.latest_operation_name = None;
         let body = serde_json::to_string(&created).map_err(|e| self.err(e))?;
         let conn = self.lock();
@@ -577,6 +588,14 @@ impl TransferService for LocalEngine {
             created.latest_operation_name = Some(self.insert_operation(&conn, &created)?);
         }
         Ok(created)
+    }
+
+    async fn get_job(
+        &self,
+        job_name: &str,
+        project_id: &str,
+    ) -> Result<TransferJob, TransferError> {
+        LocalEngine::get_job(self, job_name, project_id)
     }
 
     async fn run_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {

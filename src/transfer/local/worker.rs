@@ -492,7 +492,13 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
         .execute(
             "UPDATE operations SET status = ?3, end_time = ?4, body = ?5
              WHERE name = ?1 AND owner = ?2 AND status = 'IN_PROGRESS'",
-            params![name, owner, outcome, timestamp_text(Utc::now()), body],
+            params![
+                name,
+                owner,
+                outcome,
+                timestamp_text(super::faults::service_now(root)),
+                body
+            ],
         )
         .map_err(|e| e.to_string())?;
     Ok(())

@@ -1,0 +1,954 @@
+//! Strict mode: every request a stand-in receives is checked against Google's
+//! discovery document of its API (the contract; `../shared/reference/`), so a
+//! request the real service would refuse fails the test that sent it instead
+//! of working here. Everything checked is read from the document: methods and
+//! path templates, parameters (location, type, enum, pattern, required),
+//! request body schemas through `$ref`s, arrays and maps, and the limits the
+//! descriptions state in words ("max length is 1024 bytes", "limited to up to
+//! 36 ASCII characters", "The max allowed value is 256", the keys and status
+//! values a list filter's description gives).
+
+use std::sync::OnceLock;
+
+use regex::Regex;
+use serde_json::{Map, Value};
+
+/// One API's discovery document, ready to check requests.
+pub struct Api {
+    /// `/v1/`, `/storage/v1/`, `/bigquery/v2/`.
+    base_path: String,
+    schemas: Map<String, Value>,
+    /// Top-level (system) parameters: `alt`, `fields`, `prettyPrint`, ...
+    system: Map<String, Value>,
+    methods: Vec<Method>,
+}
+
+struct Method {
+    id: String,
+    http_method: String,
+    template: Regex,
+    /// Path parameter names in template order.
+    path_params: Vec<String>,
+    parameters: Map<String, Value>,
+    request: Option<String>,
+    media_download: bool,
+    /// Literal characters in the template: the more specific wins a tie.
+    literal_len: usize,
+}
+
+/// The discovery documents this project's stand-ins speak, compiled in.
+pub const STORAGE_TRANSFER: &str = include_str!("discovery/storagetransfer.v1.json");
+pub const CLOUD_STORAGE: &str = include_str!("discovery/storage.v1.json");
+pub const BIGQUERY: &str = include_str!("discovery/bigquery.v2.json");
+
+fn regex(pattern: &'static str, cell: &'static OnceLock<Regex>) -> &'static Regex {
+    // The patterns are constants of this file, tested below.
+    cell.get_or_init(|| Regex::new(pattern).unwrap_or_else(|e| panic!("bad pattern: {e}")))
+}
+
+fn limit_words() -> &'static Regex {
+    static CELL: OnceLock<Regex> = OnceLock::new();
+    regex(
+        r"(?i)(?:up to|at most|no more than|max(?:imum)? length is|max(?:imum)? length of)\s+(\d[\d,]*)\s+(ascii characters|characters|bytes)",
+        &CELL,
+    )
+}
+
+fn max_value_words() -> &'static Regex {
+    static CELL: OnceLock<Regex> = OnceLock::new();
+    regex(r"(?i)max(?:imum)? allowed value is (\d+)", &CELL)
+}
+
+fn filter_keys() -> &'static Regex {
+    static CELL: OnceLock<Regex> = OnceLock::new();
+    regex(r#""(\w+)"\s*:\s*(\[|")"#, &CELL)
+}
+
+fn required_words() -> &'static Regex {
+    static CELL: OnceLock<Regex> = OnceLock::new();
+    regex(r"`(\w+)` is (?:the only argument that is )?required", &CELL)
+}
+
+impl Api {
+    /// Parses a discovery document. Fails only on a document that is not
+    /// one (the compiled-in ones are checked by a unit test).
+    pub fn new(document: &str) -> Result<Api, String> {
+        let doc: Value =
+            serde_json::from_str(document).map_err(|e| format!("discovery document: {e}"))?;
+        let base_path = doc
+            .get("basePath")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .or_else(|| {
+                doc.get("servicePath")
+                    .and_then(Value::as_str)
+                    .map(|p| format!("/{p}"))
+            })
+            .ok_or("discovery document without basePath")?;
+        let mut methods = Vec::new();
+        collect_methods(doc.get("resources"), &mut methods)?;
+        let object = |key: &str| {
+            doc.get(key)
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default()
+        };
+        Ok(Api {
+            base_path,
+            schemas: object("schemas"),
+            system: object("parameters"),
+            methods,
+        })
+    }
+
+    /// Whether `path` belongs to this API (its base path, or the media
+    /// download path beside it).
+    pub fn serves(&self, path: &str) -> bool {
+        path.starts_with(&self.base_path)
+            || path
+                .strip_prefix("/download")
+                .is_some_and(|p| p.starts_with(&self.base_path))
+    }
+
+    /// Checks one request: `path` as sent (still percent-encoded), `query`
+    /// the raw query string. Answers the method's id, or what is wrong.
+    pub fn check(
+        &self,
+        http_method: &str,
+        path: &str,
+        query: &str,
+        body: &str,
+    ) -> Result<String, String> {
+        let (download, path) = match path.strip_prefix("/download") {
+            Some(rest) if rest.starts_with(&self.base_path) => (true, rest),
+            _ => (false, path),
+        };
+        let relative = path
+            .strip_prefix(&self.base_path)
+            .ok_or_else(|| format!("{path} is outside {}", self.base_path))?;
+        let query: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        let mut refused = None;
+        let mut candidates: Vec<(&Method, Vec<(String, String)>)> = Vec::new();
+        for method in self.methods.iter().filter(|m| m.http_method == http_method) {
+            let Some(captures) = method.template.captures(relative) else {
+                continue;
+            };
+            let values: Vec<(String, String)> = method
+                .path_params
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    let raw = captures.get(i + 1).map_or("", |m| m.as_str());
+                    (name.clone(), percent_decode(raw))
+                })
+                .collect();
+            match values
+                .iter()
+                .try_for_each(|(name, value)| path_param_ok(method, name, value))
+            {
+                Ok(()) => candidates.push((method, values)),
+                Err(e) => refused = Some(e),
+            }
+        }
+        candidates.sort_by_key(|(m, _)| std::cmp::Reverse(m.literal_len));
+        let Some((method, _)) = candidates.into_iter().next() else {
+            return Err(
+                refused.unwrap_or_else(|| format!("no method of the API is {http_method} {path}"))
+            );
+        };
+        if download && !method.media_download {
+            return Err(format!("{} has no media download", method.id));
+        }
+        self.check_query(method, &query)?;
+        self.check_body(method, body)?;
+        Ok(method.id.clone())
+    }
+
+    fn check_query(&self, method: &Method, query: &[(String, String)]) -> Result<(), String> {
+        for (name, value) in query {
+            // `$alt` is the system parameter Google's GAPIC clients send
+            // (`json;enum-encoding=int`); the others are in the document.
+            if name == "$alt" {
+                continue;
+            }
+            let spec = method
+                .parameters
+                .get(name)
+                .filter(|p| p.get("location").and_then(Value::as_str) == Some("query"))
+                .or_else(|| self.system.get(name))
+                .ok_or_else(|| format!("{}: unknown query parameter {name:?}", method.id))?;
+            let repeated = spec.get("repeated").and_then(Value::as_bool) == Some(true);
+            if !repeated && query.iter().filter(|(n, _)| n == name).count() > 1 {
+                return Err(format!("{}: {name} given more than once", method.id));
+            }
+            check_scalar_text(&method.id, name, spec, value)?;
+            if name == "filter" {
+                check_filter(&method.id, spec, value)?;
+            }
+        }
+        for (name, spec) in &method.parameters {
+            let required = spec.get("required").and_then(Value::as_bool) == Some(true);
+            let in_query = spec.get("location").and_then(Value::as_str) == Some("query");
+            if required && in_query && !query.iter().any(|(n, _)| n == name) {
+                return Err(format!(
+                    "{}: required query parameter {name} missing",
+                    method.id
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_body(&self, method: &Method, body: &str) -> Result<(), String> {
+        let text = body.trim();
+        let Some(schema) = &method.request else {
+            return if text.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} takes no request body", method.id))
+            };
+        };
+        let value: Value = if text.is_empty() {
+            Value::Object(Map::new())
+        } else {
+            serde_json::from_str(text)
+                .map_err(|e| format!("{}: the body is not JSON: {e}", method.id))?
+        };
+        self.check_value(&value, &serde_json::json!({ "$ref": schema }), schema, 0)
+            .map_err(|e| format!("{}: {e}", method.id))
+    }
+
+    /// `value` against a schema (or property) `spec`, `at` naming it.
+    fn check_value(
+        &self,
+        value: &Value,
+        spec: &Value,
+        at: &str,
+        depth: usize,
+    ) -> Result<(), String> {
+        if depth > 64 {
+            return Err(format!("{at}: nested too deeply"));
+        }
+        if value.is_null() {
+            return Ok(());
+        }
+        if let Some(name) = spec.get("$ref").and_then(Value::as_str) {
+            let schema = self
+                .schemas
+                .get(name)
+                .ok_or_else(|| format!("{at}: the document has no schema {name}"))?;
+            return self.check_value(value, schema, at, depth + 1);
+        }
+        let kind = spec.get("type").and_then(Value::as_str).unwrap_or("any");
+        match kind {
+            "object" => {
+                let object = value
+                    .as_object()
+                    .ok_or_else(|| format!("{at}: expected an object, got {}", kind_of(value)))?;
+                let properties = spec.get("properties").and_then(Value::as_object);
+                let additional = spec.get("additionalProperties");
+                for (key, item) in object {
+                    let property = properties.and_then(|p| {
+                        p.get(key)
+                            .map(|s| (key.clone(), s))
+                            .or_else(|| p.get(&camel(key)).map(|s| (camel(key), s)))
+                    });
+                    match (property, additional) {
+                        (Some((name, sub)), _) => {
+                            self.check_value(item, sub, &format!("{at}.{name}"), depth + 1)?;
+                            check_described_limits(item, sub, &format!("{at}.{name}"))?;
+                        }
+                        (None, Some(sub)) => {
+                            self.check_value(item, sub, &format!("{at}[{key:?}]"), depth + 1)?
+                        }
+                        (None, None) => return Err(format!("{at}: unknown field {key:?}")),
+                    }
+                }
+                for (name, sub) in properties.into_iter().flatten() {
+                    let described = sub.get("description").and_then(Value::as_str).unwrap_or("");
+                    let present = object
+                        .get(name)
+                        .or_else(|| object.get(&snake(name)))
+                        .is_some_and(|v| !v.is_null());
+                    if described.starts_with("Required.") && !present {
+                        return Err(format!("{at}: required field {name} missing"));
+                    }
+                }
+                Ok(())
+            }
+            "array" => {
+                let items = value
+                    .as_array()
+                    .ok_or_else(|| format!("{at}: expected an array, got {}", kind_of(value)))?;
+                let item_spec = spec.get("items").cloned().unwrap_or(Value::Null);
+                for (i, item) in items.iter().enumerate() {
+                    self.check_value(item, &item_spec, &format!("{at}[{i}]"), depth + 1)?;
+                }
+                Ok(())
+            }
+            "any" => Ok(()),
+            _ => check_scalar_json(at, spec, value),
+        }
+    }
+}
+
+fn collect_methods(resources: Option<&Value>, into: &mut Vec<Method>) -> Result<(), String> {
+    let Some(resources) = resources.and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for resource in resources.values() {
+        for (name, method) in resource
+            .get("methods")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let text = |key: &str| method.get(key).and_then(Value::as_str).unwrap_or("");
+            let (template, path_params, literal_len) =
+                compile_template(text("path")).map_err(|e| format!("method {name}: {e}"))?;
+            into.push(Method {
+                id: text("id").to_string(),
+                http_method: text("httpMethod").to_string(),
+                template,
+                path_params,
+                parameters: method
+                    .get("parameters")
+                    .and_then(Value::as_object)
+                    .cloned()
+                    .unwrap_or_default(),
+                request: method
+                    .get("request")
+                    .and_then(|r| r.get("$ref"))
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                media_download: method.get("supportsMediaDownload").and_then(Value::as_bool)
+                    == Some(true),
+                literal_len,
+            });
+        }
+        collect_methods(resource.get("resources"), into)?;
+    }
+    Ok(())
+}
+
+/// A path template (`v1/{+jobName}:run`, `b/{bucket}/o/{object}`) as an
+/// anchored regex: `{+x}` may hold slashes (reserved expansion), `{x}` not.
+fn compile_template(template: &str) -> Result<(Regex, Vec<String>, usize), String> {
+    let mut pattern = String::from("^");
+    let mut names = Vec::new();
+    let mut literal_len = 0;
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        pattern.push_str(&regex::escape(&rest[..open]));
+        literal_len += open;
+        let close = rest[open..]
+            .find('}')
+            .map(|c| open + c)
+            .ok_or_else(|| format!("unclosed {{ in {template}"))?;
+        let name = &rest[open + 1..close];
+        match name.strip_prefix('+') {
+            Some(reserved) => {
+                pattern.push_str("(.+?)");
+                names.push(reserved.to_string());
+            }
+            None => {
+                pattern.push_str("([^/]+)");
+                names.push(name.to_string());
+            }
+        }
+        rest = &rest[close + 1..];
+    }
+    pattern.push_str(&regex::escape(rest));
+    literal_len += rest.len();
+    pattern.push('$');
+    let compiled = Regex::new(&pattern).map_err(|e| e.to_string())?;
+    Ok((compiled, names, literal_len))
+}
+
+fn path_param_ok(method: &Method, name: &str, value: &str) -> Result<(), String> {
+    let Some(spec) = method.parameters.get(name) else {
+        return Ok(());
+    };
+    if let Some(pattern) = spec.get("pattern").and_then(Value::as_str) {
+        let matched = Regex::new(pattern)
+            .map(|r| r.is_match(value))
+            .unwrap_or(true);
+        if !matched {
+            return Err(format!(
+                "{}: path parameter {name}={value:?} does not match {pattern}",
+                method.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn percent_decode(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={}", text.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// `transfer_job` -> `transferJob` (proto JSON accepts the field's own
+/// name as well as its lowerCamel JSON name).
+fn camel(key: &str) -> String {
+    let mut out = String::with_capacity(key.len());
+    let mut upper = false;
+    for c in key.chars() {
+        if c == '_' {
+            upper = true;
+        } else if upper {
+            out.extend(c.to_uppercase());
+            upper = false;
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn snake(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn enum_ok(spec: &Value, value: &Value) -> bool {
+    let Some(names) = spec.get("enum").and_then(Value::as_array) else {
+        return true;
+    };
+    match value {
+        Value::String(s) => names.iter().any(|n| n.as_str() == Some(s)),
+        // GAPIC clients send enums as their numbers.
+        Value::Number(n) => n.as_u64().is_some_and(|i| (i as usize) < names.len()),
+        _ => false,
+    }
+}
+
+fn is_integer_text(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// A JSON value of a scalar schema (string, integer, number, boolean).
+fn check_scalar_json(at: &str, spec: &Value, value: &Value) -> Result<(), String> {
+    let kind = spec.get("type").and_then(Value::as_str).unwrap_or("any");
+    let format = spec.get("format").and_then(Value::as_str).unwrap_or("");
+    let bad = || {
+        format!(
+            "{at}: {} is not a valid {kind}{}",
+            value,
+            if format.is_empty() {
+                String::new()
+            } else {
+                format!(" ({format})")
+            }
+        )
+    };
+    match (kind, value) {
+        ("string", Value::String(text)) => {
+            if !enum_ok(spec, value) {
+                return Err(format!("{at}: {text:?} is not one of {}", spec["enum"]));
+            }
+            check_string_format(at, format, text)?;
+            if let Some(pattern) = spec.get("pattern").and_then(Value::as_str) {
+                if Regex::new(pattern).is_ok_and(|r| !r.is_match(text)) {
+                    return Err(format!("{at}: {text:?} does not match {pattern}"));
+                }
+            }
+            Ok(())
+        }
+        // int64 and uint64 travel as strings, but parsers take numbers too;
+        // enums may be numbers (GAPIC).
+        ("string", Value::Number(n))
+            if matches!(format, "int64" | "uint64") && (n.is_i64() || n.is_u64()) =>
+        {
+            Ok(())
+        }
+        ("string", Value::Number(_)) if spec.get("enum").is_some() && enum_ok(spec, value) => {
+            Ok(())
+        }
+        ("integer", Value::Number(n)) => {
+            let i = n.as_i64().ok_or_else(bad)?;
+            check_integer_range(at, format, spec, i)
+        }
+        ("integer", Value::String(text)) if is_integer_text(text) => {
+            let i = text.parse::<i64>().map_err(|_| bad())?;
+            check_integer_range(at, format, spec, i)
+        }
+        ("number", Value::Number(_)) => Ok(()),
+        ("number", Value::String(text))
+            if matches!(text.as_str(), "NaN" | "Infinity" | "-Infinity")
+                || text.parse::<f64>().is_ok() =>
+        {
+            Ok(())
+        }
+        ("boolean", Value::Bool(_)) => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+fn check_integer_range(at: &str, format: &str, spec: &Value, value: i64) -> Result<(), String> {
+    let (low, high) = match format {
+        "int32" => (i64::from(i32::MIN), i64::from(i32::MAX)),
+        "uint32" => (0, i64::from(u32::MAX)),
+        _ => (i64::MIN, i64::MAX),
+    };
+    let bound = |key: &str| {
+        spec.get(key)
+            .and_then(Value::as_str)
+            .and_then(|s| s.parse::<i64>().ok())
+    };
+    let low = bound("minimum").unwrap_or(low);
+    let high = bound("maximum").unwrap_or(high);
+    let described = spec
+        .get("description")
+        .and_then(Value::as_str)
+        .and_then(|d| max_value_words().captures(d))
+        .and_then(|c| c[1].parse::<i64>().ok());
+    let high = described.map_or(high, |d| d.min(high));
+    if value < low || value > high {
+        return Err(format!("{at}: {value} is outside {low}..={high}"));
+    }
+    Ok(())
+}
+
+fn check_string_format(at: &str, format: &str, text: &str) -> Result<(), String> {
+    let ok = match format {
+        "int64" | "uint64" => is_integer_text(text),
+        "google-datetime" | "date-time" => chrono::DateTime::parse_from_rfc3339(text).is_ok(),
+        "date" => chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").is_ok(),
+        "google-duration" => text
+            .strip_suffix('s')
+            .is_some_and(|n| n.parse::<f64>().is_ok_and(f64::is_finite)),
+        "byte" => text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'-' | b'_')),
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{at}: {text:?} is not a valid {format}"))
+    }
+}
+
+/// The limits a string field's description states in words.
+fn check_described_limits(value: &Value, spec: &Value, at: &str) -> Result<(), String> {
+    let (Some(text), Some(description)) = (
+        value.as_str(),
+        spec.get("description").and_then(Value::as_str),
+    ) else {
+        return Ok(());
+    };
+    for limit in limit_words().captures_iter(description) {
+        let Ok(max) = limit[1].replace(',', "").parse::<usize>() else {
+            continue;
+        };
+        let unit = limit[2].to_ascii_lowercase();
+        let (size, what) = match unit.as_str() {
+            "bytes" => (text.len(), "bytes"),
+            _ => (text.chars().count(), "characters"),
+        };
+        if size > max {
+            return Err(format!("{at}: {size} {what}, the document allows {max}"));
+        }
+        if unit == "ascii characters" && !text.is_ascii() {
+            return Err(format!("{at}: must be ASCII"));
+        }
+    }
+    Ok(())
+}
+
+/// A query parameter's text against its spec (type, enum, pattern, the
+/// described maximum).
+fn check_scalar_text(method: &str, name: &str, spec: &Value, text: &str) -> Result<(), String> {
+    let at = format!("{method}: query parameter {name}");
+    let kind = spec.get("type").and_then(Value::as_str).unwrap_or("string");
+    match kind {
+        "integer" => {
+            let value = text
+                .parse::<i64>()
+                .map_err(|_| format!("{at}: {text:?} is not an integer"))?;
+            let format = spec.get("format").and_then(Value::as_str).unwrap_or("");
+            check_integer_range(&at, format, spec, value)
+        }
+        "boolean" if !matches!(text, "true" | "false") => {
+            Err(format!("{at}: {text:?} is not true or false"))
+        }
+        "boolean" => Ok(()),
+        _ => {
+            if !enum_ok(spec, &Value::String(text.to_string())) {
+                return Err(format!("{at}: {text:?} is not one of {}", spec["enum"]));
+            }
+            if let Some(pattern) = spec.get("pattern").and_then(Value::as_str) {
+                if Regex::new(pattern).is_ok_and(|r| !r.is_match(text)) {
+                    return Err(format!("{at}: {text:?} does not match {pattern}"));
+                }
+            }
+            check_described_limits(&Value::String(text.to_string()), spec, &at)
+        }
+    }
+}
+
+/// What a list method's `filter` description admits: its JSON keys with
+/// their kind (array or string), the required ones, and the values of the
+/// `...Statuses` key ("Valid values are case-insensitive: ...").
+struct FilterRules {
+    keys: Vec<(String, bool)>,
+    required: Vec<String>,
+    statuses: Vec<String>,
+}
+
+fn filter_rules(description: &str) -> FilterRules {
+    let keys = filter_keys()
+        .captures_iter(description)
+        .map(|c| (c[1].to_string(), &c[2] == "["))
+        .fold(Vec::<(String, bool)>::new(), |mut keys, key| {
+            if !keys.iter().any(|(k, _)| *k == key.0) {
+                keys.push(key);
+            }
+            keys
+        });
+    let required = required_words()
+        .captures_iter(description)
+        .map(|c| c[1].to_string())
+        .collect();
+    let mut statuses = Vec::new();
+    let lower = description.to_ascii_lowercase();
+    if let Some(at) = lower.find("case-insensitive:") {
+        for word in description[at + "case-insensitive:".len()..].split_whitespace() {
+            let word = word.trim_end_matches([',', '.']);
+            if word == "*" || word == "and" {
+                continue;
+            }
+            if word.len() > 1 && word.bytes().all(|b| b.is_ascii_uppercase() || b == b'_') {
+                statuses.push(word.to_string());
+            } else {
+                break;
+            }
+        }
+    }
+    FilterRules {
+        keys,
+        required,
+        statuses,
+    }
+}
+
+fn check_filter(method: &str, spec: &Value, text: &str) -> Result<(), String> {
+    let description = spec
+        .get("description")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let rules = filter_rules(description);
+    if rules.keys.is_empty() {
+        return Ok(());
+    }
+    let at = format!("{method}: filter");
+    let filter: Value =
+        serde_json::from_str(text).map_err(|e| format!("{at} is not JSON text: {e}"))?;
+    let object = filter
+        .as_object()
+        .ok_or_else(|| format!("{at} is not a JSON object"))?;
+    for (key, value) in object {
+        let name = camel(key);
+        let (_, array) = rules
+            .keys
+            .iter()
+            .find(|(k, _)| *k == name)
+            .ok_or_else(|| format!("{at}: unknown key {key:?}"))?;
+        if *array {
+            let items = value
+                .as_array()
+                .ok_or_else(|| format!("{at}: {key} must be an array"))?;
+            for item in items {
+                let item = item
+                    .as_str()
+                    .ok_or_else(|| format!("{at}: {key} holds a non-string"))?;
+                if name.ends_with("Statuses")
+                    && !rules.statuses.is_empty()
+                    && !rules.statuses.iter().any(|s| s.eq_ignore_ascii_case(item))
+                {
+                    return Err(format!(
+                        "{at}: {key} value {item:?} is not one of {}",
+                        rules.statuses.join(", ")
+                    ));
+                }
+            }
+        } else if !value.is_string() {
+            return Err(format!("{at}: {key} must be a string"));
+        } else if name.ends_with("Time") {
+            let time = value.as_str().unwrap_or_default();
+            if chrono::DateTime::parse_from_rfc3339(time).is_err() {
+                return Err(format!("{at}: {key} {time:?} is not RFC 3339"));
+            }
+        }
+    }
+    for key in &rules.required {
+        if !object.contains_key(key) && !object.contains_key(&snake(key)) {
+            return Err(format!("{at}: {key} is required"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sts() -> Api {
+        Api::new(STORAGE_TRANSFER).expect("the STS document")
+    }
+
+    #[test]
+    fn the_compiled_in_documents_load() {
+        for doc in [STORAGE_TRANSFER, CLOUD_STORAGE, BIGQUERY] {
+            let api = Api::new(doc).expect("a discovery document");
+            assert!(api.methods.len() > 5);
+        }
+        // Every constant pattern compiles.
+        let _ = (
+            limit_words(),
+            max_value_words(),
+            filter_keys(),
+            required_words(),
+        );
+    }
+
+    #[test]
+    fn good_requests_pass() {
+        let api = sts();
+        let filter = r#"{"projectId":"p","jobNames":["transferJobs/a"],"transferStatuses":["in_progress","SUCCESS"],"minCreationTime":"2026-01-01T00:00:00Z"}"#;
+        let query = format!(
+            "filter={}&pageSize=256",
+            url::form_urlencoded::byte_serialize(filter.as_bytes()).collect::<String>()
+        );
+        assert_eq!(
+            api.check("GET", "/v1/transferOperations", &query, ""),
+            Ok("storagetransfer.transferOperations.list".into())
+        );
+        let job = r#"{"name":"transferJobs/sjm-1","projectId":"p","status":"ENABLED","description":"d",
+            "transferSpec":{"gcsDataSource":{"bucketName":"a"},"gcs_data_sink":{"bucket_name":"b"},
+            "objectConditions":{"includePrefixes":["x/"]}}}"#;
+        assert!(api.check("POST", "/v1/transferJobs", "", job).is_ok());
+        // GAPIC: numeric enums and its $alt parameter.
+        assert!(api
+            .check(
+                "POST",
+                "/v1/transferJobs",
+                "$alt=json;enum-encoding=int",
+                r#"{"status":1,"projectId":"p"}"#
+            )
+            .is_ok());
+        assert_eq!(
+            api.check(
+                "POST",
+                "/v1/transferJobs/sjm-1:run",
+                "",
+                r#"{"projectId":"p"}"#
+            ),
+            Ok("storagetransfer.transferJobs.run".into())
+        );
+        assert!(api
+            .check("POST", "/v1/transferOperations/op-1:pause", "", "")
+            .is_ok());
+        let gcs = Api::new(CLOUD_STORAGE).expect("storage");
+        assert_eq!(
+            gcs.check("GET", "/storage/v1/b/src/o/a%2Fb.txt", "alt=media", ""),
+            Ok("storage.objects.get".into())
+        );
+        assert!(gcs
+            .check(
+                "GET",
+                "/download/storage/v1/b/src/o/a%2Fb.txt",
+                "alt=media",
+                ""
+            )
+            .is_ok());
+        assert_eq!(
+            gcs.check(
+                "GET",
+                "/storage/v1/b/src/o",
+                "prefix=a/&maxResults=1000&pageToken=t",
+                ""
+            ),
+            Ok("storage.objects.list".into())
+        );
+    }
+
+    #[test]
+    fn each_class_of_bad_request_is_refused() {
+        let api = sts();
+        let bq = Api::new(BIGQUERY).expect("bigquery");
+        let list = |filter: &str, extra: &str| {
+            let encoded: String = url::form_urlencoded::byte_serialize(filter.as_bytes()).collect();
+            api.check(
+                "GET",
+                "/v1/transferOperations",
+                &format!("filter={encoded}{extra}"),
+                "",
+            )
+        };
+        let refused = |r: Result<String, String>, words: &str| {
+            let e = r.expect_err(words);
+            assert!(e.contains(words), "{e:?} should say {words:?}");
+        };
+        // Unknown method or path.
+        refused(
+            api.check("GET", "/v1/transferThings", "", ""),
+            "transferThings",
+        );
+        refused(api.check("PUT", "/v1/transferJobs/a", "", ""), "no method");
+        // Path parameter pattern.
+        refused(
+            api.check("POST", "/v1/transferJobs/a:pause", "", ""),
+            "does not match",
+        );
+        // Unknown query parameter, a repeated one, a wrong type, over the described max.
+        refused(
+            list(r#"{"projectId":"p"}"#, "&bogus=1"),
+            "unknown query parameter",
+        );
+        refused(
+            list(r#"{"projectId":"p"}"#, "&pageSize=ten"),
+            "not an integer",
+        );
+        refused(list(r#"{"projectId":"p"}"#, "&pageSize=257"), "outside");
+        // Required query parameter.
+        refused(
+            api.check("GET", "/v1/transferOperations", "", ""),
+            "required query parameter",
+        );
+        // The filter: unknown key, undocumented status, required key, types.
+        refused(list(r#"{"projectId":"p","bucket":"x"}"#, ""), "unknown key");
+        refused(
+            list(r#"{"projectId":"p","transferStatuses":["QUEUED"]}"#, ""),
+            "QUEUED",
+        );
+        refused(list(r#"{"jobNames":["a"]}"#, ""), "projectId is required");
+        refused(
+            list(r#"{"projectId":"p","jobNames":"a"}"#, ""),
+            "must be an array",
+        );
+        refused(
+            list(r#"{"projectId":"p","minCreationTime":"yesterday"}"#, ""),
+            "RFC 3339",
+        );
+        // Body: unknown field (nested through $ref), wrong type, enum, required, limit.
+        refused(
+            api.check(
+                "POST",
+                "/v1/transferJobs",
+                "",
+                r#"{"transferSpec":{"gcsDataSource":{"bucket":"a"}}}"#,
+            ),
+            "unknown field",
+        );
+        refused(
+            api.check("POST", "/v1/transferJobs", "", r#"{"projectId":7}"#),
+            "not a valid string",
+        );
+        refused(
+            api.check("POST", "/v1/transferJobs", "", r#"{"status":"RUNNING"}"#),
+            "not one of",
+        );
+        refused(
+            api.check(
+                "POST",
+                "/v1/transferJobs",
+                "",
+                r#"{"transferSpec":{"gcsDataSource":{}}}"#,
+            ),
+            "required field bucketName",
+        );
+        refused(
+            api.check("POST", "/v1/transferJobs/a:run", "", "{}"),
+            "required field projectId",
+        );
+        let long = "x".repeat(1025);
+        refused(
+            api.check(
+                "POST",
+                "/v1/transferJobs",
+                "",
+                &format!(r#"{{"description":"{long}"}}"#),
+            ),
+            "1025 bytes",
+        );
+        // A map's values are checked too (labels are map<string,string>).
+        refused(
+            bq.check(
+                "POST",
+                "/bigquery/v2/projects/p/queries",
+                "",
+                r#"{"query":"SELECT 1","labels":{"a":1}}"#,
+            ),
+            "not a valid string",
+        );
+        refused(
+            bq.check(
+                "POST",
+                "/bigquery/v2/projects/p/queries",
+                "",
+                r#"{"query":"SELECT 1","requestId":"sts-job-manager-12345-1234567890123456789-1"}"#,
+            ),
+            "the document allows 36",
+        );
+        refused(
+            bq.check("POST", "/bigquery/v2/projects/p/queries", "", "{}"),
+            "required field query",
+        );
+        assert!(bq
+            .check(
+                "POST",
+                "/bigquery/v2/projects/p/queries",
+                "",
+                r#"{"query":"SELECT 1","requestId":"0123456789abcdef-0123-4567-89ab-cdef","useLegacySql":false}"#
+            )
+            .is_ok());
+    }
+
+    #[test]
+    fn filter_rules_are_read_from_the_descriptions() {
+        let doc: Value = serde_json::from_str(STORAGE_TRANSFER).expect("json");
+        let describe = |resource: &str| {
+            doc["resources"][resource]["methods"]["list"]["parameters"]["filter"]["description"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        };
+        let ops = filter_rules(&describe("transferOperations"));
+        assert_eq!(
+            ops.statuses,
+            ["IN_PROGRESS", "PAUSED", "SUCCESS", "FAILED", "ABORTED"]
+        );
+        assert_eq!(ops.required, ["projectId"]);
+        assert!(ops.keys.contains(&("operationNames".into(), true)));
+        let jobs = filter_rules(&describe("transferJobs"));
+        assert_eq!(jobs.statuses, ["ENABLED", "DISABLED", "DELETED"]);
+        assert!(jobs.keys.contains(&("sinkBucket".into(), false)));
+    }
+}
