@@ -12,7 +12,22 @@ use crate::transfer::TransferService;
 /// The project the embedded engine files its jobs under when none is given.
 pub const LOCAL_PROJECT: &str = "local-project";
 
+/// The state store the options name. A SQLite file must exist already (a
+/// wrong path creates nothing); [`create_store`] makes it.
 pub fn open_store(options: &Options) -> Result<Arc<dyn StateStore>> {
+    match options.state_location()? {
+        StateLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open_existing(
+            &path,
+            &options.job_table,
+            &options.job_history_table,
+        )?)),
+        StateLocation::BigQuery => Ok(Arc::new(BigQueryStore::from_options(options)?)),
+    }
+}
+
+/// [`open_store`] for the tools that create the tables (sts-prepare-tables,
+/// sts-plan --load): a SQLite file is made if it does not exist.
+pub fn create_store(options: &Options) -> Result<Arc<dyn StateStore>> {
     match options.state_location()? {
         StateLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open(
             &path,

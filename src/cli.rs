@@ -212,6 +212,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
             | Error::Store(
                 crate::store::StoreError::InvalidIdentifier(_)
                 | crate::store::StoreError::InvalidProject(_)
+                | crate::store::StoreError::Missing(_)
                 | crate::store::StoreError::NoProject,
             )),
         ) => {

@@ -142,3 +142,46 @@ def test_new_prefixes_overlapping_loaded_ones_are_refused(migration: Migration) 
     # The user may choose overlaps.
     tool("sts-prepare-tables", *args, "--allow-overlapping-prefixes")
     assert len(snapshot(migration.state)[0]) == len(before[0]) + 1
+
+
+def run_manager(migration: Migration, *extra: str):
+    from conftest import FAST
+
+    return tool(
+        "sts-job-manager", *migration.backend_args(), *FAST, "--exit-when-done", *extra, check=False
+    )
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_corrupt_state_file_is_named_never_read_as_finished(
+    migration: Migration, damage: str
+) -> None:
+    migration.prepare()
+    data = migration.state.read_bytes()
+    if damage == "garbage":
+        migration.state.write_bytes(b"this is not SQLite at all " * 400)
+    else:
+        # The header survives; the pages of the tables do not.
+        migration.state.write_bytes(data[:100] + b"\xff" * (len(data) - 100))
+    result = run_manager(migration)
+    assert result.returncode == 1, result.stderr
+    assert "corrupt" in result.stderr
+    assert not migration.operations(), "nothing may start from a corrupt state"
+
+
+def test_a_state_path_that_does_not_exist_creates_nothing(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "dir" / "state.db"
+    result = tool("sts-status", "--state", f"sqlite:{missing}", check=False)
+    assert result.returncode == 2, result.stderr
+    assert "does not exist" in result.stderr and str(missing) in result.stderr
+    assert not (tmp_path / "no").exists(), "a directory was made"
+
+
+def test_a_row_edited_by_hand_with_sqlites_own_timestamp_is_read(migration: Migration) -> None:
+    migration.prepare()
+    # What `UPDATE ... SET last_updated = CURRENT_TIMESTAMP` writes.
+    sql(migration.state, "UPDATE sts_job SET last_updated = '2026-12-04 10:11:12'")
+    result = tool("sts-status", *migration.state_args(), "--json", check=False)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["counts"]["waiting"] == len(migration.prefixes)
+

@@ -213,6 +213,7 @@ def test_discovery_client_every_method(emulator: Emulator) -> None:
                 getattr(service.transferOperations(), verb)(name=run["name"], body={}).execute()
             except HttpError as error:  # the tiny copy may finish first
                 assert error.resp.status == 400, error
+        emulator.expected_violations += 1  # on purpose: projectId is required
         with pytest.raises(HttpError) as missing_filter:
             service.transferJobs().list(filter=json.dumps({})).execute()
         assert missing_filter.value.resp.status == 400

@@ -59,6 +59,9 @@ struct Emulator {
     checked: AtomicU64,
     violation_count: AtomicU64,
     violations: Mutex<Vec<String>>,
+    /// Cloud Monitoring stand-in: each series' last write, and the writes.
+    series: Mutex<HashMap<String, std::time::Instant>>,
+    time_series: Mutex<Vec<Value>>,
     /// Requests admitted, by the discovery document's method id.
     methods: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Forwards BigQuery requests (strict mode in front of bqemulator).
@@ -159,6 +162,45 @@ impl Emulator {
             400,
             format!("strict mode (Google's discovery document refuses this): {problem}"),
         ))
+    }
+
+    /// Cloud Monitoring's `timeSeries.create`, as far as a heartbeat needs:
+    /// the writes are kept for `/_emulator/stats`, and a point written to a
+    /// series less than 5 s after its last one is refused, as Monitoring
+    /// refuses it.
+    fn write_time_series(&self, body: &str) -> Reply {
+        let request: Value = serde_json::from_str(body).unwrap_or_default();
+        let keys: Vec<String> = request["timeSeries"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .map(|ts| format!("{}|{}", ts["metric"], ts["resource"]))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let now = std::time::Instant::now();
+        let mut series = self.series.lock().unwrap_or_else(|p| p.into_inner());
+        let too_soon = |key: &String| {
+            series
+                .get(key)
+                .is_some_and(|t| now.duration_since(*t) < std::time::Duration::from_secs(5))
+        };
+        if keys.iter().any(too_soon) {
+            return Reply::error(
+                400,
+                "One or more TimeSeries could not be written: One or more points were written \
+                 more frequently than the maximum sampling period configured for the metric.",
+            );
+        }
+        for key in keys {
+            series.insert(key, now);
+        }
+        drop(series);
+        let mut writes = self.time_series.lock().unwrap_or_else(|p| p.into_inner());
+        if writes.len() < 1000 {
+            writes.push(request);
+        }
+        Reply::ok(serde_json::json!({}))
     }
 
     /// Whether this create's reply is to be lost (`lose_create_replies`).
@@ -371,6 +413,7 @@ async fn handle(
                     "violations": *emulator.violations.lock().unwrap_or_else(|p| p.into_inner()),
                 },
                 "methods": *emulator.methods.lock().unwrap_or_else(|p| p.into_inner()),
+                "time_series": *emulator.time_series.lock().unwrap_or_else(|p| p.into_inner()),
             }),
         }
     } else if let Some(refused) = emulator.strict_check(&method, &raw_path, &raw_query, &body) {
@@ -398,6 +441,8 @@ async fn handle(
             429,
             format!("Quota exceeded for quota metric '{quota}' of service storagetransfer.googleapis.com"),
         )
+    } else if method == "POST" && path.starts_with("/v3/") && path.ends_with("/timeSeries") {
+        emulator.write_time_series(&body)
     } else if storage::handles(&path) {
         let buckets = &emulator.buckets;
         let response = crate::storage::blocking(|| storage::route(buckets, &method, &path, &query));
@@ -492,6 +537,8 @@ pub async fn serve(
         violation_count: AtomicU64::new(0),
         violations: Mutex::new(Vec::new()),
         methods: Mutex::new(Default::default()),
+        series: Mutex::new(HashMap::new()),
+        time_series: Mutex::new(Vec::new()),
         http: reqwest::Client::new(),
     });
     ready(address);

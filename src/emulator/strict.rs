@@ -21,6 +21,9 @@ pub struct Api {
     /// Top-level (system) parameters: `alt`, `fields`, `prettyPrint`, ...
     system: Map<String, Value>,
     methods: Vec<Method>,
+    /// The first path segment of every method (`v1`, `b`, `projects`): two
+    /// APIs on one base path (STS and Monitoring on `/`) are told apart.
+    first_segments: std::collections::HashSet<String>,
 }
 
 struct Method {
@@ -34,12 +37,14 @@ struct Method {
     media_download: bool,
     /// Literal characters in the template: the more specific wins a tie.
     literal_len: usize,
+    first_segment: String,
 }
 
 /// The discovery documents this project's stand-ins speak, compiled in.
 pub const STORAGE_TRANSFER: &str = include_str!("discovery/storagetransfer.v1.json");
 pub const CLOUD_STORAGE: &str = include_str!("discovery/storage.v1.json");
 pub const BIGQUERY: &str = include_str!("discovery/bigquery.v2.json");
+pub const MONITORING: &str = include_str!("discovery/monitoring.v3.json");
 
 fn regex(pattern: &'static str, cell: &'static OnceLock<Regex>) -> &'static Regex {
     // The patterns are constants of this file, tested below.
@@ -94,21 +99,27 @@ impl Api {
                 .cloned()
                 .unwrap_or_default()
         };
+        let first_segments = methods.iter().map(|m| m.first_segment.clone()).collect();
         Ok(Api {
             base_path,
             schemas: object("schemas"),
             system: object("parameters"),
             methods,
+            first_segments,
         })
     }
 
     /// Whether `path` belongs to this API (its base path, or the media
     /// download path beside it).
     pub fn serves(&self, path: &str) -> bool {
-        path.starts_with(&self.base_path)
-            || path
-                .strip_prefix("/download")
-                .is_some_and(|p| p.starts_with(&self.base_path))
+        let path = path
+            .strip_prefix("/download")
+            .filter(|p| p.starts_with(&self.base_path))
+            .unwrap_or(path);
+        path.strip_prefix(&self.base_path).is_some_and(|rest| {
+            let first = rest.split(['/', ':']).next().unwrap_or_default();
+            self.first_segments.contains(first)
+        })
     }
 
     /// Checks one request: `path` as sent (still percent-encoded), `query`
@@ -309,6 +320,11 @@ fn collect_methods(resources: Option<&Value>, into: &mut Vec<Method>) -> Result<
             let text = |key: &str| method.get(key).and_then(Value::as_str).unwrap_or("");
             let (template, path_params, literal_len) =
                 compile_template(text("path")).map_err(|e| format!("method {name}: {e}"))?;
+            let first_segment = text("path")
+                .split(['/', ':', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
             into.push(Method {
                 id: text("id").to_string(),
                 http_method: text("httpMethod").to_string(),
@@ -327,6 +343,7 @@ fn collect_methods(resources: Option<&Value>, into: &mut Vec<Method>) -> Result<
                 media_download: method.get("supportsMediaDownload").and_then(Value::as_bool)
                     == Some(true),
                 literal_len,
+                first_segment,
             });
         }
         collect_methods(resource.get("resources"), into)?;
@@ -725,7 +742,7 @@ mod tests {
 
     #[test]
     fn the_compiled_in_documents_load() {
-        for doc in [STORAGE_TRANSFER, CLOUD_STORAGE, BIGQUERY] {
+        for doc in [STORAGE_TRANSFER, CLOUD_STORAGE, BIGQUERY, MONITORING] {
             let api = Api::new(doc).expect("a discovery document");
             assert!(api.methods.len() > 5);
         }
@@ -929,6 +946,35 @@ mod tests {
                 r#"{"query":"SELECT 1","requestId":"0123456789abcdef-0123-4567-89ab-cdef","useLegacySql":false}"#
             )
             .is_ok());
+    }
+
+    #[test]
+    fn apis_on_one_base_path_are_told_apart() {
+        let sts = sts();
+        let monitoring = Api::new(MONITORING).expect("monitoring");
+        let gcs = Api::new(CLOUD_STORAGE).expect("storage");
+        assert!(sts.serves("/v1/transferJobs") && !sts.serves("/v3/projects/p/timeSeries"));
+        assert!(
+            monitoring.serves("/v3/projects/p/timeSeries")
+                && !monitoring.serves("/v1/transferJobs")
+        );
+        assert!(!sts.serves("/storage/v1/b/x") && gcs.serves("/storage/v1/b/x"));
+        assert!(gcs.serves("/download/storage/v1/b/x/o/y"));
+        let point = r#"{"timeSeries":[{"metric":{"type":"custom.googleapis.com/x","labels":{}},
+            "resource":{"type":"global","labels":{"project_id":"p"}},
+            "points":[{"interval":{"endTime":"2026-01-01T00:00:00Z"},"value":{"int64Value":"3"}}]}]}"#;
+        assert_eq!(
+            monitoring.check("POST", "/v3/projects/p/timeSeries", "", point),
+            Ok("monitoring.projects.timeSeries.create".into())
+        );
+        assert!(monitoring
+            .check(
+                "POST",
+                "/v3/projects/p/timeSeries",
+                "",
+                r#"{"timeSeries":[{"points":[{"value":{"int64Value":"x"}}]}]}"#
+            )
+            .is_err());
     }
 
     #[test]

@@ -88,6 +88,8 @@ pub const NAME_CHUNK: usize = 100;
 /// clock, not this host's) are listed again: listing lag. Small, as the
 /// operations this manager starts are followed by name whatever it is.
 const CREATION_MARGIN_SECONDS: i64 = 30;
+/// At most one heartbeat point per series this often.
+const HEARTBEAT_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 /// Prefixes written per transaction when a sync changes many at once.
 const WRITE_CHUNK: usize = 20_000;
 /// A sync's operations this many or more are freed on another thread.
@@ -147,6 +149,7 @@ pub trait Heartbeat: Send + Sync {
 
 pub struct Manager {
     heartbeat: Option<Arc<dyn Heartbeat>>,
+    last_heartbeat: Option<Instant>,
     store: Arc<dyn StateStore>,
     transfer: Arc<dyn TransferService>,
     options: Options,
@@ -203,6 +206,7 @@ impl Manager {
     ) -> Self {
         Manager {
             heartbeat: None,
+            last_heartbeat: None,
             store,
             transfer,
             options,
@@ -278,7 +282,13 @@ impl Manager {
             self.sync_state(&mut summary, false).await?;
         }
         self.finish_summary(&mut summary);
-        if self.options.publish_heartbeat {
+        // Cloud Monitoring takes one point per time series every 5 s at
+        // most: one every 10 s, whatever the intervals.
+        let heartbeat_due = self
+            .last_heartbeat
+            .is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY);
+        if self.options.publish_heartbeat && heartbeat_due {
+            self.last_heartbeat = Some(Instant::now());
             let points = heartbeat_points(&summary.counts, summary.stalled.len());
             match &self.heartbeat {
                 Some(sink) => {

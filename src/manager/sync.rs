@@ -131,6 +131,9 @@ pub struct Latest<'a> {
     destination: &'a str,
     deleted: &'a HashSet<String>,
     tracked: HashSet<&'a str>,
+    /// The operations and jobs rows name: followed to their end whatever
+    /// happened to their job since (deleted by someone else, say).
+    followed: HashSet<&'a str>,
     ops: LatestOps,
     others: Option<Others>,
 }
@@ -147,6 +150,7 @@ impl<'a> Latest<'a> {
             destination,
             deleted,
             tracked: rows.iter().map(|r| r.prefix.as_str()).collect(),
+            followed: rows.iter().filter_map(|r| r.job_name.as_deref()).collect(),
             ops: HashMap::with_capacity(rows.len()),
             others: None,
         }
@@ -159,9 +163,13 @@ impl<'a> Latest<'a> {
     }
 
     pub fn add(&mut self, mut op: TransferOperation) {
+        // Operations of deleted jobs are ignored, except the one a row
+        // follows: its prefix would otherwise stay `running` for good.
         if op.transfer_spec.source_bucket() != Some(self.source)
             || op.transfer_spec.sink_bucket() != Some(self.destination)
-            || self.deleted.contains(&op.transfer_job_name)
+            || (self.deleted.contains(&op.transfer_job_name)
+                && !self.followed.contains(op.name.as_str())
+                && !self.followed.contains(op.transfer_job_name.as_str()))
         {
             return;
         }
@@ -507,6 +515,13 @@ mod tests {
         let gone = HashSet::from(["transferJobs/deleted".to_string()]);
         let latest = latest_of(&[row("a/", Status::Running, None)], &ops, &gone);
         assert_eq!(latest["a/"].name, "mine");
+        // The operation a row follows is followed to its end, whatever
+        // happened to its job since (deleted by someone else).
+        let followed = [row("a/", Status::Running, Some("deleted"))];
+        let latest = latest_of(&followed, &ops, &gone);
+        assert_eq!(latest["a/"].name, "deleted");
+        let by_job = [row("a/", Status::Running, Some("transferJobs/deleted"))];
+        assert_eq!(latest_of(&by_job, &ops, &gone)["a/"].name, "deleted");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::{balance, plan, PlannedPrefix, Target};
-use crate::backends::{open_lister, open_store};
+use crate::backends::{create_store, open_lister};
 use crate::error::{Error, Result};
 use crate::options::Options;
 use crate::storage::{list_concurrently, ListProgress};
@@ -390,7 +390,7 @@ pub async fn run_plan(options: &Options, args: &PlanArgs) -> Result<PlanReport> 
         written_to: None,
     };
     if args.load {
-        let store = open_store(options)?;
+        let store = create_store(options)?;
         store.prepare().await?;
         let existing: Vec<String> = store
             .read_jobs()

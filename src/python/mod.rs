@@ -329,12 +329,17 @@ impl Manager {
 fn deadline(timeout: Option<f64>) -> PyResult<Option<Instant>> {
     match timeout {
         None => Ok(None),
-        Some(t) if t.is_finite() && t >= 0.0 => {
-            Ok(Some(Instant::now() + Duration::from_secs_f64(t)))
-        }
-        Some(t) => Err(PyValueError::new_err(format!(
-            "timeout must be a number of seconds >= 0, not {t}"
-        ))),
+        // NaN, infinities, negatives and spans past what a clock can hold
+        // are refused by name, never a panic.
+        Some(t) => Duration::try_from_secs_f64(t)
+            .ok()
+            .and_then(|span| Instant::now().checked_add(span))
+            .map(Some)
+            .ok_or_else(|| {
+                PyValueError::new_err(format!(
+                    "timeout must be a finite number of seconds >= 0 (at most about 100 years), not {t}"
+                ))
+            }),
     }
 }
 

@@ -26,7 +26,19 @@ pub enum StoreError {
         source: rusqlite::Error,
     },
     #[error("state database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(rusqlite::Error),
+    #[error(
+        "the state database is corrupt ({0}): nothing was read from it or written to it; \
+         restore the file from a backup (or recreate the tables with sts-prepare-tables and \
+         take the migration over from STS's own record)"
+    )]
+    Corrupt(String),
+    #[error("the state database's disk is full ({0}): nothing of this step was written; free space, then start again")]
+    DiskFull(String),
+    #[error("the state database cannot be written ({0}): it or its directory is read-only; make it writable, then start again")]
+    ReadOnly(String),
+    #[error("state file {0} does not exist (nothing was created): check the path, or create it with sts-prepare-tables")]
+    Missing(String),
     #[error(
         "state database {0} was deleted or replaced while in use; stopping so that no state is \
          written where nobody will read it (restore the file, then start again)"
@@ -69,6 +81,22 @@ pub enum StoreError {
         attempts: u32,
         last: Box<StoreError>,
     },
+}
+
+/// SQLite's answers that mean something to a person are named: a corrupt
+/// file, a full disk, a read-only file.
+impl From<rusqlite::Error> for StoreError {
+    fn from(error: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match error.sqlite_error_code() {
+            Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase) => {
+                StoreError::Corrupt(error.to_string())
+            }
+            Some(ErrorCode::DiskFull) => StoreError::DiskFull(error.to_string()),
+            Some(ErrorCode::ReadOnly) => StoreError::ReadOnly(error.to_string()),
+            _ => StoreError::Sqlite(error),
+        }
+    }
 }
 
 impl StoreError {

@@ -83,9 +83,16 @@ pub fn timestamp_text(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// RFC 3339 as this project writes it, or SQLite's own `CURRENT_TIMESTAMP`
+/// form (`2026-12-04 19:39:06`, UTC) that a row edited by hand may hold.
 fn parse_timestamp(text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
+        .or_else(|e| {
+            chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S%.f")
+                .map(|t| t.and_utc())
+                .map_err(|_| e)
+        })
         .map_err(|e| StoreError::CorruptRow(format!("timestamp '{text}': {e}")))
 }
 
@@ -94,6 +101,19 @@ fn parse_status(text: &str) -> Result<Status, StoreError> {
 }
 
 impl SqliteStore {
+    /// Opens a state file that must exist: a wrong path creates nothing.
+    pub fn open_existing(
+        path: &Path,
+        job_table: &str,
+        history_table: &str,
+    ) -> Result<Self, StoreError> {
+        if !path.is_file() {
+            return Err(StoreError::Missing(path.display().to_string()));
+        }
+        Self::open(path, job_table, history_table)
+    }
+
+    /// Opens the state file, creating it (and its directory) if needed.
     pub fn open(path: &Path, job_table: &str, history_table: &str) -> Result<Self, StoreError> {
         let job_table = check_identifier(job_table)?.to_string();
         let history_table = check_identifier(history_table)?.to_string();
@@ -103,9 +123,21 @@ impl SqliteStore {
                 source: rusqlite::Error::InvalidPath(format!("{}: {e}", dir.display()).into()),
             })?;
         }
-        let open_error = |source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
+        let open_error = |source: rusqlite::Error| match StoreError::from(source) {
+            StoreError::Sqlite(source) => StoreError::Open {
+                path: path.display().to_string(),
+                source,
+            },
+            StoreError::Corrupt(detail) => {
+                StoreError::Corrupt(format!("{}: {detail}", path.display()))
+            }
+            StoreError::DiskFull(detail) => {
+                StoreError::DiskFull(format!("{}: {detail}", path.display()))
+            }
+            StoreError::ReadOnly(detail) => {
+                StoreError::ReadOnly(format!("{}: {detail}", path.display()))
+            }
+            other => other,
         };
         let conn = Connection::open(path).map_err(open_error)?;
         // A new file gets 16 KiB pages (an existing one keeps its own):
@@ -245,7 +277,7 @@ impl SqliteStore {
             };
             StoreError::MissingTable(table.clone())
         } else {
-            StoreError::Sqlite(error)
+            StoreError::from(error)
         }
     }
 }
@@ -341,6 +373,19 @@ impl StateStore for SqliteStore {
                 self.job_table
             ),
         )?;
+        if jobs.is_empty() && total > 0 {
+            // "Every prefix is finished" is checked before it is believed: a
+            // damaged index or page would read as nothing left to do.
+            let check: String = conn
+                .query_row("PRAGMA quick_check(1)", [], |r| r.get(0))
+                .map_err(StoreError::from)?;
+            if check != "ok" {
+                return Err(StoreError::Corrupt(format!(
+                    "{}: {check}",
+                    self.path.display()
+                )));
+            }
+        }
         jobs.sort_unstable_by(|a, b| a.prefix.cmp(&b.prefix));
         self.count(2);
         Ok((jobs, usize::try_from(total).unwrap_or(0)))
@@ -776,6 +821,56 @@ mod tests {
 
     fn store(dir: &tempfile::TempDir) -> SqliteStore {
         SqliteStore::open(&dir.path().join("state.db"), "sts_job", "sts_job_history").unwrap()
+    }
+
+    #[test]
+    fn a_full_disk_and_a_read_only_file_are_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.db");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x TEXT)").unwrap();
+        // SQLite's own full condition: no page may be added.
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "max_page_count", pages).unwrap();
+        let full = conn
+            .execute("INSERT INTO t VALUES (?1)", params!["x".repeat(100_000)])
+            .unwrap_err();
+        let full = StoreError::from(full).to_string();
+        assert!(full.contains("disk is full"), "{full}");
+        drop(conn);
+        let reader = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let refused = reader
+            .execute("INSERT INTO t VALUES ('y')", [])
+            .unwrap_err();
+        let refused = StoreError::from(refused).to_string();
+        assert!(refused.contains("read-only"), "{refused}");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_file_is_named_and_a_missing_one_is_not_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        std::fs::write(&path, b"not a database at all, just text".repeat(200)).unwrap();
+        let corrupt = match SqliteStore::open(&path, "sts_job", "sts_job_history") {
+            Ok(store) => store.read_unfinished().await.map(|_| ()).unwrap_err(),
+            Err(e) => e,
+        };
+        assert!(matches!(corrupt, StoreError::Corrupt(_)), "{corrupt}");
+        let missing = dir.path().join("a/b/state.db");
+        let refused = SqliteStore::open_existing(&missing, "sts_job", "sts_job_history");
+        assert!(matches!(refused, Err(StoreError::Missing(_))));
+        assert!(!dir.path().join("a").exists());
+    }
+
+    #[tokio::test]
+    async fn sqlites_own_timestamp_format_is_read() {
+        assert_eq!(
+            parse_timestamp("2026-12-04 10:11:12").unwrap(),
+            parse_timestamp("2026-12-04T10:11:12Z").unwrap()
+        );
+        assert!(parse_timestamp("yesterday").is_err());
     }
 
     #[tokio::test]

@@ -256,8 +256,22 @@ impl Api {
         let (mut complete, mut page_token) =
             (response.job_complete.unwrap_or(true), response.page_token);
         let job = response.job_reference.unwrap_or_default();
+        // A server that hands a page token back twice would be read forever.
+        let mut seen_tokens = std::collections::HashSet::new();
         // Results not ready yet, or more pages: follow the job.
         while !complete || page_token.is_some() {
+            if let Some(token) = page_token.as_ref().filter(|_| complete) {
+                if !seen_tokens.insert(token.clone()) {
+                    return Err(StoreError::Api {
+                        code: 0,
+                        reason: "invalidResponse".into(),
+                        message: format!(
+                            "query results returned page token '{token}' a second time; \
+                             stopping instead of reading the same pages forever"
+                        ),
+                    });
+                }
+            }
             let Some(job_id) = job.job_id.as_deref() else {
                 return Err(StoreError::Api {
                     code: 0,
