@@ -21,6 +21,7 @@ pub const REQUEUE: &str = "sts-requeue";
 pub const PLAN: &str = "sts-plan";
 pub const VERIFY: &str = "sts-verify";
 pub const STATUS: &str = "sts-status";
+pub const DOCTOR: &str = "sts-doctor";
 
 /// One command-line tool: its name, what `--help` says it does, and its
 /// options as groups (headings in `--help`). A tool accepts these and no
@@ -66,6 +67,11 @@ pub const TOOLS: &[Tool] = &[
         name: VERIFY,
         about: "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it) and records the verdicts in the verification table.",
         groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS],
+    },
+    Tool {
+        name: DOCTOR,
+        about: "A read-only preflight against the project: APIs enabled, the STS service agent and its roles on both buckets, your own permissions, the BigQuery dataset, reusable jobs on the buckets. One line per check with the command that fixes it; exit 0 when every check passes, 1 otherwise.",
+        groups: &[&GENERAL, &STATE, &BUCKETS, &HEARTBEAT],
     },
     Tool {
         name: STATUS,
@@ -139,6 +145,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
     };
     init_logging();
     let mut mismatch = false;
+    let mut checks_failed = false;
     let outcome = runtime().block_on(async {
         match program {
             PLAN => {
@@ -158,6 +165,10 @@ pub fn main(program: &str, args: &[String]) -> i32 {
                     })
             }
             MANAGER => run_manager(options, stop_signal()?).await,
+            DOCTOR => crate::doctor::run(&options).await.map(|report| {
+                checks_failed = report.failed() > 0;
+                crate::outln!("{}", crate::doctor::render(&report));
+            }),
             STATUS => crate::status_cli::run(&options, &status_flags, stop_signal()?).await,
             PREPARE => tools::prepare_tables(&options).await.map(|r| {
                 crate::outln!(
@@ -195,6 +206,7 @@ pub fn main(program: &str, args: &[String]) -> i32 {
     });
     match outcome {
         Ok(()) if mismatch => 4,
+        Ok(()) if checks_failed => 1,
         Ok(()) => 0,
         Err(e @ Error::Busy { .. }) => {
             report("ERROR", &format!("{program}: error: {e}"));

@@ -26,6 +26,7 @@ pub mod analysis;
 pub mod auth;
 pub mod backends;
 pub mod cli;
+pub mod doctor;
 pub mod emulator;
 pub mod error;
 pub mod logging;

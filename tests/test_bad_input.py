@@ -183,5 +183,4 @@ def test_a_row_edited_by_hand_with_sqlites_own_timestamp_is_read(migration: Migr
     sql(migration.state, "UPDATE sts_job SET last_updated = '2026-12-04 10:11:12'")
     result = tool("sts-status", *migration.state_args(), "--json", check=False)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["counts"]["waiting"] == len(migration.prefixes)
-
+    assert json.loads(result.stdout)["prefixes"]["waiting"] == len(migration.prefixes)

@@ -89,6 +89,7 @@ def test_a_service_account_key_reaches_the_core(
 
 
 def test_bad_credentials_are_refused_without_echoing_them(tmp_path: Path) -> None:
+    (tmp_path / "s.db").touch()  # an empty state file: credentials are checked first
     options = {"state": f"sqlite:{tmp_path / 's.db'}", "transfer": "sts", "project": PROJECT}
     with pytest.raises(sjm.InputError) as raised:
         sjm.Manager(options, credentials="not json but a secret")

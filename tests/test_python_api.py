@@ -126,6 +126,10 @@ def test_progress_of_a_migration_not_started_has_no_eta(migration: Migration) ->
 
 
 def test_state_errors_are_package_exceptions(tmp_path: Path) -> None:
+    with pytest.raises(sjm.StateError, match="sts-prepare-tables"):
+        sjm.State(state=f"sqlite:{tmp_path / 'missing.db'}").history()
+    assert not (tmp_path / "missing.db").exists(), "a wrong path creates nothing"
+    (tmp_path / "empty.db").touch()
     state = sjm.State(state=f"sqlite:{tmp_path / 'empty.db'}")
     with pytest.raises(sjm.StateError, match="sts-prepare-tables"):
         state.history()
@@ -149,8 +153,10 @@ def test_run_until_done_times_out_with_the_last_summary(migration: Migration) ->
     assert isinstance(raised.value, TimeoutError)
     assert raised.value.summary["counts"]["running"] >= 1
     assert not raised.value.summary["done"]
-    with pytest.raises(ValueError):
-        manager.run_until_done(timeout=-1)
+    for bad in (-1, float("nan"), float("inf"), 1e300):
+        # Named, never a PanicException.
+        with pytest.raises(ValueError, match="timeout"):
+            manager.run_until_done(timeout=bad)
 
 
 def test_run_until_done_summary_is_json_for_xcom(migration: Migration) -> None:

@@ -49,3 +49,7 @@ def verify() -> None:
 
 def status() -> None:
     _run("sts-status")
+
+
+def doctor() -> None:
+    _run("sts-doctor")

@@ -149,7 +149,7 @@ fn command() -> clap::Command {
 enum Parsed {
     /// `--help`, `--version`: print this and exit 0.
     Print(String),
-    Run(Settings),
+    Run(Box<Settings>),
 }
 
 /// A command line clap refuses (its message on one line) or a value
@@ -253,12 +253,12 @@ fn parse(args: &[String]) -> Result<Parsed, ParseError> {
     if !root.is_dir() {
         return Err(format!("--root {} is not a directory", root.display()).into());
     }
-    Ok(Parsed::Run(Settings {
+    Ok(Parsed::Run(Box::new(Settings {
         root,
         port,
         api,
         engine,
-    }))
+    })))
 }
 
 pub fn main(args: &[String]) -> i32 {

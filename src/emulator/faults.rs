@@ -37,6 +37,17 @@ pub struct ApiFaults {
     pub lose_create_replies: u32,
     /// `transferJobs.list` ignores `sourceBucket` and `sinkBucket`.
     pub ignore_bucket_filter: bool,
+    /// What `sts-doctor` looks at, each made to fail on its own: services
+    /// answered DISABLED by Service Usage;
+    pub disabled_apis: Vec<String>,
+    /// googleServiceAccounts.get refused (403);
+    pub no_service_agent: bool,
+    /// the roles the STS service agent holds on a bucket (bucket -> roles;
+    /// a bucket not named grants it roles/storage.admin);
+    pub bucket_roles: std::collections::BTreeMap<String, Vec<String>>,
+    /// permissions the caller lacks (testIamPermissions on buckets and on
+    /// the project).
+    pub caller_denied: Vec<String>,
 }
 
 /// STS's published quotas per project (STS_API.md "Service limits").
@@ -72,6 +83,10 @@ impl Default for ApiFaults {
             empty_schedule: false,
             lose_create_replies: 0,
             ignore_bucket_filter: false,
+            disabled_apis: Vec::new(),
+            no_service_agent: false,
+            bucket_roles: Default::default(),
+            caller_denied: Vec::new(),
         }
     }
 }

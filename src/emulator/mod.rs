@@ -59,6 +59,9 @@ struct Emulator {
     checked: AtomicU64,
     violation_count: AtomicU64,
     violations: Mutex<Vec<String>>,
+    /// Projects whose STS service agent was asked for (their agents hold
+    /// the bucket roles `sts-doctor` reads).
+    agents: Mutex<std::collections::BTreeSet<String>>,
     /// Cloud Monitoring stand-in: each series' last write, and the writes.
     series: Mutex<HashMap<String, std::time::Instant>>,
     time_series: Mutex<Vec<Value>>,
@@ -201,6 +204,97 @@ impl Emulator {
             writes.push(request);
         }
         Reply::ok(serde_json::json!({}))
+    }
+
+    /// The calls `sts-doctor` makes beyond STS: Service Usage, Cloud
+    /// Resource Manager's and Cloud Storage's testIamPermissions, and bucket
+    /// IAM policies, each answerable the failing way (`ApiFaults`).
+    fn preflight(&self, method: &str, path: &str, raw_query: &str, body: &str) -> Option<Reply> {
+        let faults = self.faults();
+        let asked = |from_query: bool| -> Vec<String> {
+            if from_query {
+                url::form_urlencoded::parse(raw_query.as_bytes())
+                    .filter(|(k, _)| k == "permissions")
+                    .map(|(_, v)| v.into_owned())
+                    .collect()
+            } else {
+                serde_json::from_str::<Value>(body)
+                    .ok()
+                    .and_then(|b| b.get("permissions").cloned())
+                    .and_then(|p| serde_json::from_value::<Vec<String>>(p).ok())
+                    .unwrap_or_default()
+            }
+        };
+        let granted = |asked: Vec<String>| -> Vec<String> {
+            asked
+                .into_iter()
+                .filter(|p| !faults.caller_denied.contains(p))
+                .collect()
+        };
+        if let Some(rest) = path.strip_prefix("/serviceusage/v1/") {
+            let (_, service) = rest.rsplit_once("/services/")?;
+            let state = if faults.disabled_apis.iter().any(|s| s == service) {
+                "DISABLED"
+            } else {
+                "ENABLED"
+            };
+            return Some(Reply::ok(
+                serde_json::json!({ "name": rest, "state": state }),
+            ));
+        }
+        if path.starts_with("/cloudresourcemanager/v1/projects/")
+            && path.ends_with(":testIamPermissions")
+            && method == "POST"
+        {
+            return Some(Reply::ok(
+                serde_json::json!({ "permissions": granted(asked(false)) }),
+            ));
+        }
+        let rest = path.strip_prefix("/storage/v1/b/")?;
+        let (bucket, tail) = rest.split_once('/')?;
+        if !matches!(tail, "iam" | "iam/testPermissions") {
+            return None;
+        }
+        if self.buckets.bucket(bucket).is_err() {
+            return Some(Reply::error(
+                404,
+                format!("The specified bucket does not exist: {bucket}"),
+            ));
+        }
+        if tail == "iam/testPermissions" {
+            return Some(Reply::ok(serde_json::json!({
+                "kind": "storage#testIamPermissionsResponse",
+                "permissions": granted(asked(true)),
+            })));
+        }
+        let agents: Vec<String> = self
+            .agents
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|project| {
+                format!(
+                    "serviceAccount:{}",
+                    crate::transfer::default_service_account(project)
+                )
+            })
+            .collect();
+        let roles = faults
+            .bucket_roles
+            .get(bucket)
+            .cloned()
+            .unwrap_or_else(|| vec!["roles/storage.admin".into()]);
+        let bindings: Vec<Value> = roles
+            .iter()
+            .map(|role| serde_json::json!({ "role": role, "members": agents }))
+            .collect();
+        Some(Reply::ok(serde_json::json!({
+            "kind": "storage#policy",
+            "resourceId": format!("projects/_/buckets/{bucket}"),
+            "version": 1,
+            "etag": "CAE=",
+            "bindings": bindings,
+        })))
     }
 
     /// Whether this create's reply is to be lost (`lose_create_replies`).
@@ -441,6 +535,30 @@ async fn handle(
             429,
             format!("Quota exceeded for quota metric '{quota}' of service storagetransfer.googleapis.com"),
         )
+    } else if let Some(project) = path
+        .strip_prefix("/v1/googleServiceAccounts/")
+        .filter(|_| method == "GET")
+    {
+        if emulator.faults().no_service_agent {
+            Reply::error(403, format!("The caller does not have permission to read the service agent of project {project}"))
+        } else {
+            emulator
+                .agents
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(project.to_string());
+            routes::route(
+                &emulator.engine,
+                &emulator.faults(),
+                &method,
+                &path,
+                &query,
+                &body,
+            )
+            .await
+        }
+    } else if let Some(reply) = emulator.preflight(&method, &path, &raw_query, &body) {
+        reply
     } else if method == "POST" && path.starts_with("/v3/") && path.ends_with("/timeSeries") {
         emulator.write_time_series(&body)
     } else if storage::handles(&path) {
@@ -528,9 +646,14 @@ pub async fn serve(
             strict::STORAGE_TRANSFER,
             strict::CLOUD_STORAGE,
             strict::BIGQUERY,
+            strict::MONITORING,
         ]
         .into_iter()
         .map(strict::Api::new)
+        .chain([
+            strict::Api::new(strict::SERVICE_USAGE).map(|a| a.mounted("/serviceusage")),
+            strict::Api::new(strict::RESOURCE_MANAGER).map(|a| a.mounted("/cloudresourcemanager")),
+        ])
         .collect::<Result<_, _>>()
         .map_err(TransferError::InvalidArgument)?,
         checked: AtomicU64::new(0),
@@ -538,6 +661,7 @@ pub async fn serve(
         violations: Mutex::new(Vec::new()),
         methods: Mutex::new(Default::default()),
         series: Mutex::new(HashMap::new()),
+        agents: Mutex::new(Default::default()),
         time_series: Mutex::new(Vec::new()),
         http: reqwest::Client::new(),
     });

@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 
 /// One API's discovery document, ready to check requests.
 pub struct Api {
+    /// Where a stand-in serves it beside the others (`/serviceusage`): APIs
+    /// that live on hosts of their own share one emulator by path.
+    mount: String,
     /// `/v1/`, `/storage/v1/`, `/bigquery/v2/`.
     base_path: String,
     schemas: Map<String, Value>,
@@ -45,6 +48,8 @@ pub const STORAGE_TRANSFER: &str = include_str!("discovery/storagetransfer.v1.js
 pub const CLOUD_STORAGE: &str = include_str!("discovery/storage.v1.json");
 pub const BIGQUERY: &str = include_str!("discovery/bigquery.v2.json");
 pub const MONITORING: &str = include_str!("discovery/monitoring.v3.json");
+pub const SERVICE_USAGE: &str = include_str!("discovery/serviceusage.v1.json");
+pub const RESOURCE_MANAGER: &str = include_str!("discovery/cloudresourcemanager.v1.json");
 
 fn regex(pattern: &'static str, cell: &'static OnceLock<Regex>) -> &'static Regex {
     // The patterns are constants of this file, tested below.
@@ -101,6 +106,7 @@ impl Api {
         };
         let first_segments = methods.iter().map(|m| m.first_segment.clone()).collect();
         Ok(Api {
+            mount: String::new(),
             base_path,
             schemas: object("schemas"),
             system: object("parameters"),
@@ -109,9 +115,18 @@ impl Api {
         })
     }
 
+    /// The same API served under `mount` (`/serviceusage`).
+    pub fn mounted(mut self, mount: &str) -> Api {
+        self.mount = mount.to_string();
+        self
+    }
+
     /// Whether `path` belongs to this API (its base path, or the media
     /// download path beside it).
     pub fn serves(&self, path: &str) -> bool {
+        let Some(path) = path.strip_prefix(&self.mount) else {
+            return false;
+        };
         let path = path
             .strip_prefix("/download")
             .filter(|p| p.starts_with(&self.base_path))
@@ -131,6 +146,7 @@ impl Api {
         query: &str,
         body: &str,
     ) -> Result<String, String> {
+        let path = path.strip_prefix(&self.mount).unwrap_or(path);
         let (download, path) = match path.strip_prefix("/download") {
             Some(rest) if rest.starts_with(&self.base_path) => (true, rest),
             _ => (false, path),
@@ -742,7 +758,14 @@ mod tests {
 
     #[test]
     fn the_compiled_in_documents_load() {
-        for doc in [STORAGE_TRANSFER, CLOUD_STORAGE, BIGQUERY, MONITORING] {
+        for doc in [
+            STORAGE_TRANSFER,
+            CLOUD_STORAGE,
+            BIGQUERY,
+            MONITORING,
+            SERVICE_USAGE,
+            RESOURCE_MANAGER,
+        ] {
             let api = Api::new(doc).expect("a discovery document");
             assert!(api.methods.len() > 5);
         }

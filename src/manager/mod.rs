@@ -1263,11 +1263,31 @@ impl Manager {
         } else {
             match self.create_job(name.clone(), &row.prefix).await {
                 Err(TransferError::AlreadyExists(_)) => {
-                    tracing::info!(prefix = %row.prefix, "job {name} already exists (an earlier run created it); running it");
-                    self.transfer
-                        .run_job(&name, &self.project_id)
-                        .await
-                        .map_err(|e| refused(Step::Run, e))
+                    // Ours: a create whose reply was lost (its one-time
+                    // start is coming or came), or a job of this prefix's
+                    // earlier life (run again). Told apart by its newest
+                    // operation, never by running it blind.
+                    match self.newest_operation(&name).await {
+                        Ok(Some(op))
+                            if op.status.is_active()
+                                || op.start_time.is_some_and(|t| t >= row.last_updated) =>
+                        {
+                            tracing::info!(prefix = %row.prefix, "job {name} already exists and ran for this start; following {}", op.name);
+                            return Ok(op.name);
+                        }
+                        Ok(None) => {
+                            tracing::info!(prefix = %row.prefix, "job {name} already exists with no operation yet (a create whose reply was lost); following it");
+                            return Ok(name);
+                        }
+                        Ok(Some(_)) => {
+                            tracing::info!(prefix = %row.prefix, "job {name} already exists (an earlier run created it); running it");
+                            self.transfer
+                                .run_job(&name, &self.project_id)
+                                .await
+                                .map_err(|e| refused(Step::Run, e))
+                        }
+                        Err(e) => Err(Refusal::Transient(e)),
+                    }
                 }
                 other => other.map(|_| ()).map_err(|e| refused(Step::Create, e)),
             }
