@@ -48,6 +48,19 @@ for line in sys.stdin:
     print(json.dumps(answer), flush=True)
 """
 _sql_child: subprocess.Popen | None = None
+
+# Requests the emulators' strict layer checked over the whole session, and
+# those it refused (tests that send bad requests on purpose included).
+STRICT_TOTALS = {"checked": 0, "refused": 0}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:  # noqa: ANN001 (pytest's hook)
+    terminalreporter.write_line(
+        f"strict mode: {STRICT_TOTALS['checked']} requests checked against Google's discovery "
+        f"documents, {STRICT_TOTALS['refused']} refused"
+    )
+
+
 _sql_lock = threading.Lock()
 
 
@@ -300,6 +313,9 @@ class Emulator:
             self.process.wait()
         if self.process.stdout is not None:
             self.process.stdout.close()
+        if strict:
+            STRICT_TOTALS["checked"] += strict["checked"]
+            STRICT_TOTALS["refused"] += strict["violation_count"]
         if (
             strict
             and strict["violation_count"] != self.expected_violations

@@ -506,3 +506,32 @@ def test_status_reads_snapshots_from_bigquery(
     assert final["bytes"]["found"] == sum(len(d) for d in migration.objects.values())
     assert final["bytes"]["copied"] == final["bytes"]["found"]
     assert final["eta"]["seconds"] == 0
+
+
+def test_doctor_checks_the_dataset_and_its_location(
+    bigquery: BigQuery, dataset: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    migration = make_migration(tmp_path)
+    sts = Emulator(migration.root)
+    try:
+        monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", sts.host)
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", sts.host)
+        args = [*bq_state_args(dataset), "--dataset-location", "US"]
+
+        def doctor(*extra: str):
+            return tool("sts-doctor", *args, *extra, check=False)
+
+        missing = doctor()
+        assert missing.returncode == 1, missing.stdout + missing.stderr
+        assert f"FAIL dataset {dataset}: does not exist" in missing.stdout
+        assert f"sts-prepare-tables --state bigquery --project {PROJECT}" in missing.stdout
+        assert "API bigquery.googleapis.com: enabled" in missing.stdout
+        tool("sts-prepare-tables", *args)
+        ready = doctor()
+        assert ready.returncode == 0, ready.stdout + ready.stderr
+        assert f"ok   dataset {dataset}: exists" in ready.stdout
+        elsewhere = doctor("--dataset-location", "EU")
+        assert elsewhere.returncode == 1
+        assert "pass --dataset-location" in elsewhere.stdout
+    finally:
+        sts.stop()

@@ -46,6 +46,14 @@ OWN_OPTIONS = {
     "sts-requeue": {*GENERAL, *STATE, "--job-prefix-source-file"},
     "sts-pause-all-jobs": {*GENERAL, "--transfer"},
     "sts-remove-successful-one-time-jobs": {*GENERAL, "--transfer"},
+    "sts-doctor": {
+        *GENERAL,
+        *STATE,
+        "--source-bucket",
+        "--destination-bucket",
+        "--publish-heartbeat",
+        "--stackdriver-project",
+    },
 }
 
 
