@@ -255,15 +255,33 @@ pub struct Counters {
 
 /// Totals over several operations (progress views).
 impl std::ops::AddAssign<&Counters> for Counters {
+    /// Saturating: two valid int64 byte counts of big prefixes must never
+    /// add up to a negative total (or a panic).
     fn add_assign(&mut self, c: &Counters) {
-        self.objects_found_from_source += c.objects_found_from_source;
-        self.bytes_found_from_source += c.bytes_found_from_source;
-        self.objects_copied_to_sink += c.objects_copied_to_sink;
-        self.bytes_copied_to_sink += c.bytes_copied_to_sink;
-        self.objects_from_source_skipped_by_sync += c.objects_from_source_skipped_by_sync;
-        self.bytes_from_source_skipped_by_sync += c.bytes_from_source_skipped_by_sync;
-        self.objects_from_source_failed += c.objects_from_source_failed;
-        self.bytes_from_source_failed += c.bytes_from_source_failed;
+        let add = |a: &mut i64, b: i64| *a = a.saturating_add(b);
+        add(
+            &mut self.objects_found_from_source,
+            c.objects_found_from_source,
+        );
+        add(&mut self.bytes_found_from_source, c.bytes_found_from_source);
+        add(&mut self.objects_copied_to_sink, c.objects_copied_to_sink);
+        add(&mut self.bytes_copied_to_sink, c.bytes_copied_to_sink);
+        add(
+            &mut self.objects_from_source_skipped_by_sync,
+            c.objects_from_source_skipped_by_sync,
+        );
+        add(
+            &mut self.bytes_from_source_skipped_by_sync,
+            c.bytes_from_source_skipped_by_sync,
+        );
+        add(
+            &mut self.objects_from_source_failed,
+            c.objects_from_source_failed,
+        );
+        add(
+            &mut self.bytes_from_source_failed,
+            c.bytes_from_source_failed,
+        );
     }
 }
 
@@ -497,6 +515,19 @@ impl ChangeSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_of_big_prefixes_never_add_up_to_a_negative_total() {
+        let big = Counters {
+            bytes_found_from_source: i64::MAX - 5,
+            bytes_copied_to_sink: i64::MAX / 2 + 1,
+            ..Counters::default()
+        };
+        let mut total = big.clone();
+        total += &big;
+        assert_eq!(total.bytes_found_from_source, i64::MAX);
+        assert_eq!(total.bytes_copied_to_sink, i64::MAX);
+    }
 
     #[test]
     fn a_change_set_holds_one_update_per_prefix_the_latest() {

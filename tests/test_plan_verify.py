@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.server
 import json
+import threading
+import time
 from pathlib import Path
 
 import google_crc32c
@@ -253,3 +256,47 @@ def test_plan_over_the_cloud_storage_api_matches_the_local_plan(
     finally:
         emulator.stop()
     assert remote.stdout == local.stdout
+
+
+class _EndlessPages(http.server.BaseHTTPRequestHandler):
+    """A Cloud Storage that answers every object list with the same next
+    page token, and every bucket as existing."""
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        path = self.path.split("?")[0]
+        if path.endswith("/o"):
+            body = {"kind": "storage#objects", "items": [], "nextPageToken": "again"}
+        else:
+            body = {"kind": "storage#bucket", "name": path.rsplit("/", 1)[-1]}
+        data = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tool_name", ["sts-plan", "sts-verify"])
+def test_a_list_that_repeats_its_page_token_ends_in_an_error(
+    migration: Migration, monkeypatch: pytest.MonkeyPatch, tool_name: str
+) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessPages)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"127.0.0.1:{server.server_address[1]}")
+        migration.prepare()
+        if tool_name == "sts-verify":
+            sql(migration.state, "UPDATE sts_job SET status = 'done'")
+        args = [*migration.state_args(), "--transfer", "sts", "--project", "endless-project"]
+        started = time.monotonic()
+        result = tool(tool_name, *args, check=False, timeout=90)
+        assert time.monotonic() - started < 60
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "repeated page token 'again'" in result.stderr
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -270,7 +270,7 @@ pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
         }
     };
     let mut unlisted = 0;
-    let mut listed_left = 0;
+    let mut listed_left: i64 = 0;
     let mut finished = Vec::new();
     for job in jobs {
         let p = by_prefix
@@ -289,7 +289,7 @@ pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
             // Nobody has listed this prefix: its size is unknown.
             unlisted += 1;
         } else {
-            listed_left += p.remaining_bytes();
+            listed_left = listed_left.saturating_add(p.remaining_bytes());
         }
         scope.push(Some("prefix"));
         prefix.push(Some(&job.prefix));

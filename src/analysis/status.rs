@@ -301,7 +301,7 @@ fn report_from(
             // Not started yet: its planned size (sts-plan --load) is what
             // is left; without a plan nobody has listed it.
             match planned.get(&job.prefix) {
-                Some(bytes) if work_left => listed_left += bytes,
+                Some(bytes) if work_left => listed_left = listed_left.saturating_add(*bytes),
                 None if work_left => unlisted += 1,
                 _ => {}
             }
@@ -316,7 +316,7 @@ fn report_from(
             finished.push(c.bytes_found_from_source);
         }
         if work_left {
-            listed_left += bytes_left(c, job.status == Status::Error);
+            listed_left = listed_left.saturating_add(bytes_left(c, job.status == Status::Error));
         }
         // Copied within the window: against the snapshot at its start when
         // it is of the same operation, else the share of the operation's
@@ -342,8 +342,8 @@ fn report_from(
                     )
                 }
             };
-            window_bytes += bytes.max(0);
-            window_objects += objects.max(0);
+            window_bytes = window_bytes.saturating_add(bytes.max(0));
+            window_objects = window_objects.saturating_add(objects.max(0));
         }
         if job.status == Status::Running {
             if let Some(before) = previous.get(&job.prefix) {
