@@ -238,6 +238,21 @@ fn api(variable: &str, google: &str, mount: &str) -> Result<Api> {
     Ok(Api { endpoint, auth })
 }
 
+/// The permissions of `wanted` a testIamPermissions answer does not hold.
+fn not_held<'a>(answer: &Value, wanted: &[&'a str]) -> Vec<&'a str> {
+    let held: Vec<&str> = answer["permissions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    wanted
+        .iter()
+        .copied()
+        .filter(|p| !held.contains(p))
+        .collect()
+}
+
 fn segment(text: &str) -> String {
     url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
@@ -386,17 +401,7 @@ pub async fn run(options: &Options) -> Result<DoctorReport> {
             .await
         {
             Ok(answer) => {
-                let held: Vec<&str> = answer["permissions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .collect();
-                let missing: Vec<&str> = CALLER_BUCKET
-                    .iter()
-                    .copied()
-                    .filter(|p| !held.contains(p))
-                    .collect();
+                let missing = not_held(&answer, CALLER_BUCKET);
                 if missing.is_empty() {
                     report.pass(name, "can list it (sts-plan, sts-verify)");
                 } else {
@@ -429,17 +434,7 @@ pub async fn run(options: &Options) -> Result<DoctorReport> {
         .await
     {
         Ok(answer) => {
-            let held: Vec<&str> = answer["permissions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let missing: Vec<&str> = wanted
-                .iter()
-                .copied()
-                .filter(|p| !held.contains(p))
-                .collect();
+            let missing = not_held(&answer, &wanted);
             if missing.is_empty() {
                 report.pass("you on the project", "may run transfers and the state");
             } else {

@@ -3,6 +3,7 @@ the heartbeat going to a stand-in for Cloud Monitoring."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -173,3 +174,53 @@ def test_heartbeat_publishes_every_status_and_stalled(
     assert {s["resource"]["labels"]["project_id"] for s in body["timeSeries"]} == {
         "heartbeat-project"
     }
+
+
+def test_two_migrations_between_the_same_buckets_share_no_job(
+    migration: Migration, sts: Emulator
+) -> None:
+    """Two job tables, disjoint prefixes, the same two buckets: each manager
+    keeps to its own pool of reusable jobs, and both finish."""
+    import dataclasses
+
+    half = len(migration.prefixes) // 2
+    first = dataclasses.replace(migration, prefixes=migration.prefixes[:half])
+    second = dataclasses.replace(
+        migration,
+        prefixes=migration.prefixes[half:],
+        state=migration.state.with_name("second.db"),
+    )
+    for each in (first, second):
+        each.prefix_file.write_text(json.dumps(each.prefixes))
+        prefix_file = str(each.prefix_file)
+        tool("sts-prepare-tables", *each.state_args(), "--job-prefix-source-file", prefix_file)
+    sts.set_faults(bytes_per_second=8000)
+    managers = [sjm.Manager(http_options(each, max_concurrent_jobs=3)) for each in (first, second)]
+    deadline = time.monotonic() + 120
+    finished = [False, False]
+    while not all(finished):
+        for i, manager in enumerate(managers):
+            if not finished[i]:
+                finished[i] = manager.run_once()["done"]
+        assert time.monotonic() < deadline, "the two migrations did not finish"
+        time.sleep(0.2)
+    migration.assert_copied()
+    ops = migration.operations()
+    jobs_of = [
+        {
+            op["transferJobName"]
+            for op in ops
+            if op["transferSpec"]["objectConditions"]["includePrefixes"][0] in each.prefixes
+        }
+        for each in (first, second)
+    ]
+    assert jobs_of[0] and jobs_of[1]
+    assert not jobs_of[0] & jobs_of[1], "a job was used by both migrations"
+    for prefix in migration.prefixes:
+        succeeded = [
+            op
+            for op in ops
+            if op["transferSpec"]["objectConditions"]["includePrefixes"] == [prefix]
+            and op["status"] == "SUCCESS"
+        ]
+        assert len(succeeded) == 1, prefix

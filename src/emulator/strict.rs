@@ -440,19 +440,7 @@ fn kind_of(value: &Value) -> &'static str {
 /// `transfer_job` -> `transferJob` (proto JSON accepts the field's own
 /// name as well as its lowerCamel JSON name).
 fn camel(key: &str) -> String {
-    let mut out = String::with_capacity(key.len());
-    let mut upper = false;
-    for c in key.chars() {
-        if c == '_' {
-            upper = true;
-        } else if upper {
-            out.extend(c.to_uppercase());
-            upper = false;
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    crate::transfer::wire::snake_to_camel(key)
 }
 
 fn snake(key: &str) -> String {

@@ -62,6 +62,25 @@ pub enum ManagerError {
     FinishedWithErrors { count: usize, sample: String },
 }
 
+/// What names one migration: its job table where it is kept (the SQLite
+/// file's canonical path, or BigQuery's project and dataset). Pool jobs hang
+/// on it, so two migrations between the same buckets use disjoint pools.
+pub fn migration_key(options: &Options) -> String {
+    match options.state_location() {
+        Ok(crate::options::StateLocation::Sqlite(path)) => format!(
+            "sqlite:{}:{}",
+            std::fs::canonicalize(&path).unwrap_or(path).display(),
+            options.job_table
+        ),
+        _ => format!(
+            "bigquery:{}:{}:{}",
+            options.project_id().unwrap_or_default(),
+            options.dataset,
+            options.job_table
+        ),
+    }
+}
+
 /// TransferJob.description: "Its max length is 1024 bytes when
 /// Unicode-encoded" (discovery document).
 pub const MAX_DESCRIPTION_BYTES: usize = 1024;
@@ -1099,9 +1118,10 @@ impl Manager {
             self.options.source_bucket.clone(),
             self.options.destination_bucket.clone(),
         );
+        let migration = migration_key(&self.options);
         Some(
             (0..)
-                .map(move |k| transfer::pool_job_name(&source, &sink, k))
+                .map(move |k| transfer::pool_job_name(&source, &sink, &migration, k))
                 .filter(move |name| !self.pool_busy.contains_key(name) && !dead.contains(name)),
         )
     }

@@ -39,10 +39,17 @@ pub fn job_name_for_prefix(source_bucket: &str, destination_bucket: &str, prefix
 }
 
 /// `transferJobs/sts-jm-pool-<hash>-<k>`: the `k`-th reusable job of one
+/// migration (`migration`: its job table, wherever it is kept) between one
 /// source and destination. A start patches a free one's include prefix and
-/// runs it, so starts spend no create quota.
-pub fn pool_job_name(source_bucket: &str, destination_bucket: &str, k: usize) -> String {
-    let hash = fnv1a64(&[source_bucket, destination_bucket, "pool"]);
+/// runs it, so starts spend no create quota. Two migrations between the same
+/// buckets never share a job.
+pub fn pool_job_name(
+    source_bucket: &str,
+    destination_bucket: &str,
+    migration: &str,
+    k: usize,
+) -> String {
+    let hash = fnv1a64(&[source_bucket, destination_bucket, "pool", migration]);
     format!("transferJobs/sts-jm-pool-{hash:016x}-{k:04}")
 }
 
@@ -77,6 +84,19 @@ pub fn validate_job_name(name: &str) -> Result<(), TransferError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn two_migrations_between_the_same_buckets_have_disjoint_pools() {
+        let a: Vec<String> = (0..50)
+            .map(|k| pool_job_name("s", "d", "sqlite:/a.db:sts_job", k))
+            .collect();
+        let b: Vec<String> = (0..50)
+            .map(|k| pool_job_name("s", "d", "sqlite:/b.db:sts_job", k))
+            .collect();
+        assert!(a.iter().all(|name| !b.contains(name)));
+        assert_eq!(a[7], pool_job_name("s", "d", "sqlite:/a.db:sts_job", 7));
+        assert!(a.iter().all(|name| validate_job_name(name).is_ok()));
+    }
 
     #[test]
     fn names_are_deterministic_valid_and_distinct() {

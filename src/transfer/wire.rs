@@ -89,7 +89,7 @@ pub fn error_body(http: u16, status: &str, message: &str) -> Value {
     json!({ "error": { "code": http, "message": message, "status": status } })
 }
 
-fn snake_to_camel(key: &str) -> String {
+pub fn snake_to_camel(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
     let mut upper = false;
     for c in key.chars() {

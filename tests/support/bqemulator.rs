@@ -26,8 +26,8 @@ struct Strict {
     _root: tempfile::TempDir,
 }
 
-/// The body of `GET path`, or None.
-pub fn http_get_body(host: &str, path: &str) -> Option<String> {
+/// The status and body of `GET path`, or None when nothing answers.
+pub fn http_get(host: &str, path: &str) -> Option<(u16, String)> {
     let mut stream = TcpStream::connect(host).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -37,8 +37,9 @@ pub fn http_get_body(host: &str, path: &str) -> Option<String> {
     .ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).ok()?;
-    text.split_once("\r\n\r\n")
-        .map(|(_, body)| body.to_string())
+    let status = text.get(9..12)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    Some((status, body.to_string()))
 }
 
 fn start_strict(upstream: &str) -> (Strict, String) {
@@ -104,16 +105,7 @@ fn executable() -> PathBuf {
 
 /// Status code of `GET path`, or None when nothing answers yet.
 pub fn http_get_status(host: &str, path: &str) -> Option<u16> {
-    let mut stream = TcpStream::connect(host).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+    http_get(host, path).map(|(status, _)| status)
 }
 
 impl Emulator {
@@ -164,7 +156,7 @@ impl Emulator {
 
     /// What the strict layer refused so far.
     pub fn violations(&self) -> Vec<String> {
-        let body = http_get_body(&self.host, "/_emulator/stats").unwrap_or_default();
+        let body = http_get(&self.host, "/_emulator/stats").map_or_else(String::new, |(_, b)| b);
         let stats: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         stats["strict"]["violations"]
             .as_array()
