@@ -245,8 +245,38 @@ impl GoogleAuth {
     }
 
     /// The `Authorization` header value, or `None` when anonymous. Tokens are
-    /// cached and refreshed by google-cloud-auth.
+    /// cached and refreshed by google-cloud-auth. Bounded: a token endpoint
+    /// that accepts and never answers costs at most [`TOKEN_ATTEMPTS`] waits
+    /// of [`TOKEN_TIMEOUT`], each retry a WARN line naming where tokens come
+    /// from, then an error.
     pub async fn authorization(&self) -> Result<Option<String>, AuthError> {
+        if self.is_anonymous() {
+            return Ok(None);
+        }
+        let mut last = String::new();
+        for attempt in 1..=TOKEN_ATTEMPTS {
+            match tokio::time::timeout(TOKEN_TIMEOUT, self.fetch()).await {
+                Ok(Ok(header)) => return Ok(header),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    last = format!(
+                        "no token from {} within {} s",
+                        self.source(),
+                        TOKEN_TIMEOUT.as_secs()
+                    );
+                    if attempt < TOKEN_ATTEMPTS {
+                        tracing::warn!(attempt, of = TOKEN_ATTEMPTS, "{last}; trying again");
+                    }
+                }
+            }
+        }
+        Err(AuthError::Token(format!(
+            "{last} ({TOKEN_ATTEMPTS} attempts): check the network path to the token endpoint \
+             (metadata server, oauth2.googleapis.com) or the credentials"
+        )))
+    }
+
+    async fn fetch(&self) -> Result<Option<String>, AuthError> {
         if let Some(tokens) = &self.tokens {
             let token = tokens.token().await.map_err(AuthError::Token)?;
             return Ok(Some(format!("Bearer {token}")));
@@ -260,7 +290,24 @@ impl GoogleAuth {
             .map_err(|e| AuthError::Token(e.to_string()))?;
         Ok(Some(format!("Bearer {}", token.token)))
     }
+
+    /// Where tokens come from, for messages (never a secret: a path at most).
+    fn source(&self) -> String {
+        match (&self.credentials, &self.tokens) {
+            (None, Some(_)) => "the token source handed over".into(),
+            _ => match std::env::var("GOOGLE_APPLICATION_CREDENTIALS") {
+                Ok(path) if !path.is_empty() => {
+                    format!("the credentials of GOOGLE_APPLICATION_CREDENTIALS ({path})")
+                }
+                _ => "Application Default Credentials (gcloud's, or the metadata server)".into(),
+            },
+        }
+    }
 }
+
+/// One wait for a token, and how many are made before giving up.
+pub const TOKEN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+pub const TOKEN_ATTEMPTS: u32 = 3;
 
 /// Where a Google API lives and how to authenticate to it: plain HTTP to
 /// `$emulator_variable` (`host:port` or a URL) with no credentials when that
@@ -291,4 +338,37 @@ pub fn project_from_credentials() -> Option<String> {
     ["project_id", "quota_project_id"]
         .iter()
         .find_map(|key| json.get(key).and_then(|v| v.as_str()).map(str::to_owned))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token endpoint that accepts and never answers.
+    struct Silent;
+
+    impl TokenSource for Silent {
+        fn token(
+            &self,
+        ) -> std::pin::Pin<Box<dyn Future<Output = Result<String, String>> + Send + '_>> {
+            Box::pin(std::future::pending())
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_token_endpoint_that_never_answers_is_an_error_within_the_bound() {
+        let auth = GoogleAuth::from_handed(&HandedCredentials {
+            source: Handed::Tokens(Arc::new(Silent)),
+            impersonation_chain: vec![],
+        })
+        .unwrap();
+        let started = tokio::time::Instant::now();
+        let error = auth.authorization().await.unwrap_err().to_string();
+        assert_eq!(started.elapsed(), TOKEN_TIMEOUT * TOKEN_ATTEMPTS);
+        assert!(
+            error.contains("no token from the token source handed over within 20 s"),
+            "{error}"
+        );
+        assert!(error.contains("3 attempts"), "{error}");
+    }
 }

@@ -63,6 +63,54 @@ def test_a_forked_child_gets_its_own_runtime(migration: Migration, call_first: s
     assert '"done": 2' in parent, parent
 
 
+INHERITED_SCRIPT = """
+import json, os, sys
+import sts_job_manager as sjm
+
+root, state = sys.argv[1], sys.argv[2]
+options = sjm.Options(state=f"sqlite:{state}", transfer=f"local:{root}",
+                      sleep_timeout=0.2, job_interval=0.2, metrics_interval=0.2)
+sjm.prepare_tables(options, prefixes=["data/p00/"])
+manager = sjm.Manager(options)
+manager.run_once()
+state = sjm.State(options)
+pid = os.fork()
+if pid == 0:
+    outcome = {}
+    # A hang here would end the test at its timeout.
+    for name, call in (("manager", manager.run_once), ("state", state.status_counts)):
+        try:
+            call()
+            outcome[name] = "worked"
+        except RuntimeError as e:
+            outcome[name] = str(e)
+    print(json.dumps(outcome))
+    sys.stdout.flush()
+    os._exit(0)
+_, status = os.waitpid(pid, 0)
+manager.run_once()  # the parent's Manager still works
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_a_manager_built_before_a_fork_is_refused_in_the_child_at_once(
+    migration: Migration,
+) -> None:
+    import json
+
+    run = subprocess.run(
+        [sys.executable, "-c", INHERITED_SCRIPT, str(migration.root), str(migration.state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    outcome = json.loads(run.stdout.strip().splitlines()[-1])
+    for name in ("manager", "state"):
+        assert "before a fork" in outcome[name], outcome
+        assert "create a new" in outcome[name]
+
+
 def test_a_multiprocessing_fork_pool_calls_the_core(migration: Migration) -> None:
     script = textwrap.dedent(
         """

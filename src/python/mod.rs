@@ -256,6 +256,29 @@ fn remove_successful_one_time_jobs(
 #[pyclass(module = "sts_job_manager._core")]
 struct Manager {
     inner: Arc<tokio::sync::Mutex<CoreManager>>,
+    /// The process that built it.
+    pid: u32,
+}
+
+/// An object built before a fork and used in the child: its connections
+/// and locks belong to the parent, so it is refused at once with what to
+/// do (a hang is the alternative).
+pub(crate) fn same_process(pid: u32, what: &str) -> PyResult<()> {
+    if pid == std::process::id() {
+        return Ok(());
+    }
+    Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+        "this {what} was created in process {pid}, before a fork; create a new {what} in \
+         this process (process {}) and use that one",
+        std::process::id()
+    )))
+}
+
+impl Manager {
+    fn inner(&self) -> PyResult<Arc<tokio::sync::Mutex<CoreManager>>> {
+        same_process(self.pid, "Manager")?;
+        Ok(Arc::clone(&self.inner))
+    }
 }
 
 #[pymethods]
@@ -274,19 +297,20 @@ impl Manager {
         let manager = block_on(py, with_credentials(handed, open_manager(options)))?;
         Ok(Manager {
             inner: Arc::new(tokio::sync::Mutex::new(manager)),
+            pid: std::process::id(),
         })
     }
 
     /// One full cycle (sync, start jobs, sync); returns the summary as JSON.
     fn run_once(&self, py: Python<'_>) -> PyResult<String> {
-        let inner = Arc::clone(&self.inner);
+        let inner = self.inner()?;
         let summary = block_on(py, async move { Ok(inner.lock().await.run_once().await?) })?;
         to_json(&summary)
     }
 
     /// One loop iteration honouring the intervals; returns the summary as JSON.
     fn iteration(&self, py: Python<'_>) -> PyResult<String> {
-        let inner = Arc::clone(&self.inner);
+        let inner = self.inner()?;
         let summary = block_on(py, async move { Ok(inner.lock().await.iteration().await?) })?;
         to_json(&summary)
     }
@@ -296,14 +320,14 @@ impl Manager {
     #[pyo3(signature = (timeout=None))]
     fn run_until_done(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<(bool, String)> {
         let deadline = deadline(timeout)?;
-        let inner = Arc::clone(&self.inner);
+        let inner = self.inner()?;
         let (done, summary) = block_on(py, until_done(inner, deadline))?;
         Ok((done, to_json(&summary)?))
     }
 
     /// `run_once` as an awaitable; the work runs on the shared tokio runtime.
     fn run_once_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let inner = Arc::clone(&self.inner);
+        let inner = self.inner()?;
         future_into_py(py, async move {
             let summary = inner.lock().await.run_once().await;
             to_json(&summary.map_err(|e| to_py(e.into()))?)
@@ -318,7 +342,7 @@ impl Manager {
         timeout: Option<f64>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let deadline = deadline(timeout)?;
-        let inner = Arc::clone(&self.inner);
+        let inner = self.inner()?;
         future_into_py(py, async move {
             let (done, summary) = until_done(inner, deadline).await.map_err(to_py)?;
             Ok((done, to_json(&summary)?))

@@ -48,6 +48,17 @@ pub struct State {
     store: Arc<dyn StateStore>,
     /// `max_retries`, and whether errors are retried at all (the options').
     retries: (u32, bool),
+    /// The process that opened the store.
+    pid: u32,
+}
+
+impl State {
+    /// The store, in the process that opened it only: its connections
+    /// belong to that process (see `super::same_process`).
+    fn store(&self) -> PyResult<Arc<dyn StateStore>> {
+        super::same_process(self.pid, "State")?;
+        Ok(Arc::clone(&self.store))
+    }
 }
 
 /// Prefixes per status from the unfinished rows and the row count: a
@@ -85,7 +96,7 @@ impl State {
         py: Python<'py>,
         build: impl FnOnce(Arc<dyn StateStore>) -> FrameWork + Send,
     ) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
-        let store = Arc::clone(&self.store);
+        let store = self.store()?;
         let frame = block_on(py, build(store))?;
         Ok(frame_to_py(py, frame))
     }
@@ -108,7 +119,11 @@ impl State {
         let store =
             crate::auth::sync_with_credentials(handed, || open_store(&options)).map_err(to_py)?;
         let retries = (options.max_retries, !options.no_retry_on_job_error);
-        Ok(State { store, retries })
+        Ok(State {
+            store,
+            retries,
+            pid: std::process::id(),
+        })
     }
 
     /// The job table: prefix, status, job_name, last_updated.
@@ -177,7 +192,7 @@ impl State {
         py: Python<'py>,
         max_buckets: usize,
     ) -> PyResult<((usize, Vec<PyColumn<'py>>), (usize, Vec<PyColumn<'py>>))> {
-        let store = Arc::clone(&self.store);
+        let store = self.store()?;
         let (timeline, failures) = block_on(py, async move {
             let jobs = store.read_jobs().await?;
             let mut builder = TimelineBuilder::new(&jobs);
@@ -190,7 +205,7 @@ impl State {
     /// What `sts-status --json` prints, as JSON.
     #[pyo3(signature = (limit=20, retry_errors=true))]
     fn status(&self, py: Python<'_>, limit: usize, retry_errors: bool) -> PyResult<String> {
-        let store = Arc::clone(&self.store);
+        let store = self.store()?;
         let report = block_on(py, async move {
             Ok(read_status(store.as_ref(), chrono::Utc::now(), retry_errors, limit).await?)
         })?;
@@ -199,7 +214,7 @@ impl State {
 
     /// Prefixes per status (every status, 0 included) as JSON.
     fn status_counts(&self, py: Python<'_>) -> PyResult<String> {
-        let store = Arc::clone(&self.store);
+        let store = self.store()?;
         to_json(&block_on(
             py,
             async move { counts_of(store.as_ref()).await },
@@ -208,7 +223,7 @@ impl State {
 
     /// `status_counts` as an awaitable.
     fn status_counts_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let store = Arc::clone(&self.store);
+        let store = self.store()?;
         future_into_py(py, async move {
             to_json(&counts_of(store.as_ref()).await.map_err(to_py)?)
         })
@@ -217,7 +232,7 @@ impl State {
     /// The prefixes in `error` that no manager will start again (out of
     /// retries under these options) as a JSON list.
     fn final_errors(&self, py: Python<'_>) -> PyResult<String> {
-        let store = Arc::clone(&self.store);
+        let store = self.store()?;
         let retries = self.retries;
         let finals = block_on(
             py,
@@ -228,7 +243,7 @@ impl State {
 
     /// `final_errors` as an awaitable.
     fn final_errors_async<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let store = Arc::clone(&self.store);
+        let store = self.store()?;
         let retries = self.retries;
         future_into_py(py, async move {
             let finals = final_errors_of(store.as_ref(), retries)
