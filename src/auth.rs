@@ -171,6 +171,23 @@ impl GoogleAuth {
     /// Application Default Credentials: GOOGLE_APPLICATION_CREDENTIALS, gcloud
     /// user credentials, then the metadata server. Nothing is fetched yet.
     pub fn application_default() -> Result<Self, AuthError> {
+        // The file GOOGLE_APPLICATION_CREDENTIALS names is checked first, so a
+        // directory or an unreadable file is named (its path, never content).
+        if let Some(path) =
+            std::env::var_os("GOOGLE_APPLICATION_CREDENTIALS").filter(|p| !p.is_empty())
+        {
+            let shown = std::path::Path::new(&path).display().to_string();
+            if std::path::Path::new(&path).is_dir() {
+                return Err(AuthError::Load(format!(
+                    "GOOGLE_APPLICATION_CREDENTIALS names {shown}, a directory, not a credentials file"
+                )));
+            }
+            if let Err(e) = std::fs::File::open(&path) {
+                return Err(AuthError::Load(format!(
+                    "GOOGLE_APPLICATION_CREDENTIALS names {shown}, which cannot be read: {e}"
+                )));
+            }
+        }
         let credentials = Builder::default()
             .with_scopes([CLOUD_PLATFORM_SCOPE])
             .build_access_token_credentials()

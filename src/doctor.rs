@@ -238,6 +238,41 @@ fn api(variable: &str, google: &str, mount: &str) -> Result<Api> {
     Ok(Api { endpoint, auth })
 }
 
+/// Every transfer job of the project, page by page (a repeated page token
+/// ends the listing with an error, never a loop).
+async fn list_jobs(
+    doctor: &Doctor,
+    sts: &Api,
+    project: &str,
+) -> std::result::Result<Vec<Value>, CallError> {
+    let filter = segment(&json!({ "projectId": project }).to_string());
+    let (mut jobs, mut seen, mut token) =
+        (Vec::new(), std::collections::HashSet::new(), String::new());
+    loop {
+        let mut url = format!("/v1/transferJobs?filter={filter}&pageSize=256");
+        if !token.is_empty() {
+            url.push_str(&format!("&pageToken={}", segment(&token)));
+        }
+        let mut page = doctor.call(sts, reqwest::Method::GET, &url, None).await?;
+        if let Some(Value::Array(found)) = page.get_mut("transferJobs").map(Value::take) {
+            jobs.extend(found);
+        }
+        token = page["nextPageToken"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if token.is_empty() {
+            return Ok(jobs);
+        }
+        if !seen.insert(token.clone()) {
+            return Err(CallError {
+                status: 0,
+                message: format!("transferJobs.list returned page token '{token}' twice"),
+            });
+        }
+    }
+}
+
 /// The permissions of `wanted` a testIamPermissions answer does not hold.
 fn not_held<'a>(answer: &Value, wanted: &[&'a str]) -> Vec<&'a str> {
     let held: Vec<&str> = answer["permissions"]
@@ -501,32 +536,60 @@ pub async fn run(options: &Options) -> Result<DoctorReport> {
         }
     }
 
-    // 6. Reusable jobs of this bucket pair held by someone else.
-    let filter = json!({ "projectId": project }).to_string();
-    let url = format!("/v1/transferJobs?filter={}&pageSize=256", segment(&filter));
-    match doctor.call(&sts, reqwest::Method::GET, &url, None).await {
-        Ok(listed) => {
-            let ours = |j: &&Value| {
+    // 6. Reusable jobs on these buckets: another migration's, or ours with
+    // someone else's schedule.
+    let ours = crate::transfer::pool_job_name(
+        &options.source_bucket,
+        &options.destination_bucket,
+        &crate::manager::migration_key(options),
+        0,
+    );
+    let our_pool = ours.trim_end_matches("0000");
+    match list_jobs(&doctor, &sts, &project).await {
+        Ok(jobs) => {
+            let on_buckets = |j: &&Value| {
                 j["name"].as_str().is_some_and(|n| n.contains("/sts-jm-pool-"))
                     && j["transferSpec"]["gcsDataSource"]["bucketName"] == options.source_bucket.as_str()
                     && j["transferSpec"]["gcsDataSink"]["bucketName"] == options.destination_bucket.as_str()
+                    && j["status"] != "DELETED"
             };
-            let pool: Vec<&Value> = listed["transferJobs"].as_array().into_iter().flatten().filter(ours).collect();
-            let foreign: Vec<&str> = pool
+            let pool: Vec<&Value> = jobs.iter().filter(on_buckets).collect();
+            let name = |j: &&Value| j["name"].as_str().unwrap_or_default().to_string();
+            let others: Vec<String> = pool
                 .iter()
-                .filter(|j| j["schedule"]["scheduleStartDate"].is_object())
-                .filter_map(|j| j["name"].as_str())
+                .filter(|j| !name(j).starts_with(our_pool))
+                .map(name)
                 .collect();
-            if foreign.is_empty() {
-                report.pass(
-                    "reusable jobs",
-                    format!("{} on these buckets, none with someone else's schedule", pool.len()),
-                );
-            } else {
+            let scheduled: Vec<String> = pool
+                .iter()
+                .filter(|j| name(j).starts_with(our_pool))
+                .filter(|j| j["schedule"]["scheduleStartDate"].is_object())
+                .map(name)
+                .collect();
+            if !others.is_empty() {
                 report.fail(
                     "reusable jobs",
-                    format!("{} carry a schedule this manager never sets: {}", foreign.len(), foreign.join(", ")),
-                    "leave them alone and look at who made them: gcloud transfer jobs describe NAME",
+                    format!(
+                        "{} reusable jobs of another migration (another job table) run between these buckets (first: {}); this one will not touch them",
+                        others.len(),
+                        others[0]
+                    ),
+                    "make sure the two job tables hold no common or overlapping prefix (sts-status on each), or run one migration from one table",
+                );
+            } else if !scheduled.is_empty() {
+                report.fail(
+                    "reusable jobs",
+                    format!(
+                        "{} of this migration's reusable jobs carry a schedule this manager never sets (first: {})",
+                        scheduled.len(),
+                        scheduled[0]
+                    ),
+                    format!("look at who changed it: gcloud transfer jobs describe {} --project {project}", scheduled[0]),
+                );
+            } else {
+                report.pass(
+                    "reusable jobs",
+                    format!("{} of this migration on these buckets, none of another", pool.len()),
                 );
             }
         }

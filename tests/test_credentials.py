@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import sys
 import urllib.request
 from pathlib import Path
 
@@ -99,3 +101,24 @@ def test_bad_credentials_are_refused_without_echoing_them(tmp_path: Path) -> Non
     assert "s3cr3t" not in str(unsupported.value)
     with pytest.raises(TypeError):
         sjm.Manager(options, credentials=42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("kind", ["directory", "missing"])
+def test_a_credentials_file_that_cannot_be_read_is_named(tmp_path: Path, kind: str) -> None:
+    path = tmp_path / "key.json"
+    if kind == "directory":
+        path.mkdir()
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "sts-pause-all-jobs"), "--transfer", "sts"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            **os.environ,
+            "GOOGLE_APPLICATION_CREDENTIALS": str(path),
+            "GOOGLE_CLOUD_PROJECT": "named-project",
+        },
+    )
+    assert result.returncode == 1, result.stderr
+    assert str(path) in result.stderr
+    assert ("a directory" if kind == "directory" else "cannot be read") in result.stderr

@@ -129,3 +129,34 @@ def test_bad_input_is_exit_2(doctor) -> None:
     result = tool("sts-doctor", "--source-bucket", "Bad Bucket!", check=False)
     assert result.returncode == 2
     assert "not a valid bucket name" in result.stderr
+
+
+def test_another_migrations_reusable_jobs_on_the_same_buckets_are_named(
+    doctor, emulator: Emulator, migration: Migration
+) -> None:
+    import json
+    import urllib.request
+
+    body = {
+        "name": "transferJobs/sts-jm-pool-0123456789abcdef-0000",
+        "projectId": PROJECT,
+        "status": "ENABLED",
+        "transferSpec": {
+            "gcsDataSource": {"bucketName": migration.source_bucket},
+            "gcsDataSink": {"bucketName": migration.destination_bucket},
+            "objectConditions": {"includePrefixes": ["elsewhere/"]},
+        },
+    }
+    request = urllib.request.Request(
+        f"{emulator.url}/v1/transferJobs",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+    result = doctor()
+    assert result.returncode == 1, result.stdout
+    assert "FAIL reusable jobs: 1 reusable jobs of another migration" in result.stdout
+    assert "sts-jm-pool-0123456789abcdef-0000" in result.stdout
+    assert "no common or overlapping prefix" in result.stdout

@@ -63,13 +63,15 @@ pub enum ManagerError {
 }
 
 /// What names one migration: its job table where it is kept (the SQLite
-/// file's canonical path, or BigQuery's project and dataset). Pool jobs hang
+/// file's absolute path, or BigQuery's project and dataset). Pool jobs hang
 /// on it, so two migrations between the same buckets use disjoint pools.
 pub fn migration_key(options: &Options) -> String {
     match options.state_location() {
         Ok(crate::options::StateLocation::Sqlite(path)) => format!(
             "sqlite:{}:{}",
-            std::fs::canonicalize(&path).unwrap_or(path).display(),
+            // Absolute whether the file exists yet or not (sts-doctor may
+            // look before sts-prepare-tables makes it).
+            std::path::absolute(&path).unwrap_or(path).display(),
             options.job_table
         ),
         _ => format!(
