@@ -147,67 +147,90 @@ pub fn main(program: &str, args: &[String]) -> i32 {
     let mut mismatch = false;
     let mut checks_failed = false;
     let outcome = runtime().block_on(async {
-        match program {
-            PLAN => {
-                let plan_args = crate::plan::tool::PlanArgs::parse(&own).map_err(Error::Input)?;
-                crate::plan::tool::run_plan(&options, &plan_args)
-                    .await
-                    .map(|report| crate::out!("{}", crate::plan::tool::render(&report)))
-            }
-            VERIFY => {
-                let verify_args =
-                    crate::verify::tool::VerifyArgs::parse(&own).map_err(Error::Input)?;
-                crate::verify::tool::run_verify(&options, &verify_args)
-                    .await
-                    .map(|report| {
-                        mismatch = report.mismatched() > 0;
-                        crate::out!("{}", crate::verify::tool::render(&report));
-                    })
-            }
-            MANAGER => run_manager(options, stop_signal()?).await,
-            DOCTOR => crate::doctor::run(&options).await.map(|report| {
-                checks_failed = report.failed() > 0;
-                crate::outln!("{}", crate::doctor::render(&report));
-            }),
-            STATUS => crate::status_cli::run(&options, &status_flags, stop_signal()?).await,
-            PREPARE => tools::prepare_tables(&options).await.map(|r| {
-                crate::outln!(
-                    "Tables '{}' and '{}' are ready; loaded {} prefixes ({} already present).",
-                    options.job_table,
-                    options.job_history_table,
-                    r.loaded,
-                    r.already_present
-                );
-            }),
-            PAUSE => tools::pause_all_jobs(&options).await.map(|r| {
-                crate::outln!("Paused {} transfer operations.", r.count);
-                for e in &r.errors {
-                    report("WARNING", &format!("  not paused: {e}"));
+        // SIGINT and SIGTERM stop every tool at once, wherever it is (a
+        // token fetch, a listing, a write: each write is one transaction, so
+        // a stop leaves no half of one). The manager and the status watch
+        // take the signal themselves, to finish the step they are in.
+        let interrupted = if matches!(program, MANAGER | STATUS) {
+            None
+        } else {
+            Some(stop_signal()?)
+        };
+        let work = async {
+            match program {
+                PLAN => {
+                    let plan_args =
+                        crate::plan::tool::PlanArgs::parse(&own).map_err(Error::Input)?;
+                    crate::plan::tool::run_plan(&options, &plan_args)
+                        .await
+                        .map(|report| crate::out!("{}", crate::plan::tool::render(&report)))
                 }
-            }),
-            REQUEUE => tools::requeue(&options).await.map(|r| {
-                crate::outln!("Requeued {} prefixes.", r.requeued.len());
-                for prefix in r.requeued.iter().take(20) {
-                    crate::outln!("  {prefix:?}");
+                VERIFY => {
+                    let verify_args =
+                        crate::verify::tool::VerifyArgs::parse(&own).map_err(Error::Input)?;
+                    crate::verify::tool::run_verify(&options, &verify_args)
+                        .await
+                        .map(|report| {
+                            mismatch = report.mismatched() > 0;
+                            crate::out!("{}", crate::verify::tool::render(&report));
+                        })
                 }
-                if r.requeued.len() > 20 {
-                    crate::outln!("  ... and {} more", r.requeued.len() - 20);
-                }
-            }),
-            _ => tools::remove_successful_one_time_jobs(&options)
-                .await
-                .map(|r| {
-                    crate::outln!("Removed {} successful one-time transfer jobs.", r.count);
+                MANAGER => run_manager(options, stop_signal()?).await,
+                DOCTOR => crate::doctor::run(&options).await.map(|report| {
+                    checks_failed = report.failed() > 0;
+                    crate::outln!("{}", crate::doctor::render(&report));
+                }),
+                STATUS => crate::status_cli::run(&options, &status_flags, stop_signal()?).await,
+                PREPARE => tools::prepare_tables(&options).await.map(|r| {
+                    crate::outln!(
+                        "Tables '{}' and '{}' are ready; loaded {} prefixes ({} already present).",
+                        options.job_table,
+                        options.job_history_table,
+                        r.loaded,
+                        r.already_present
+                    );
+                }),
+                PAUSE => tools::pause_all_jobs(&options).await.map(|r| {
+                    crate::outln!("Paused {} transfer operations.", r.count);
                     for e in &r.errors {
-                        report("WARNING", &format!("  not removed: {e}"));
+                        report("WARNING", &format!("  not paused: {e}"));
                     }
                 }),
+                REQUEUE => tools::requeue(&options).await.map(|r| {
+                    crate::outln!("Requeued {} prefixes.", r.requeued.len());
+                    for prefix in r.requeued.iter().take(20) {
+                        crate::outln!("  {prefix:?}");
+                    }
+                    if r.requeued.len() > 20 {
+                        crate::outln!("  ... and {} more", r.requeued.len() - 20);
+                    }
+                }),
+                _ => tools::remove_successful_one_time_jobs(&options)
+                    .await
+                    .map(|r| {
+                        crate::outln!("Removed {} successful one-time transfer jobs.", r.count);
+                        for e in &r.errors {
+                            report("WARNING", &format!("  not removed: {e}"));
+                        }
+                    }),
+            }
+        };
+        match interrupted {
+            None => work.await,
+            Some(stop) => tokio::select! {
+                outcome = work => outcome,
+                _ = stop => Err(Error::Interrupted),
+            },
         }
     });
     match outcome {
         Ok(()) if mismatch => 4,
         Ok(()) if checks_failed => 1,
         Ok(()) => 0,
+        Err(e @ Error::Interrupted) => {
+            report("ERROR", &format!("{program}: {e}"));
+            130
+        }
         Err(e @ Error::Busy { .. }) => {
             report("ERROR", &format!("{program}: error: {e}"));
             3

@@ -45,6 +45,12 @@ pub enum Error {
     /// The migration finished, but prefixes ended in `error` (exit code 4).
     #[error("{0}")]
     FinishedWithErrors(String),
+    /// SIGINT or SIGTERM arrived before the tool finished (exit code 130).
+    #[error(
+        "stopped by a signal before finishing; every write made is whole (one transaction \
+         each), run the tool again to finish"
+    )]
+    Interrupted,
 }
 
 impl From<ManagerError> for Error {
@@ -138,6 +144,7 @@ impl Error {
             Error::Unsupported(_)
             | Error::Halted(_)
             | Error::FinishedWithErrors(_)
+            | Error::Interrupted
             | Error::Storage(_) => vec![],
         }
     }

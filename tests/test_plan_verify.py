@@ -300,3 +300,55 @@ def test_a_list_that_repeats_its_page_token_ends_in_an_error(
     finally:
         server.shutdown()
         server.server_close()
+
+
+class _NeverAnswers(http.server.BaseHTTPRequestHandler):
+    """A Cloud Storage that accepts every request and never answers it."""
+
+    asked = threading.Event()
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        type(self).asked.set()
+        time.sleep(120)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("tool_name", ["sts-plan", "sts-verify"])
+@pytest.mark.parametrize("signal_name", ["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_tool_in_the_middle_of_a_listing(
+    migration: Migration, monkeypatch: pytest.MonkeyPatch, tool_name: str, signal_name: str
+) -> None:
+    import signal
+    import subprocess
+
+    from conftest import BIN
+
+    handler = type("NeverAnswers", (_NeverAnswers,), {"asked": threading.Event()})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"127.0.0.1:{server.server_address[1]}")
+        migration.prepare()
+        sql(migration.state, "UPDATE sts_job SET status = 'done'")
+        before = sql(migration.state, "SELECT * FROM sts_job ORDER BY prefix")
+        args = [*migration.state_args(), "--transfer", "sts", "--project", "stopped-project"]
+        process = subprocess.Popen(
+            [str(BIN / tool_name), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        # Wait until it is inside the listing (the server has the request).
+        deadline = time.monotonic() + 30
+        while not handler.asked.wait(0.05):
+            assert time.monotonic() < deadline and process.poll() is None, process.stderr
+        process.send_signal(getattr(signal, signal_name))
+        # A hang ends the test at this timeout.
+        _, stderr = process.communicate(timeout=20)
+        assert process.returncode == 130, stderr
+        assert "stopped by a signal" in stderr
+        assert sql(migration.state, "SELECT * FROM sts_job ORDER BY prefix") == before
+    finally:
+        server.shutdown()
+        server.server_close()

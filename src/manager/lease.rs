@@ -115,9 +115,32 @@ impl Manager {
         let mut last = CycleSummary::default();
         loop {
             let started = Instant::now();
-            let outcome = match self.claim_lease().await {
-                Ok(()) => self.step().await,
-                Err(e) => Err(e),
+            let outcome = {
+                let step = async {
+                    match self.claim_lease().await {
+                        Ok(()) => self.step().await,
+                        Err(e) => Err(e),
+                    }
+                };
+                tokio::pin!(step);
+                tokio::select! {
+                    outcome = &mut step => outcome,
+                    _ = &mut stop => {
+                        // A stop mid-step (a token fetch, a listing): the
+                        // step gets a few seconds to write what it has; past
+                        // them it is dropped, which leaves what a crash
+                        // leaves (every write is whole; the next start
+                        // adopts from STS's own record).
+                        match tokio::time::timeout(STOP_GRACE, &mut step).await {
+                            Ok(_) => tracing::info!("stop requested; state is written, exiting"),
+                            Err(_) => tracing::warn!(
+                                "stop requested; the step in progress did not end within {} s and was dropped (the next start picks up from STS's record)",
+                                STOP_GRACE.as_secs()
+                            ),
+                        }
+                        return Ok(LoopEnd::Stopped);
+                    }
+                }
             };
             match outcome {
                 Ok(summary) => {
@@ -153,6 +176,9 @@ impl Manager {
         }
     }
 }
+
+/// How long a step in progress may go on after a stop is asked for.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// How the run loop ended.
 enum LoopEnd {

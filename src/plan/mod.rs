@@ -217,14 +217,42 @@ pub fn written_prefix(group: &Group) -> String {
 /// cannot be split further) is one prefix; a heavier one gives way to its
 /// children. The root is never kept whole when it has children and no
 /// common prefix (its prefix would be empty).
-fn cut<'a>(node: &'a Node, threshold: u64, root: bool, out: &mut Vec<&'a Group>) {
+fn cut<'a>(node: &'a Node, threshold: u64, root: bool, out: &mut Vec<&'a Node>) {
     let must_split = root && written_prefix(&node.group).is_empty();
     if node.children.is_empty() || (node.group.weight() <= threshold && !must_split) {
-        out.push(&node.group);
+        out.push(node);
         return;
     }
     for child in &node.children {
         cut(child, threshold, false, out);
+    }
+}
+
+/// One threshold cuts a level whole: a flat folder of uniform names gives
+/// 2, 20 or 200 prefixes and nothing between. When the cut misses the
+/// promise (within half of `shards`), the heaviest nodes of the cut are
+/// split one at a time while that brings the count closer (the heaviest
+/// first keeps the balance). A cut within the promise is left as it is.
+fn refine<'a>(mut nodes: Vec<&'a Node>, shards: u64) -> Vec<&'a Node> {
+    if (nodes.len() as u64).abs_diff(shards) * 2 <= shards {
+        return nodes;
+    }
+    loop {
+        let count = nodes.len() as u64;
+        let Some((at, heaviest)) = nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| !n.children.is_empty())
+            .max_by_key(|(_, n)| n.group.weight())
+        else {
+            return nodes;
+        };
+        let after = count - 1 + heaviest.children.len() as u64;
+        if after.abs_diff(shards) >= count.abs_diff(shards) {
+            return nodes;
+        }
+        let children: Vec<&Node> = heaviest.children.iter().collect();
+        nodes.splice(at..=at, children);
     }
 }
 
@@ -235,8 +263,9 @@ fn count_at(tree: &Node, threshold: u64) -> usize {
 }
 
 /// The threshold whose cut gives the count closest to `shards` (fewer
-/// prefixes on a tie: fewer jobs for the same balance).
-fn threshold_for(tree: &Node, shards: u64) -> u64 {
+/// prefixes on a tie: fewer jobs for the same balance), and the lowest one
+/// whose cut gives at most `shards` (where [`refine`] starts from).
+fn threshold_for(tree: &Node, shards: u64) -> (u64, u64) {
     let mut weights = Vec::new();
     let mut stack = vec![tree];
     while let Some(node) = stack.pop() {
@@ -249,6 +278,7 @@ fn threshold_for(tree: &Node, shards: u64) -> u64 {
     // which the count drops to `shards` or below, and compare with the one
     // before it.
     let at = weights.partition_point(|&w| count_at(tree, w) as u64 > shards);
+    let coarse = weights.get(at).or(weights.last()).copied().unwrap_or(0);
     let mut best = *weights.last().unwrap_or(&0);
     let mut best_distance = u64::MAX;
     for index in [at.checked_sub(1), Some(at)].into_iter().flatten() {
@@ -260,23 +290,35 @@ fn threshold_for(tree: &Node, shards: u64) -> u64 {
             }
         }
     }
-    best
+    (best, coarse)
 }
 
 /// The plan over a built tree.
 pub fn plan_tree(tree: &Node, target: Target) -> Result<Vec<PlannedPrefix>, PlanError> {
-    let threshold = match target {
-        Target::ShardBytes(bytes) => bytes,
-        Target::Shards(n) => threshold_for(tree, n.max(1)),
-    };
-    let mut groups = Vec::new();
-    cut(tree, threshold, true, &mut groups);
-    let mut planned: Vec<PlannedPrefix> = groups
+    let mut nodes = Vec::new();
+    match target {
+        Target::ShardBytes(bytes) => cut(tree, bytes, true, &mut nodes),
+        Target::Shards(n) => {
+            let n = n.max(1);
+            let (best, coarse) = threshold_for(tree, n);
+            cut(tree, best, true, &mut nodes);
+            if (nodes.len() as u64).abs_diff(n) * 2 > n {
+                // Outside the promise: split the coarser cut toward n.
+                let mut from = Vec::new();
+                cut(tree, coarse, true, &mut from);
+                let refined = refine(from, n);
+                if (refined.len() as u64).abs_diff(n) < (nodes.len() as u64).abs_diff(n) {
+                    nodes = refined;
+                }
+            }
+        }
+    }
+    let mut planned: Vec<PlannedPrefix> = nodes
         .into_iter()
-        .map(|g| PlannedPrefix {
-            prefix: written_prefix(g),
-            objects: g.objects,
-            bytes: g.bytes,
+        .map(|node| PlannedPrefix {
+            prefix: written_prefix(&node.group),
+            objects: node.group.objects,
+            bytes: node.group.bytes,
         })
         .collect();
     planned.sort_by(|a, b| a.prefix.cmp(&b.prefix));
@@ -426,6 +468,23 @@ mod tests {
         // Folders where they hold exactly their objects.
         assert!(planned.iter().any(|p| p.prefix.starts_with("stem/")));
         assert!(planned.iter().all(|p| !p.prefix.is_empty()));
+    }
+
+    #[test]
+    fn a_flat_folder_of_uniform_names_is_cut_within_half_of_the_asked_count() {
+        let names: Vec<(String, u64)> = (0..200_000)
+            .map(|i| (format!("flat/file-{i:06}.bin"), 1_000))
+            .collect();
+        let objects = borrowed(&names);
+        for shards in [50, 130] {
+            let planned = plan(&objects, "", Target::Shards(shards)).unwrap();
+            let count = planned.len() as u64;
+            assert!(
+                count.abs_diff(shards) * 2 <= shards,
+                "--shards {shards} gave {count} prefixes"
+            );
+            assert_exact_cover(&objects, &planned);
+        }
     }
 
     #[test]

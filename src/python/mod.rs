@@ -33,6 +33,7 @@ pub(crate) fn to_py(error: Error) -> PyErr {
         Error::Unsupported(_) => "UnsupportedBackendError",
         Error::Busy { .. } => "LeaseHeldError",
         Error::Halted(_) | Error::FinishedWithErrors(_) => "TransferError",
+        Error::Interrupted => "StsJobManagerError",
     };
     let message = error.to_string();
     let details = error.details();
