@@ -212,3 +212,24 @@ def test_google_clock_minutes_off_this_hosts(
     manager = sjm.Manager(options(migration, no_job_reuse=not reuse, reconcile_interval=3600))
     run_to_end(manager, limit=60)
     assert_each_prefix_once(migration)
+
+
+def test_the_cleanup_tool_racing_the_manager_leaves_no_row_stuck(
+    migration: Migration, sts: Emulator
+) -> None:
+    """sts-remove-successful-one-time-jobs between an operation's success
+    and the manager's next sync: the row follows its operation to its end."""
+    from conftest import tool
+
+    migration.prepare()
+    manager = sjm.Manager(options(migration, no_job_reuse=True, max_concurrent_jobs=2))
+    manager.run_once()
+    deadline = time.monotonic() + 60
+    while not any(op["status"] == "SUCCESS" for op in migration.operations()):
+        assert time.monotonic() < deadline, "no operation finished"
+        time.sleep(0.1)
+    removed = tool("sts-remove-successful-one-time-jobs", "--transfer", "sts", "--project", PROJECT)
+    assert removed.stdout.startswith("Removed "), removed.stdout
+    assert not removed.stdout.startswith("Removed 0 "), removed.stdout
+    run_to_end(manager)
+    assert_each_prefix_once(migration)

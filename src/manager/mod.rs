@@ -210,6 +210,9 @@ pub struct Manager {
     /// Pool jobs known to exist (seen in a reconcile, or made or patched by
     /// this manager): patched on use; any other is created on first use.
     pool_known: std::sync::Mutex<HashSet<String>>,
+    /// Pool jobs read once by this process and found as this manager left
+    /// them.
+    pool_verified: std::sync::Mutex<HashSet<String>>,
     /// Counters of the latest operations of finished prefixes.
     finished: crate::model::Counters,
     /// Who this manager is in the store's lease (`host:pid:nonce`).
@@ -252,6 +255,7 @@ impl Manager {
             pool_busy: HashMap::new(),
             pool_dead: std::sync::Mutex::new(HashSet::new()),
             pool_known: std::sync::Mutex::new(HashSet::new()),
+            pool_verified: std::sync::Mutex::new(HashSet::new()),
             finished: crate::model::Counters::default(),
             holder: crate::store::lease_holder(),
             holding_lease: false,
@@ -1156,13 +1160,14 @@ impl Manager {
         if row.status == Status::Error {
             tracing::info!(prefix = %row.prefix, previous = ?row.job_name, attempt = self.attempts.get(&row.prefix).copied().unwrap_or(0) + 1, "retrying a failed prefix");
         }
+        let reusable_description = format!(
+            "Reusable job of STS Job Manager (gs://{} -> gs://{})",
+            self.options.source_bucket, self.options.destination_bucket
+        );
         let create = || async {
             let mut created = self.new_job(job.to_string(), &row.prefix);
             created.schedule = None;
-            created.description = format!(
-                "Reusable job of STS Job Manager (gs://{} -> gs://{})",
-                self.options.source_bucket, self.options.destination_bucket
-            );
+            created.description = reusable_description.clone();
             self.transfer.create_job(&created).await
         };
         // A patch refused: the job is read to tell a job someone deleted or
@@ -1194,6 +1199,34 @@ impl Manager {
                 Err(TransferError::AlreadyExists(_)) => patch = true,
                 Err(e) => return Err(refused(Step::Create, e)),
             }
+        }
+        if patch
+            && !self
+                .pool_verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(job)
+        {
+            // Once per job and process, before this manager patches it: a
+            // job someone else changed (a schedule, other buckets, another
+            // description) or disabled is left alone, and another is used.
+            match self.transfer.get_job(job, project).await {
+                Ok(found) => {
+                    if let Some(why) =
+                        foreign_pool_job(&found, &self.options, &reusable_description)
+                    {
+                        return Err(dead(&why));
+                    }
+                }
+                Err(TransferError::Unsupported(_)) => {}
+                Err(TransferError::NotFound(_)) => {}
+                Err(e) if is_transient(&e) => return Err(StartError::Transient(e)),
+                Err(e) => return Err(refused(Step::Create, e)),
+            }
+            self.pool_verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(job.to_string());
         }
         if patch {
             match self.transfer.patch_transfer_spec(job, project, &spec).await {
@@ -1591,6 +1624,33 @@ pub enum Refusal {
     Transient(TransferError),
 }
 
+/// Why a reusable job is not as this manager leaves it (someone else's
+/// schedule, buckets or description, or not enabled), if it is not. Pure.
+pub fn foreign_pool_job(job: &TransferJob, options: &Options, description: &str) -> Option<String> {
+    if job.status != JobStatus::Enabled {
+        return Some(format!("is {}", job.status.name().to_lowercase()));
+    }
+    if job
+        .schedule
+        .as_ref()
+        .is_some_and(|s| s.schedule_start_date.is_some())
+    {
+        return Some("carries a schedule someone else set; it is left alone".into());
+    }
+    if job.transfer_spec.source_bucket() != Some(options.source_bucket.as_str())
+        || job.transfer_spec.sink_bucket() != Some(options.destination_bucket.as_str())
+    {
+        return Some("copies between other buckets now; it is left alone".into());
+    }
+    if job.description != description {
+        return Some(format!(
+            "has someone else's description ({:?}); it is left alone",
+            job.description
+        ));
+    }
+    None
+}
+
 /// Worth trying again later: 429, 5xx, the network (after the client's own
 /// retries); every other refusal is an answer.
 pub fn is_transient(error: &TransferError) -> bool {
@@ -1855,6 +1915,61 @@ mod tests {
             message: String::new()
         }));
         assert!(!is_transient(&refusal()));
+    }
+
+    #[test]
+    fn a_pool_job_someone_else_changed_is_left_alone() {
+        let options = Options {
+            source_bucket: "src".into(),
+            destination_bucket: "dst".into(),
+            ..Options::default()
+        };
+        let bucket = |b: &str| {
+            Some(crate::model::GcsData {
+                bucket_name: b.into(),
+                path: String::new(),
+            })
+        };
+        let ours = TransferJob {
+            name: "transferJobs/sts-jm-pool-x-0000".into(),
+            description: "mine".into(),
+            project_id: "p".into(),
+            transfer_spec: TransferSpec {
+                gcs_data_source: bucket("src"),
+                gcs_data_sink: bucket("dst"),
+                ..TransferSpec::default()
+            },
+            schedule: Some(crate::model::Schedule {
+                schedule_start_date: None,
+                schedule_end_date: None,
+            }),
+            status: JobStatus::Enabled,
+            latest_operation_name: None,
+            creation_time: None,
+            deletion_time: None,
+        };
+        assert_eq!(foreign_pool_job(&ours, &options, "mine"), None);
+        let mut scheduled = ours.clone();
+        scheduled.schedule = Some(crate::model::Schedule::one_time(
+            crate::model::Date::today_utc(),
+        ));
+        assert!(foreign_pool_job(&scheduled, &options, "mine")
+            .unwrap()
+            .contains("schedule"));
+        let mut moved = ours.clone();
+        moved.transfer_spec.gcs_data_sink = bucket("elsewhere");
+        assert!(foreign_pool_job(&moved, &options, "mine")
+            .unwrap()
+            .contains("other buckets"));
+        assert!(foreign_pool_job(&ours, &options, "theirs")
+            .unwrap()
+            .contains("description"));
+        let mut disabled = ours;
+        disabled.status = JobStatus::Disabled;
+        assert_eq!(
+            foreign_pool_job(&disabled, &options, "mine").as_deref(),
+            Some("is disabled")
+        );
     }
 
     #[test]
