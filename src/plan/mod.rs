@@ -233,7 +233,7 @@ fn cut<'a>(node: &'a Node, threshold: u64, root: bool, out: &mut Vec<&'a Node>) 
 /// promise (within half of `shards`), the heaviest nodes of the cut are
 /// split one at a time while that brings the count closer (the heaviest
 /// first keeps the balance). A cut within the promise is left as it is.
-fn refine<'a>(mut nodes: Vec<&'a Node>, shards: u64) -> Vec<&'a Node> {
+fn refine(mut nodes: Vec<&Node>, shards: u64) -> Vec<&Node> {
     if (nodes.len() as u64).abs_diff(shards) * 2 <= shards {
         return nodes;
     }
