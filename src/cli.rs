@@ -76,7 +76,7 @@ pub const TOOLS: &[Tool] = &[
     Tool {
         name: STATUS,
         about: crate::status_cli::ABOUT,
-        groups: &[&GENERAL, &STATE, &STATUS_RETRIES],
+        groups: &[&GENERAL, &STATE, &STATUS_RETRIES, &TRANSFER, &BUCKETS],
     },
 ];
 
@@ -267,7 +267,13 @@ fn stop_signal() -> Result<impl Future<Output = ()>> {
 }
 
 async fn run_manager(options: Options, stop: impl Future<Output = ()>) -> Result<()> {
-    let mut manager = open_manager(options).await?;
+    // A stop while opening (a token that never comes, a slow first call)
+    // ends the tool at once: nothing was written yet.
+    let mut stop = Box::pin(stop);
+    let mut manager = tokio::select! {
+        opened = open_manager(options) => opened?,
+        _ = &mut stop => return Err(Error::Interrupted),
+    };
     manager.run(stop).await?;
     Ok(())
 }

@@ -23,6 +23,9 @@ pub const HELP: &str = "sts-status options:
       seconds between redraws with --watch (default 5)
   --limit N
       failing and stalled prefixes listed at most (default 20)
+  --pool
+      also list this migration's reusable transfer jobs (from the transfer
+      service: --transfer, --project, the buckets), busy or free
 ";
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +34,7 @@ pub struct StatusFlags {
     pub watch: bool,
     pub interval: Duration,
     pub limit: usize,
+    pub pool: bool,
 }
 
 impl Default for StatusFlags {
@@ -40,6 +44,7 @@ impl Default for StatusFlags {
             watch: false,
             interval: Duration::from_secs(5),
             limit: 20,
+            pool: false,
         }
     }
 }
@@ -63,6 +68,7 @@ pub fn split_args(args: &[String]) -> Result<(StatusFlags, Vec<String>)> {
         match key {
             "--json" => flags.json = true,
             "--watch" => flags.watch = true,
+            "--pool" => flags.pool = true,
             "--interval" => {
                 let text = value("--interval")?;
                 let seconds: f64 = text
@@ -97,6 +103,60 @@ fn finished(report: &StatusReport, retry_errors: bool) -> bool {
         .all(|s| report.prefixes.get(s.as_str()).copied().unwrap_or(0) == 0)
 }
 
+/// One reusable job of this migration, as `--pool` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolJob {
+    pub name: String,
+    pub status: String,
+    /// The include prefixes its spec holds now (its last or current run).
+    pub prefixes: Vec<String>,
+}
+
+/// This migration's reusable jobs (names of its pool, between its buckets).
+async fn pool_jobs(
+    transfer: &dyn crate::transfer::TransferService,
+    project: &str,
+    options: &Options,
+) -> Result<Vec<PoolJob>> {
+    let first = crate::transfer::pool_job_name(
+        &options.source_bucket,
+        &options.destination_bucket,
+        &crate::manager::migration_key(options),
+        0,
+    );
+    let ours = first.trim_end_matches("0000");
+    let jobs = transfer
+        .list_jobs(&crate::transfer::JobFilter {
+            project_id: project.to_string(),
+            source_bucket: Some(options.source_bucket.clone()),
+            sink_bucket: Some(options.destination_bucket.clone()),
+            ..Default::default()
+        })
+        .await?;
+    Ok(jobs
+        .into_iter()
+        .filter(|j| j.name.starts_with(ours))
+        .map(|j| PoolJob {
+            status: j.status.name().to_string(),
+            prefixes: j.transfer_spec.include_prefixes().to_vec(),
+            name: j.name,
+        })
+        .collect())
+}
+
+fn pool_text(jobs: &[PoolJob]) -> String {
+    let mut text = format!("\nReusable jobs of this migration: {}\n", jobs.len());
+    for job in jobs {
+        text.push_str(&format!(
+            "  {} {} (last prefix: {})\n",
+            job.name,
+            job.status,
+            job.prefixes.first().map_or("none", String::as_str)
+        ));
+    }
+    text
+}
+
 /// Prints the report once, or redraws it until the migration ends or `stop`.
 pub async fn run(
     options: &Options,
@@ -104,6 +164,14 @@ pub async fn run(
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let store = open_store(options)?;
+    let pool = if flags.pool {
+        Some((
+            crate::backends::open_transfer(options, crate::transfer::local::Mode::Control)?,
+            crate::backends::project_id(options)?,
+        ))
+    } else {
+        None
+    };
     let retry_errors = !options.no_retry_on_job_error;
     let redraw = flags.watch && !flags.json && std::io::stdout().is_terminal();
     let mut drawn_lines = 0;
@@ -116,13 +184,27 @@ pub async fn run(
             flags.limit,
         )
         .await?;
+        let jobs = match &pool {
+            Some((transfer, project)) => {
+                Some(pool_jobs(transfer.as_ref(), project, options).await?)
+            }
+            None => None,
+        };
         let text = if flags.json {
-            let mut json = serde_json::to_string(&report)
+            let mut value = serde_json::to_value(&report)
                 .map_err(|e| Error::Input(format!("cannot encode the report: {e}")))?;
+            if let (Some(jobs), Some(map)) = (&jobs, value.as_object_mut()) {
+                map.insert("pool".into(), serde_json::json!(jobs));
+            }
+            let mut json = value.to_string();
             json.push('\n');
             json
         } else {
-            report.to_text()
+            let mut text = report.to_text();
+            if let Some(jobs) = &jobs {
+                text.push_str(&pool_text(jobs));
+            }
+            text
         };
         let mut out = std::io::stdout().lock();
         if redraw && drawn_lines > 0 {
@@ -171,7 +253,8 @@ mod tests {
                 json: true,
                 watch: true,
                 interval: Duration::from_millis(2500),
-                limit: 3
+                limit: 3,
+                pool: false,
             }
         );
         assert_eq!(rest, args(&["--state", "sqlite:x.db"]));

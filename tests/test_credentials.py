@@ -122,3 +122,51 @@ def test_a_credentials_file_that_cannot_be_read_is_named(tmp_path: Path, kind: s
     assert result.returncode == 1, result.stderr
     assert str(path) in result.stderr
     assert ("a directory" if kind == "directory" else "cannot be read") in result.stderr
+
+
+def test_sigterm_stops_the_manager_waiting_for_a_token(migration: Migration) -> None:
+    """A token endpoint that accepts and never answers: SIGTERM ends the wait."""
+    import signal
+    import socket
+
+    migration.prepare()
+    with socket.socket() as endpoint:
+        endpoint.bind(("127.0.0.1", 0))
+        endpoint.listen(8)
+        key = migration.root.parent / "user.json"
+        key.write_text(
+            json.dumps(
+                {
+                    "type": "authorized_user",
+                    "client_id": "x.apps.googleusercontent.com",
+                    "client_secret": "not-a-secret",
+                    "refresh_token": "not-a-token",
+                    "token_uri": f"http://127.0.0.1:{endpoint.getsockname()[1]}/token",
+                }
+            )
+        )
+        env = {**os.environ, "GOOGLE_APPLICATION_CREDENTIALS": str(key)}
+        env.pop("STORAGE_TRANSFER_EMULATOR_HOST", None)
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "sts-job-manager"),
+                *migration.state_args(),
+                "--transfer",
+                "sts",
+                "--project",
+                "waiting-project",
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        # The manager is waiting for its token once it has connected.
+        endpoint.settimeout(30)
+        connection, _ = endpoint.accept()
+        with connection:
+            process.send_signal(signal.SIGTERM)
+            # A wait that ignores the signal ends the test at this timeout.
+            _, stderr = process.communicate(timeout=20)
+    assert process.returncode == 130, stderr
+    assert "stopped by a signal" in stderr
+    assert "not-a-token" not in stderr and "not-a-secret" not in stderr

@@ -352,3 +352,28 @@ def test_a_signal_stops_a_tool_in_the_middle_of_a_listing(
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_plan_keeps_its_promise_on_one_flat_folder_of_200000_objects(tmp_path: Path) -> None:
+    """`--shards 50` over one folder of uniform names: within half of 50."""
+    root = tmp_path / "buckets"
+    folder = root / "flat-source" / "flat"
+    folder.mkdir(parents=True)
+    for i in range(200_000):
+        (folder / f"file-{i:06d}.bin").touch()
+    (root / "migration-destination").mkdir()
+    result = tool(
+        "sts-plan",
+        "--transfer",
+        f"local:{root}",
+        "--source-bucket",
+        "flat-source",
+        "--shards",
+        "50",
+        "--out",
+        str(tmp_path / "prefixes.json"),
+        timeout=300,
+    )
+    prefixes = json.loads((tmp_path / "prefixes.json").read_text())
+    assert 25 <= len(prefixes) <= 75, (len(prefixes), result.stdout[-500:])
+    assert all(p.startswith("flat/file-") for p in prefixes)

@@ -216,6 +216,21 @@ def test_two_migrations_between_the_same_buckets_share_no_job(
     ]
     assert jobs_of[0] and jobs_of[1]
     assert not jobs_of[0] & jobs_of[1], "a job was used by both migrations"
+    # sts-status --pool shows each migration its own reusable jobs only.
+    for each, used in zip((first, second), jobs_of):
+        shown = tool(
+            "sts-status",
+            *each.state_args(),
+            "--transfer",
+            "sts",
+            "--project",
+            PROJECT,
+            "--pool",
+            "--json",
+        )
+        pool = {job["name"] for job in json.loads(shown.stdout)["pool"]}
+        assert used <= pool, (used, pool)
+        assert not pool & (jobs_of[0] | jobs_of[1]) - used
     for prefix in migration.prefixes:
         succeeded = [
             op
