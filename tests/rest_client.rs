@@ -533,3 +533,76 @@ async fn the_emulator_enforces_quotas_when_asked() {
         "{fourth}"
     );
 }
+
+/// A server whose pages cycle: no token -> A, A -> B, B -> A (a check that
+/// only compares a token with the one before it never notices).
+async fn cycling_server() -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buffer = vec![0u8; 16 * 1024];
+                let read = socket.read(&mut buffer).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buffer[..read]);
+                let line = request.lines().next().unwrap_or_default();
+                let next = if line.contains("pageToken=A") {
+                    "B"
+                } else {
+                    "A"
+                };
+                let field = if line.contains("transferJobs") {
+                    "transferJobs"
+                } else {
+                    "operations"
+                };
+                let body = format!(r#"{{"{field}": [], "nextPageToken": "{next}"}}"#);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    format!("http://{address}")
+}
+
+#[tokio::test]
+async fn a_page_token_cycle_is_an_error_not_a_loop() {
+    let client = client(&cycling_server().await);
+    let jobs = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.list_jobs(&JobFilter {
+            project_id: "proj".into(),
+            ..JobFilter::default()
+        }),
+    )
+    .await
+    .expect("listing stops")
+    .unwrap_err();
+    assert!(
+        jobs.to_string().contains("page token 'A' a second time"),
+        "{jobs}"
+    );
+    let operations = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.list_operations(&OperationFilter {
+            project_id: "proj".into(),
+            ..OperationFilter::default()
+        }),
+    )
+    .await
+    .expect("listing stops")
+    .unwrap_err();
+    assert!(
+        operations
+            .to_string()
+            .contains("page token 'A' a second time"),
+        "{operations}"
+    );
+}

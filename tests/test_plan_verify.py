@@ -259,13 +259,14 @@ def test_plan_over_the_cloud_storage_api_matches_the_local_plan(
 
 
 class _EndlessPages(http.server.BaseHTTPRequestHandler):
-    """A Cloud Storage that answers every object list with the same next
-    page token, and every bucket as existing."""
+    """A Cloud Storage whose object pages cycle (no token -> A, A -> B,
+    B -> A), and every bucket exists."""
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         path = self.path.split("?")[0]
         if path.endswith("/o"):
-            body = {"kind": "storage#objects", "items": [], "nextPageToken": "again"}
+            after = "B" if "pageToken=A" in self.path else "A"
+            body = {"kind": "storage#objects", "items": [], "nextPageToken": after}
         else:
             body = {"kind": "storage#bucket", "name": path.rsplit("/", 1)[-1]}
         data = json.dumps(body).encode()
@@ -296,7 +297,7 @@ def test_a_list_that_repeats_its_page_token_ends_in_an_error(
         result = tool(tool_name, *args, check=False, timeout=90)
         assert time.monotonic() - started < 60
         assert result.returncode == 1, result.stdout + result.stderr
-        assert "repeated page token 'again'" in result.stderr
+        assert "repeated page token 'A'" in result.stderr
     finally:
         server.shutdown()
         server.server_close()

@@ -239,3 +239,17 @@ def test_two_migrations_between_the_same_buckets_share_no_job(
             and op["status"] == "SUCCESS"
         ]
         assert len(succeeded) == 1, prefix
+
+
+def test_the_bucket_check_runs_over_rest_before_the_first_start(
+    migration: Migration, sts: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With STORAGE_EMULATOR_HOST, the manager asks Cloud Storage (the
+    emulator's JSON API) whether both buckets exist before it starts anything."""
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", sts.host)
+    migration.prepare()
+    manager = sjm.Manager(http_options(migration, source_bucket="no-such-source"))
+    with pytest.raises(sjm.StsJobManagerError, match="gs://no-such-source"):
+        manager.run_once()
+    assert not migration.operations(), "nothing may start"
+    assert sts.stats()["methods"].get("storage.buckets.get", 0) >= 1

@@ -538,6 +538,47 @@ fn request_id() -> String {
 mod tests {
     use super::*;
 
+    /// A BigQuery whose result pages cycle: the query answers token A, A's
+    /// page B, B's page A again.
+    async fn cycling_bigquery() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 64 * 1024];
+                    let read = socket.read(&mut buffer).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buffer[..read]);
+                    let line = request.lines().next().unwrap_or_default();
+                    let next = if line.contains("pageToken=A") { "B" } else { "A" };
+                    let body = format!(
+                        r#"{{"kind":"bigquery#queryResponse","jobComplete":true,"jobReference":{{"projectId":"p","jobId":"j","location":"US"}},"schema":{{"fields":[{{"name":"x","type":"STRING"}}]}},"rows":[],"totalRows":"0","pageToken":"{next}"}}"#
+                    );
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(response.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{address}/bigquery/v2")
+    }
+
+    #[tokio::test]
+    async fn a_page_token_cycle_in_query_results_is_an_error_not_a_loop() {
+        let api = Api::new(cycling_bigquery().await, GoogleAuth::anonymous(), "p".into());
+        let error = tokio::time::timeout(
+            std::time::Duration::from_secs(20),
+            api.query("SELECT 'x' AS x", vec![]),
+        )
+        .await
+        .expect("reading stops")
+        .unwrap_err();
+        assert!(error.to_string().contains("page token 'A' a second time"), "{error}");
+    }
+
     fn api(code: u16, reason: &str) -> StoreError {
         StoreError::Api {
             code,
