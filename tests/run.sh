@@ -27,7 +27,8 @@ ruff check python tests benches
 ruff format --check python tests benches
 
 echo "== cargo test"
-cargo test --quiet
+mkdir -p target
+cargo test --quiet 2>&1 | tee target/cargo-test.log
 
 echo "== build the wheel (once) and the container's build steps"
 rm -rf target/wheels
@@ -60,11 +61,23 @@ echo "== stubtest (_core.pyi against the built extension)"
 python -m mypy.stubtest sts_job_manager._core
 
 echo "== pytest (the installed wheel, no Rust on PATH)"
-PATH=$no_rust_path python -m pytest -q "$@"
+PATH=$no_rust_path python -m pytest -q "$@" 2>&1 | tee target/pytest.log
 
 echo "== Airflow (a separate virtualenv with apache-airflow)"
 python3 -m venv .venv-airflow
 .venv-airflow/bin/python -m pip install --quiet --upgrade pip
 .venv-airflow/bin/python -m pip install --quiet "apache-airflow==3.3.2" "pytest>=7" "pytest-timeout>=2"
 .venv-airflow/bin/python -m pip install --quiet --force-reinstall --no-deps "$wheel"
-PATH=$no_rust_path .venv-airflow/bin/python -m pytest -q tests/airflow_integration
+PATH=$no_rust_path .venv-airflow/bin/python -m pytest -q tests/airflow_integration 2>&1 |
+    tee target/airflow.log
+
+# How many tests ran in each suite, so a suite that silently ran nothing shows.
+passed() { grep -Eo '[0-9]+ passed' "$1" | awk '{n += $1} END {print n + 0}'; }
+echo "== tests run: cargo $(passed target/cargo-test.log), pytest $(passed target/pytest.log)," \
+    "airflow $(passed target/airflow.log)"
+for log in target/cargo-test.log target/pytest.log target/airflow.log; do
+    if [ "$(passed "$log")" -eq 0 ]; then
+        echo "no test ran in ${log#target/}" >&2
+        exit 1
+    fi
+done
