@@ -116,7 +116,7 @@ pub const REQUEUE_PREFIXES: OptionGroup = OptionGroup {
 /// Whether failed prefixes still count as pending (sts-status).
 pub const STATUS_RETRIES: OptionGroup = OptionGroup {
     heading: "Retries",
-    options: &["no-retry-on-job-error"],
+    options: &["no-retry-on-job-error", "max-retries"],
 };
 /// The two buckets alone (sts-plan, sts-verify).
 pub const BUCKETS: OptionGroup = OptionGroup {

@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use crate::analysis::status::{has_work_left, read_status, StatusReport};
+use crate::analysis::status::{has_work_left, read_status};
 use crate::backends::open_store;
 use crate::error::{Error, Result};
 use crate::options::Options;
@@ -96,11 +96,41 @@ pub fn split_args(args: &[String]) -> Result<(StatusFlags, Vec<String>)> {
     Ok((flags, rest))
 }
 
-fn finished(report: &StatusReport, retry_errors: bool) -> bool {
+/// Whether the migration has ended: nothing waiting, running or paused, and
+/// every prefix in error out of retries (or not retried at all). `final`
+/// is how many prefixes in error are out of retries.
+fn finished(
+    prefixes: &std::collections::BTreeMap<&'static str, usize>,
+    retry_errors: bool,
+    finals: usize,
+) -> bool {
+    let count = |s: crate::model::Status| prefixes.get(s.as_str()).copied().unwrap_or(0);
+    let errors_left = if retry_errors {
+        count(crate::model::Status::Error).saturating_sub(finals)
+    } else {
+        0
+    };
     crate::model::Status::ALL
         .iter()
-        .filter(|s| has_work_left(**s, retry_errors))
-        .all(|s| report.prefixes.get(s.as_str()).copied().unwrap_or(0) == 0)
+        .filter(|s| has_work_left(**s, false))
+        .all(|s| count(*s) == 0)
+        && errors_left == 0
+}
+
+/// Prefixes in error that are out of retries (they never run again).
+async fn final_errors(store: &dyn crate::store::StateStore, options: &Options) -> Result<usize> {
+    let (rows, _) = store.read_unfinished().await?;
+    if !rows.iter().any(|r| r.status == crate::model::Status::Error) {
+        return Ok(0);
+    }
+    let failures = store.failure_counts().await?;
+    Ok(crate::manager::failures::final_errors(
+        &rows,
+        &failures,
+        options.max_retries,
+        !options.no_retry_on_job_error,
+    )
+    .len())
 }
 
 /// One reusable job of this migration, as `--pool` shows it.
@@ -217,7 +247,19 @@ pub async fn run(
         }
         let _ = out.flush();
         drawn_lines = text.lines().count();
-        if !flags.watch || finished(&report, retry_errors) {
+        if !flags.watch {
+            return Ok(());
+        }
+        let waiting_on_errors_only = crate::model::Status::ALL
+            .iter()
+            .filter(|s| has_work_left(**s, false))
+            .all(|s| report.prefixes.get(s.as_str()).copied().unwrap_or(0) == 0);
+        let finals = if waiting_on_errors_only && retry_errors {
+            final_errors(store.as_ref(), options).await?
+        } else {
+            0
+        };
+        if finished(&report.prefixes, retry_errors, finals) {
             return Ok(());
         }
         tokio::select! {
@@ -258,6 +300,23 @@ mod tests {
             }
         );
         assert_eq!(rest, args(&["--state", "sqlite:x.db"]));
+    }
+
+    #[test]
+    fn a_watch_ends_when_only_errors_out_of_retries_are_left() {
+        let report = |error: usize, running: usize| {
+            std::collections::BTreeMap::from([("error", error), ("running", running)])
+        };
+        assert!(finished(&report(2, 0), true, 2));
+        assert!(
+            !finished(&report(2, 0), true, 1),
+            "one error will be retried"
+        );
+        assert!(!finished(&report(2, 1), true, 2), "one prefix still runs");
+        assert!(
+            finished(&report(2, 0), false, 0),
+            "errors are never retried"
+        );
     }
 
     #[test]

@@ -102,3 +102,21 @@ def test_bad_status_flags_exit_2(tmp_path: Path, args: list[str], message: str) 
     result = tool("sts-status", "--state", f"sqlite:{tmp_path / 's.db'}", *args, check=False)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
+
+
+def test_watch_ends_when_only_prefixes_out_of_retries_are_left(failed_migration: Migration) -> None:
+    """A migration that finished with a prefix in error and no retry left: the
+    watch ends (a wait that never ends fails this test at its timeout)."""
+    result = tool(
+        "sts-status",
+        *failed_migration.state_args(),
+        "--watch",
+        "--interval",
+        "0.1",
+        "--json",
+        "--max-retries",
+        "0",
+        timeout=60,
+    )
+    (last,) = result.stdout.strip().splitlines()[-1:]
+    assert json.loads(last)["prefixes"]["error"] == 1

@@ -172,11 +172,13 @@ impl Cause {
     }
 }
 
-/// Prefixes that failed in a row with the same permanent cause.
+/// Prefixes that failed in a row with the same permanent cause. Prefixes,
+/// not attempts: one stubborn prefix retried is one prefix, never "3 in a
+/// row".
 #[derive(Debug, Clone, Default)]
 pub struct Streak {
     cause: Option<Cause>,
-    count: u32,
+    prefixes: Vec<String>,
 }
 
 /// After this many prefixes in a row fail for the same permanent cause, the
@@ -186,28 +188,29 @@ pub const HALT_AFTER: u32 = 3;
 impl Streak {
     /// Whether the last outcome was a permanent failure.
     pub fn active(&self) -> bool {
-        self.count > 0
+        !self.prefixes.is_empty()
     }
 
-    /// Records one outcome (a permanent cause, or `None` for a success or a
-    /// failure worth retrying); returns the cause and count once the streak
-    /// reaches [`HALT_AFTER`].
-    pub fn record(&mut self, outcome: Option<Cause>) -> Option<(Cause, u32)> {
+    /// Records one outcome of `prefix` (a permanent cause, or `None` for a
+    /// success or a failure worth retrying); returns the cause and the count
+    /// of distinct prefixes once the streak reaches [`HALT_AFTER`].
+    pub fn record(&mut self, prefix: &str, outcome: Option<Cause>) -> Option<(Cause, u32)> {
         match outcome {
             None => {
                 self.cause = None;
-                self.count = 0;
+                self.prefixes.clear();
             }
             Some(cause) => {
-                if self.cause.as_ref().is_some_and(|c| c.same_as(&cause)) {
-                    self.count += 1;
-                } else {
-                    self.count = 1;
+                if !self.cause.as_ref().is_some_and(|c| c.same_as(&cause)) {
+                    self.prefixes.clear();
+                }
+                if !self.prefixes.iter().any(|p| p == prefix) {
+                    self.prefixes.push(prefix.to_string());
                 }
                 self.cause = Some(cause);
             }
         }
-        let count = self.count;
+        let count = u32::try_from(self.prefixes.len()).unwrap_or(u32::MAX);
         self.cause
             .clone()
             .filter(|_| count >= HALT_AFTER)
@@ -403,24 +406,21 @@ mod tests {
             message: "m".into(),
         };
         let mut streak = Streak::default();
-        assert!(streak
-            .record(Some(cause("PERMISSION_DENIED", "s")))
-            .is_none());
-        assert!(streak
-            .record(Some(cause("PERMISSION_DENIED", "s")))
-            .is_none());
+        let denied = || Some(cause("PERMISSION_DENIED", "s"));
+        assert!(streak.record("a/", denied()).is_none());
+        assert!(streak.record("b/", denied()).is_none());
         // A success in between starts the count again.
-        assert!(streak.record(None).is_none());
-        assert!(streak
-            .record(Some(cause("PERMISSION_DENIED", "s")))
-            .is_none());
-        assert!(streak
-            .record(Some(cause("PERMISSION_DENIED", "s")))
-            .is_none());
+        assert!(streak.record("c/", None).is_none());
+        assert!(streak.record("a/", denied()).is_none());
+        // One stubborn prefix retried is one prefix, however often it fails.
+        for _ in 0..5 {
+            assert!(streak.record("a/", denied()).is_none());
+        }
+        assert!(streak.record("b/", denied()).is_none());
         // So does another cause.
-        assert!(streak.record(Some(cause("NOT_FOUND", "s"))).is_none());
-        assert!(streak.record(Some(cause("NOT_FOUND", "s"))).is_none());
-        let (c, n) = streak.record(Some(cause("NOT_FOUND", "s"))).unwrap();
+        assert!(streak.record("a/", Some(cause("NOT_FOUND", "s"))).is_none());
+        assert!(streak.record("b/", Some(cause("NOT_FOUND", "s"))).is_none());
+        let (c, n) = streak.record("c/", Some(cause("NOT_FOUND", "s"))).unwrap();
         assert_eq!((c.code.as_str(), n), ("NOT_FOUND", 3));
     }
 

@@ -867,7 +867,7 @@ impl Manager {
             Status::Done => {
                 self.failures.remove(prefix);
                 self.attempts.remove(prefix);
-                self.streak.record(None);
+                self.streak.record(prefix, None);
             }
             _ => {}
         }
@@ -901,8 +901,9 @@ impl Manager {
             failure.describe(),
         );
         let cause = permanent_cause(&failure);
-        self.failures.insert(failure.prefix.clone(), failure);
-        if let Some((cause, count)) = self.streak.record(cause) {
+        let prefix = failure.prefix.clone();
+        self.failures.insert(prefix.clone(), failure);
+        if let Some((cause, count)) = self.streak.record(&prefix, cause) {
             if self.halted.is_none() {
                 let line = failures::halt_message(
                     &cause,

@@ -551,7 +551,11 @@ mod tests {
                     let read = socket.read(&mut buffer).await.unwrap_or(0);
                     let request = String::from_utf8_lossy(&buffer[..read]);
                     let line = request.lines().next().unwrap_or_default();
-                    let next = if line.contains("pageToken=A") { "B" } else { "A" };
+                    let next = if line.contains("pageToken=A") {
+                        "B"
+                    } else {
+                        "A"
+                    };
                     let body = format!(
                         r#"{{"kind":"bigquery#queryResponse","jobComplete":true,"jobReference":{{"projectId":"p","jobId":"j","location":"US"}},"schema":{{"fields":[{{"name":"x","type":"STRING"}}]}},"rows":[],"totalRows":"0","pageToken":"{next}"}}"#
                     );
@@ -568,7 +572,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_page_token_cycle_in_query_results_is_an_error_not_a_loop() {
-        let api = Api::new(cycling_bigquery().await, GoogleAuth::anonymous(), "p".into());
+        let api = Api::new(
+            cycling_bigquery().await,
+            GoogleAuth::anonymous(),
+            "p".into(),
+        );
         let error = tokio::time::timeout(
             std::time::Duration::from_secs(20),
             api.query("SELECT 'x' AS x", vec![]),
@@ -576,7 +584,10 @@ mod tests {
         .await
         .expect("reading stops")
         .unwrap_err();
-        assert!(error.to_string().contains("page token 'A' a second time"), "{error}");
+        assert!(
+            error.to_string().contains("page token 'A' a second time"),
+            "{error}"
+        );
     }
 
     fn api(code: u16, reason: &str) -> StoreError {
