@@ -284,15 +284,19 @@ class Emulator:
         self.url = line.split("listening on ")[1].strip()
         self.host = self.url.removeprefix("http://")
 
-    def set_faults(self, **faults: object) -> dict:
+    def call(self, method: str, path: str, body: object = None) -> dict:
+        """One JSON request to the emulator (a REST call as gcloud makes it)."""
         request = urllib.request.Request(
-            f"{self.url}/_emulator/faults",
-            data=json.dumps(faults).encode(),
-            method="POST",
+            f"{self.url}{path}",
+            data=None if body is None else json.dumps(body).encode(),
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
-            return json.loads(response.read())
+            return json.loads(response.read() or b"{}")
+
+    def set_faults(self, **faults: object) -> dict:
+        return self.call("POST", "/_emulator/faults", faults)
 
     def stats(self) -> dict:
         with urllib.request.urlopen(f"{self.url}/_emulator/stats", timeout=10) as response:

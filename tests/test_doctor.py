@@ -134,9 +134,6 @@ def test_bad_input_is_exit_2(doctor) -> None:
 def test_another_migrations_reusable_jobs_on_the_same_buckets_are_named(
     doctor, emulator: Emulator, migration: Migration
 ) -> None:
-    import json
-    import urllib.request
-
     body = {
         "name": "transferJobs/sts-jm-pool-0123456789abcdef-0000",
         "projectId": PROJECT,
@@ -147,14 +144,7 @@ def test_another_migrations_reusable_jobs_on_the_same_buckets_are_named(
             "objectConditions": {"includePrefixes": ["elsewhere/"]},
         },
     }
-    request = urllib.request.Request(
-        f"{emulator.url}/v1/transferJobs",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
+    emulator.call("POST", "/v1/transferJobs", body)
     result = doctor()
     assert result.returncode == 1, result.stdout
     assert "FAIL reusable jobs: 1 reusable jobs of another migration" in result.stdout

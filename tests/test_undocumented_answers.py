@@ -4,9 +4,7 @@ end under each, every prefix copied by exactly one successful operation."""
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.request
 
 import pytest
 
@@ -61,14 +59,7 @@ def patch_job_status(sts: Emulator, name: str, status: str) -> None:
         "transferJob": {"status": status},
         "updateTransferJobFieldMask": "status",
     }
-    request = urllib.request.Request(
-        f"{sts.url}/v1/{name}",
-        data=json.dumps(body).encode(),
-        method="PATCH",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
+    sts.call("PATCH", f"/v1/{name}", body)
 
 
 @pytest.mark.parametrize("answer", ["FAILED_PRECONDITION", "ABORTED", "ALLOW"])
@@ -182,14 +173,7 @@ def test_another_migrations_job_is_never_adopted(
         },
         "schedule": {"scheduleStartDate": date, "scheduleEndDate": date},
     }
-    request = urllib.request.Request(
-        f"{sts.url}/v1/transferJobs",
-        data=json.dumps(body).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        response.read()
+    sts.call("POST", "/v1/transferJobs", body)
     sts.set_faults(skip_scheduled_starts=False)
     migration.prepare()
     run_to_end(sjm.Manager(options(migration)))
