@@ -260,6 +260,14 @@ pub async fn run(
             0
         };
         if finished(&report.prefixes, retry_errors, finals) {
+            // Ended: with the manager's exit code meaning (0 done, 4 errors).
+            let errors = report.prefixes.get("error").copied().unwrap_or(0);
+            if errors > 0 {
+                return Err(Error::FinishedWithErrors(format!(
+                    "the migration ended with {errors} prefixes in error: fix the cause, then \
+                     requeue them with sts-requeue"
+                )));
+            }
             return Ok(());
         }
         tokio::select! {

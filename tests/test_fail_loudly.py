@@ -166,6 +166,24 @@ def test_retries_are_bounded_then_exit_4_and_requeue_repairs(migration: Migratio
     migration.assert_copied()
 
 
+def test_one_stubborn_prefix_among_twenty_never_halts_the_rest(tmp_path: Path) -> None:
+    """PERMISSION_DENIED on every object of one prefix, a permanent cause,
+    retried: one prefix, never "3 prefixes in a row". The other nineteen
+    finish; exit 4 names the one."""
+    migration = make_migration(tmp_path, prefixes=20, files_per_prefix=1)
+    migration.prepare()
+    migration.set_faults(fail_objects_matching="data/p07/*", error_code="PERMISSION_DENIED")
+    result = manager(migration, "--max-retries", "3", "--max-concurrent-jobs", "2")
+    assert result.returncode == 4, result.stderr
+    assert "in a row" not in result.stderr
+    assert "finished with 1 prefixes in error" in result.stderr
+    assert '"data/p07/" PERMISSION_DENIED' in result.stderr
+    statuses = migration.jobs()
+    assert statuses.pop("data/p07/")[0] == "error"
+    assert {status for status, _ in statuses.values()} == {"done"}
+    migration.assert_copied(skip=("data/p07/",))
+
+
 def test_requeue_refuses_unknown_and_running_prefixes(migration: Migration) -> None:
     migration.prepare()
     chosen = migration.root.parent / "chosen.json"

@@ -106,7 +106,7 @@ def test_bad_status_flags_exit_2(tmp_path: Path, args: list[str], message: str) 
 
 def test_watch_ends_when_only_prefixes_out_of_retries_are_left(failed_migration: Migration) -> None:
     """A migration that finished with a prefix in error and no retry left: the
-    watch ends (a wait that never ends fails this test at its timeout)."""
+    watch ends, exit 4 (a wait that never ends fails this test at its timeout)."""
     result = tool(
         "sts-status",
         *failed_migration.state_args(),
@@ -117,6 +117,10 @@ def test_watch_ends_when_only_prefixes_out_of_retries_are_left(failed_migration:
         "--max-retries",
         "0",
         timeout=60,
+        check=False,
     )
+    # Ended with errors: the manager's exit code for that, 4, and the reason.
+    assert result.returncode == 4, result.stderr
+    assert "ended with 1 prefixes in error" in result.stderr
     (last,) = result.stdout.strip().splitlines()[-1:]
     assert json.loads(last)["prefixes"]["error"] == 1
