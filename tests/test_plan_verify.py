@@ -153,6 +153,15 @@ def test_plan_prepare_manage_verify_on_a_skewed_bucket(tmp_path: Path) -> None:
     # Nothing transferred since: a second run skips every prefix.
     again = tool("sts-verify", *args)
     assert f"{len(prefixes)} skipped" in again.stdout
+    # Changed after a clean verification: --all checks every done prefix
+    # whatever was verified before, and catches it.
+    changed = next(iter(migration.objects))
+    (migration.destination / changed).write_bytes(b"changed after the verification")
+    everything = tool("sts-verify", *args, "--all", check=False)
+    assert everything.returncode == 4, everything.stdout + everything.stderr
+    assert f"Checked {len(prefixes)} prefixes" in everything.stdout
+    assert "0 skipped" in everything.stdout
+    assert changed in everything.stdout
 
 
 def test_plan_load_keeps_planned_sizes_and_refuses_overlaps(tmp_path: Path) -> None:

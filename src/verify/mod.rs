@@ -108,6 +108,7 @@ pub fn prefixes_to_check(
     jobs: &[PrefixJob],
     previous: &[Verification],
     named: &[String],
+    all: bool,
 ) -> (Vec<String>, usize) {
     if !named.is_empty() {
         let mut named = named.to_vec();
@@ -124,7 +125,7 @@ pub fn prefixes_to_check(
     let mut check = Vec::new();
     for job in jobs.iter().filter(|j| j.status == Status::Done) {
         match verified.get(job.prefix.as_str()) {
-            Some(v) if v.checked_at >= job.last_updated => skipped += 1,
+            Some(v) if !all && v.checked_at >= job.last_updated => skipped += 1,
             _ => check.push(job.prefix.clone()),
         }
     }
@@ -274,10 +275,13 @@ mod tests {
             // A mismatch is always checked again.
             verification("c/", VerifyResult::Mismatch, 20),
         ];
-        let (check, skipped) = prefixes_to_check(&jobs, &previous, &[]);
+        let (check, skipped) = prefixes_to_check(&jobs, &previous, &[], false);
+        // --all: every done prefix, whatever was verified before.
+        let (every, none) = prefixes_to_check(&jobs, &previous, &[], true);
+        assert_eq!((every.len(), none), (check.len() + skipped, 0));
         assert_eq!(check, ["b/", "c/", "e/"]);
         assert_eq!(skipped, 1);
-        let (check, _) = prefixes_to_check(&jobs, &previous, &["a/".into(), "a/".into()]);
+        let (check, _) = prefixes_to_check(&jobs, &previous, &["a/".into(), "a/".into()], false);
         assert_eq!(check, ["a/"]);
     }
 

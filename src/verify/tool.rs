@@ -19,6 +19,8 @@ pub struct VerifyArgs {
     /// Prefixes to check whatever their status; none: every `done` prefix.
     pub prefixes: Vec<String>,
     pub requeue: bool,
+    /// Every done prefix, whatever was verified before.
+    pub all: bool,
     pub concurrency: usize,
     /// BigQuery inventory tables of the source and destination: compare
     /// with SQL instead of listing.
@@ -28,6 +30,7 @@ pub struct VerifyArgs {
 
 pub const VERIFY_FLAGS: &[(&str, bool)] = &[
     ("--prefix", true),
+    ("--all", false),
     ("--requeue", false),
     ("--concurrency", true),
     ("--source-inventory", true),
@@ -39,6 +42,9 @@ verify options:
   --prefix P
       Check this prefix (repeatable); default: every done prefix not verified
       since its last transfer
+  --all
+      Check every done prefix, whatever was verified before (objects changed
+      or deleted after a clean verification are caught)
   --requeue
       Put mismatched prefixes back to waiting, for the manager to copy again
   --concurrency N
@@ -69,6 +75,7 @@ impl VerifyArgs {
         Ok(VerifyArgs {
             prefixes,
             requeue: found.contains_key("--requeue"),
+            all: found.contains_key("--all"),
             concurrency: concurrency_flag(found)?,
             source_inventory,
             destination_inventory,
@@ -251,7 +258,7 @@ pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyRe
         )));
     }
     let previous = store.read_verifications().await?;
-    let (prefixes, skipped) = prefixes_to_check(&jobs, &previous, &args.prefixes);
+    let (prefixes, skipped) = prefixes_to_check(&jobs, &previous, &args.prefixes, args.all);
     let mut report = VerifyReport {
         skipped,
         ..VerifyReport::default()
