@@ -321,10 +321,15 @@ pub fn render(report: &VerifyReport) -> String {
         for offense in checked.offenses.iter().take(10) {
             out.push_str(&format!("  {}: {}\n", offense.name, offense.reason));
         }
-        if checked.offenses.len() > 10 {
+        let offending = v.missing.saturating_add(v.different);
+        if offending > 10 {
+            // The table keeps the first names only: say exactly that.
+            let kept = v.offending_objects.len() as u64;
             out.push_str(&format!(
-                "  ... {} more in the verification table\n",
-                (v.missing + v.different).saturating_sub(10)
+                "  ... {} more: {} offending objects in all, the first {kept} named in the \
+                 verification table\n",
+                offending - 10,
+                offending
             ));
         }
     }
