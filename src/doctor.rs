@@ -322,6 +322,16 @@ pub async fn run(options: &Options) -> Result<DoctorReport> {
     let bigquery_state = matches!(options.state_location()?, StateLocation::BigQuery);
     let mut report = DoctorReport::default();
 
+    // 0. Credentials: without a token every other check fails the same way.
+    if let Err(e) = sts.auth.authorization().await {
+        report.fail(
+            "credentials",
+            e.to_string(),
+            "gcloud auth application-default login (or set GOOGLE_APPLICATION_CREDENTIALS to a key file)",
+        );
+        return Ok(report);
+    }
+
     // 1. The APIs the options use are enabled.
     let mut services = vec!["storagetransfer.googleapis.com", "storage.googleapis.com"];
     if bigquery_state {
