@@ -150,6 +150,7 @@ def test_plan_prepare_manage_verify_on_a_skewed_bucket(tmp_path: Path) -> None:
     assert set(frame["result"].astype(str)) == {"verified"}
     assert int(frame["objects_compared"].sum()) == len(migration.objects)
     assert str(frame["checked_at"].dtype) == "datetime64[us, UTC]"
+    assert not frame["stale"].any()
     # Nothing transferred since: a second run skips every prefix.
     again = tool("sts-verify", *args)
     assert f"{len(prefixes)} skipped" in again.stdout
@@ -162,6 +163,13 @@ def test_plan_prepare_manage_verify_on_a_skewed_bucket(tmp_path: Path) -> None:
     assert f"Checked {len(prefixes)} prefixes" in everything.stdout
     assert "0 skipped" in everything.stdout
     assert changed in everything.stdout
+    # Requeued: its verdict no longer speaks for it, and every view says so.
+    tool("sts-verify", *args, "--all", "--requeue", check=False)
+    (requeued,) = [p for p in prefixes if changed.startswith(p)]
+    frame = sjm.State(state=f"sqlite:{migration.state}").verification()
+    stale = dict(zip(frame["prefix"].astype(str), frame["stale"]))
+    assert bool(stale.pop(requeued)), "the requeued prefix's verdict is stale"
+    assert not any(stale.values()), stale
 
 
 def test_plan_load_keeps_planned_sizes_and_refuses_overlaps(tmp_path: Path) -> None:

@@ -151,9 +151,14 @@ class State:
         """The verification table written by ``sts-verify``, one row per
         checked prefix: ``prefix``, ``result`` (``verified`` or ``mismatch``),
         ``objects_compared``, ``missing``, ``different``, ``checked_at`` and
-        ``offending_objects`` (a JSON array of up to 100 object names). Empty
+        ``offending_objects`` (a JSON array of up to 100 object names) and
+        ``stale`` (True when the prefix was requeued or transferred since the
+        check, or is not ``done``: the verdict no longer speaks for it). Empty
         when nothing was verified yet."""
-        return self._frame(self._native.verification)
+        frame = self._frame(self._native.verification)
+        if "stale" in frame.columns:
+            frame["stale"] = frame["stale"].astype(bool)
+        return frame
 
     def plan(self) -> pd.DataFrame:
         """The plan table written by ``sts-plan --load``: ``prefix``,

@@ -4,10 +4,21 @@ use super::columns::{Frame, PrimitiveBuilder, StrBuilder};
 use super::micros;
 use crate::records::{PlannedPrefix, Verification};
 
+/// Whether a verification no longer speaks for its prefix: the prefix was
+/// requeued or transferred since the check (its row changed after it), is
+/// not `done`, or is gone from the job table. Pure.
+pub fn is_stale(v: &Verification, job: Option<&crate::model::PrefixJob>) -> bool {
+    job.is_none_or(|j| j.status != crate::model::Status::Done || j.last_updated > v.checked_at)
+}
+
 /// prefix, result, objects_compared, missing, different, checked_at,
-/// offending_objects (a JSON array of names).
-pub fn verification_frame(rows: &[Verification]) -> Frame {
+/// offending_objects (a JSON array of names), stale (1: requeued or
+/// transferred since the check; see [`is_stale`]).
+pub fn verification_frame(rows: &[Verification], jobs: &[crate::model::PrefixJob]) -> Frame {
     let n = rows.len();
+    let by_prefix: std::collections::HashMap<&str, &crate::model::PrefixJob> =
+        jobs.iter().map(|j| (j.prefix.as_str(), j)).collect();
+    let mut stale = PrimitiveBuilder::with_capacity(n);
     let mut prefix = StrBuilder::with_capacity(n);
     let mut result = StrBuilder::with_capacity(n);
     let mut compared = PrimitiveBuilder::with_capacity(n);
@@ -25,6 +36,10 @@ pub fn verification_frame(rows: &[Verification]) -> Frame {
         offending.push(Some(
             &serde_json::to_string(&v.offending_objects).unwrap_or_default(),
         ));
+        stale.push(Some(i64::from(is_stale(
+            v,
+            by_prefix.get(v.prefix.as_str()).copied(),
+        ))));
     }
     Frame {
         rows: n,
@@ -36,6 +51,7 @@ pub fn verification_frame(rows: &[Verification]) -> Frame {
             ("different", different.finish_int()),
             ("checked_at", checked_at.finish_timestamp()),
             ("offending_objects", offending.finish()),
+            ("stale", stale.finish_int()),
         ],
     }
 }
@@ -58,5 +74,40 @@ pub fn plan_frame(rows: &[PlannedPrefix]) -> Frame {
             ("objects", objects.finish_int()),
             ("bytes", bytes.finish_int()),
         ],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PrefixJob, Status};
+    use crate::records::VerifyResult;
+    use chrono::TimeZone;
+
+    #[test]
+    fn a_verdict_is_stale_once_its_prefix_is_requeued_or_transferred_again() {
+        let at = |s: i64| chrono::Utc.timestamp_opt(s, 0).unwrap();
+        let v = Verification {
+            prefix: "a/".into(),
+            result: VerifyResult::Verified,
+            objects_compared: 1,
+            missing: 0,
+            different: 0,
+            checked_at: at(100),
+            offending_objects: vec![],
+        };
+        let job = |status, last| PrefixJob {
+            prefix: "a/".into(),
+            status,
+            job_name: None,
+            last_updated: at(last),
+        };
+        assert!(!is_stale(&v, Some(&job(Status::Done, 50))));
+        assert!(
+            is_stale(&v, Some(&job(Status::Done, 150))),
+            "transferred again"
+        );
+        assert!(is_stale(&v, Some(&job(Status::Waiting, 50))), "requeued");
+        assert!(is_stale(&v, None), "gone from the table");
     }
 }

@@ -166,6 +166,7 @@ impl State {
             Box::pin(async move {
                 Ok(analysis::verification::verification_frame(
                     &store.read_verifications().await?,
+                    &store.read_jobs().await?,
                 ))
             })
         })
