@@ -80,7 +80,10 @@ pub struct StatusReport {
     pub unlisted_prefixes: usize,
     pub throughput: Throughput,
     pub eta: Eta,
+    /// Stalled prefixes, at most `limit` of them; `stalled_total` counts all
+    /// (`--limit` limits lists, never counts).
     pub stalled: Vec<Stalled>,
+    pub stalled_total: usize,
     /// Prefixes in `error`, or whose current operation reports failed
     /// objects; the most failed first, at most `limit` of them.
     pub failing: Vec<Failing>,
@@ -408,6 +411,7 @@ fn report_from(
     });
     let failing_total = failing.len();
     failing.truncate(limit);
+    let stalled_total = stalled.len();
     stalled.truncate(limit);
 
     StatusReport {
@@ -429,6 +433,7 @@ fn report_from(
         throughput,
         eta: eta(listed_left, unlisted, &finished, rate),
         stalled,
+        stalled_total,
         failing,
         failing_total,
         error_codes,
@@ -583,7 +588,7 @@ impl StatusReport {
             None => format!("unknown ({})", self.eta.basis),
         };
         let _ = writeln!(out, "ETA:      {eta}");
-        let _ = writeln!(out, "Stalled:  {}", self.stalled.len());
+        let _ = writeln!(out, "Stalled:  {}", self.stalled_total);
         for s in &self.stalled {
             let _ = writeln!(
                 out,
@@ -805,6 +810,20 @@ mod tests {
         assert_eq!(report.stalled.len(), 1);
         assert_eq!(report.stalled[0].prefix, "a/");
         assert_eq!(report.stalled[0].since, at(25));
+        // --limit limits the list, never the count.
+        let limited = status_report(
+            &jobs,
+            &latest,
+            &[],
+            &previous,
+            at(30),
+            true,
+            0,
+            &HashMap::new(),
+        );
+        assert!(limited.stalled.is_empty());
+        assert_eq!(limited.stalled_total, 1);
+        assert!(limited.to_text().contains("Stalled:  1"));
     }
 
     #[test]
