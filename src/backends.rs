@@ -15,25 +15,29 @@ pub const LOCAL_PROJECT: &str = "local-project";
 /// The state store the options name. A SQLite file must exist already (a
 /// wrong path creates nothing); [`create_store`] makes it.
 pub fn open_store(options: &Options) -> Result<Arc<dyn StateStore>> {
-    match options.state_location()? {
-        StateLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open_existing(
-            &path,
-            &options.job_table,
-            &options.job_history_table,
-        )?)),
-        StateLocation::BigQuery => Ok(Arc::new(BigQueryStore::from_options(options)?)),
-    }
+    store(options, false)
 }
 
 /// [`open_store`] for the tools that create the tables (sts-prepare-tables,
 /// sts-plan --load): a SQLite file is made if it does not exist.
 pub fn create_store(options: &Options) -> Result<Arc<dyn StateStore>> {
+    store(options, true)
+}
+
+fn store(options: &Options, create: bool) -> Result<Arc<dyn StateStore>> {
     match options.state_location()? {
-        StateLocation::Sqlite(path) => Ok(Arc::new(SqliteStore::open(
-            &path,
-            &options.job_table,
-            &options.job_history_table,
-        )?)),
+        StateLocation::Sqlite(path) => {
+            let open = if create {
+                SqliteStore::open
+            } else {
+                SqliteStore::open_existing
+            };
+            Ok(Arc::new(open(
+                &path,
+                &options.job_table,
+                &options.job_history_table,
+            )?))
+        }
         StateLocation::BigQuery => Ok(Arc::new(BigQueryStore::from_options(options)?)),
     }
 }

@@ -388,18 +388,28 @@ async fn transient_errors_are_retried() {
 /// A server on 127.0.0.1 that accepts connections and answers each request
 /// with `reply` (or never, when `None`).
 async fn fake_server(reply: Option<&'static str>) -> String {
+    serve_replies(move |_| reply.map(str::to_owned)).await
+}
+
+/// A server on 127.0.0.1 that answers each request with the body `reply`
+/// makes of its request line (200, JSON), or holds the connection open and
+/// says nothing when it makes none.
+async fn serve_replies(reply: impl Fn(&str) -> Option<String> + Send + Sync + 'static) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
+    let reply = Arc::new(reply);
     tokio::spawn(async move {
         loop {
             let Ok((mut socket, _)) = listener.accept().await else {
                 return;
             };
+            let reply = Arc::clone(&reply);
             tokio::spawn(async move {
                 let mut buffer = vec![0u8; 16 * 1024];
-                let _ = socket.read(&mut buffer).await;
-                match reply {
+                let read = socket.read(&mut buffer).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buffer[..read]).into_owned();
+                match reply(request.lines().next().unwrap_or_default()) {
                     Some(body) => {
                         let response = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -537,39 +547,20 @@ async fn the_emulator_enforces_quotas_when_asked() {
 /// A server whose pages cycle: no token -> A, A -> B, B -> A (a check that
 /// only compares a token with the one before it never notices).
 async fn cycling_server() -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut socket, _)) = listener.accept().await else {
-                return;
-            };
-            tokio::spawn(async move {
-                let mut buffer = vec![0u8; 16 * 1024];
-                let read = socket.read(&mut buffer).await.unwrap_or(0);
-                let request = String::from_utf8_lossy(&buffer[..read]);
-                let line = request.lines().next().unwrap_or_default();
-                let next = if line.contains("pageToken=A") {
-                    "B"
-                } else {
-                    "A"
-                };
-                let field = if line.contains("transferJobs") {
-                    "transferJobs"
-                } else {
-                    "operations"
-                };
-                let body = format!(r#"{{"{field}": [], "nextPageToken": "{next}"}}"#);
-                let response = format!(
-                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = socket.write_all(response.as_bytes()).await;
-            });
-        }
-    });
-    format!("http://{address}")
+    serve_replies(|line| {
+        let next = if line.contains("pageToken=A") {
+            "B"
+        } else {
+            "A"
+        };
+        let field = if line.contains("transferJobs") {
+            "transferJobs"
+        } else {
+            "operations"
+        };
+        Some(format!(r#"{{"{field}": [], "nextPageToken": "{next}"}}"#))
+    })
+    .await
 }
 
 #[tokio::test]
