@@ -238,14 +238,22 @@ fn api(variable: &str, google: &str, mount: &str) -> Result<Api> {
     Ok(Api { endpoint, auth })
 }
 
-/// Every transfer job of the project, page by page (a repeated page token
-/// ends the listing with an error, never a loop).
+/// The project's transfer jobs between two buckets, page by page (a
+/// repeated page token ends the listing with an error, never a loop). The
+/// bucket keys narrow the listing where STS honours them; the caller checks
+/// the buckets itself.
 async fn list_jobs(
     doctor: &Doctor,
     sts: &Api,
     project: &str,
+    options: &Options,
 ) -> std::result::Result<Vec<Value>, CallError> {
-    let filter = segment(&json!({ "projectId": project }).to_string());
+    let filter = json!({
+        "projectId": project,
+        "sourceBucket": options.source_bucket,
+        "sinkBucket": options.destination_bucket,
+    });
+    let filter = segment(&filter.to_string());
     let (mut jobs, mut seen, mut token) =
         (Vec::new(), std::collections::HashSet::new(), String::new());
     loop {
@@ -548,17 +556,15 @@ pub async fn run(options: &Options) -> Result<DoctorReport> {
 
     // 6. Reusable jobs on these buckets: another migration's, or ours with
     // someone else's schedule.
-    let ours = crate::transfer::pool_job_name(
+    let our_pool = crate::transfer::pool_job_prefix(
         &options.source_bucket,
         &options.destination_bucket,
         &crate::manager::migration_key(options),
-        0,
     );
-    let our_pool = ours.trim_end_matches("0000");
-    match list_jobs(&doctor, &sts, &project).await {
+    match list_jobs(&doctor, &sts, &project, options).await {
         Ok(jobs) => {
             let on_buckets = |j: &&Value| {
-                j["name"].as_str().is_some_and(|n| n.contains("/sts-jm-pool-"))
+                j["name"].as_str().is_some_and(crate::transfer::is_pool_job)
                     && j["transferSpec"]["gcsDataSource"]["bucketName"] == options.source_bucket.as_str()
                     && j["transferSpec"]["gcsDataSink"]["bucketName"] == options.destination_bucket.as_str()
                     && j["status"] != "DELETED"
@@ -567,12 +573,12 @@ pub async fn run(options: &Options) -> Result<DoctorReport> {
             let name = |j: &&Value| j["name"].as_str().unwrap_or_default().to_string();
             let others: Vec<String> = pool
                 .iter()
-                .filter(|j| !name(j).starts_with(our_pool))
+                .filter(|j| !name(j).starts_with(&our_pool))
                 .map(name)
                 .collect();
             let scheduled: Vec<String> = pool
                 .iter()
-                .filter(|j| name(j).starts_with(our_pool))
+                .filter(|j| name(j).starts_with(&our_pool))
                 .filter(|j| j["schedule"]["scheduleStartDate"].is_object())
                 .map(name)
                 .collect();

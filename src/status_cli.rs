@@ -148,13 +148,11 @@ async fn pool_jobs(
     project: &str,
     options: &Options,
 ) -> Result<Vec<PoolJob>> {
-    let first = crate::transfer::pool_job_name(
+    let ours = crate::transfer::pool_job_prefix(
         &options.source_bucket,
         &options.destination_bucket,
         &crate::manager::migration_key(options),
-        0,
     );
-    let ours = first.trim_end_matches("0000");
     let jobs = transfer
         .list_jobs(&crate::transfer::JobFilter {
             project_id: project.to_string(),
@@ -165,7 +163,7 @@ async fn pool_jobs(
         .await?;
     Ok(jobs
         .into_iter()
-        .filter(|j| j.name.starts_with(ours))
+        .filter(|j| j.name.starts_with(&ours))
         .map(|j| PoolJob {
             status: j.status.name().to_string(),
             prefixes: j.transfer_spec.include_prefixes().to_vec(),

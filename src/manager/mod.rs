@@ -592,7 +592,7 @@ impl Manager {
                     self.saw(&page);
                     let mut known = self.pool_known.lock().unwrap_or_else(|p| p.into_inner());
                     for op in &page {
-                        if op.transfer_job_name.contains("/sts-jm-pool-")
+                        if transfer::is_pool_job(&op.transfer_job_name)
                             && !deleted.contains(&op.transfer_job_name)
                         {
                             known.insert(op.transfer_job_name.clone());
@@ -781,7 +781,7 @@ impl Manager {
                 && j.schedule
                     .as_ref()
                     .is_some_and(|s| s.schedule_start_date.is_some())
-                && !j.name.contains("/sts-jm-pool-")
+                && !transfer::is_pool_job(&j.name)
                 && j.transfer_spec
                     .gcs_data_source
                     .as_ref()
@@ -1486,7 +1486,7 @@ impl Manager {
             }
             // A reusable job may carry another prefix by now: never run it
             // again for this one; the prefix is queued for a new start.
-            let reusable = job.contains("/sts-jm-pool-");
+            let reusable = transfer::is_pool_job(job);
             if reusable {
                 tracing::warn!(prefix = %row.prefix, "{job} has shown no operation for this prefix since {}; queueing it again", row.last_updated);
             } else {
@@ -1722,35 +1722,13 @@ pub fn classify_refusal(step: Step, job: &str, error: TransferError) -> Refusal 
     match (step, error) {
         // Which code STS answers a run of a busy, deleted or disabled job
         // is undocumented: never guessed from the code.
-        (
-            Step::Run,
-            e @ (TransferError::PermissionDenied(_)
-            | TransferError::InvalidArgument(_)
-            | TransferError::FailedPrecondition(_)
-            | TransferError::NotFound(_)
-            | TransferError::AlreadyExists(_)),
-        ) => Refusal::LookAtJob(e),
-        (
-            Step::Run,
-            e @ TransferError::Api {
-                http: 400..=499, ..
-            },
-        ) if !matches!(&e, TransferError::Api { http: 429, .. }) => Refusal::LookAtJob(e),
+        (Step::Run, e) if !is_transient(&e) => Refusal::LookAtJob(e),
+        // A name in use on create is decided by its caller; here it is
+        // only worth another try.
+        (_, e @ TransferError::AlreadyExists(_)) => Refusal::Transient(e),
         // On create, STS answers FAILED_PRECONDITION when it cannot see a
         // bucket, NOT_FOUND for a missing one.
-        (
-            _,
-            e @ (TransferError::PermissionDenied(_)
-            | TransferError::InvalidArgument(_)
-            | TransferError::FailedPrecondition(_)
-            | TransferError::NotFound(_)),
-        ) => Refusal::Permanent(e),
-        (
-            _,
-            e @ TransferError::Api {
-                http: 400..=499, ..
-            },
-        ) if !matches!(&e, TransferError::Api { http: 429, .. }) => Refusal::Permanent(e),
+        (_, e) if !is_transient(&e) => Refusal::Permanent(e),
         (_, e) => Refusal::Transient(e),
     }
 }

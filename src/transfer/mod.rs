@@ -10,7 +10,9 @@ pub mod wire;
 
 use async_trait::async_trait;
 
-pub use naming::{job_name_for_prefix, pool_job_name, validate_job_name};
+pub use naming::{
+    is_pool_job, job_name_for_prefix, pool_job_name, pool_job_prefix, validate_job_name,
+};
 
 use crate::model::{JobStatus, OperationStatus, TransferJob, TransferOperation};
 

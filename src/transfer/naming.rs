@@ -49,8 +49,24 @@ pub fn pool_job_name(
     migration: &str,
     k: usize,
 ) -> String {
+    format!(
+        "{}{k:04}",
+        pool_job_prefix(source_bucket, destination_bucket, migration)
+    )
+}
+
+/// `transferJobs/sts-jm-pool-<hash>-`: what every job of one migration's
+/// pool starts with (see [`pool_job_name`]).
+pub fn pool_job_prefix(source_bucket: &str, destination_bucket: &str, migration: &str) -> String {
     let hash = fnv1a64(&[source_bucket, destination_bucket, "pool", migration]);
-    format!("transferJobs/sts-jm-pool-{hash:016x}-{k:04}")
+    format!("{POOL_MARK}{hash:016x}-")
+}
+
+const POOL_MARK: &str = "transferJobs/sts-jm-pool-";
+
+/// Whether `name` is a reusable job of this tool (of any migration).
+pub fn is_pool_job(name: &str) -> bool {
+    name.starts_with(POOL_MARK)
 }
 
 /// STS's rules for a client-chosen job name.
@@ -96,6 +112,11 @@ mod tests {
         assert!(a.iter().all(|name| !b.contains(name)));
         assert_eq!(a[7], pool_job_name("s", "d", "sqlite:/a.db:sts_job", 7));
         assert!(a.iter().all(|name| validate_job_name(name).is_ok()));
+        let prefix = pool_job_prefix("s", "d", "sqlite:/a.db:sts_job");
+        assert!(a
+            .iter()
+            .all(|name| name.starts_with(&prefix) && is_pool_job(name)));
+        assert!(!b[0].starts_with(&prefix));
     }
 
     #[test]
