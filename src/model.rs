@@ -342,6 +342,31 @@ pub struct TransferSpec {
 }
 
 impl TransferSpec {
+    /// The spec of a transfer of one prefix between two buckets (no paths):
+    /// the one builder, for the jobs this manager makes and for recognising
+    /// their operations when listed.
+    pub fn for_prefix(
+        source: &str,
+        destination: &str,
+        prefix: &str,
+        options: Option<TransferOptions>,
+    ) -> TransferSpec {
+        let bucket = |name: &str| {
+            Some(GcsData {
+                bucket_name: name.to_string(),
+                path: String::new(),
+            })
+        };
+        TransferSpec {
+            gcs_data_source: bucket(source),
+            gcs_data_sink: bucket(destination),
+            object_conditions: Some(ObjectConditions {
+                include_prefixes: vec![prefix.to_string()],
+            }),
+            transfer_options: options,
+        }
+    }
+
     pub fn source_bucket(&self) -> Option<&str> {
         self.gcs_data_source
             .as_ref()
@@ -509,6 +534,40 @@ impl ChangeSet {
             Some(existing) => *existing = update,
             None => self.updates.push(update),
         }
+    }
+
+    /// A prefix's change with the history row that records it: the row
+    /// takes `status` and follows `job_name` as of `since`; the history row,
+    /// dated `at`, holds `results` (an operation's or a refusal's JSON).
+    pub fn change(
+        &mut self,
+        prefix: &str,
+        status: Status,
+        job_name: Option<String>,
+        results: Option<String>,
+        since: DateTime<Utc>,
+        at: DateTime<Utc>,
+    ) {
+        self.push_update(JobUpdate {
+            prefix: prefix.to_string(),
+            status,
+            job_name: job_name.clone(),
+            last_updated: since,
+        });
+        self.history.push(HistoryRow {
+            prefix: prefix.to_string(),
+            status,
+            job_name,
+            operation_results: results,
+            timestamp: at,
+        });
+    }
+
+    /// The prefix back to `waiting` with no job name, recorded in its
+    /// history the same way: the mark that restarts its retry count, after
+    /// which a sync takes no operation that began before.
+    pub fn requeue(&mut self, prefix: &str, now: DateTime<Utc>) {
+        self.change(prefix, Status::Waiting, None, None, now, now);
     }
 }
 

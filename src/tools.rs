@@ -313,20 +313,7 @@ pub async fn requeue(options: &Options) -> Result<RequeueReport> {
     let now = chrono::Utc::now();
     let mut changes = crate::model::ChangeSet::default();
     for row in &targets {
-        changes.push_update(crate::model::JobUpdate {
-            prefix: row.prefix.clone(),
-            status: crate::model::Status::Waiting,
-            job_name: None,
-            last_updated: now,
-        });
-        // `waiting` with no job name: the mark that restarts the retry count.
-        changes.history.push(crate::model::HistoryRow {
-            prefix: row.prefix.clone(),
-            status: crate::model::Status::Waiting,
-            job_name: None,
-            operation_results: None,
-            timestamp: now,
-        });
+        changes.requeue(&row.prefix, now);
     }
     store.apply(&changes).await?;
     Ok(RequeueReport {

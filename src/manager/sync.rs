@@ -268,20 +268,7 @@ impl<'a> Latest<'a> {
 /// buckets, no paths, that one prefix, no options. Kept operations drop it
 /// (see [`Latest::add`]): 144 bytes of strings not held a million times.
 fn shared_spec(source: &str, destination: &str, prefix: &str) -> TransferSpec {
-    let bucket = |name: &str| {
-        Some(GcsData {
-            bucket_name: name.to_string(),
-            path: String::new(),
-        })
-    };
-    TransferSpec {
-        gcs_data_source: bucket(source),
-        gcs_data_sink: bucket(destination),
-        object_conditions: Some(ObjectConditions {
-            include_prefixes: vec![prefix.to_string()],
-        }),
-        transfer_options: None,
-    }
+    TransferSpec::for_prefix(source, destination, prefix, None)
 }
 
 /// A kept operation as STS listed it: its shared spec put back.

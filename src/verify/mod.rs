@@ -7,8 +7,8 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::manager::sync::{ChangeSet, JobUpdate};
-use crate::model::{HistoryRow, PrefixJob, Status};
+use crate::manager::sync::ChangeSet;
+use crate::model::{PrefixJob, Status};
 pub use crate::records::{Verification, VerifyResult, MAX_OFFENDING};
 use crate::storage::ObjectInfo;
 
@@ -151,19 +151,7 @@ pub fn requeue(jobs: &[PrefixJob], mismatched: &[&str], now: DateTime<Utc>) -> C
     for job in jobs.iter().filter(|j| {
         mismatched.contains(&j.prefix.as_str()) && matches!(j.status, Status::Done | Status::Error)
     }) {
-        changes.push_update(JobUpdate {
-            prefix: job.prefix.clone(),
-            status: Status::Waiting,
-            job_name: None,
-            last_updated: now,
-        });
-        changes.history.push(HistoryRow {
-            prefix: job.prefix.clone(),
-            status: Status::Waiting,
-            job_name: None,
-            operation_results: None,
-            timestamp: now,
-        });
+        changes.requeue(&job.prefix, now);
     }
     changes
 }

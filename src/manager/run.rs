@@ -5,7 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{log_summary, CycleSummary, Manager, ManagerError};
+use super::summary::log_summary;
+use super::{CycleSummary, Manager, ManagerError};
 use crate::store::{Lease, StoreError};
 
 impl Manager {
