@@ -26,6 +26,22 @@ pub(super) async fn finish_write(
     }
 }
 
+impl Manager {
+    /// Applies updates to the rows in memory, keeping the counts per status.
+    pub(super) fn apply_to_rows(&mut self, updates: &[JobUpdate]) {
+        let by_prefix: HashMap<&str, &JobUpdate> =
+            updates.iter().map(|u| (u.prefix.as_str(), u)).collect();
+        for row in self.rows.iter_mut() {
+            if let Some(update) = by_prefix.get(row.prefix.as_str()) {
+                self.counts.moved(row.status, update.status);
+                row.status = update.status;
+                row.job_name = update.job_name.clone();
+                row.last_updated = update.last_updated;
+            }
+        }
+    }
+}
+
 pub(super) fn apply_updates(rows: &mut [PrefixJob], updates: &[JobUpdate]) {
     let by_prefix: HashMap<&str, &JobUpdate> =
         updates.iter().map(|u| (u.prefix.as_str(), u)).collect();
@@ -98,16 +114,27 @@ impl Manager {
         judge_stalls: bool,
     ) -> Result<(), ManagerError> {
         let clock = Instant::now();
-        // Finished prefixes cost nothing per cycle: only the rest is read.
-        let (rows, total) = self.store.read_unfinished().await?;
-        let read_s = clock.elapsed().as_secs_f64();
         let full = self
             .last_reconcile
             .is_none_or(|t| t.elapsed().as_secs_f64() >= self.options.reconcile_interval);
+        // Finished prefixes cost nothing per cycle, and waiting ones nothing
+        // in a steady sync: it reads the rows in flight or failed (and the
+        // waiting rows its listing names); a full reconcile reads every
+        // unfinished row. The counts per status are one aggregate, read at
+        // a step's first sync and then kept by every change made.
+        let mut rows = if full {
+            self.store.read_unfinished().await?.0
+        } else {
+            self.store.read_active().await?
+        };
+        if judge_stalls {
+            self.counts = self.store.count_by_status().await?;
+        }
+        let read_s = clock.elapsed().as_secs_f64();
         let (latest, finished_elsewhere) = if full {
             self.list_everything(&rows).await?
         } else {
-            (self.list_in_flight(&rows).await?, None)
+            (self.list_in_flight(&mut rows).await?, None)
         };
         let list_s = clock.elapsed().as_secs_f64() - read_s;
         let now = Utc::now();
@@ -141,7 +168,6 @@ impl Manager {
             outcome.decisions.iter().filter(|d| d.record).count() + adopted.history.len();
 
         // The rows take their new status; each transition is noted in order.
-        let mut rows = rows;
         let mut became: Vec<(usize, Status, Status)> = Vec::new();
         for decision in outcome.decisions.iter().filter(|d| d.update) {
             let Some(row) = rows.get_mut(decision.row) else {
@@ -169,17 +195,9 @@ impl Manager {
         }
         apply_updates(&mut rows, &adopted.updates);
         for (index, status, previous) in became {
+            self.counts.moved(previous, status);
             if let Some(prefix) = rows.get(index).map(|r| r.prefix.clone()) {
                 self.note_transition(&prefix, status, Some(previous), &outcome.latest, now);
-            }
-        }
-        // A requeued prefix (waiting again) starts its retry count afresh.
-        for row in rows
-            .iter()
-            .filter(|r| r.status == Status::Waiting && r.job_name.is_none())
-        {
-            if self.attempts.remove(&row.prefix).is_some() {
-                self.failures.remove(&row.prefix);
             }
         }
         self.pool_busy = rows
@@ -217,32 +235,21 @@ impl Manager {
             }
         }
         self.progress = progress_of(std::iter::once(&counters));
-        // Prefixes done now leave memory; the count remembers them.
-        rows.retain(|r| r.status != Status::Done);
-        self.done_count = total.saturating_sub(rows.len());
+        // Prefixes done or waiting leave memory; the counts remember them.
+        rows.retain(|r| !matches!(r.status, Status::Done | Status::Waiting));
+        // A prefix no longer in flight or failed (done, or requeued: waiting
+        // again) starts its retry count afresh.
+        let active: HashSet<&str> = rows.iter().map(|r| r.prefix.as_str()).collect();
+        self.attempts
+            .retain(|prefix, _| active.contains(prefix.as_str()));
+        self.failures
+            .retain(|prefix, _| active.contains(prefix.as_str()));
+        drop(active);
         self.rows = rows;
         self.last_sync = Some(Instant::now());
         if full {
             self.last_reconcile = Some(Instant::now());
             summary.reconciled = true;
-            // Only the sizes of prefixes still to start are kept.
-            let waiting: HashSet<&str> = self
-                .rows
-                .iter()
-                .filter(|r| r.status == Status::Waiting)
-                .map(|r| r.prefix.as_str())
-                .collect();
-            self.planned_bytes = match self.store.read_plan().await {
-                Ok(plan) => plan
-                    .into_iter()
-                    .filter(|p| waiting.contains(p.prefix.as_str()))
-                    .map(|p| (p.prefix, p.bytes))
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!("could not read the plan table (starting in table order): {e}");
-                    HashMap::new()
-                }
-            };
         }
         summary.synced = true;
         // Where a slow sync spends its time, for whoever tunes a big run.

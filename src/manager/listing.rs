@@ -87,7 +87,7 @@ impl Manager {
     /// in flight, not the migration's history.
     pub(super) async fn list_in_flight(
         &self,
-        rows: &[PrefixJob],
+        rows: &mut Vec<PrefixJob>,
     ) -> Result<sync::LatestOps, ManagerError> {
         let in_flight = rows
             .iter()
@@ -146,8 +146,26 @@ impl Manager {
                 })
                 .await?,
         );
+        // Operations of prefixes not in flight (a start of ours whose write
+        // a crash lost, say): their rows are read, the unfinished kept.
+        let known: HashSet<&str> = rows.iter().map(|r| r.prefix.as_str()).collect();
+        let others: Vec<String> = operations
+            .iter()
+            .flat_map(|op| op.transfer_spec.include_prefixes())
+            .filter(|p| !known.contains(p.as_str()))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        drop(known);
+        if !others.is_empty() {
+            let found = self.store.read_prefixes(&others).await?;
+            rows.extend(found.into_iter().filter(|r| r.status != Status::Done));
+            rows.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+        }
         // Only operations of prefixes still unfinished can change a row:
         // the rest (and their jobs' deletion checks) cost nothing more.
+        let rows: &[PrefixJob] = rows;
         let unfinished: HashSet<&str> = rows.iter().map(|r| r.prefix.as_str()).collect();
         let mut seen = HashSet::new();
         operations.retain(|op| {

@@ -180,6 +180,8 @@ pub struct Manager {
     transfer: Arc<dyn TransferService>,
     options: Options,
     project_id: String,
+    /// The rows in flight or failed (running, paused, error), by prefix;
+    /// waiting and done rows stay in the store.
     rows: Vec<PrefixJob>,
     previous_running: HashMap<String, RunningSnapshot>,
     stalled: Vec<String>,
@@ -200,11 +202,9 @@ pub struct Manager {
     halted: Option<String>,
     service_account: Option<String>,
     checked_buckets: bool,
-    /// Rows `done` (not kept in memory).
-    done_count: usize,
-    /// Planned bytes of the prefixes not started yet (from `sts-plan
-    /// --load`): larger ones start first. Read at each full reconcile.
-    planned_bytes: HashMap<String, u64>,
+    /// Rows per status in the job table: read as one aggregate at each
+    /// step's first sync, then kept by every change this manager makes.
+    counts: crate::store::StatusCounts,
     /// Slots open now: grows 1, 3, 9, ... at each job interval.
     ramp_level: usize,
     /// Reusable jobs in use: job name -> the prefix its operation copies.
@@ -254,8 +254,7 @@ impl Manager {
             halted: None,
             service_account: None,
             checked_buckets: false,
-            done_count: 0,
-            planned_bytes: HashMap::new(),
+            counts: crate::store::StatusCounts::default(),
             ramp_level: 0,
             pool_busy: HashMap::new(),
             pool_dead: std::sync::Mutex::new(HashSet::new()),

@@ -6,7 +6,6 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 
-use super::cycle::apply_updates;
 use super::failures::{Failure, Retry};
 use super::refusals::StartError;
 use super::round::{self, Planned};
@@ -24,7 +23,7 @@ impl Manager {
         let mut changes = ChangeSet::default();
         self.restart_overdue_starts(now, summary, &mut changes)
             .await;
-        apply_updates(&mut self.rows, &changes.updates);
+        self.apply_to_rows(&changes.updates);
         if let Some(line) = self.halted.as_ref().filter(|_| summary.started_jobs_round) {
             // Starting more would fail the same way: say it once per round.
             tracing::error!("{line}");
@@ -37,16 +36,46 @@ impl Manager {
             .map(|r| r.prefix.clone())
             .collect();
         let stalled: HashSet<String> = self.stalled.iter().cloned().collect();
-        let sizes = &self.planned_bytes;
-        let planned = round::plan_round(&round::RoundInput {
-            rows: &self.rows,
+        let no_sizes = HashMap::new();
+        let template = round::RoundInput {
+            rows: &[],
             stalled: &stalled,
             level: self.ramp_level,
             max: self.options.max_concurrent_jobs as usize,
             allow_new_jobs_when_stalled: self.options.allow_new_jobs_when_stalled,
             retry_due: &retry_due,
-            sizes,
+            sizes: &no_sizes,
             halted: self.halted.is_some(),
+        };
+        // Only as many waiting rows as there are free slots are read, in
+        // start order (the store's): the round never holds the queue.
+        let slots = match template.halted {
+            true => 0,
+            false => round::free_slots(&round::RoundInput {
+                rows: &self.rows,
+                ..template
+            }),
+        };
+        let waiting = match slots {
+            0 => Vec::new(),
+            n => self.store.next_waiting(n).await?,
+        };
+        let sizes: HashMap<String, u64> = waiting
+            .iter()
+            .filter(|(_, bytes)| *bytes > 0)
+            .map(|(row, bytes)| (row.prefix.clone(), *bytes))
+            .collect();
+        let known: HashSet<String> = self.rows.iter().map(|r| r.prefix.clone()).collect();
+        self.rows.extend(
+            waiting
+                .into_iter()
+                .map(|(row, _)| row)
+                .filter(|row| !known.contains(&row.prefix)),
+        );
+        let planned = round::plan_round(&round::RoundInput {
+            rows: &self.rows,
+            sizes: &sizes,
+            ..template
         });
         if !planned.is_empty() && !self.checked_buckets {
             self.check_buckets().await?;
@@ -101,7 +130,11 @@ impl Manager {
             }
         }
         self.store.apply(&changes).await?;
-        apply_updates(&mut self.rows, &changes.updates);
+        self.apply_to_rows(&changes.updates);
+        // Rows still waiting (not started after all, or queued again) go
+        // back to the store's side.
+        self.rows.retain(|r| r.status != Status::Waiting);
+        self.rows.sort_by(|a, b| a.prefix.cmp(&b.prefix));
         Ok(())
     }
 

@@ -88,10 +88,7 @@ pub(super) fn log_summary(summary: &CycleSummary) {
 
 impl Manager {
     pub(super) fn finish_summary(&self, summary: &mut CycleSummary) {
-        summary.counts = count_statuses(&self.rows);
-        if let Some(done) = summary.counts.get_mut(Status::Done.as_str()) {
-            *done += self.done_count;
-        }
+        summary.counts = self.counts.by_name();
         summary.stalled = self.stalled.clone();
         summary.progress = self.progress.clone();
         let now = Utc::now();

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::model::ChangeSet;
-use crate::model::{HistoryRow, PrefixJob};
+use crate::model::{HistoryRow, PrefixJob, Status};
 use crate::records::{PlannedPrefix, Verification};
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +127,53 @@ pub trait StateStore: Send + Sync {
     /// The rows not `done` (sorted by prefix) and the number of rows in all:
     /// what a manager cycle needs, at a cost that follows the work left.
     async fn read_unfinished(&self) -> Result<(Vec<PrefixJob>, usize), StoreError>;
+    /// Rows per status, every status present (0 included): one aggregate,
+    /// never the rows themselves.
+    async fn count_by_status(&self) -> Result<StatusCounts, StoreError> {
+        let mut counts = StatusCounts::default();
+        for job in self.read_jobs().await? {
+            counts.add(job.status, 1);
+        }
+        Ok(counts)
+    }
+    /// The rows in flight or failed (`running`, `paused`, `error`), sorted
+    /// by prefix: what a steady manager cycle follows. Waiting rows are
+    /// asked for a few at a time ([`StateStore::next_waiting`]), so a
+    /// cycle's cost follows the work under way, not the work queued.
+    async fn read_active(&self) -> Result<Vec<PrefixJob>, StoreError> {
+        let (mut rows, _) = self.read_unfinished().await?;
+        rows.retain(|r| r.status != Status::Waiting);
+        Ok(rows)
+    }
+    /// Up to `limit` waiting rows in start order, each with its planned
+    /// bytes (0 when not planned): the largest planned first, then table
+    /// (prefix) order.
+    async fn next_waiting(&self, limit: usize) -> Result<Vec<(PrefixJob, u64)>, StoreError> {
+        let (rows, _) = self.read_unfinished().await?;
+        let sizes: std::collections::HashMap<String, u64> = self
+            .read_plan()
+            .await?
+            .into_iter()
+            .map(|p| (p.prefix, p.bytes))
+            .collect();
+        Ok(start_order(
+            rows.into_iter()
+                .filter(|r| r.status == Status::Waiting)
+                .map(|r| {
+                    let bytes = sizes.get(&r.prefix).copied().unwrap_or(0);
+                    (r, bytes)
+                })
+                .collect(),
+            limit,
+        ))
+    }
+    /// The rows of these prefixes that exist, sorted by prefix.
+    async fn read_prefixes(&self, prefixes: &[String]) -> Result<Vec<PrefixJob>, StoreError> {
+        let wanted: std::collections::HashSet<&str> = prefixes.iter().map(String::as_str).collect();
+        let mut rows = self.read_jobs().await?;
+        rows.retain(|r| wanted.contains(r.prefix.as_str()));
+        Ok(rows)
+    }
     async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError>;
     /// For every prefix now in `error`: its failures (history rows in
     /// `error`) since it was last queued (its latest history row in
@@ -237,6 +284,47 @@ pub trait StateStore: Send + Sync {
         let _ = holder;
         Ok(())
     }
+}
+
+/// Rows per status: every status present, 0 included.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatusCounts([usize; Status::ALL.len()]);
+
+impl StatusCounts {
+    fn slot(status: Status) -> usize {
+        Status::ALL.iter().position(|s| *s == status).unwrap_or(0)
+    }
+    pub fn get(&self, status: Status) -> usize {
+        self.0[Self::slot(status)]
+    }
+    pub fn add(&mut self, status: Status, n: usize) {
+        let slot = &mut self.0[Self::slot(status)];
+        *slot = slot.saturating_add(n);
+    }
+    /// One row moved from `from` to `to`.
+    pub fn moved(&mut self, from: Status, to: Status) {
+        let slot = &mut self.0[Self::slot(from)];
+        *slot = slot.saturating_sub(1);
+        self.add(to, 1);
+    }
+    pub fn total(&self) -> usize {
+        self.0.iter().fold(0usize, |a, b| a.saturating_add(*b))
+    }
+    /// By status name, every status present: what summaries show.
+    pub fn by_name(&self) -> std::collections::BTreeMap<String, usize> {
+        Status::ALL
+            .iter()
+            .map(|s| (s.as_str().to_string(), self.get(*s)))
+            .collect()
+    }
+}
+
+/// Waiting rows in start order (largest planned bytes first, then prefix
+/// order), the first `limit`: the rule every store's `next_waiting` keeps.
+pub fn start_order(mut rows: Vec<(PrefixJob, u64)>, limit: usize) -> Vec<(PrefixJob, u64)> {
+    rows.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.prefix.cmp(&b.prefix)));
+    rows.truncate(limit);
+    rows
 }
 
 /// `latest_snapshots` over rows already read (history oldest first).

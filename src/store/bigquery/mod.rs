@@ -12,6 +12,7 @@
 
 pub mod client;
 pub mod inventory;
+mod queue;
 pub mod records;
 pub mod sql;
 
@@ -518,6 +519,22 @@ impl StateStore for BigQueryStore {
             }
         };
         Ok((rows, total))
+    }
+
+    async fn count_by_status(&self) -> Result<crate::store::StatusCounts, StoreError> {
+        self.select_status_counts().await
+    }
+
+    async fn read_active(&self) -> Result<Vec<PrefixJob>, StoreError> {
+        self.select_active().await
+    }
+
+    async fn next_waiting(&self, limit: usize) -> Result<Vec<(PrefixJob, u64)>, StoreError> {
+        self.select_next_waiting(limit).await
+    }
+
+    async fn read_prefixes(&self, prefixes: &[String]) -> Result<Vec<PrefixJob>, StoreError> {
+        self.select_prefixes(prefixes).await
     }
 
     async fn failure_counts(&self) -> Result<std::collections::HashMap<String, u32>, StoreError> {

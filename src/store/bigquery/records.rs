@@ -59,7 +59,7 @@ const VERIFICATION_FIELDS: &[(&str, &str)] = &[
     ("offending_objects", "STRING"),
 ];
 
-fn table_beside(jobs: &TableName, suffix: &str) -> Result<TableName, StoreError> {
+pub(super) fn table_beside(jobs: &TableName, suffix: &str) -> Result<TableName, StoreError> {
     TableName::new(
         &jobs.project,
         &jobs.dataset,

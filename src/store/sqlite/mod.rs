@@ -10,6 +10,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+mod queue;
+
 use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StateStore, StoreError};
 use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
@@ -187,10 +189,20 @@ impl SqliteStore {
 
     /// Job rows selected by `sql` (prefix, status, job_name, last_updated).
     fn select_jobs(&self, conn: &Connection, sql: &str) -> Result<Vec<PrefixJob>, StoreError> {
+        self.select_jobs_with(conn, sql, [])
+    }
+
+    /// Rows of `sql` (prefix, status, job_name, last_updated) bound to `params`.
+    fn select_jobs_with(
+        &self,
+        conn: &Connection,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Vec<PrefixJob>, StoreError> {
         let mut statement = conn
             .prepare_cached(sql)
             .map_err(|e| self.missing_table(e))?;
-        let rows = statement.query_map([], |r| {
+        let rows = statement.query_map(params, |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
@@ -301,7 +313,7 @@ impl StateStore for SqliteStore {
                 timestamp TEXT NOT NULL
             );
             CREATE INDEX IF NOT EXISTS {history}_prefix ON {history} (prefix, timestamp);
-            CREATE INDEX IF NOT EXISTS {jobs}_status ON {jobs} (status);",
+            CREATE INDEX IF NOT EXISTS {jobs}_status_prefix ON {jobs} (status, prefix);",
             jobs = self.job_table,
             history = self.history_table,
         ))?;
@@ -354,10 +366,7 @@ impl StateStore for SqliteStore {
         let conn = self.lock();
         // The status index (made by prepare, or here for older files) keeps
         // this a lookup of the unfinished rows, not a scan of every row.
-        let _ = conn.execute_batch(&format!(
-            "CREATE INDEX IF NOT EXISTS {jobs}_status ON {jobs} (status)",
-            jobs = self.job_table
-        ));
+        self.ensure_status_index(&conn);
         let total: i64 = conn
             .query_row(
                 &format!("SELECT COUNT(*) FROM {}", self.job_table),
@@ -405,6 +414,26 @@ impl StateStore for SqliteStore {
         }
         self.count(1);
         Ok(counts)
+    }
+
+    async fn count_by_status(&self) -> Result<crate::store::StatusCounts, StoreError> {
+        self.check_file()?;
+        self.status_counts()
+    }
+
+    async fn read_active(&self) -> Result<Vec<PrefixJob>, StoreError> {
+        self.check_file()?;
+        self.active_rows()
+    }
+
+    async fn next_waiting(&self, limit: usize) -> Result<Vec<(PrefixJob, u64)>, StoreError> {
+        self.check_file()?;
+        self.waiting_in_start_order(limit)
+    }
+
+    async fn read_prefixes(&self, prefixes: &[String]) -> Result<Vec<PrefixJob>, StoreError> {
+        self.check_file()?;
+        self.rows_of(prefixes)
     }
 
     async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError> {
@@ -776,11 +805,12 @@ impl SqliteStore {
     /// The plan table (README "State"): created on first use.
     fn plan_schema(&self) -> String {
         format!(
-            "CREATE TABLE IF NOT EXISTS {}_plan (
+            "CREATE TABLE IF NOT EXISTS {0}_plan (
                 prefix TEXT NOT NULL PRIMARY KEY,
                 objects INTEGER NOT NULL,
                 bytes INTEGER NOT NULL,
-                planned_at TEXT NOT NULL)",
+                planned_at TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS {0}_plan_bytes ON {0}_plan (bytes DESC, prefix)",
             self.job_table
         )
     }
