@@ -276,6 +276,14 @@ pub async fn requeue(options: &Options) -> Result<RequeueReport> {
         .as_deref()
         .map(|p| read_prefix_file(Path::new(p), true))
         .transpose()?;
+    requeue_prefixes(options, chosen).await
+}
+
+/// [`requeue`] of the prefixes given (every prefix in `error` without).
+pub async fn requeue_prefixes(
+    options: &Options,
+    chosen: Option<Vec<String>>,
+) -> Result<RequeueReport> {
     let store = open_store(options)?;
     let rows = store.read_jobs().await?;
     let by_prefix: HashMap<&str, &crate::model::PrefixJob> =

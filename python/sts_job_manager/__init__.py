@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, Union
+from typing import Any, TypedDict, Union
 
 from . import _core, errors
 from .errors import (
@@ -233,6 +233,146 @@ def remove_successful_one_time_jobs(
     )
 
 
+class PlannedPrefix(TypedDict):
+    prefix: str
+    objects: int
+    bytes: int
+
+
+class PlanResult(TypedDict):
+    """What :func:`plan` proposed (and wrote or loaded)."""
+
+    bucket: str
+    planned: list[PlannedPrefix]
+    objects: int
+    bytes: int
+    #: The largest prefix's bytes over the mean.
+    balance: float
+    list_requests: int
+    #: With ``load=True``: prefixes loaded, and those already in the table.
+    loaded: int | None
+    already_present: int | None
+    #: With ``out``: the file written.
+    written_to: str | None
+
+
+class VerifyResult(TypedDict):
+    """What :func:`verify` compared: one entry per prefix checked, with its
+    verdict (``verification``) and the first offending objects."""
+
+    checked: list[dict[str, Any]]
+    #: Done prefixes verified since their last transfer (not checked again).
+    skipped: int
+    requeued: int
+    list_requests: int
+    bytes_compared: int
+
+
+class RequeueResult(TypedDict):
+    #: Prefixes put back to ``waiting``.
+    requeued: list[str]
+
+
+def _prefix_list(prefixes: Iterable[str] | None) -> list[str] | None:
+    if isinstance(prefixes, (str, bytes)):
+        raise InputError("prefixes must be a list of strings, not one string")
+    return None if prefixes is None else list(prefixes)
+
+
+def plan(
+    options: Options | Mapping[str, Any] | None = None,
+    *,
+    shards: int | None = None,
+    shard_bytes: int | str | None = None,
+    out: str | os.PathLike[str] | None = None,
+    load: bool = False,
+    concurrency: int | None = None,
+    source_inventory: str | None = None,
+    credentials: Credentials | None = None,
+    impersonation_chain: str | Sequence[str] | None = None,
+    **overrides: Any,
+) -> PlanResult:
+    """List the source bucket (or plan from ``source_inventory``, a BigQuery
+    inventory table) and propose prefixes balanced by bytes, as ``sts-plan``:
+    about ``shards`` prefixes, or prefixes of at most ``shard_bytes`` each
+    (``"500GB"``). ``out`` writes them as a JSON array; ``load=True`` loads
+    them into the job table with their planned sizes. Nothing is written
+    without either."""
+    args = {
+        "shards": shards,
+        "shard_bytes": shard_bytes,
+        "out": None if out is None else os.fspath(out),
+        "load": load,
+        "concurrency": concurrency,
+        "source_inventory": source_inventory,
+    }
+    result: PlanResult = json.loads(
+        _core.plan(
+            _options_json(options, overrides),
+            json.dumps(args),
+            **_credentials(credentials, impersonation_chain),
+        )
+    )
+    return result
+
+
+def verify(
+    options: Options | Mapping[str, Any] | None = None,
+    *,
+    prefixes: Iterable[str] | None = None,
+    recheck_all: bool = False,
+    requeue: bool = False,
+    concurrency: int | None = None,
+    source_inventory: str | None = None,
+    destination_inventory: str | None = None,
+    credentials: Credentials | None = None,
+    impersonation_chain: str | Sequence[str] | None = None,
+    **overrides: Any,
+) -> VerifyResult:
+    """Compare source and destination for every done prefix (or ``prefixes``,
+    whatever their status), as ``sts-verify``: ``recheck_all`` checks every
+    done prefix again whatever was verified before (``--all``); ``requeue``
+    puts mismatched prefixes back to ``waiting``. Verdicts go to the
+    verification table. A mismatch is reported, not raised: see
+    ``verification["result"]`` of each entry of ``checked``."""
+    args = {
+        "prefix": _prefix_list(prefixes),
+        "all": recheck_all,
+        "requeue": requeue,
+        "concurrency": concurrency,
+        "source_inventory": source_inventory,
+        "destination_inventory": destination_inventory,
+    }
+    result: VerifyResult = json.loads(
+        _core.verify(
+            _options_json(options, overrides),
+            json.dumps(args),
+            **_credentials(credentials, impersonation_chain),
+        )
+    )
+    return result
+
+
+def requeue(
+    options: Options | Mapping[str, Any] | None = None,
+    *,
+    prefixes: Iterable[str] | None = None,
+    **overrides: Any,
+) -> RequeueResult:
+    """Put prefixes back to ``waiting`` with a fresh retry count, as
+    ``sts-requeue``: ``prefixes`` (any status but running or paused), else
+    every prefix in ``error``. Refused whole, naming the prefix, when one is
+    unknown or in flight."""
+    chosen = _prefix_list(prefixes)
+    result: RequeueResult = json.loads(
+        _core.requeue(
+            _options_json(options, overrides),
+            None if chosen is None else json.dumps(chosen),
+        )
+    )
+    return result
+
+
 from .state import State  # noqa: E402  (it needs Options and _options_json above)
 
 __all__ = [
@@ -250,7 +390,14 @@ __all__ = [
     "TransferError",
     "UnsupportedBackendError",
     "errors",
+    "PlanResult",
+    "PlannedPrefix",
+    "RequeueResult",
+    "VerifyResult",
     "pause_all_jobs",
+    "plan",
     "prepare_tables",
     "remove_successful_one_time_jobs",
+    "requeue",
+    "verify",
 ]

@@ -21,6 +21,9 @@ __all__ = [
     "prepare_tables",
     "pause_all_jobs",
     "remove_successful_one_time_jobs",
+    "plan",
+    "verify",
+    "requeue",
     "Manager",
     "State",
 ]
@@ -62,6 +65,28 @@ def remove_successful_one_time_jobs(
     impersonation_chain: list[str] | None = None,
 ) -> str:
     """Delete successful one-time jobs; returns ``{"count", "errors"}`` as JSON."""
+
+def plan(
+    options_json: str,
+    args_json: str,
+    credentials: _Credentials | None = None,
+    impersonation_chain: list[str] | None = None,
+) -> str:
+    """``sts-plan`` with ``args_json``, a JSON object of its own flags
+    (``{"shards": 50, "load": true}``); returns the plan report as JSON."""
+
+def verify(
+    options_json: str,
+    args_json: str,
+    credentials: _Credentials | None = None,
+    impersonation_chain: list[str] | None = None,
+) -> str:
+    """``sts-verify`` with ``args_json``, a JSON object of its own flags
+    (``{"prefix": ["a/"], "all": true}``); returns the report as JSON."""
+
+def requeue(options_json: str, prefixes_json: str | None = None) -> str:
+    """``sts-requeue`` of the JSON array ``prefixes_json`` (every prefix in
+    ``error`` without it); returns ``{"requeued": [...]}`` as JSON."""
 
 @final
 class Manager:

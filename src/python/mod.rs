@@ -252,6 +252,125 @@ fn remove_successful_one_time_jobs(
     to_json(&report)
 }
 
+/// A tool's own arguments from a JSON object of keyword arguments (`shards`,
+/// `shard_bytes`, ...; `None` values left out), read by the same parser as
+/// the command line's flags, so both refuse the same values the same way.
+fn tool_flags(
+    args_json: &str,
+    flags: &[(&'static str, bool)],
+) -> Result<crate::plan::tool::ToolFlags, Error> {
+    let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(args_json)
+        .map_err(|e| Error::Input(format!("arguments must be a JSON object: {e}")))?;
+    let mut args = Vec::new();
+    for (key, value) in object {
+        let flag = format!("--{}", key.replace('_', "-"));
+        let takes_value = flags.iter().find(|(f, _)| *f == flag).map(|(_, v)| *v);
+        let Some(takes_value) = takes_value else {
+            return Err(Error::Input(format!("unknown argument '{key}'")));
+        };
+        let values = match value {
+            serde_json::Value::Null => continue,
+            serde_json::Value::Bool(false) if !takes_value => continue,
+            serde_json::Value::Bool(true) if !takes_value => vec![None],
+            serde_json::Value::Array(items) if takes_value => items.into_iter().map(Some).collect(),
+            other if takes_value => vec![Some(other)],
+            other => {
+                return Err(Error::Input(format!(
+                    "argument '{key}' is true or false, not {other}"
+                )))
+            }
+        };
+        for value in values {
+            args.push(flag.clone());
+            match value {
+                Some(serde_json::Value::String(text)) => args.push(text),
+                Some(serde_json::Value::Number(n)) => args.push(n.to_string()),
+                Some(other) => {
+                    return Err(Error::Input(format!(
+                        "argument '{key}' takes text or a number, not {other}"
+                    )))
+                }
+                None => {}
+            }
+        }
+    }
+    let (found, rest) = crate::plan::tool::take_flags(&args, flags).map_err(Error::Input)?;
+    match rest.first() {
+        Some(extra) => Err(Error::Input(format!("unexpected argument '{extra}'"))),
+        None => Ok(found),
+    }
+}
+
+/// `sts-plan` with keyword arguments; the report as JSON.
+#[pyfunction]
+#[pyo3(signature = (options_json, args_json, credentials=None, impersonation_chain=None))]
+fn plan(
+    py: Python<'_>,
+    options_json: &str,
+    args_json: &str,
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
+) -> PyResult<String> {
+    init_logging();
+    let handed = handed_credentials(credentials, impersonation_chain)?;
+    let options = parse_options(options_json).map_err(to_py)?;
+    let args = tool_flags(args_json, crate::plan::tool::PLAN_FLAGS)
+        .and_then(|found| crate::plan::tool::PlanArgs::parse(&found).map_err(Error::Input))
+        .map_err(to_py)?;
+    let report = block_on(
+        py,
+        with_credentials(handed, async {
+            crate::plan::tool::run_plan(&options, &args).await
+        }),
+    )?;
+    to_json(&report)
+}
+
+/// `sts-verify` with keyword arguments; the report as JSON.
+#[pyfunction]
+#[pyo3(signature = (options_json, args_json, credentials=None, impersonation_chain=None))]
+fn verify(
+    py: Python<'_>,
+    options_json: &str,
+    args_json: &str,
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
+) -> PyResult<String> {
+    init_logging();
+    let handed = handed_credentials(credentials, impersonation_chain)?;
+    let options = parse_options(options_json).map_err(to_py)?;
+    let args = tool_flags(args_json, crate::verify::tool::VERIFY_FLAGS)
+        .and_then(|found| crate::verify::tool::VerifyArgs::parse(&found).map_err(Error::Input))
+        .map_err(to_py)?;
+    let report = block_on(
+        py,
+        with_credentials(handed, async {
+            crate::verify::tool::run_verify(&options, &args).await
+        }),
+    )?;
+    to_json(&report)
+}
+
+/// `sts-requeue`: the prefixes of `prefixes_json` (a JSON array), else
+/// every prefix in `error`; the report as JSON.
+#[pyfunction]
+#[pyo3(signature = (options_json, prefixes_json=None))]
+fn requeue(py: Python<'_>, options_json: &str, prefixes_json: Option<&str>) -> PyResult<String> {
+    init_logging();
+    let options = parse_options(options_json).map_err(to_py)?;
+    let prefixes = prefixes_json
+        .map(|body| match serde_json::from_str(body) {
+            Ok(serde_json::Value::Array(items)) => tools::prefix_list(items, "prefixes", true),
+            _ => Err(Error::Input("prefixes must be a list of strings".into())),
+        })
+        .transpose()
+        .map_err(to_py)?;
+    let report = block_on(py, async {
+        tools::requeue_prefixes(&options, prefixes).await
+    })?;
+    to_json(&report)
+}
+
 /// The manager; with the local engine it also executes the transfers on
 /// background threads for as long as it lives.
 #[pyclass(module = "sts_job_manager._core")]
@@ -384,6 +503,9 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prepare_tables, m)?)?;
     m.add_function(wrap_pyfunction!(pause_all_jobs, m)?)?;
     m.add_function(wrap_pyfunction!(remove_successful_one_time_jobs, m)?)?;
+    m.add_function(wrap_pyfunction!(plan, m)?)?;
+    m.add_function(wrap_pyfunction!(verify, m)?)?;
+    m.add_function(wrap_pyfunction!(requeue, m)?)?;
     m.add_class::<Manager>()?;
     m.add_class::<state::State>()?;
     // No runtime starts here: it starts on first use, in each process
