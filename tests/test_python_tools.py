@@ -7,10 +7,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from test_plan_verify import assert_exact_cover, skewed_migration
 
 import sts_job_manager as sjm
 from conftest import Migration, sql
-from test_plan_verify import assert_exact_cover, skewed_migration
 
 
 def test_plan_verify_and_requeue_from_python(tmp_path: Path) -> None:
