@@ -51,6 +51,35 @@ pub enum Error {
          each), run the tool again to finish"
     )]
     Interrupted,
+    /// The tool could not do its work (a file it must write, a port).
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    /// The process exit code this error ends a tool with: 2 for what the
+    /// user typed or handed over (options, input, a name), 3 when another
+    /// manager holds the job table, 4 when the migration finished with
+    /// prefixes in error, 130 after a signal, 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        use crate::store::StoreError;
+        match self {
+            Error::Interrupted => 130,
+            Error::Busy { .. } => 3,
+            Error::FinishedWithErrors(_) => 4,
+            Error::Options(_)
+            | Error::Input(_)
+            | Error::BadEntry { .. }
+            | Error::Unsupported(_)
+            | Error::Store(
+                StoreError::InvalidIdentifier(_)
+                | StoreError::InvalidProject(_)
+                | StoreError::Missing(_)
+                | StoreError::NoProject,
+            ) => 2,
+            _ => 1,
+        }
+    }
 }
 
 impl From<ManagerError> for Error {
@@ -145,6 +174,7 @@ impl Error {
             | Error::Halted(_)
             | Error::FinishedWithErrors(_)
             | Error::Interrupted
+            | Error::Failed(_)
             | Error::Storage(_) => vec![],
         }
     }

@@ -25,7 +25,7 @@ macro_rules! outln {
 pub mod analysis;
 pub mod auth;
 pub mod backends;
-pub mod cli;
+pub mod commands;
 pub mod doctor;
 pub mod emulator;
 pub mod error;
@@ -40,9 +40,7 @@ pub mod prefixes;
 mod python;
 pub mod records;
 pub mod runtime;
-pub mod status_cli;
 pub mod storage;
 pub mod store;
-pub mod tools;
 pub mod transfer;
 pub mod verify;

@@ -534,6 +534,19 @@ impl Options {
             }
             Err(e) => return Err(OptionsError::Usage(one_line(&e))),
         };
+        Ok(Command::Run(Box::new(Options::from_matches(
+            &matches, groups,
+        )?)))
+    }
+
+    /// The options of `groups` from parsed arguments (of [`command`], to
+    /// which a tool may have added flags of its own), then the config file
+    /// if one is named (keys of options outside `groups` are ignored there),
+    /// then the checks of what the tool uses.
+    pub fn from_matches(
+        matches: &clap::ArgMatches,
+        groups: &[&OptionGroup],
+    ) -> Result<Options, OptionsError> {
         let mut options = Options::default();
         for group in groups {
             for &name in group.options {
@@ -553,7 +566,7 @@ impl Options {
         let scope = |name: &str| in_groups(groups, name);
         options.apply_config_file(&scope)?;
         options.validate_for(&scope)?;
-        Ok(Command::Run(Box::new(options)))
+        Ok(options)
     }
 
     /// Builds options from key/value pairs (the Python API, where one

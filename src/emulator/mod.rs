@@ -2,7 +2,6 @@
 //! engine, with fault injection. A control endpoint (`/_emulator/faults`)
 //! changes faults while it runs.
 
-pub mod cli;
 mod faults;
 mod routes;
 mod storage;

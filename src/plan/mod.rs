@@ -15,8 +15,6 @@
 //! separate from cutting it, so `--shards N` tries thresholds on the same
 //! tree until the count is closest to N.
 
-pub mod tool;
-
 use crate::prefixes::prefix_problem;
 pub use crate::records::{Group, PlannedPrefix};
 

@@ -13,11 +13,11 @@ use pyo3::types::PyDict;
 
 use crate::auth::{with_credentials, Handed, HandedCredentials};
 use crate::backends::open_manager;
+use crate::commands;
 use crate::error::{Detail, Error};
 use crate::manager::{CycleSummary, Manager as CoreManager};
 use crate::options::Options;
 use crate::runtime::{init_logging, runtime};
-use crate::tools;
 use aio::future_into_py;
 
 /// Errors are raised as the classes of `sts_job_manager.errors` (a Python
@@ -33,7 +33,7 @@ pub(crate) fn to_py(error: Error) -> PyErr {
         Error::Unsupported(_) => "UnsupportedBackendError",
         Error::Busy { .. } => "LeaseHeldError",
         Error::Halted(_) | Error::FinishedWithErrors(_) => "TransferError",
-        Error::Interrupted => "StsJobManagerError",
+        Error::Interrupted | Error::Failed(_) => "StsJobManagerError",
     };
     let message = error.to_string();
     let details = error.details();
@@ -172,7 +172,7 @@ pub(crate) fn to_json<T: serde::Serialize>(value: &T) -> PyResult<String> {
 /// Runs one command-line tool with `args`; returns its exit code.
 #[pyfunction]
 fn cli_main(py: Python<'_>, program: &str, args: Vec<String>) -> i32 {
-    py.detach(|| crate::cli::main(program, &args))
+    py.detach(|| crate::commands::main(program, &args))
 }
 
 /// Validates options given as a JSON object; returns them in full as JSON.
@@ -198,9 +198,11 @@ fn prepare_tables(
     let options = parse_options(options_json).map_err(to_py)?;
     let prefixes = prefixes_json
         .map(|body| match serde_json::from_str(body) {
-            Ok(serde_json::Value::Array(items)) => {
-                tools::prefix_list(items, "prefixes", options.allow_overlapping_prefixes)
-            }
+            Ok(serde_json::Value::Array(items)) => commands::prefix_list::prefix_list(
+                items,
+                "prefixes",
+                options.allow_overlapping_prefixes,
+            ),
             _ => Err(Error::Input("prefixes must be a list of strings".into())),
         })
         .transpose()
@@ -208,7 +210,7 @@ fn prepare_tables(
     let report = block_on(
         py,
         with_credentials(handed, async {
-            tools::prepare_tables_with(&options, prefixes).await
+            commands::prepare::prepare_tables_with(&options, prefixes).await
         }),
     )?;
     to_json(&report)
@@ -227,7 +229,9 @@ fn pause_all_jobs(
     let options = parse_options(options_json).map_err(to_py)?;
     let report = block_on(
         py,
-        with_credentials(handed, async { tools::pause_all_jobs(&options).await }),
+        with_credentials(handed, async {
+            commands::pause::pause_all_jobs(&options).await
+        }),
     )?;
     to_json(&report)
 }
@@ -246,7 +250,7 @@ fn remove_successful_one_time_jobs(
     let report = block_on(
         py,
         with_credentials(handed, async {
-            tools::remove_successful_one_time_jobs(&options).await
+            commands::remove::remove_successful_one_time_jobs(&options).await
         }),
     )?;
     to_json(&report)
@@ -255,19 +259,21 @@ fn remove_successful_one_time_jobs(
 /// A tool's own arguments from a JSON object of keyword arguments (`shards`,
 /// `shard_bytes`, ...; `None` values left out), read by the same parser as
 /// the command line's flags, so both refuse the same values the same way.
-fn tool_flags(
-    args_json: &str,
-    flags: &[(&'static str, bool)],
-) -> Result<crate::plan::tool::ToolFlags, Error> {
+fn tool_flags(args_json: &str, tool: &commands::Tool) -> Result<commands::flags::ToolFlags, Error> {
     let object: serde_json::Map<String, serde_json::Value> = serde_json::from_str(args_json)
         .map_err(|e| Error::Input(format!("arguments must be a JSON object: {e}")))?;
     let mut args = Vec::new();
     for (key, value) in object {
-        let flag = format!("--{}", key.replace('_', "-"));
-        let takes_value = flags.iter().find(|(f, _)| *f == flag).map(|(_, v)| *v);
-        let Some(takes_value) = takes_value else {
+        let name = key.replace('_', "-");
+        let declared = tool
+            .own
+            .iter()
+            .flat_map(|g| g.flags)
+            .find(|f| f.name == name);
+        let Some(takes_value) = declared.map(|f| f.value.is_some()) else {
             return Err(Error::Input(format!("unknown argument '{key}'")));
         };
+        let flag = format!("--{name}");
         let values = match value {
             serde_json::Value::Null => continue,
             serde_json::Value::Bool(false) if !takes_value => continue,
@@ -281,24 +287,19 @@ fn tool_flags(
             }
         };
         for value in values {
-            args.push(flag.clone());
             match value {
-                Some(serde_json::Value::String(text)) => args.push(text),
-                Some(serde_json::Value::Number(n)) => args.push(n.to_string()),
+                Some(serde_json::Value::String(text)) => args.push(format!("{flag}={text}")),
+                Some(serde_json::Value::Number(n)) => args.push(format!("{flag}={n}")),
                 Some(other) => {
                     return Err(Error::Input(format!(
                         "argument '{key}' takes text or a number, not {other}"
                     )))
                 }
-                None => {}
+                None => args.push(flag.clone()),
             }
         }
     }
-    let (found, rest) = crate::plan::tool::take_flags(&args, flags).map_err(Error::Input)?;
-    match rest.first() {
-        Some(extra) => Err(Error::Input(format!("unexpected argument '{extra}'"))),
-        None => Ok(found),
-    }
+    commands::flags::parse(tool.name, tool.own, &args).map_err(Error::Input)
 }
 
 /// `sts-plan` with keyword arguments; the report as JSON.
@@ -314,13 +315,13 @@ fn plan(
     init_logging();
     let handed = handed_credentials(credentials, impersonation_chain)?;
     let options = parse_options(options_json).map_err(to_py)?;
-    let args = tool_flags(args_json, crate::plan::tool::PLAN_FLAGS)
-        .and_then(|found| crate::plan::tool::PlanArgs::parse(&found).map_err(Error::Input))
+    let args = tool_flags(args_json, &commands::plan::TOOL)
+        .and_then(|found| commands::plan::PlanArgs::parse(&found).map_err(Error::Input))
         .map_err(to_py)?;
     let report = block_on(
         py,
         with_credentials(handed, async {
-            crate::plan::tool::run_plan(&options, &args).await
+            commands::plan::run_plan(&options, &args).await
         }),
     )?;
     to_json(&report)
@@ -339,13 +340,13 @@ fn verify(
     init_logging();
     let handed = handed_credentials(credentials, impersonation_chain)?;
     let options = parse_options(options_json).map_err(to_py)?;
-    let args = tool_flags(args_json, crate::verify::tool::VERIFY_FLAGS)
-        .and_then(|found| crate::verify::tool::VerifyArgs::parse(&found).map_err(Error::Input))
+    let args = tool_flags(args_json, &commands::verify::TOOL)
+        .and_then(|found| commands::verify::VerifyArgs::parse(&found).map_err(Error::Input))
         .map_err(to_py)?;
     let report = block_on(
         py,
         with_credentials(handed, async {
-            crate::verify::tool::run_verify(&options, &args).await
+            commands::verify::run_verify(&options, &args).await
         }),
     )?;
     to_json(&report)
@@ -360,13 +361,15 @@ fn requeue(py: Python<'_>, options_json: &str, prefixes_json: Option<&str>) -> P
     let options = parse_options(options_json).map_err(to_py)?;
     let prefixes = prefixes_json
         .map(|body| match serde_json::from_str(body) {
-            Ok(serde_json::Value::Array(items)) => tools::prefix_list(items, "prefixes", true),
+            Ok(serde_json::Value::Array(items)) => {
+                commands::prefix_list::prefix_list(items, "prefixes", true)
+            }
             _ => Err(Error::Input("prefixes must be a list of strings".into())),
         })
         .transpose()
         .map_err(to_py)?;
     let report = block_on(py, async {
-        tools::requeue_prefixes(&options, prefixes).await
+        commands::requeue::requeue_prefixes(&options, prefixes).await
     })?;
     to_json(&report)
 }

@@ -1,8 +1,6 @@
 //! `sts-verify`'s rules, pure: which prefixes to check, how a source and a
 //! destination listing compare, and what `--requeue` writes.
 
-pub mod tool;
-
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};

@@ -1,32 +1,68 @@
 //! `sts-status`: its own flags (`--json`, `--watch`, `--interval`,
-//! `--limit`) are taken out first; the rest are the common options (state
-//! store, tables), so the tool reads any store the manager writes.
+//! `--limit`, `--pool`) beside the common options (state store, tables), so
+//! the tool reads any store the manager writes.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
+use super::flags::{given, last, Flag, FlagGroup, ToolFlags};
+use super::{Invocation, Running, Tool, STATUS};
 use crate::analysis::status::{has_work_left, read_status};
 use crate::backends::open_store;
 use crate::error::{Error, Result};
-use crate::options::Options;
+use crate::options::{Options, BUCKETS, GENERAL, STATE, STATUS_RETRIES, TRANSFER};
 
 pub const ABOUT: &str = "Prints a migration's state: prefixes per status, objects and bytes \
 found / copied / failed, throughput over the last hour, an ETA (never presented as exact \
 while prefixes are unlisted), stalled prefixes and failing prefixes with their error codes.";
 
-pub const HELP: &str = "sts-status options:
-  --json
-      print the report as one JSON object (with --watch: one per line)
-  --watch
-      redraw the report in place until the migration ends or Ctrl-C
-  --interval N
-      seconds between redraws with --watch (default 5)
-  --limit N
-      failing and stalled prefixes listed at most (default 20)
-  --pool
-      also list this migration's reusable transfer jobs (from the transfer
-      service: --transfer, --project, the buckets), busy or free
-";
+/// `sts-status`'s own flags.
+pub const STATUS_FLAGS: &[FlagGroup] = &[FlagGroup {
+    heading: "sts-status options",
+    flags: &[
+        Flag::switch(
+            "json",
+            "Print the report as one JSON object (with --watch: one per line)",
+        ),
+        Flag::switch(
+            "watch",
+            "Redraw the report in place until the migration ends or Ctrl-C",
+        ),
+        Flag::value(
+            "interval",
+            "N",
+            "Seconds between redraws with --watch (default 5)",
+        ),
+        Flag::value(
+            "limit",
+            "N",
+            "Failing and stalled prefixes listed at most (default 20)",
+        ),
+        Flag::switch(
+            "pool",
+            "Also list this migration's reusable transfer jobs (from the transfer\n\
+             service: --transfer, --project, the buckets), busy or free",
+        ),
+    ],
+}];
+
+pub const TOOL: Tool = Tool {
+    name: STATUS,
+    about: ABOUT,
+    after: "",
+    groups: &[&GENERAL, &STATE, &STATUS_RETRIES, &TRANSFER, &BUCKETS],
+    own: STATUS_FLAGS,
+    stops_itself: true,
+    run: run_tool,
+};
+
+fn run_tool(invocation: Invocation) -> Running {
+    Box::pin(async move {
+        let flags = StatusFlags::parse(&invocation.flags)?;
+        run(&invocation.options, &flags, super::stop_signal()?).await?;
+        Ok(0)
+    })
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct StatusFlags {
@@ -49,51 +85,36 @@ impl Default for StatusFlags {
     }
 }
 
-/// Splits `sts-status`'s own flags from the common options.
-pub fn split_args(args: &[String]) -> Result<(StatusFlags, Vec<String>)> {
-    let mut flags = StatusFlags::default();
-    let mut rest = Vec::new();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) => (k, Some(v.to_string())),
-            None => (arg.as_str(), None),
+impl StatusFlags {
+    /// The flags as given, checked.
+    pub fn parse(found: &ToolFlags) -> Result<StatusFlags> {
+        let mut flags = StatusFlags {
+            json: given(found, "json"),
+            watch: given(found, "watch"),
+            pool: given(found, "pool"),
+            ..StatusFlags::default()
         };
-        let mut value = |name: &str| {
-            inline
-                .clone()
-                .or_else(|| args.next().cloned())
-                .ok_or_else(|| Error::Input(format!("option '{name}' needs a value")))
-        };
-        match key {
-            "--json" => flags.json = true,
-            "--watch" => flags.watch = true,
-            "--pool" => flags.pool = true,
-            "--interval" => {
-                let text = value("--interval")?;
-                let seconds: f64 = text
-                    .parse()
-                    .ok()
-                    .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
-                    .ok_or_else(|| {
-                        Error::Input(format!(
-                            "option '--interval': '{text}' is not a number of seconds above 0"
-                        ))
-                    })?;
-                flags.interval = Duration::from_secs_f64(seconds);
-            }
-            "--limit" => {
-                let text = value("--limit")?;
-                flags.limit = text.parse().map_err(|_| {
+        if let Some(text) = last(found, "interval") {
+            let seconds: f64 = text
+                .parse()
+                .ok()
+                .filter(|s: &f64| s.is_finite() && *s > 0.0 && *s <= 86_400.0)
+                .ok_or_else(|| {
                     Error::Input(format!(
-                        "option '--limit': '{text}' is not a whole number >= 0"
+                        "option '--interval': '{text}' is not a number of seconds above 0"
                     ))
                 })?;
-            }
-            _ => rest.push(arg.clone()),
+            flags.interval = Duration::from_secs_f64(seconds);
         }
+        if let Some(text) = last(found, "limit") {
+            flags.limit = text.parse().map_err(|_| {
+                Error::Input(format!(
+                    "option '--limit': '{text}' is not a whole number >= 0"
+                ))
+            })?;
+        }
+        Ok(flags)
     }
-    Ok((flags, rest))
 }
 
 /// Whether the migration has ended: nothing waiting, running or paused, and
@@ -283,9 +304,18 @@ mod tests {
         list.iter().map(|s| s.to_string()).collect()
     }
 
+    fn parse(list: &[&str]) -> Result<(Options, StatusFlags)> {
+        match super::super::parse(&TOOL, &args(list))? {
+            super::super::Parsed::Run(options, found) => {
+                Ok((*options, StatusFlags::parse(&found)?))
+            }
+            super::super::Parsed::Print(text) => Err(Error::Input(text)),
+        }
+    }
+
     #[test]
-    fn own_flags_are_taken_out_and_the_rest_kept_in_order() {
-        let (flags, rest) = split_args(&args(&[
+    fn own_flags_parse_beside_the_shared_options() {
+        let (options, flags) = parse(&[
             "--state",
             "sqlite:x.db",
             "--json",
@@ -293,7 +323,7 @@ mod tests {
             "--limit",
             "3",
             "--watch",
-        ]))
+        ])
         .unwrap();
         assert_eq!(
             flags,
@@ -305,7 +335,7 @@ mod tests {
                 pool: false,
             }
         );
-        assert_eq!(rest, args(&["--state", "sqlite:x.db"]));
+        assert_eq!(options.state, "sqlite:x.db");
     }
 
     #[test]
@@ -332,7 +362,7 @@ mod tests {
             &["--interval"],
             &["--limit", "-1"],
         ] {
-            let error = split_args(&args(bad)).unwrap_err().to_string();
+            let error = parse(bad).unwrap_err().to_string();
             assert!(error.contains(bad[0]), "{error}");
         }
     }

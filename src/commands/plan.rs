@@ -1,7 +1,6 @@
 //! `sts-plan`: list the source bucket, propose balanced prefixes, and write
 //! them only when asked (`--out FILE`, `--load`).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -9,51 +8,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::{balance, plan, PlannedPrefix, Target};
+use super::flags::{Flag, FlagGroup, ToolFlags};
+use super::{Invocation, Running, Tool, PLAN};
 use crate::backends::{create_store, open_lister};
 use crate::error::{Error, Result};
-use crate::options::Options;
+use crate::options::{Options, BUCKETS, GENERAL, STATE, TRANSFER};
+use crate::plan::{balance, plan, PlannedPrefix, Target};
 use crate::storage::{list_concurrently, ListProgress};
 
 /// Listings run at once by default.
 pub const DEFAULT_CONCURRENCY: usize = 16;
-
-/// Values of the tool's own flags, by flag (a repeated flag keeps each).
-pub type ToolFlags = HashMap<&'static str, Vec<String>>;
-
-/// The options only `sts-plan` and `sts-verify` take, pulled out of the
-/// arguments before the shared options parse the rest. `(flag, takes a
-/// value)`.
-pub fn take_flags(
-    args: &[String],
-    flags: &[(&'static str, bool)],
-) -> std::result::Result<(ToolFlags, Vec<String>), String> {
-    let mut found = ToolFlags::new();
-    let mut rest = Vec::new();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let (key, inline) = match arg.split_once('=') {
-            Some((k, v)) => (k, Some(v.to_string())),
-            None => (arg.as_str(), None),
-        };
-        let Some(&(flag, takes_value)) = flags.iter().find(|(f, _)| *f == key) else {
-            rest.push(arg.clone());
-            continue;
-        };
-        let value = if takes_value {
-            match inline.or_else(|| iter.next().cloned()) {
-                Some(v) => v,
-                None => return Err(format!("option '{flag}' needs a value")),
-            }
-        } else if inline.is_some() {
-            return Err(format!("option '{flag}' takes no value"));
-        } else {
-            String::new()
-        };
-        found.entry(flag).or_default().push(value);
-    }
-    Ok((found, rest))
-}
 
 /// `10GiB`, `500 MB`, `1e12`, `123`: a byte count.
 pub fn parse_size(text: &str) -> std::result::Result<u64, String> {
@@ -113,39 +77,66 @@ pub struct PlanArgs {
     pub source_inventory: Option<String>,
 }
 
-pub const PLAN_FLAGS: &[(&str, bool)] = &[
-    ("--shards", true),
-    ("--shard-bytes", true),
-    ("--out", true),
-    ("--load", false),
-    ("--concurrency", true),
-    ("--source-inventory", true),
-];
+/// `sts-plan`'s own flags.
+pub const PLAN_FLAGS: &[FlagGroup] = &[FlagGroup {
+    heading: "plan options",
+    flags: &[
+        Flag::value(
+            "shards",
+            "N",
+            "Propose about N prefixes balanced by bytes (default: 100)",
+        ),
+        Flag::value(
+            "shard-bytes",
+            "SIZE",
+            "Propose prefixes of at most about SIZE each (500GB, 2TiB, ...), instead of --shards",
+        ),
+        Flag::value(
+            "out",
+            "FILE",
+            "Write the prefixes to FILE as the JSON array sts-prepare-tables loads",
+        ),
+        Flag::switch(
+            "load",
+            "Load the prefixes into the job table (creating the tables) and keep each\n\
+             prefix's planned objects and bytes in the plan table beside it",
+        ),
+        CONCURRENCY,
+        Flag::value(
+            "source-inventory",
+            "TABLE",
+            "With --state bigquery: plan from this object inventory table\n\
+             ([project.]dataset.table with Cloud Storage inventory report columns:\n\
+             bucket, name, size, ...) with SQL instead of listing the bucket",
+        ),
+    ],
+}];
 
-pub const PLAN_HELP: &str = "\
-plan options:
-  --shards N
-      Propose about N prefixes balanced by bytes (default: 100)
-  --shard-bytes SIZE
-      Propose prefixes of at most about SIZE each (500GB, 2TiB, ...), instead of --shards
-  --out FILE
-      Write the prefixes to FILE as the JSON array sts-prepare-tables loads
-  --load
-      Load the prefixes into the job table (creating the tables) and keep each
-      prefix's planned objects and bytes in the plan table beside it
-  --concurrency N
-      Listings to run at once (default: 16)
-  --source-inventory TABLE
-      With --state bigquery: plan from this object inventory table
-      ([project.]dataset.table with Cloud Storage inventory report columns:
-      bucket, name, size, ...) with SQL instead of listing the bucket
-Nothing is written without --out or --load.
-";
+/// `--concurrency`, shared by sts-plan and sts-verify.
+pub const CONCURRENCY: Flag =
+    Flag::value("concurrency", "N", "Listings to run at once (default: 16)");
 
-pub fn concurrency_flag(
-    found: &HashMap<&'static str, Vec<String>>,
-) -> std::result::Result<usize, String> {
-    match found.get("--concurrency").and_then(|v| v.last()) {
+pub const TOOL: Tool = Tool {
+    name: PLAN,
+    about: "Lists the source bucket and proposes prefixes balanced by bytes: every object covered by exactly one prefix, none a prefix of another.",
+    after: "Nothing is written without --out or --load.",
+    groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS],
+    own: PLAN_FLAGS,
+    stops_itself: false,
+    run,
+};
+
+fn run(invocation: Invocation) -> Running {
+    Box::pin(async move {
+        let args = PlanArgs::parse(&invocation.flags).map_err(Error::Input)?;
+        let report = run_plan(&invocation.options, &args).await?;
+        crate::out!("{}", render(&report));
+        Ok(0)
+    })
+}
+
+pub fn concurrency_flag(found: &ToolFlags) -> std::result::Result<usize, String> {
+    match found.get("concurrency").and_then(|v| v.last()) {
         None => Ok(DEFAULT_CONCURRENCY),
         Some(text) => match text.parse::<usize>() {
             Ok(n) if (1..=1000).contains(&n) => Ok(n),
@@ -157,11 +148,9 @@ pub fn concurrency_flag(
 }
 
 impl PlanArgs {
-    pub fn parse(
-        found: &HashMap<&'static str, Vec<String>>,
-    ) -> std::result::Result<PlanArgs, String> {
+    pub fn parse(found: &ToolFlags) -> std::result::Result<PlanArgs, String> {
         let last = |flag: &str| found.get(flag).and_then(|v| v.last()).cloned();
-        let target = match (last("--shards"), last("--shard-bytes")) {
+        let target = match (last("shards"), last("shard-bytes")) {
             (Some(_), Some(_)) => {
                 return Err("give --shards or --shard-bytes, not both".into());
             }
@@ -180,10 +169,10 @@ impl PlanArgs {
         };
         Ok(PlanArgs {
             target,
-            out: last("--out").map(PathBuf::from),
-            load: found.contains_key("--load"),
+            out: last("out").map(PathBuf::from),
+            load: found.contains_key("load"),
             concurrency: concurrency_flag(found)?,
-            source_inventory: last("--source-inventory"),
+            source_inventory: last("source-inventory"),
         })
     }
 }
@@ -320,7 +309,7 @@ pub fn inventory_store(options: &Options) -> Result<crate::store::bigquery::BigQ
 async fn plan_from_inventory(
     options: &Options,
     table: &str,
-    target: super::Target,
+    target: crate::plan::Target,
 ) -> Result<(Vec<PlannedPrefix>, u64)> {
     use crate::store::bigquery::inventory::Inventory;
     let store = inventory_store(options)?;
@@ -331,9 +320,9 @@ async fn plan_from_inventory(
             options.source_bucket
         ))
     })?;
-    let fine = super::fine_weight(root.weight(), target);
+    let fine = crate::plan::fine_weight(root.weight(), target);
     let queries = std::sync::atomic::AtomicU64::new(1);
-    let tree = super::build_tree_by_levels(root, fine, |parents| {
+    let tree = crate::plan::build_tree_by_levels(root, fine, |parents| {
         let (store, inventory, queries) = (&store, &inventory, &queries);
         async move {
             queries.fetch_add(1, Ordering::Relaxed);
@@ -341,7 +330,7 @@ async fn plan_from_inventory(
         }
     })
     .await?;
-    let planned = super::plan_tree(&tree, target)
+    let planned = crate::plan::plan_tree(&tree, target)
         .map_err(|e| Error::Input(format!("inventory {table}: {e}")))?;
     Ok((planned, queries.load(Ordering::Relaxed)))
 }
@@ -473,34 +462,37 @@ mod tests {
     }
 
     #[test]
-    fn tool_flags_are_pulled_out_and_checked() {
-        let (found, rest) = take_flags(
-            &args(&[
-                "--shards",
-                "8",
-                "--state",
-                "sqlite:x",
-                "--load",
-                "--out=p.json",
-            ]),
-            PLAN_FLAGS,
-        )
+    fn tool_flags_parse_beside_the_shared_options_and_are_checked() {
+        let parse = |list: &[&str]| -> std::result::Result<(Options, ToolFlags), String> {
+            match super::super::parse(&TOOL, &args(list)).map_err(|e| e.to_string())? {
+                super::super::Parsed::Run(options, flags) => Ok((*options, flags)),
+                super::super::Parsed::Print(text) => Err(text),
+            }
+        };
+        let (options, found) = parse(&[
+            "--shards",
+            "8",
+            "--state",
+            "sqlite:x",
+            "--load",
+            "--out=p.json",
+        ])
         .unwrap();
-        assert_eq!(rest, ["--state", "sqlite:x"]);
+        assert_eq!(options.state, "sqlite:x");
         let parsed = PlanArgs::parse(&found).unwrap();
         assert_eq!(parsed.target, Target::Shards(8));
         assert!(parsed.load);
         assert_eq!(parsed.out, Some(PathBuf::from("p.json")));
         for (bad, expected) in [
-            (&["--shards"][..], "needs a value"),
+            (&["--shards"][..], "--shards"),
             (&["--shards", "0"][..], "--shards"),
             (&["--shards", "2", "--shard-bytes", "1GB"][..], "not both"),
             (&["--shard-bytes", "12 parsecs"][..], "unknown unit"),
-            (&["--load=yes"][..], "takes no value"),
+            (&["--load=yes"][..], "--load"),
             (&["--concurrency", "0"][..], "--concurrency"),
         ] {
-            let err = take_flags(&args(bad), PLAN_FLAGS)
-                .and_then(|(found, _)| PlanArgs::parse(&found).map(|_| ()))
+            let err = parse(bad)
+                .and_then(|(_, found)| PlanArgs::parse(&found).map(|_| ()))
                 .unwrap_err();
             assert!(err.contains(expected), "{bad:?}: {err}");
         }

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde::Serialize;
 
-use super::{compare, prefixes_to_check, requeue, Offense, Verification, VerifyResult};
+use super::flags::{Flag, FlagGroup, ToolFlags};
+use super::plan::{concurrency_flag, human_bytes, ProgressLine};
+use super::{Invocation, Running, Tool, VERIFY};
 use crate::backends::{open_lister, open_store};
 use crate::error::{Error, Result};
-use crate::options::Options;
-use crate::plan::tool::{concurrency_flag, human_bytes, ProgressLine};
+use crate::options::{Options, BUCKETS, GENERAL, STATE, TRANSFER};
 use crate::storage::{ListProgress, ObjectLister};
+use crate::verify::{compare, prefixes_to_check, requeue, Offense, Verification, VerifyResult};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyArgs {
@@ -28,45 +30,74 @@ pub struct VerifyArgs {
     pub destination_inventory: Option<String>,
 }
 
-pub const VERIFY_FLAGS: &[(&str, bool)] = &[
-    ("--prefix", true),
-    ("--all", false),
-    ("--requeue", false),
-    ("--concurrency", true),
-    ("--source-inventory", true),
-    ("--destination-inventory", true),
-];
+/// `sts-verify`'s own flags.
+pub const VERIFY_FLAGS: &[FlagGroup] = &[FlagGroup {
+    heading: "verify options",
+    flags: &[
+        Flag::value(
+            "prefix",
+            "P",
+            "Check this prefix (repeatable); default: every done prefix not verified\n\
+             since its last transfer",
+        )
+        .repeated(),
+        Flag::switch(
+            "all",
+            "Check every done prefix, whatever was verified before (objects changed\n\
+             or deleted after a clean verification are caught)",
+        ),
+        Flag::switch(
+            "requeue",
+            "Put mismatched prefixes back to waiting, for the manager to copy again",
+        ),
+        Flag::value(
+            "concurrency",
+            "N",
+            "Prefixes to check at once (default: 16)",
+        ),
+        Flag::value(
+            "source-inventory",
+            "TABLE",
+            "With --state bigquery: compare this object inventory table of the source\n\
+             ([project.]dataset.table, Cloud Storage inventory report columns) with\n\
+             --destination-inventory, with SQL instead of listing; give both",
+        ),
+        Flag::value(
+            "destination-inventory",
+            "TABLE",
+            "The destination's inventory table, with --source-inventory",
+        ),
+    ],
+}];
 
-pub const VERIFY_HELP: &str = "\
-verify options:
-  --prefix P
-      Check this prefix (repeatable); default: every done prefix not verified
-      since its last transfer
-  --all
-      Check every done prefix, whatever was verified before (objects changed
-      or deleted after a clean verification are caught)
-  --requeue
-      Put mismatched prefixes back to waiting, for the manager to copy again
-  --concurrency N
-      Prefixes to check at once (default: 16)
-  --source-inventory TABLE, --destination-inventory TABLE
-      With --state bigquery: compare these object inventory tables
-      ([project.]dataset.table, Cloud Storage inventory report columns) with
-      SQL instead of listing; give both
-Exit codes: 0 every checked prefix matches, 4 a mismatch, 1 failure, 2 bad input.
-";
+pub const TOOL: Tool = Tool {
+    name: VERIFY,
+    about: "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it) and records the verdicts in the verification table.",
+    after: "Exit codes: 0 every checked prefix matches, 4 a mismatch, 1 failure, 2 bad input.",
+    groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS],
+    own: VERIFY_FLAGS,
+    stops_itself: false,
+    run,
+};
+
+fn run(invocation: Invocation) -> Running {
+    Box::pin(async move {
+        let args = VerifyArgs::parse(&invocation.flags).map_err(Error::Input)?;
+        let report = run_verify(&invocation.options, &args).await?;
+        crate::out!("{}", render(&report));
+        Ok(if report.mismatched() > 0 { 4 } else { 0 })
+    })
+}
 
 impl VerifyArgs {
-    pub fn parse(
-        found: &HashMap<&'static str, Vec<String>>,
-    ) -> std::result::Result<VerifyArgs, String> {
-        let prefixes = found.get("--prefix").cloned().unwrap_or_default();
+    pub fn parse(found: &ToolFlags) -> std::result::Result<VerifyArgs, String> {
+        let prefixes = found.get("prefix").cloned().unwrap_or_default();
         if let Some(bad) = prefixes.iter().find(|p| p.is_empty()) {
             return Err(format!("option '--prefix': '{bad}' is empty"));
         }
         let last = |flag: &str| found.get(flag).and_then(|v| v.last()).cloned();
         let (source_inventory, destination_inventory) =
-            (last("--source-inventory"), last("--destination-inventory"));
+            (last("source-inventory"), last("destination-inventory"));
         if source_inventory.is_some() != destination_inventory.is_some() {
             return Err(
                 "give both --source-inventory and --destination-inventory, or neither".into(),
@@ -74,8 +105,8 @@ impl VerifyArgs {
         }
         Ok(VerifyArgs {
             prefixes,
-            requeue: found.contains_key("--requeue"),
-            all: found.contains_key("--all"),
+            requeue: found.contains_key("requeue"),
+            all: found.contains_key("all"),
             concurrency: concurrency_flag(found)?,
             source_inventory,
             destination_inventory,
@@ -199,7 +230,7 @@ async fn compare_inventories(
     prefixes: &[String],
 ) -> Result<(Vec<Checked>, u64)> {
     use crate::store::bigquery::inventory::Inventory;
-    let store = crate::plan::tool::inventory_store(options)?;
+    let store = super::plan::inventory_store(options)?;
     let project = store.job_table().project.clone();
     let source = Inventory::parse(source, &project, &options.source_bucket)?;
     let destination = Inventory::parse(destination, &project, &options.destination_bucket)?;
@@ -250,7 +281,7 @@ pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyRe
     let jobs = store.read_jobs().await?;
     // A prefix of no row (a typo, a missing '/') would be checked, recorded
     // and never requeued: refused before anything is listed.
-    if let Some(unknown) = super::unknown_prefixes(&jobs, &args.prefixes).first() {
+    if let Some(unknown) = crate::verify::unknown_prefixes(&jobs, &args.prefixes).first() {
         return Err(Error::Input(format!(
             "option '--prefix': {} is not in job table '{}'",
             crate::prefixes::shown_prefix(unknown),
