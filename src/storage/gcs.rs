@@ -1,7 +1,8 @@
 //! [`ObjectLister`] over the Cloud Storage JSON API (reqwest, as the STS
 //! client): Application Default Credentials, or plain HTTP with none to
-//! `STORAGE_EMULATOR_HOST` (Google's own convention). 429, 5xx and network
-//! errors are retried with exponential backoff and jitter.
+//! `STORAGE_EMULATOR_HOST` (Google's own convention). 429, 500, 502, 503,
+//! 504 and network errors are retried with exponential backoff and full
+//! jitter ([`crate::http::RetryPolicy::cloud_storage`]).
 //!
 //! Why not a Google crate: google-cloud-storage (Rust) would add a second
 //! HTTP and protobuf stack for three GET calls; this reuses ours.

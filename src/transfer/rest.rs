@@ -1,6 +1,7 @@
 //! `TransferService` over the STS v1 REST API (reqwest). Listing is filtered
-//! server-side and paged at 256; 429, 5xx and network errors are retried with
-//! exponential backoff and full jitter; calls are paced under the quotas.
+//! server-side and paged at 256; calls are retried under
+//! [`crate::http::RetryPolicy`]'s default (429, 500, 502, 503, 504 and the
+//! network, with exponential backoff and full jitter) and paced under the quotas.
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
