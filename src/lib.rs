@@ -29,6 +29,7 @@ pub mod commands;
 pub mod doctor;
 pub mod emulator;
 pub mod error;
+pub mod http;
 pub mod logging;
 pub mod manager;
 pub mod model;

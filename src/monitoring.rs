@@ -1,13 +1,12 @@
 //! The heartbeat (SPEC 8) written to Cloud Monitoring's REST API: one int64
 //! point per metric, on the `global` resource of the chosen project.
 
-use std::time::Duration;
-
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 
 use crate::auth::GoogleAuth;
+use crate::http::{self, Failure, Idempotency, RetryPolicy};
 use crate::manager::Heartbeat;
 
 pub const EMULATOR_HOST_VARIABLE: &str = "MONITORING_EMULATOR_HOST";
@@ -18,6 +17,7 @@ pub struct CloudMonitoring {
     endpoint: String,
     auth: GoogleAuth,
     project: String,
+    retry: RetryPolicy,
 }
 
 impl CloudMonitoring {
@@ -26,15 +26,16 @@ impl CloudMonitoring {
         auth: GoogleAuth,
         project: String,
     ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
+        let retry = RetryPolicy::monitoring();
+        let http = retry
+            .http_client()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         Ok(CloudMonitoring {
             http,
             endpoint: endpoint.into().trim_end_matches('/').to_string(),
             auth,
             project,
+            retry,
         })
     }
 
@@ -70,22 +71,49 @@ impl Heartbeat for CloudMonitoring {
     async fn publish(&self, points: &[(String, i64)]) -> Result<(), String> {
         let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
         let body = time_series_body(&self.project, points, &now);
+        // timeSeries.create takes no request id, and a repeat of a write that
+        // arrived is refused (points go in order): only a request that never
+        // left may be repeated. The policy makes one attempt anyway: the
+        // next cycle writes fresh points.
+        http::retry(
+            &self.retry,
+            Idempotency::Unsafe,
+            |(failure, _): &(Failure, String)| *failure,
+            |_| {},
+            || self.write(&body),
+        )
+        .await
+        .map_err(|gave_up| gave_up.last.1)
+    }
+}
+
+impl CloudMonitoring {
+    /// One `timeSeries.create`.
+    async fn write(&self, body: &Value) -> Result<(), (Failure, String)> {
         let url = format!("{}/v3/projects/{}/timeSeries", self.endpoint, self.project);
-        let mut request = self.http.post(url).json(&body);
-        if let Some(authorization) = self.auth.authorization().await.map_err(|e| e.to_string())? {
+        let mut request = self.http.post(url).json(body);
+        if let Some(authorization) = self
+            .auth
+            .authorization()
+            .await
+            .map_err(|e| (Failure::Permanent, e.to_string()))?
+        {
             request = request.header(reqwest::header::AUTHORIZATION, authorization);
         }
         let response = request
             .send()
             .await
-            .map_err(|e| e.without_url().to_string())?;
+            .map_err(|e| (http::send_failure(&e), e.without_url().to_string()))?;
         let status = response.status();
         if status.is_success() {
             return Ok(());
         }
         let text = response.text().await.unwrap_or_default();
         let message: String = text.chars().take(300).collect();
-        Err(format!("Cloud Monitoring answered {status}: {message}"))
+        Err((
+            Failure::Status(status.as_u16()),
+            format!("Cloud Monitoring answered {status}: {message}"),
+        ))
     }
 }
 

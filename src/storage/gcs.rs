@@ -1,16 +1,15 @@
 //! [`ObjectLister`] over the Cloud Storage JSON API (reqwest, as the STS
 //! client): Application Default Credentials, or plain HTTP with none to
-//! `STORAGE_EMULATOR_HOST` (Google's own convention). 429, 5xx and network
-//! errors are retried with exponential backoff and jitter.
+//! `STORAGE_EMULATOR_HOST` (Google's own convention). 429, 500, 502, 503,
+//! 504 and network errors are retried with exponential backoff and full
+//! jitter ([`crate::http::RetryPolicy::cloud_storage`]).
 //!
 //! Why not a Google crate: google-cloud-storage (Rust) would add a second
 //! HTTP and protobuf stack for three GET calls; this reuses ours.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use async_trait::async_trait;
-use reqwest::StatusCode;
 use serde_json::Value;
 
 use super::{
@@ -18,10 +17,10 @@ use super::{
     StorageError, MAX_PAGE_SIZE,
 };
 use crate::auth::GoogleAuth;
+use crate::http::{self, Failed, Failure, Idempotency, RetryPolicy};
 
 pub const EMULATOR_HOST_VARIABLE: &str = "STORAGE_EMULATOR_HOST";
 const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
-const ATTEMPTS: u32 = 8;
 const LIST_FIELDS: &str =
     "items(name,size,crc32c,md5Hash,generation,updated),prefixes,nextPageToken";
 
@@ -30,18 +29,7 @@ pub struct GcsClient {
     endpoint: String,
     auth: GoogleAuth,
     requests: AtomicU64,
-    first_backoff: Duration,
-}
-
-fn backoff(first: Duration, attempt: u32) -> Duration {
-    let bound = first
-        .saturating_mul(1u32 << attempt.min(16))
-        .min(Duration::from_secs(20));
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
-    bound.mul_f64(f64::from(nanos % 1000) / 1000.0)
+    retry: RetryPolicy,
 }
 
 fn int64(value: Option<&Value>) -> Option<i64> {
@@ -76,17 +64,16 @@ pub fn object_from_json(item: &Value) -> Result<ObjectInfo, StorageError> {
 
 impl GcsClient {
     pub fn new(endpoint: impl Into<String>, auth: GoogleAuth) -> Result<Self, StorageError> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(120))
-            .connect_timeout(Duration::from_secs(10))
-            .build()
+        let retry = RetryPolicy::cloud_storage();
+        let http = retry
+            .http_client()
             .map_err(|e| StorageError::Malformed(format!("cannot build the HTTP client: {e}")))?;
         Ok(GcsClient {
             http,
             endpoint: endpoint.into().trim_end_matches('/').to_string(),
             auth,
             requests: AtomicU64::new(0),
-            first_backoff: Duration::from_millis(200),
+            retry,
         })
     }
 
@@ -104,51 +91,72 @@ impl GcsClient {
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, StorageError> {
         let url = format!("{}/storage/v1/{path}", self.endpoint);
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                let wait = backoff(self.first_backoff, attempt - 1);
-                if attempt > 1 {
-                    tracing::warn!(attempt, "retrying Cloud Storage GET {path}: {last}");
+        let outcome = http::retry(
+            &self.retry,
+            Idempotency::Safe,
+            |failed: &Failed<StorageError>| failed.failure,
+            |retry| {
+                // The first retry is routine; from the second on, say so.
+                if retry.retry > 1 {
+                    let last = &retry.last.last;
+                    tracing::warn!(
+                        attempt = retry.retry,
+                        "retrying Cloud Storage GET {path}: {last}"
+                    );
                 }
-                tokio::time::sleep(wait).await;
+            },
+            || self.attempt(&url, path, query),
+        )
+        .await;
+        outcome.map_err(|gave_up| {
+            gave_up.into_error(|attempts, _, last| StorageError::Unavailable { attempts, last })
+        })
+    }
+
+    /// One attempt of [`GcsClient::get`].
+    async fn attempt(
+        &self,
+        url: &str,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Value, Failed<StorageError>> {
+        let permanent = Failed::permanent;
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        let mut request = self.http.get(url).query(query);
+        if let Some(authorization) = self
+            .auth
+            .authorization()
+            .await
+            .map_err(|e| permanent(e.into()))?
+        {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let what = format!("GET {path}");
+                return Err(Failed::unanswered(e, &what)
+                    .unwrap_or_else(|e| permanent(StorageError::Malformed(e.to_string()))));
             }
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let mut request = self.http.get(&url).query(query);
-            if let Some(authorization) = self.auth.authorization().await? {
-                request = request.header(reqwest::header::AUTHORIZATION, authorization);
-            }
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
-                    last = format!("GET {path}: {}", e.without_url());
-                    continue;
-                }
-                Err(e) => return Err(StorageError::Malformed(e.without_url().to_string())),
-            };
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            if status.is_success() {
-                return serde_json::from_str(&text)
-                    .map_err(|e| StorageError::Malformed(format!("GET {path}: {e}")));
-            }
-            let message = serde_json::from_str::<Value>(&text)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
-                .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
-            if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                last = format!("{}: {message}", status.as_u16());
-                continue;
-            }
-            return Err(StorageError::Api {
+        };
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            return serde_json::from_str(&text)
+                .map_err(|e| permanent(StorageError::Malformed(format!("GET {path}: {e}"))));
+        }
+        let message = serde_json::from_str::<Value>(&text)
+            .ok()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+        Err(Failed {
+            failure: Failure::Status(status.as_u16()),
+            last: format!("{}: {message}", status.as_u16()),
+            answer: Some(StorageError::Api {
                 code: status.as_u16(),
                 what: format!("GET {path}"),
                 message,
-            });
-        }
-        Err(StorageError::Unavailable {
-            attempts: ATTEMPTS,
-            last,
+            }),
         })
     }
 }

@@ -1,8 +1,7 @@
 //! `TransferService` over the STS v1 REST API (reqwest). Listing is filtered
-//! server-side and paged at 256; 429, 5xx and network errors are retried with
-//! exponential backoff and full jitter; calls are paced under the quotas.
-
-use std::time::Duration;
+//! server-side and paged at 256; calls are retried under
+//! [`crate::http::RetryPolicy`]'s default (429, 500, 502, 503, 504 and the
+//! network, with exponential backoff and full jitter) and paced under the quotas.
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
@@ -12,62 +11,14 @@ use super::pacing::{Pacer, Quota};
 use super::wire::{operation_from_envelope, MAX_PAGE_SIZE};
 use super::{JobFilter, OperationFilter, TransferError, TransferService};
 use crate::auth::GoogleAuth;
+use crate::http::{self, Failed, Failure, Idempotency};
 use crate::model::{OperationStatus, TransferJob, TransferOperation};
 
 pub const EMULATOR_HOST_VARIABLE: &str = "STORAGE_TRANSFER_EMULATOR_HOST";
 const GOOGLE_ENDPOINT: &str = "https://storagetransfer.googleapis.com";
 
-/// How hard to retry transient failures.
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub first_backoff: Duration,
-    pub max_backoff: Duration,
-    /// No new attempt starts once this much time has gone into one call.
-    pub max_total: Duration,
-    /// Per attempt: an endpoint that accepts connections and never answers
-    /// costs at most `request_timeout`.
-    pub connect_timeout: Duration,
-    pub request_timeout: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 8,
-            first_backoff: Duration::from_millis(200),
-            max_backoff: Duration::from_secs(20),
-            max_total: Duration::from_secs(180),
-            connect_timeout: Duration::from_secs(10),
-            request_timeout: Duration::from_secs(30),
-        }
-    }
-}
-
-/// A number in [0, 1) that differs between calls and processes: enough
-/// randomness to spread retries, with no RNG dependency.
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
-}
-
-impl RetryPolicy {
-    /// Full jitter: a random wait up to the exponential bound.
-    fn backoff(&self, attempt: u32) -> Duration {
-        let bound = self
-            .first_backoff
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max_backoff);
-        bound.mul_f64(jitter())
-    }
-}
+/// STS's policy is the shared one's default (moved to [`crate::http`]).
+pub use crate::http::RetryPolicy;
 
 pub struct StsClient {
     http: reqwest::Client,
@@ -84,20 +35,14 @@ pub struct StsClient {
 pub const STORAGE_EMULATOR_VARIABLE: &str = "STORAGE_EMULATOR_HOST";
 const STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
 
-fn is_transient(status: StatusCode) -> bool {
-    status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()
-}
-
 impl StsClient {
     pub fn new(
         endpoint: impl Into<String>,
         auth: GoogleAuth,
         retry: RetryPolicy,
     ) -> Result<Self, TransferError> {
-        let http = reqwest::Client::builder()
-            .timeout(retry.request_timeout)
-            .connect_timeout(retry.connect_timeout)
-            .build()
+        let http = retry
+            .http_client()
             .map_err(|e| TransferError::Malformed(format!("cannot build the HTTP client: {e}")))?;
         Ok(StsClient {
             http,
@@ -153,83 +98,102 @@ impl StsClient {
         body: Option<&Value>,
     ) -> Result<Value, TransferError> {
         let url = format!("{}/v1/{}", self.endpoint, path);
-        let mut last = String::new();
-        let began = std::time::Instant::now();
-        let mut attempts = 0;
-        for attempt in 0..self.retry.attempts {
-            if attempt > 0 {
-                let wait = self.retry.backoff(attempt - 1);
-                if began.elapsed() + wait >= self.retry.max_total {
-                    break;
-                }
+        // Every STS call may be repeated: a job is created under its name
+        // (a repeat answers ALREADY_EXISTS), a run of a job whose operation
+        // is under way is refused, and patches, pauses, resumes and cancels
+        // set a state.
+        let outcome = http::retry(
+            &self.retry,
+            Idempotency::Safe,
+            |failed: &Failed<TransferError>| failed.failure,
+            |retry| {
+                let last = &retry.last.last;
+                let wait_ms = retry.wait.as_millis() as u64;
                 // The first retry is routine; from the second on, say so.
-                if attempt >= 2 {
+                if retry.retry >= 2 {
                     tracing::warn!(
-                        attempt = attempt + 1,
-                        of = self.retry.attempts,
-                        wait_ms = wait.as_millis() as u64,
+                        attempt = retry.retry + 1,
+                        of = retry.attempts,
+                        wait_ms,
                         "Storage Transfer Service call {method} {path} failed ({last}); retrying"
                     );
                 } else {
-                    tracing::debug!(
-                        wait_ms = wait.as_millis() as u64,
-                        "retrying {method} {path}: {last}"
-                    );
+                    tracing::debug!(wait_ms, "retrying {method} {path}: {last}");
                 }
-                tokio::time::sleep(wait).await;
-            }
-            attempts = attempt + 1;
-            if let Some(pacer) = &self.pacer {
-                pacer.wait(quota).await;
-            }
-            let mut request = self.http.request(method.clone(), &url).query(query);
-            if let Some(authorization) = self.auth.authorization().await? {
-                request = request.header(reqwest::header::AUTHORIZATION, authorization);
-            }
-            if let Some(body) = body {
-                request = request.json(body);
-            }
-            let response = match request.send().await {
-                Ok(response) => response,
-                Err(e) if e.is_connect() || e.is_timeout() || e.is_request() => {
-                    // Never the URL with its query only: no secret is in it,
-                    // but keep messages short and stable.
-                    last = format!("{method} {path}: {}", e.without_url());
-                    continue;
-                }
-                Err(e) => return Err(TransferError::Malformed(e.without_url().to_string())),
-            };
-            let status = response.status();
-            let text = response.text().await.unwrap_or_default();
-            if status.is_success() {
-                if text.trim().is_empty() {
-                    return Ok(json!({}));
-                }
-                return serde_json::from_str(&text)
-                    .map_err(|e| TransferError::Malformed(format!("{method} {path}: {e}")));
-            }
-            let (rpc_status, message) = rpc_error(&text, status);
-            if is_transient(status) {
-                last = format!("{} {rpc_status}: {message}", status.as_u16());
-                continue;
-            }
-            return Err(match (status.as_u16(), rpc_status.as_str()) {
-                (409, _) | (_, "ALREADY_EXISTS") => TransferError::AlreadyExists(message),
-                (404, _) => TransferError::NotFound(message),
-                (_, "FAILED_PRECONDITION") => TransferError::FailedPrecondition(message),
-                (400, _) => TransferError::InvalidArgument(message),
-                (401 | 403, _) => TransferError::PermissionDenied(message),
-                (http, _) => TransferError::Api {
-                    http,
-                    status: rpc_status,
-                    message,
-                },
-            });
+            },
+            || self.attempt(quota, &method, &url, path, query, body),
+        )
+        .await;
+        outcome.map_err(|gave_up| {
+            gave_up.into_error(|attempts, elapsed, last| TransferError::Unavailable {
+                attempts,
+                seconds: elapsed.as_secs(),
+                last,
+            })
+        })
+    }
+
+    /// One attempt of [`StsClient::call`].
+    async fn attempt(
+        &self,
+        quota: Quota,
+        method: &Method,
+        url: &str,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&Value>,
+    ) -> Result<Value, Failed<TransferError>> {
+        let permanent = Failed::permanent;
+        if let Some(pacer) = &self.pacer {
+            pacer.wait(quota).await;
         }
-        Err(TransferError::Unavailable {
-            attempts,
-            seconds: began.elapsed().as_secs(),
+        let mut request = self.http.request(method.clone(), url).query(query);
+        if let Some(authorization) = self
+            .auth
+            .authorization()
+            .await
+            .map_err(|e| permanent(e.into()))?
+        {
+            request = request.header(reqwest::header::AUTHORIZATION, authorization);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                let what = format!("{method} {path}");
+                return Err(Failed::unanswered(e, &what)
+                    .unwrap_or_else(|e| permanent(TransferError::Malformed(e.to_string()))));
+            }
+        };
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        if status.is_success() {
+            if text.trim().is_empty() {
+                return Ok(json!({}));
+            }
+            return serde_json::from_str(&text)
+                .map_err(|e| permanent(TransferError::Malformed(format!("{method} {path}: {e}"))));
+        }
+        let (rpc_status, message) = rpc_error(&text, status);
+        let last = format!("{} {rpc_status}: {message}", status.as_u16());
+        let error = match (status.as_u16(), rpc_status.as_str()) {
+            (409, _) | (_, "ALREADY_EXISTS") => TransferError::AlreadyExists(message),
+            (404, _) => TransferError::NotFound(message),
+            (_, "FAILED_PRECONDITION") => TransferError::FailedPrecondition(message),
+            (400, _) => TransferError::InvalidArgument(message),
+            (401 | 403, _) => TransferError::PermissionDenied(message),
+            (http, _) => TransferError::Api {
+                http,
+                status: rpc_status,
+                message,
+            },
+        };
+        Err(Failed {
+            failure: Failure::Status(status.as_u16()),
             last,
+            answer: Some(error),
         })
     }
 

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use gcp_bigquery_client::auth::Authenticator;
@@ -24,6 +23,7 @@ use tokio::sync::OnceCell;
 
 use super::super::StoreError;
 use crate::auth::GoogleAuth;
+use crate::http::{self, Failure, Idempotency};
 
 /// The public endpoint, used when no emulator is named.
 pub const BIGQUERY_URL: &str = "https://bigquery.googleapis.com/bigquery/v2";
@@ -35,34 +35,10 @@ const TRANSIENT_REASONS: &[&str] = &[
     "jobRateLimitExceeded",
     "quotaExceeded",
 ];
-/// No single call may hang the manager: past this it counts as transient.
-const CALL_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// How transient failures are retried: exponential backoff, bounded.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    pub attempts: u32,
-    pub first_delay: Duration,
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        RetryPolicy {
-            attempts: 6,
-            first_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(20),
-        }
-    }
-}
-
-impl RetryPolicy {
-    fn delay(&self, attempt: u32) -> Duration {
-        self.first_delay
-            .saturating_mul(1 << attempt.min(16))
-            .min(self.max_delay)
-    }
-}
+/// BigQuery's policy (moved to [`crate::http`]); its request timeout bounds
+/// each whole call: no single call may hang the manager, past it the call
+/// counts as unreachable (and is retried).
+pub use crate::http::RetryPolicy;
 
 /// gcp-bigquery-client asks for a bare token; google-cloud-auth caches and
 /// refreshes it. Anonymous (emulator) gives an empty one.
@@ -108,7 +84,7 @@ impl Api {
             auth,
             project,
             client: OnceCell::new(),
-            retry: RetryPolicy::default(),
+            retry: RetryPolicy::bigquery(),
             requests: AtomicU64::new(0),
         }
     }
@@ -148,40 +124,49 @@ impl Api {
             .map_err(|e| StoreError::Auth(e.to_string()))
     }
 
-    /// Runs `call` until it succeeds, fails permanently, or the policy is spent.
+    /// Runs `call` until it succeeds, fails permanently, or the policy is
+    /// spent. Every call the store makes may be repeated: statements carry
+    /// a request id, creates treat 409 as done, deletes 404.
     async fn retrying<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, StoreError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, StoreError>>,
     {
-        let mut attempt = 0;
-        loop {
-            self.check_auth().await?;
-            self.requests.fetch_add(1, Ordering::Relaxed);
-            let outcome = match tokio::time::timeout(CALL_TIMEOUT, call()).await {
-                Ok(outcome) => outcome,
-                Err(_) => Err(StoreError::Unreachable {
-                    endpoint: self.base_url.clone(),
-                    message: format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
-                }),
-            };
-            match outcome {
-                Ok(value) => return Ok(value),
-                Err(e) if is_transient(&e) && attempt + 1 < self.retry.attempts => {
-                    let delay = self.retry.delay(attempt);
-                    tracing::warn!("BigQuery {what} failed ({e}); retrying in {delay:?}");
-                    tokio::time::sleep(delay).await;
-                    attempt += 1;
+        let timeout = self.retry.request_timeout;
+        let outcome = http::retry(
+            &self.retry,
+            Idempotency::Safe,
+            failure,
+            |retry| {
+                let (e, delay) = (retry.last, retry.wait);
+                tracing::warn!("BigQuery {what} failed ({e}); retrying in {delay:?}");
+            },
+            || {
+                let attempt = call();
+                async move {
+                    self.check_auth().await?;
+                    self.requests.fetch_add(1, Ordering::Relaxed);
+                    match tokio::time::timeout(timeout, attempt).await {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(StoreError::Unreachable {
+                            endpoint: self.base_url.clone(),
+                            message: format!("no answer within {} s", timeout.as_secs()),
+                        }),
+                    }
                 }
-                Err(e) if is_transient(&e) => {
-                    return Err(StoreError::RetriesExhausted {
-                        attempts: attempt + 1,
-                        last: Box::new(e),
-                    })
+            },
+        )
+        .await;
+        outcome.map_err(|gave_up| {
+            if gave_up.exhausted {
+                StoreError::RetriesExhausted {
+                    attempts: gave_up.attempts,
+                    last: Box::new(gave_up.last),
                 }
-                Err(e) => return Err(e),
+            } else {
+                gave_up.last
             }
-        }
+        })
     }
 
     fn error(&self, e: BQError) -> StoreError {
@@ -492,23 +477,32 @@ pub fn is_concurrent_update(e: &StoreError) -> bool {
     }
 }
 
-/// Worth another attempt: 429, 5xx, rate and quota limits, the network, and
-/// bodies that could not be read (often a 5xx from something in between).
-pub fn is_transient(e: &StoreError) -> bool {
+/// How a call failed, for [`http::retryable`]: BigQuery's own transient
+/// reasons, a concurrency abort and bodies that could not be read (often a
+/// 5xx from something in between) on top of the HTTP status.
+fn failure(e: &StoreError) -> Failure {
     if is_concurrent_update(e) {
-        return true;
+        return Failure::Transient;
     }
     match e {
-        StoreError::Api { code, reason, .. } => {
-            *code == 429
-                || *code >= 500
-                || TRANSIENT_REASONS.contains(&reason.as_str())
-                || reason == "invalidResponse"
+        StoreError::Api { reason, .. }
+            if TRANSIENT_REASONS.contains(&reason.as_str()) || reason == "invalidResponse" =>
+        {
+            Failure::Transient
         }
-        StoreError::Statement { reason, .. } => TRANSIENT_REASONS.contains(&reason.as_str()),
-        StoreError::Unreachable { .. } => true,
-        _ => false,
+        StoreError::Api { code, .. } => Failure::Status(*code),
+        StoreError::Statement { reason, .. } if TRANSIENT_REASONS.contains(&reason.as_str()) => {
+            Failure::Transient
+        }
+        StoreError::Unreachable { .. } => Failure::NoAnswer,
+        _ => Failure::Permanent,
     }
+}
+
+/// Worth another attempt: 429, 500/502/503/504, rate and quota limits, the
+/// network, and bodies that could not be read.
+pub fn is_transient(e: &StoreError) -> bool {
+    http::retryable(failure(e), Idempotency::Safe)
 }
 
 /// Unique per statement: BigQuery de-duplicates `jobs.query` by request id,
@@ -537,6 +531,7 @@ fn request_id() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     /// A BigQuery whose result pages cycle: the query answers token A, A's
     /// page B, B's page A again.
@@ -628,12 +623,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_its_cap() {
-        let policy = RetryPolicy::default();
-        assert_eq!(policy.delay(0), Duration::from_millis(500));
-        assert_eq!(policy.delay(1), Duration::from_secs(1));
-        assert_eq!(policy.delay(3), Duration::from_secs(4));
-        assert_eq!(policy.delay(10), Duration::from_secs(20));
-        assert_eq!(policy.delay(40), Duration::from_secs(20));
+        let policy = RetryPolicy::bigquery();
+        assert_eq!(policy.bound(0), Duration::from_millis(500));
+        assert_eq!(policy.bound(1), Duration::from_secs(1));
+        assert_eq!(policy.bound(3), Duration::from_secs(4));
+        assert_eq!(policy.bound(10), Duration::from_secs(20));
+        assert_eq!(policy.bound(40), Duration::from_secs(20));
     }
 
     #[test]
@@ -658,8 +653,9 @@ mod tests {
         )
         .with_retry(RetryPolicy {
             attempts: 3,
-            first_delay: Duration::from_millis(1),
-            max_delay: Duration::from_millis(2),
+            first_backoff: Duration::from_millis(1),
+            max_backoff: Duration::from_millis(2),
+            ..RetryPolicy::bigquery()
         });
         let err = api.query("SELECT 1", vec![]).await.unwrap_err();
         assert!(
