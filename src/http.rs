@@ -215,6 +215,20 @@ impl<E> Failed<E> {
     /// A send that got no answer (see [`send_failure`]), or, when asking
     /// again cannot help, the error back. Never with the URL: no secret is
     /// in it, but messages stay short and stable.
+    /// An answer whose body could not be read to its end (a reset, a
+    /// timeout mid-body): no answer at all, never an empty one (an empty
+    /// list page would read as the last).
+    pub fn unread_body(e: reqwest::Error, what: &str) -> Self {
+        Failed {
+            failure: Failure::NoAnswer,
+            last: format!(
+                "{what}: the answer's body could not be read: {}",
+                e.without_url()
+            ),
+            answer: None,
+        }
+    }
+
     pub fn unanswered(e: reqwest::Error, what: &str) -> Result<Self, reqwest::Error> {
         let failure = send_failure(&e);
         let e = e.without_url();

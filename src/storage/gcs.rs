@@ -140,7 +140,10 @@ impl GcsClient {
             }
         };
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Failed::unread_body(e, &format!("GET {path}")))?;
         if status.is_success() {
             return serde_json::from_str(&text)
                 .map_err(|e| permanent(StorageError::Malformed(format!("GET {path}: {e}"))));

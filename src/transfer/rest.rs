@@ -168,7 +168,10 @@ impl StsClient {
             }
         };
         let status = response.status();
-        let text = response.text().await.unwrap_or_default();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Failed::unread_body(e, &format!("{method} {path}")))?;
         if status.is_success() {
             if text.trim().is_empty() {
                 return Ok(json!({}));
