@@ -24,9 +24,9 @@ macro_rules! outln {
 
 pub mod analysis;
 pub mod auth;
-pub mod backends;
 pub mod commands;
-pub mod doctor;
+pub mod settings;
+
 pub mod emulator;
 pub mod error;
 pub mod http;

@@ -6,6 +6,10 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The longest duration an option may give (ten years): every duration
+/// becomes a std or chrono duration somewhere, kept far from their limits.
+pub const MAX_SECONDS: f64 = 315_360_000.0;
+
 /// A prefix's status in the job table (the public contract of SPEC 2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Status {

@@ -3,9 +3,9 @@
 use std::future::Future;
 
 use super::{Invocation, Running, Tool, MANAGER};
-use crate::backends::open_manager;
 use crate::error::{Error, Result};
 use crate::options::{Options, GENERAL, HEARTBEAT, JOBS, LOOP, STATE, TRANSFER};
+use crate::settings::open_manager;
 
 pub const TOOL: Tool = Tool {
     name: MANAGER,

@@ -3,11 +3,11 @@
 use serde::Serialize;
 
 use super::{Invocation, Running, Tool, PAUSE};
-use crate::backends::{open_transfer, project_id};
 use crate::error::Result;
 use crate::logging::report;
 use crate::model::OperationStatus;
 use crate::options::{Options, GENERAL, TRANSFER};
+use crate::settings::{open_transfer, project_id};
 use crate::transfer::local::Mode;
 use crate::transfer::OperationFilter;
 

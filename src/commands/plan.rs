@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use super::flags::{Flag, FlagGroup, ToolFlags};
 use super::{Invocation, Running, Tool, PLAN};
-use crate::backends::{create_store, open_lister};
 use crate::error::{Error, Result};
 use crate::options::{Options, BUCKETS, GENERAL, STATE, TRANSFER};
 use crate::plan::{balance, plan, PlannedPrefix, Target};
+use crate::settings::{create_store, open_lister};
 use crate::storage::{list_concurrently, ListProgress};
 
 /// Listings run at once by default.
@@ -300,8 +300,8 @@ pub fn inventory_store(options: &Options) -> Result<crate::store::bigquery::BigQ
             "object inventories are BigQuery tables: use them with --state bigquery".into(),
         ));
     }
-    Ok(crate::store::bigquery::BigQueryStore::from_options(
-        options,
+    Ok(crate::store::bigquery::BigQueryStore::open(
+        &crate::settings::bigquery_settings(options),
     )?)
 }
 

@@ -64,7 +64,7 @@ pub async fn prepare_tables_with(
             .map(|p| read_prefix_file(Path::new(p), options.allow_overlapping_prefixes))
             .transpose()?,
     };
-    let store = crate::backends::create_store(options)?;
+    let store = crate::settings::create_store(options)?;
     store.prepare().await?;
     let mut report = PrepareReport::default();
     if let Some(prefixes) = prefixes {

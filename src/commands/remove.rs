@@ -5,12 +5,12 @@ use std::collections::HashMap;
 
 use super::pause::ToolReport;
 use super::{Invocation, Running, Tool, REMOVE};
-use crate::backends::{open_transfer, project_id};
 use crate::error::Result;
 use crate::logging::report;
 use crate::manager::JOB_NAME_PATTERN;
 use crate::model::{JobStatus, OperationStatus};
 use crate::options::{Options, GENERAL, TRANSFER};
+use crate::settings::{open_transfer, project_id};
 use crate::transfer::local::Mode;
 use crate::transfer::{JobFilter, OperationFilter};
 

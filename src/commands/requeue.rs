@@ -7,9 +7,9 @@ use serde::Serialize;
 
 use super::prefix_list::read_prefix_file;
 use super::{Invocation, Running, Tool, REQUEUE};
-use crate::backends::open_store;
 use crate::error::{Error, Result};
 use crate::options::{Options, GENERAL, REQUEUE_PREFIXES, STATE};
+use crate::settings::open_store;
 
 pub const TOOL: Tool = Tool {
     name: REQUEUE,

@@ -8,9 +8,9 @@ use std::time::Duration;
 use super::flags::{given, last, Flag, FlagGroup, ToolFlags};
 use super::{Invocation, Running, Tool, STATUS};
 use crate::analysis::status::{has_work_left, read_status};
-use crate::backends::open_store;
 use crate::error::{Error, Result};
 use crate::options::{Options, BUCKETS, GENERAL, STATE, STATUS_RETRIES, TRANSFER};
+use crate::settings::open_store;
 
 pub const ABOUT: &str = "Prints a migration's state: prefixes per status, objects and bytes \
 found / copied / failed, throughput over the last hour, an ETA (never presented as exact \
@@ -172,7 +172,7 @@ async fn pool_jobs(
     let ours = crate::transfer::pool_job_prefix(
         &options.source_bucket,
         &options.destination_bucket,
-        &crate::manager::migration_key(options),
+        &crate::settings::migration_key(options),
     );
     let jobs = transfer
         .list_jobs(&crate::transfer::JobFilter {
@@ -215,8 +215,8 @@ pub async fn run(
     let store = open_store(options)?;
     let pool = if flags.pool {
         Some((
-            crate::backends::open_transfer(options, crate::transfer::local::Mode::Control)?,
-            crate::backends::project_id(options)?,
+            crate::settings::open_transfer(options, crate::transfer::local::Mode::Control)?,
+            crate::settings::project_id(options)?,
         ))
     } else {
         None

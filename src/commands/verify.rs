@@ -10,9 +10,9 @@ use serde::Serialize;
 use super::flags::{Flag, FlagGroup, ToolFlags};
 use super::plan::{concurrency_flag, human_bytes, ProgressLine};
 use super::{Invocation, Running, Tool, VERIFY};
-use crate::backends::{open_lister, open_store};
 use crate::error::{Error, Result};
 use crate::options::{Options, BUCKETS, GENERAL, STATE, TRANSFER};
+use crate::settings::{open_lister, open_store};
 use crate::storage::{ListProgress, ObjectLister};
 use crate::verify::{compare, prefixes_to_check, requeue, Offense, Verification, VerifyResult};
 

@@ -61,8 +61,8 @@ impl Manager {
         let due = |last: Option<Instant>, every: f64| {
             last.is_none_or(|t| t.elapsed().as_secs_f64() >= every)
         };
-        let jobs_due = due(self.last_job_round, self.options.job_interval);
-        let sync_due = jobs_due || due(self.last_sync, self.options.metrics_interval);
+        let jobs_due = due(self.last_job_round, self.settings.job_interval);
+        let sync_due = jobs_due || due(self.last_sync, self.settings.metrics_interval);
         let mut summary = CycleSummary::default();
         if sync_due {
             self.sync_state(&mut summary, true).await?;
@@ -71,7 +71,7 @@ impl Manager {
             // The ramp grows at job intervals only, and never falls.
             self.last_job_round = Some(Instant::now());
             self.ramp_level =
-                round::next_level(self.ramp_level, self.options.max_concurrent_jobs as usize);
+                round::next_level(self.ramp_level, self.settings.max_concurrent_jobs as usize);
             summary.started_jobs_round = true;
         }
         if sync_due {
@@ -88,7 +88,7 @@ impl Manager {
         let heartbeat_due = self
             .last_heartbeat
             .is_none_or(|t| t.elapsed() >= HEARTBEAT_EVERY);
-        if self.options.publish_heartbeat && heartbeat_due {
+        if self.settings.publish_heartbeat && heartbeat_due {
             self.last_heartbeat = Some(Instant::now());
             let points = heartbeat_points(&summary.counts, summary.stalled.len());
             match &self.heartbeat {
@@ -116,7 +116,7 @@ impl Manager {
         let clock = Instant::now();
         let full = self
             .last_reconcile
-            .is_none_or(|t| t.elapsed().as_secs_f64() >= self.options.reconcile_interval);
+            .is_none_or(|t| t.elapsed().as_secs_f64() >= self.settings.reconcile_interval);
         // Finished prefixes cost nothing per cycle, and waiting ones nothing
         // in a steady sync: it reads the rows in flight or failed (and the
         // waiting rows its listing names); a full reconcile reads every
@@ -288,8 +288,8 @@ impl Manager {
         now: DateTime<Utc>,
     ) -> Result<(), ManagerError> {
         let buckets = (
-            self.options.source_bucket.as_str(),
-            self.options.destination_bucket.as_str(),
+            self.settings.source_bucket.as_str(),
+            self.settings.destination_bucket.as_str(),
         );
         let mut chunks = outcome.decisions.chunks(WRITE_CHUNK).peekable();
         if chunks.peek().is_none() {

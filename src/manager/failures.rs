@@ -300,7 +300,7 @@ pub fn retry_state(
         return Retry::Exhausted;
     }
     let intervals = 2f64.powi(failures.saturating_sub(1).min(30) as i32);
-    let wait = ((intervals - 0.5).max(0.0) * job_interval).min(crate::options::MAX_SECONDS);
+    let wait = ((intervals - 0.5).max(0.0) * job_interval).min(crate::model::MAX_SECONDS);
     let due = failed_at + chrono::Duration::milliseconds((wait * 1000.0) as i64);
     if now >= due {
         Retry::Due

@@ -51,7 +51,7 @@ impl Manager {
         self.note_retry(row);
         let reusable_description = format!(
             "Reusable job of STS Job Manager (gs://{} -> gs://{})",
-            self.options.source_bucket, self.options.destination_bucket
+            self.settings.source_bucket, self.settings.destination_bucket
         );
         let create = || async {
             let mut created = self.new_job(job.to_string(), &row.prefix);
@@ -101,9 +101,14 @@ impl Manager {
             // description) or disabled is left alone, and another is used.
             match self.transfer.get_job(job, project).await {
                 Ok(found) => {
-                    if let Some(why) =
-                        foreign_pool_job(&found, &self.options, &reusable_description)
-                    {
+                    if let Some(why) = foreign_pool_job(
+                        &found,
+                        (
+                            &self.settings.source_bucket,
+                            &self.settings.destination_bucket,
+                        ),
+                        &reusable_description,
+                    ) {
                         return Err(dead(&why));
                     }
                 }
@@ -164,8 +169,8 @@ impl Manager {
     /// crash answers ALREADY_EXISTS; a retry runs the existing job again.
     pub(super) async fn start_job(&self, row: &PrefixJob) -> Result<String, StartError> {
         let name = job_name_for_prefix(
-            &self.options.source_bucket,
-            &self.options.destination_bucket,
+            &self.settings.source_bucket,
+            &self.settings.destination_bucket,
             &row.prefix,
         );
         self.note_retry(row);
@@ -340,11 +345,11 @@ impl Manager {
 
     pub(super) fn transfer_spec(&self, prefix: &str) -> TransferSpec {
         TransferSpec::for_prefix(
-            &self.options.source_bucket,
-            &self.options.destination_bucket,
+            &self.settings.source_bucket,
+            &self.settings.destination_bucket,
             prefix,
             Some(TransferOptions {
-                overwrite_objects_already_existing_in_sink: self.options.overwrite_dest_objects,
+                overwrite_objects_already_existing_in_sink: self.settings.overwrite_dest_objects,
             }),
         )
     }

@@ -36,8 +36,8 @@ impl Manager {
         let mut latest = sync::Latest::new(
             rows,
             &deleted,
-            &self.options.source_bucket,
-            &self.options.destination_bucket,
+            &self.settings.source_bucket,
+            &self.settings.destination_bucket,
         )
         .counting_others();
         self.transfer
@@ -199,8 +199,8 @@ impl Manager {
         let mut latest = sync::Latest::new(
             rows,
             &deleted,
-            &self.options.source_bucket,
-            &self.options.destination_bucket,
+            &self.settings.source_bucket,
+            &self.settings.destination_bucket,
         );
         for op in operations {
             latest.add(op);
@@ -240,8 +240,8 @@ impl Manager {
             .list_jobs(&JobFilter {
                 project_id: self.project_id.clone(),
                 statuses: vec![JobStatus::Enabled],
-                source_bucket: Some(self.options.source_bucket.clone()),
-                sink_bucket: Some(self.options.destination_bucket.clone()),
+                source_bucket: Some(self.settings.source_bucket.clone()),
+                sink_bucket: Some(self.settings.destination_bucket.clone()),
                 ..JobFilter::default()
             })
             .await?;
@@ -252,8 +252,8 @@ impl Manager {
         // are checked here too: the list filter's bucket keys are not
         // relied on to narrow the listing (STS_API.md).
         let (source, sink) = (
-            &self.options.source_bucket,
-            &self.options.destination_bucket,
+            &self.settings.source_bucket,
+            &self.settings.destination_bucket,
         );
         for job in jobs.iter().filter(|j| {
             j.latest_operation_name.is_none()

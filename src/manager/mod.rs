@@ -27,7 +27,6 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::model::PrefixJob;
-use crate::options::Options;
 use crate::store::{StateStore, StoreError};
 use crate::transfer::{TransferError, TransferService};
 use failures::{Failure, Streak};
@@ -67,25 +66,32 @@ pub enum ManagerError {
     FinishedWithErrors { count: usize, sample: String },
 }
 
-/// What names one migration: its job table where it is kept (the SQLite
-/// file's absolute path, or BigQuery's project and dataset). Pool jobs hang
-/// on it, so two migrations between the same buckets use disjoint pools.
-pub fn migration_key(options: &Options) -> String {
-    match options.state_location() {
-        Ok(crate::options::StateLocation::Sqlite(path)) => format!(
-            "sqlite:{}:{}",
-            // Absolute whether the file exists yet or not (sts-doctor may
-            // look before sts-prepare-tables makes it).
-            std::path::absolute(&path).unwrap_or(path).display(),
-            options.job_table
-        ),
-        _ => format!(
-            "bigquery:{}:{}:{}",
-            options.project_id().unwrap_or_default(),
-            options.dataset,
-            options.job_table
-        ),
-    }
+/// What the manager needs of the options: its buckets, its intervals, its
+/// rules for starts and retries. Built once by the tool layer
+/// (`crate::settings`); nothing below it reads the options themselves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagerSettings {
+    pub source_bucket: String,
+    pub destination_bucket: String,
+    /// Where the job table is kept, for messages (the lease's).
+    pub job_table: String,
+    /// What names this migration (see `settings::migration_key`): pool jobs
+    /// hang on it, so two migrations between the same buckets never share one.
+    pub migration: String,
+    pub job_interval: f64,
+    pub metrics_interval: f64,
+    pub sleep_timeout: f64,
+    pub reconcile_interval: f64,
+    pub lease_seconds: f64,
+    pub start_timeout: f64,
+    pub max_concurrent_jobs: u32,
+    pub max_retries: u32,
+    pub no_retry_on_job_error: bool,
+    pub allow_new_jobs_when_stalled: bool,
+    pub overwrite_dest_objects: bool,
+    pub publish_heartbeat: bool,
+    pub exit_when_done: bool,
+    pub no_job_reuse: bool,
 }
 
 /// TransferJob.description: "Its max length is 1024 bytes when
@@ -178,7 +184,7 @@ pub struct Manager {
     last_heartbeat: Option<Instant>,
     store: Arc<dyn StateStore>,
     transfer: Arc<dyn TransferService>,
-    options: Options,
+    settings: ManagerSettings,
     project_id: String,
     /// The rows in flight or failed (running, paused, error), by prefix;
     /// waiting and done rows stay in the store.
@@ -230,7 +236,7 @@ impl Manager {
     pub fn new(
         store: Arc<dyn StateStore>,
         transfer: Arc<dyn TransferService>,
-        options: Options,
+        settings: impl Into<ManagerSettings>,
         project_id: String,
     ) -> Self {
         Manager {
@@ -238,7 +244,7 @@ impl Manager {
             last_heartbeat: None,
             store,
             transfer,
-            options,
+            settings: settings.into(),
             project_id,
             rows: vec![],
             previous_running: HashMap::new(),
@@ -279,8 +285,8 @@ impl Manager {
         self
     }
 
-    pub fn options(&self) -> &Options {
-        &self.options
+    pub fn settings(&self) -> &ManagerSettings {
+        &self.settings
     }
 }
 

@@ -76,12 +76,12 @@ impl Manager {
         let retry = self.retry_of(&failure.prefix, now, now);
         failure.exhausted = retry == Retry::Exhausted;
         let next = match retry {
-            Retry::Exhausted if self.options.no_retry_on_job_error => {
+            Retry::Exhausted if self.settings.no_retry_on_job_error => {
                 "not retried (--no-retry-on-job-error); requeue it with sts-requeue".to_string()
             }
             Retry::Exhausted => format!(
                 "out of retries (--max-retries {}); it stays in error until requeued with sts-requeue",
-                self.options.max_retries
+                self.settings.max_retries
             ),
             Retry::Due => "retried at the next job round".to_string(),
             Retry::Later(at) => format!("retried after {}", at.to_rfc3339()),
@@ -103,8 +103,8 @@ impl Manager {
                     &cause,
                     count,
                     self.service_account.as_deref(),
-                    &self.options.source_bucket,
-                    &self.options.destination_bucket,
+                    &self.settings.source_bucket,
+                    &self.settings.destination_bucket,
                 );
                 tracing::error!("{line}");
                 self.halted = Some(line);
@@ -121,11 +121,11 @@ impl Manager {
     ) -> Retry {
         retry_state(
             self.attempts.get(prefix).copied().unwrap_or(1),
-            self.options.max_retries,
-            !self.options.no_retry_on_job_error,
+            self.settings.max_retries,
+            !self.settings.no_retry_on_job_error,
             failed_at,
             now,
-            self.options.job_interval,
+            self.settings.job_interval,
         )
     }
 

@@ -5,7 +5,6 @@
 #[cfg(test)]
 use crate::model::TransferSpec;
 use crate::model::{JobStatus, TransferJob};
-use crate::options::Options;
 use crate::transfer::TransferError;
 
 /// Which call of a start STS answered.
@@ -32,7 +31,11 @@ pub enum Refusal {
 
 /// Why a reusable job is not as this manager leaves it (someone else's
 /// schedule, buckets or description, or not enabled), if it is not. Pure.
-pub fn foreign_pool_job(job: &TransferJob, options: &Options, description: &str) -> Option<String> {
+pub fn foreign_pool_job(
+    job: &TransferJob,
+    (source, destination): (&str, &str),
+    description: &str,
+) -> Option<String> {
     if job.status != JobStatus::Enabled {
         return Some(format!("is {}", job.status.name().to_lowercase()));
     }
@@ -43,8 +46,8 @@ pub fn foreign_pool_job(job: &TransferJob, options: &Options, description: &str)
     {
         return Some("carries a schedule someone else set; it is left alone".into());
     }
-    if job.transfer_spec.source_bucket() != Some(options.source_bucket.as_str())
-        || job.transfer_spec.sink_bucket() != Some(options.destination_bucket.as_str())
+    if job.transfer_spec.source_bucket() != Some(source)
+        || job.transfer_spec.sink_bucket() != Some(destination)
     {
         return Some("copies between other buckets now; it is left alone".into());
     }
@@ -221,11 +224,7 @@ mod tests {
 
     #[test]
     fn a_pool_job_someone_else_changed_is_left_alone() {
-        let options = Options {
-            source_bucket: "src".into(),
-            destination_bucket: "dst".into(),
-            ..Options::default()
-        };
+        let buckets = ("src", "dst");
         let bucket = |b: &str| {
             Some(crate::model::GcsData {
                 bucket_name: b.into(),
@@ -250,26 +249,26 @@ mod tests {
             creation_time: None,
             deletion_time: None,
         };
-        assert_eq!(foreign_pool_job(&ours, &options, "mine"), None);
+        assert_eq!(foreign_pool_job(&ours, buckets, "mine"), None);
         let mut scheduled = ours.clone();
         scheduled.schedule = Some(crate::model::Schedule::one_time(
             crate::model::Date::today_utc(),
         ));
-        assert!(foreign_pool_job(&scheduled, &options, "mine")
+        assert!(foreign_pool_job(&scheduled, buckets, "mine")
             .unwrap()
             .contains("schedule"));
         let mut moved = ours.clone();
         moved.transfer_spec.gcs_data_sink = bucket("elsewhere");
-        assert!(foreign_pool_job(&moved, &options, "mine")
+        assert!(foreign_pool_job(&moved, buckets, "mine")
             .unwrap()
             .contains("other buckets"));
-        assert!(foreign_pool_job(&ours, &options, "theirs")
+        assert!(foreign_pool_job(&ours, buckets, "theirs")
             .unwrap()
             .contains("description"));
         let mut disabled = ours;
         disabled.status = JobStatus::Disabled;
         assert_eq!(
-            foreign_pool_job(&disabled, &options, "mine").as_deref(),
+            foreign_pool_job(&disabled, buckets, "mine").as_deref(),
             Some("is disabled")
         );
     }

@@ -12,7 +12,7 @@ use crate::store::{Lease, StoreError};
 impl Manager {
     /// Takes the job table's lease, or renews it, for `lease-seconds`.
     pub async fn claim_lease(&mut self) -> Result<(), ManagerError> {
-        let ttl = Duration::from_secs_f64(self.options.lease_seconds);
+        let ttl = Duration::from_secs_f64(self.settings.lease_seconds);
         match self.store.acquire_lease(&self.holder, ttl).await? {
             Lease::Acquired => {
                 self.holding_lease = true;
@@ -23,7 +23,7 @@ impl Manager {
                 self.holding_lease = false;
                 Err(ManagerError::LeaseHeld {
                     holder,
-                    table: self.options.job_table.clone(),
+                    table: self.settings.job_table.clone(),
                     until: until.to_rfc3339(),
                 })
             }
@@ -87,7 +87,7 @@ impl Manager {
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), ManagerError> {
         self.claim_lease().await?;
-        let exit_when_done = self.options.exit_when_done;
+        let exit_when_done = self.settings.exit_when_done;
         let outcome = self.run_loop(stop, exit_when_done, None).await;
         self.release_lease().await;
         match outcome? {
@@ -158,7 +158,7 @@ impl Manager {
                 Err(e) if ends_the_run(&e) => return Err(e),
                 Err(e) => tracing::error!("iteration failed, trying again next iteration: {e}"),
             }
-            let mut rest = Duration::from_secs_f64(self.options.sleep_timeout)
+            let mut rest = Duration::from_secs_f64(self.settings.sleep_timeout)
                 .saturating_sub(started.elapsed());
             if let Some(deadline) = deadline {
                 let left = deadline.saturating_duration_since(Instant::now());

@@ -10,7 +10,7 @@ use super::failures::{Failure, Retry};
 use super::refusals::StartError;
 use super::round::{self, Planned};
 use super::sync::ChangeSet;
-use super::{migration_key, CycleSummary, Manager, ManagerError, START_CONCURRENCY};
+use super::{CycleSummary, Manager, ManagerError, START_CONCURRENCY};
 use crate::model::{PrefixJob, Status};
 use crate::transfer;
 
@@ -41,8 +41,8 @@ impl Manager {
             rows: &[],
             stalled: &stalled,
             level: self.ramp_level,
-            max: self.options.max_concurrent_jobs as usize,
-            allow_new_jobs_when_stalled: self.options.allow_new_jobs_when_stalled,
+            max: self.settings.max_concurrent_jobs as usize,
+            allow_new_jobs_when_stalled: self.settings.allow_new_jobs_when_stalled,
             retry_due: &retry_due,
             sizes: &no_sizes,
             halted: self.halted.is_some(),
@@ -200,7 +200,7 @@ impl Manager {
 
     /// Reusable job names not in use, in order (`None` with job reuse off).
     pub(super) fn free_pool_jobs(&self) -> Option<impl Iterator<Item = String> + '_> {
-        if self.options.no_job_reuse {
+        if self.settings.no_job_reuse {
             return None;
         }
         let dead = self
@@ -209,10 +209,10 @@ impl Manager {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let (source, sink) = (
-            self.options.source_bucket.clone(),
-            self.options.destination_bucket.clone(),
+            self.settings.source_bucket.clone(),
+            self.settings.destination_bucket.clone(),
         );
-        let migration = migration_key(&self.options);
+        let migration = self.settings.migration.clone();
         Some(
             (0..)
                 .map(move |k| transfer::pool_job_name(&source, &sink, &migration, k))
@@ -224,8 +224,8 @@ impl Manager {
     /// tell. A missing one is named, with the option that sets it.
     pub(super) async fn check_buckets(&mut self) -> Result<(), ManagerError> {
         for (option, bucket) in [
-            ("--source-bucket", &self.options.source_bucket),
-            ("--destination-bucket", &self.options.destination_bucket),
+            ("--source-bucket", &self.settings.source_bucket),
+            ("--destination-bucket", &self.settings.destination_bucket),
         ] {
             match self.transfer.bucket_exists(bucket).await {
                 Ok(Some(false)) => {
@@ -253,7 +253,7 @@ impl Manager {
         summary: &mut CycleSummary,
         changes: &mut ChangeSet,
     ) {
-        let timeout = chrono::Duration::milliseconds((self.options.start_timeout * 1000.0) as i64);
+        let timeout = chrono::Duration::milliseconds((self.settings.start_timeout * 1000.0) as i64);
         for row in &self.rows {
             let Some(job) = row.job_name.as_deref() else {
                 continue;

@@ -12,12 +12,12 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use crate::auth::{with_credentials, Handed, HandedCredentials};
-use crate::backends::open_manager;
 use crate::commands;
 use crate::error::{Detail, Error};
 use crate::manager::{CycleSummary, Manager as CoreManager};
 use crate::options::Options;
 use crate::runtime::{init_logging, runtime};
+use crate::settings::open_manager;
 use aio::future_into_py;
 
 /// Errors are raised as the classes of `sts_job_manager.errors` (a Python

@@ -11,10 +11,10 @@ use super::{block_on, handed_credentials, parse_options, to_json, to_py};
 use crate::analysis::status::read_status;
 use crate::analysis::timeline::TimelineBuilder;
 use crate::analysis::{self, columns::Frame};
-use crate::backends::open_store;
 use crate::error::Error;
 use crate::manager::count_statuses;
 use crate::runtime::init_logging;
+use crate::settings::open_store;
 use crate::store::StateStore;
 
 /// (name, Arrow type, validity bitmap or None, data buffers).

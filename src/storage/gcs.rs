@@ -174,7 +174,7 @@ fn not_found_is_bucket(bucket: &str) -> impl Fn(StorageError) -> StorageError + 
 #[async_trait]
 impl ObjectLister for GcsClient {
     async fn get_bucket(&self, bucket: &str) -> Result<BucketInfo, StorageError> {
-        crate::options::validate_bucket_name(bucket).map_err(StorageError::InvalidArgument)?;
+        super::validate_bucket_name(bucket).map_err(StorageError::InvalidArgument)?;
         let body = self
             .get(&format!("b/{bucket}"), &[])
             .await
@@ -186,8 +186,7 @@ impl ObjectLister for GcsClient {
     }
 
     async fn list_page(&self, request: &ListRequest) -> Result<ListPage, StorageError> {
-        crate::options::validate_bucket_name(&request.bucket)
-            .map_err(StorageError::InvalidArgument)?;
+        super::validate_bucket_name(&request.bucket).map_err(StorageError::InvalidArgument)?;
         let mut query = vec![
             (
                 "maxResults",

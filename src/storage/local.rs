@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use md5::Digest;
 
+use super::validate_bucket_name;
 use super::{BucketInfo, ListPage, ListRequest, ObjectInfo, ObjectLister, StorageError};
-use crate::options::validate_bucket_name;
 use crate::transfer::local::{ENGINE_DIR, TEMP_MARKER};
 
 pub struct LocalBuckets {

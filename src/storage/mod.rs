@@ -287,6 +287,52 @@ pub async fn list_concurrently(
     Ok(objects)
 }
 
+/// Cloud Storage's bucket naming rules: 3-63 characters (222 with dots,
+/// each dot-separated part at most 63), lowercase letters, digits, '-', '_'
+/// and '.', a letter or digit at each end, not an IP address, not starting
+/// with "goog", not containing "google" (or "g00gle").
+pub fn validate_bucket_name(name: &str) -> Result<(), String> {
+    let problem = |why: &str| Err(format!("'{name}' is not a valid bucket name: {why}"));
+    let dotted = name.contains('.');
+    let max = if dotted { 222 } else { 63 };
+    if name.len() < 3 || name.len() > max {
+        return problem(&format!(
+            "it has {} characters; Cloud Storage allows 3 to {max}{}",
+            name.len(),
+            if dotted { "" } else { " (222 with dots)" }
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(*c)))
+    {
+        return problem(&format!(
+            "{c:?} is not allowed (lowercase letters, digits, '-', '_' and '.' only)"
+        ));
+    }
+    let alnum = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !alnum(name.chars().next()) || !alnum(name.chars().last()) {
+        return problem("it must start and end with a letter or digit");
+    }
+    if name
+        .split('.')
+        .any(|part| part.is_empty() || part.len() > 63)
+    {
+        return problem("each dot-separated part must hold 1 to 63 characters");
+    }
+    let parts: Vec<&str> = name.split('.').collect();
+    if parts.len() == 4 && parts.iter().all(|p| p.parse::<u8>().is_ok()) {
+        return problem("it is an IP address in dotted-decimal notation");
+    }
+    if name.starts_with("goog") {
+        return problem("names may not start with \"goog\"");
+    }
+    if name.contains("google") || name.contains("g00gle") {
+        return problem("names may not contain \"google\" or a close misspelling of it");
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -28,10 +28,9 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 use self::client::{Api, BIGQUERY_URL};
 use self::sql::TableName;
 use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StateStore, StoreError};
-use crate::auth::{project_from_credentials, GoogleAuth};
+use crate::auth::GoogleAuth;
 use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
-use crate::options::Options;
 
 /// Ten years: longer leases are cut to this.
 const MAX_LEASE_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
@@ -62,21 +61,6 @@ pub struct Settings {
     pub history_table: String,
     /// `host:port` (or a URL) of an emulator.
     pub emulator_host: Option<String>,
-}
-
-impl Settings {
-    /// Project from `--project`, else GOOGLE_CLOUD_PROJECT, else the
-    /// credentials file; emulator from BIGQUERY_EMULATOR_HOST.
-    pub fn from_options(options: &Options) -> Self {
-        Settings {
-            project: options.project_id().or_else(project_from_credentials),
-            dataset: options.dataset.clone(),
-            location: options.dataset_location.clone(),
-            job_table: options.job_table.clone(),
-            history_table: options.job_history_table.clone(),
-            emulator_host: std::env::var(EMULATOR_ENV).ok().filter(|h| !h.is_empty()),
-        }
-    }
 }
 
 pub struct BigQueryStore {
@@ -217,10 +201,6 @@ impl BigQueryStore {
             lease,
             statements: AtomicU64::new(0),
         })
-    }
-
-    pub fn from_options(options: &Options) -> Result<Self, StoreError> {
-        Self::open(&Settings::from_options(options))
     }
 
     pub fn api(&self) -> &Api {

@@ -302,7 +302,7 @@ fn segment(text: &str) -> String {
 
 /// Runs every check; never changes anything.
 pub async fn run(options: &Options) -> Result<DoctorReport> {
-    let project = crate::backends::project_id(options)?;
+    let project = crate::settings::project_id(options)?;
     let doctor = Doctor {
         http: reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
@@ -559,7 +559,7 @@ pub async fn run(options: &Options) -> Result<DoctorReport> {
     let our_pool = crate::transfer::pool_job_prefix(
         &options.source_bucket,
         &options.destination_bucket,
-        &crate::manager::migration_key(options),
+        &crate::settings::migration_key(options),
     );
     match list_jobs(&doctor, &sts, &project, options).await {
         Ok(jobs) => {

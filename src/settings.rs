@@ -1,8 +1,12 @@
-//! Picks the state store and transfer service named by the options.
+//! Where options become settings, once: what the state store, the transfer
+//! client, the lister and the manager each need, and the backends they
+//! name, opened. It belongs to the tool layer (with `options` and
+//! `commands`); nothing below it reads `Options`.
 
 use std::sync::Arc;
 
 use crate::error::{Error, Result};
+use crate::manager::ManagerSettings;
 use crate::options::{Options, StateLocation, TransferLocation};
 use crate::store::{bigquery::BigQueryStore, sqlite::SqliteStore, StateStore};
 use crate::transfer::local::{LocalEngine, Mode};
@@ -38,7 +42,77 @@ fn store(options: &Options, create: bool) -> Result<Arc<dyn StateStore>> {
                 &options.job_history_table,
             )?))
         }
-        StateLocation::BigQuery => Ok(Arc::new(BigQueryStore::from_options(options)?)),
+        StateLocation::BigQuery => Ok(Arc::new(BigQueryStore::open(&bigquery_settings(options))?)),
+    }
+}
+
+/// The BigQuery store's settings: the project from `--project`, else
+/// GOOGLE_CLOUD_PROJECT, else the credentials file; the emulator from
+/// BIGQUERY_EMULATOR_HOST.
+pub fn bigquery_settings(options: &Options) -> crate::store::bigquery::Settings {
+    crate::store::bigquery::Settings {
+        project: options
+            .project_id()
+            .or_else(crate::auth::project_from_credentials),
+        dataset: options.dataset.clone(),
+        location: options.dataset_location.clone(),
+        job_table: options.job_table.clone(),
+        history_table: options.job_history_table.clone(),
+        emulator_host: std::env::var(crate::store::bigquery::EMULATOR_ENV)
+            .ok()
+            .filter(|h| !h.is_empty()),
+    }
+}
+
+/// What names one migration: its job table where it is kept (the SQLite
+/// file's absolute path, or BigQuery's project and dataset). Pool jobs hang
+/// on it, so two migrations between the same buckets use disjoint pools.
+pub fn migration_key(options: &Options) -> String {
+    match options.state_location() {
+        Ok(StateLocation::Sqlite(path)) => format!(
+            "sqlite:{}:{}",
+            // Absolute whether the file exists yet or not (sts-doctor may
+            // look before sts-prepare-tables makes it).
+            std::path::absolute(&path).unwrap_or(path).display(),
+            options.job_table
+        ),
+        _ => format!(
+            "bigquery:{}:{}:{}",
+            options.project_id().unwrap_or_default(),
+            options.dataset,
+            options.job_table
+        ),
+    }
+}
+
+impl From<&Options> for ManagerSettings {
+    fn from(options: &Options) -> Self {
+        ManagerSettings {
+            source_bucket: options.source_bucket.clone(),
+            destination_bucket: options.destination_bucket.clone(),
+            job_table: options.job_table.clone(),
+            migration: migration_key(options),
+            job_interval: options.job_interval,
+            metrics_interval: options.metrics_interval,
+            sleep_timeout: options.sleep_timeout,
+            reconcile_interval: options.reconcile_interval,
+            lease_seconds: options.lease_seconds,
+            start_timeout: options.start_timeout,
+            max_concurrent_jobs: options.max_concurrent_jobs,
+            max_retries: options.max_retries,
+            no_retry_on_job_error: options.no_retry_on_job_error,
+            allow_new_jobs_when_stalled: options.allow_new_jobs_when_stalled,
+            overwrite_dest_objects: options.overwrite_dest_objects,
+            publish_heartbeat: options.publish_heartbeat,
+            exit_when_done: options.exit_when_done,
+            no_job_reuse: options.no_job_reuse,
+        }
+    }
+}
+
+impl From<Options> for ManagerSettings {
+    fn from(options: Options) -> Self {
+        ManagerSettings::from(&options)
     }
 }
 
@@ -83,7 +157,8 @@ pub async fn open_manager(options: Options) -> Result<crate::manager::Manager> {
     let store = open_store(&options)?;
     let transfer = open_transfer(&options, Mode::Execute)?;
     let project = project_id(&options)?;
-    store.read_unfinished().await?;
+    // The tables exist (one aggregate, whatever the table holds).
+    store.count_by_status().await?;
     // Credentials and reachability are checked once, up front: a manager that
     // cannot authenticate exits with the reason instead of failing every cycle.
     // One cheap call: googleServiceAccounts.get, whose answer the manager
@@ -111,7 +186,7 @@ pub async fn open_manager(options: Options) -> Result<crate::manager::Manager> {
         .clone()
         .unwrap_or_else(|| project.clone());
     let publish = options.publish_heartbeat;
-    let mut manager = crate::manager::Manager::new(store, transfer, options, project)
+    let mut manager = crate::manager::Manager::new(store, transfer, &options, project)
         .with_service_account(service_account);
     if publish {
         let sink = crate::monitoring::CloudMonitoring::from_environment(heartbeat_project)

@@ -1,5 +1,7 @@
 //! `sts-doctor`: a read-only preflight against the project (the checks are
-//! in `crate::doctor`).
+//! in `checks`).
+
+pub mod checks;
 
 use super::{Invocation, Running, Tool, DOCTOR};
 use crate::options::{BUCKETS, GENERAL, HEARTBEAT, STATE};
@@ -16,8 +18,8 @@ pub const TOOL: Tool = Tool {
 
 fn run(invocation: Invocation) -> Running {
     Box::pin(async move {
-        let report = crate::doctor::run(&invocation.options).await?;
-        crate::outln!("{}", crate::doctor::render(&report));
+        let report = checks::run(&invocation.options).await?;
+        crate::outln!("{}", checks::render(&report));
         Ok(if report.failed() > 0 { 1 } else { 0 })
     })
 }
