@@ -20,7 +20,6 @@ use sts_job_manager::model::{
 };
 use sts_job_manager::options::Options;
 use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
-use sts_job_manager::store::StateStore;
 
 const PROJECT: &str = "sts-bench";
 
@@ -28,6 +27,7 @@ const PROJECT: &str = "sts-bench";
 mod listed;
 
 use listed::Listed;
+use sts_job_manager::store::JobTable;
 
 fn store(emulator: &bqemulator::Emulator, dataset: &str) -> Arc<BigQueryStore> {
     Arc::new(

@@ -18,13 +18,13 @@ use sts_job_manager::model::{
 };
 use sts_job_manager::options::Options;
 use sts_job_manager::store::sqlite::SqliteStore;
-use sts_job_manager::store::StateStore;
 use sts_job_manager::transfer::OperationFilter;
 
 #[path = "../tests/support/listed.rs"]
 mod listed;
 
 use listed::Listed;
+use sts_job_manager::store::JobTable;
 
 /// The listed operations, one per prefix, made as they are listed (as a
 /// server's pages arrive), so the fixture does not count in the figures.

@@ -18,7 +18,8 @@ use sts_job_manager::model::{
 };
 use sts_job_manager::options::Options;
 use sts_job_manager::store::sqlite::SqliteStore;
-use sts_job_manager::store::StateStore;
+use sts_job_manager::store::HistoryReads;
+use sts_job_manager::store::JobTable;
 
 /// Running prefixes, all finishing in the measured sync: three chunks.
 const RUNNING: usize = 45_000;

@@ -7,7 +7,8 @@ mod bqemulator;
 use chrono::{DateTime, Utc};
 use sts_job_manager::records::{PlannedPrefix, Verification, VerifyResult};
 use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
-use sts_job_manager::store::StateStore;
+use sts_job_manager::store::JobTable;
+use sts_job_manager::store::SideTables;
 
 const PROJECT: &str = "sts-plan-verify-test";
 

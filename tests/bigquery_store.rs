@@ -9,7 +9,10 @@ use chrono::{DateTime, Duration, Utc};
 use sts_job_manager::model::{ChangeSet, JobUpdate};
 use sts_job_manager::model::{HistoryRow, Status};
 use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
-use sts_job_manager::store::{LoadReport, StateStore, StoreError};
+use sts_job_manager::store::HistoryReads;
+use sts_job_manager::store::JobTable;
+use sts_job_manager::store::LeaseStore;
+use sts_job_manager::store::{LoadReport, StoreError};
 
 const PROJECT: &str = "sts-store-test";
 

@@ -10,6 +10,7 @@ use sts_job_manager::manager::Manager;
 use sts_job_manager::model::{Status, TransferJob, TransferOperation};
 use sts_job_manager::options::Options;
 use sts_job_manager::store::sqlite::SqliteStore;
+use sts_job_manager::store::JobTable;
 use sts_job_manager::store::StateStore;
 use sts_job_manager::transfer::local::{LocalEngine, Mode};
 use sts_job_manager::transfer::{JobFilter, OperationFilter, TransferError, TransferService};

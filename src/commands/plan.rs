@@ -311,22 +311,27 @@ async fn plan_from_inventory(
     table: &str,
     target: crate::plan::Target,
 ) -> Result<(Vec<PlannedPrefix>, u64)> {
-    use crate::store::bigquery::inventory::Inventory;
+    use crate::storage::inventory::{Inventory, InventoryReader};
     let store = inventory_store(options)?;
     let inventory = Inventory::parse(table, &store.job_table().project, &options.source_bucket)?;
-    let root = store.inventory_root(&inventory).await?.ok_or_else(|| {
-        Error::Input(format!(
-            "inventory {table} holds no objects of bucket {}: nothing to plan",
-            options.source_bucket
-        ))
-    })?;
+    let root = InventoryReader::new(store.api())
+        .root(&inventory)
+        .await?
+        .ok_or_else(|| {
+            Error::Input(format!(
+                "inventory {table} holds no objects of bucket {}: nothing to plan",
+                options.source_bucket
+            ))
+        })?;
     let fine = crate::plan::fine_weight(root.weight(), target);
     let queries = std::sync::atomic::AtomicU64::new(1);
     let tree = crate::plan::build_tree_by_levels(root, fine, |parents| {
         let (store, inventory, queries) = (&store, &inventory, &queries);
         async move {
             queries.fetch_add(1, Ordering::Relaxed);
-            store.inventory_children(inventory, &parents).await
+            InventoryReader::new(store.api())
+                .children(inventory, &parents)
+                .await
         }
     })
     .await?;

@@ -229,14 +229,14 @@ async fn compare_inventories(
     destination: &str,
     prefixes: &[String],
 ) -> Result<(Vec<Checked>, u64)> {
-    use crate::store::bigquery::inventory::Inventory;
+    use crate::storage::inventory::{Inventory, InventoryReader};
     let store = super::plan::inventory_store(options)?;
     let project = store.job_table().project.clone();
     let source = Inventory::parse(source, &project, &options.source_bucket)?;
     let destination = Inventory::parse(destination, &project, &options.destination_bucket)?;
     let now = Utc::now();
-    let (counts, offending) = store
-        .inventory_compare(&source, &destination, prefixes)
+    let (counts, offending) = InventoryReader::new(store.api())
+        .compare(&source, &destination, prefixes)
         .await?;
     let bytes = counts.iter().map(|c| c.2).sum();
     let counts: HashMap<String, (u64, u64, u64)> = counts

@@ -5,6 +5,7 @@
 //! JSON API over `local` for Google's own clients.
 
 pub mod gcs;
+pub mod inventory;
 pub mod local;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -117,8 +117,10 @@ pub struct LoadReport {
     pub already_present: usize,
 }
 
+/// The job table: every prefix and its status, the queue a manager starts
+/// from, and the one-transaction writes of each step.
 #[async_trait]
-pub trait StateStore: Send + Sync {
+pub trait JobTable: Send + Sync {
     /// Creates the tables when missing; leaves existing ones alone.
     async fn prepare(&self) -> Result<(), StoreError>;
     /// Adds prefixes as `waiting`, all or none; prefixes already present stay.
@@ -148,25 +150,7 @@ pub trait StateStore: Send + Sync {
     /// Up to `limit` waiting rows in start order, each with its planned
     /// bytes (0 when not planned): the largest planned first, then table
     /// (prefix) order.
-    async fn next_waiting(&self, limit: usize) -> Result<Vec<(PrefixJob, u64)>, StoreError> {
-        let (rows, _) = self.read_unfinished().await?;
-        let sizes: std::collections::HashMap<String, u64> = self
-            .read_plan()
-            .await?
-            .into_iter()
-            .map(|p| (p.prefix, p.bytes))
-            .collect();
-        Ok(start_order(
-            rows.into_iter()
-                .filter(|r| r.status == Status::Waiting)
-                .map(|r| {
-                    let bytes = sizes.get(&r.prefix).copied().unwrap_or(0);
-                    (r, bytes)
-                })
-                .collect(),
-            limit,
-        ))
-    }
+    async fn next_waiting(&self, limit: usize) -> Result<Vec<(PrefixJob, u64)>, StoreError>;
     /// The rows of these prefixes that exist, sorted by prefix.
     async fn read_prefixes(&self, prefixes: &[String]) -> Result<Vec<PrefixJob>, StoreError> {
         let wanted: std::collections::HashSet<&str> = prefixes.iter().map(String::as_str).collect();
@@ -174,13 +158,21 @@ pub trait StateStore: Send + Sync {
         rows.retain(|r| wanted.contains(r.prefix.as_str()));
         Ok(rows)
     }
-    async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError>;
     /// For every prefix now in `error`: its failures (history rows in
     /// `error`) since it was last queued (its latest history row in
     /// `waiting` with no job name: a load or a requeue). One aggregate query.
     async fn failure_counts(&self) -> Result<std::collections::HashMap<String, u32>, StoreError>;
     /// Writes one step's changes atomically, in a constant number of statements.
     async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError>;
+    /// Statements sent to the backend so far (for benchmarks and tests).
+    fn statements_issued(&self) -> u64;
+}
+
+/// The history table as analysis reads it: whole, scanned a row at a time,
+/// or one snapshot per prefix or operation.
+#[async_trait]
+pub trait HistoryReads: JobTable {
+    async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError>;
     /// The latest history row holding operation results of every prefix of
     /// the job table (its current operation's last snapshot), in any order.
     /// Stores override this to read one row per prefix instead of the whole
@@ -240,8 +232,12 @@ pub trait StateStore: Send + Sync {
         .await?;
         Ok(latest.into_values().filter_map(|(_, row)| row).collect())
     }
-    /// Statements sent to the backend so far (for benchmarks and tests).
-    fn statements_issued(&self) -> u64;
+}
+
+/// The job table's lease: one manager at a time. Stores without leases
+/// always grant it.
+#[async_trait]
+pub trait LeaseStore: Send + Sync {
     /// Takes or renews the job table's lease for `holder` until
     /// `now + ttl`, unless another live holder has it. Stores without
     /// leases always grant it.
@@ -253,6 +249,18 @@ pub trait StateStore: Send + Sync {
         let _ = (holder, ttl);
         Ok(Lease::Acquired)
     }
+    /// Gives the lease up (a clean stop), if `holder` has it.
+    async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
+        let _ = holder;
+        Ok(())
+    }
+}
+
+/// The tables beside the job table, created on first use: the plan
+/// (`{job_table}_plan`) and the verification results
+/// (`{job_table}_verification`).
+#[async_trait]
+pub trait SideTables: Send + Sync {
     /// Records each prefix's planned objects and bytes in the plan table
     /// (`{job_table}_plan`, created on first use); a prefix planned again
     /// gets its new figures.
@@ -279,12 +287,14 @@ pub trait StateStore: Send + Sync {
     async fn read_verifications(&self) -> Result<Vec<Verification>, StoreError> {
         Ok(Vec::new())
     }
-    /// Gives the lease up (a clean stop), if `holder` has it.
-    async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
-        let _ = holder;
-        Ok(())
-    }
 }
+
+/// Everything a state store is: what the manager, the tools and the
+/// analysis hold (`Arc<dyn StateStore>`). Implemented by any type that is
+/// all four.
+pub trait StateStore: JobTable + HistoryReads + LeaseStore + SideTables {}
+
+impl<T: JobTable + HistoryReads + LeaseStore + SideTables> StateStore for T {}
 
 /// Rows per status: every status present, 0 included.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -317,14 +327,6 @@ impl StatusCounts {
             .map(|s| (s.as_str().to_string(), self.get(*s)))
             .collect()
     }
-}
-
-/// Waiting rows in start order (largest planned bytes first, then prefix
-/// order), the first `limit`: the rule every store's `next_waiting` keeps.
-pub fn start_order(mut rows: Vec<(PrefixJob, u64)>, limit: usize) -> Vec<(PrefixJob, u64)> {
-    rows.sort_by(|(a, x), (b, y)| y.cmp(x).then_with(|| a.prefix.cmp(&b.prefix)));
-    rows.truncate(limit);
-    rows
 }
 
 /// `latest_snapshots` over rows already read (history oldest first).

@@ -11,7 +11,6 @@
 //! none is lost, and each table is always in a state some statement left).
 
 pub mod client;
-pub mod inventory;
 mod queue;
 pub mod records;
 pub mod sql;
@@ -27,10 +26,14 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 
 use self::client::{Api, BIGQUERY_URL};
 use self::sql::TableName;
-use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StateStore, StoreError};
+use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StoreError};
 use crate::auth::GoogleAuth;
 use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
+use crate::store::HistoryReads;
+use crate::store::JobTable;
+use crate::store::LeaseStore;
+use crate::store::SideTables;
 
 /// Ten years: longer leases are cut to this.
 const MAX_LEASE_MS: i64 = 10 * 366 * 24 * 3600 * 1000;
@@ -108,7 +111,7 @@ pub fn history_table_schema() -> TableSchema {
     ])
 }
 
-fn text(cell: &serde_json::Value, what: &str) -> Result<String, StoreError> {
+pub(crate) fn text(cell: &serde_json::Value, what: &str) -> Result<String, StoreError> {
     cell.as_str()
         .map(str::to_owned)
         .ok_or_else(|| StoreError::CorruptRow(format!("{what}: expected a string, got {cell}")))
@@ -156,7 +159,7 @@ fn history_row(row: &[serde_json::Value]) -> Result<HistoryRow, StoreError> {
     })
 }
 
-fn columns<const N: usize>(
+pub(crate) fn columns<const N: usize>(
     row: &[serde_json::Value],
 ) -> Result<&[serde_json::Value; N], StoreError> {
     row.try_into()
@@ -385,7 +388,7 @@ impl BigQueryStore {
 }
 
 #[async_trait]
-impl StateStore for BigQueryStore {
+impl JobTable for BigQueryStore {
     async fn prepare(&self) -> Result<(), StoreError> {
         if self
             .api
@@ -534,6 +537,32 @@ impl StateStore for BigQueryStore {
             .collect()
     }
 
+    async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError> {
+        // History first: see the module comment for why this order.
+        for batch in sql::history_batches(&changes.history) {
+            self.run(
+                &sql::insert_history(&self.history),
+                vec![sql::history_param(batch)],
+            )
+            .await?;
+        }
+        for batch in sql::update_batches(&changes.updates) {
+            self.run(
+                &sql::update_jobs(&self.jobs),
+                vec![sql::updates_param(batch)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    fn statements_issued(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl HistoryReads for BigQueryStore {
     async fn read_history(&self) -> Result<Vec<HistoryRow>, StoreError> {
         let output = self
             .run(&sql::select_history(&self.history), vec![])
@@ -600,30 +629,10 @@ impl StateStore for BigQueryStore {
         }
         Ok(rows)
     }
+}
 
-    async fn apply(&self, changes: &ChangeSet) -> Result<(), StoreError> {
-        // History first: see the module comment for why this order.
-        for batch in sql::history_batches(&changes.history) {
-            self.run(
-                &sql::insert_history(&self.history),
-                vec![sql::history_param(batch)],
-            )
-            .await?;
-        }
-        for batch in sql::update_batches(&changes.updates) {
-            self.run(
-                &sql::update_jobs(&self.jobs),
-                vec![sql::updates_param(batch)],
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    fn statements_issued(&self) -> u64 {
-        self.statements.load(Ordering::Relaxed)
-    }
-
+#[async_trait]
+impl LeaseStore for BigQueryStore {
     /// One UPDATE per renewal; a read only when it is refused. A few rounds,
     /// because the lease can change hands between the two (freed, expired,
     /// or its holder found dead).
@@ -659,6 +668,25 @@ impl StateStore for BigQueryStore {
         Ok(Lease::HeldBy { holder, until })
     }
 
+    async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        match self
+            .api
+            .query(
+                &sql::release_lease(&self.lease),
+                vec![sql::string_param("holder", holder)],
+            )
+            .await
+        {
+            // Never leased: nothing to give up.
+            Err(e) if is_not_found(&e) => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+}
+
+#[async_trait]
+impl SideTables for BigQueryStore {
     async fn save_plan(&self, planned: &[crate::records::PlannedPrefix]) -> Result<(), StoreError> {
         self.merge_plan(planned).await
     }
@@ -676,21 +704,5 @@ impl StateStore for BigQueryStore {
 
     async fn read_verifications(&self) -> Result<Vec<crate::records::Verification>, StoreError> {
         self.select_verifications().await
-    }
-
-    async fn release_lease(&self, holder: &str) -> Result<(), StoreError> {
-        self.statements.fetch_add(1, Ordering::Relaxed);
-        match self
-            .api
-            .query(
-                &sql::release_lease(&self.lease),
-                vec![sql::string_param("holder", holder)],
-            )
-            .await
-        {
-            // Never leased: nothing to give up.
-            Err(e) if is_not_found(&e) => Ok(()),
-            other => other.map(|_| ()),
-        }
     }
 }

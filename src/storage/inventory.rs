@@ -12,9 +12,10 @@ use std::collections::BTreeSet;
 
 use gcp_bigquery_client::model::query_parameter::QueryParameter;
 
-use super::sql::{self, TableName};
-use super::{columns, text, BigQueryStore};
 use crate::records::Group;
+use crate::store::bigquery::client::Api;
+use crate::store::bigquery::sql::{self, TableName};
+use crate::store::bigquery::{columns, text};
 use crate::store::{check_identifier, StoreError};
 
 /// An inventory table and the bucket whose rows to read.
@@ -91,9 +92,19 @@ pub type OffendingRow = (String, String, String);
 /// Per prefix: (objects compared, bytes compared, missing, different).
 pub type CountsRow = (String, u64, u64, u64, u64);
 
-impl BigQueryStore {
+/// Reads inventory tables through a BigQuery client (the state store's:
+/// inventories are read where the state is kept).
+pub struct InventoryReader<'a> {
+    api: &'a Api,
+}
+
+impl<'a> InventoryReader<'a> {
+    pub fn new(api: &'a Api) -> Self {
+        InventoryReader { api }
+    }
+
     /// Objects, bytes, first and last name of the inventory's bucket.
-    pub async fn inventory_root(&self, inventory: &Inventory) -> Result<Option<Group>, StoreError> {
+    pub async fn root(&self, inventory: &Inventory) -> Result<Option<Group>, StoreError> {
         let sql = format!(
             "SELECT COUNT(*) AS objects, SUM(size) AS bytes, MIN(name) AS first, \
              MAX(name) AS last FROM {}",
@@ -122,7 +133,7 @@ impl BigQueryStore {
 
     /// For each parent prefix, its names longer than it grouped by the next
     /// character: one query for a whole level of the planner's tree.
-    pub async fn inventory_children(
+    pub async fn children(
         &self,
         inventory: &Inventory,
         parents: &[String],
@@ -172,7 +183,7 @@ impl BigQueryStore {
     /// Compares the source inventory with the destination's for each
     /// prefix: counts per prefix, and the first 100 offending objects of
     /// each (missing, or size / crc32c / md5 different where both have it).
-    pub async fn inventory_compare(
+    pub async fn compare(
         &self,
         source: &Inventory,
         destination: &Inventory,
