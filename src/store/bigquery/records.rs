@@ -244,3 +244,25 @@ impl BigQueryStore {
             .collect()
     }
 }
+
+#[async_trait::async_trait]
+impl crate::store::SideTables for BigQueryStore {
+    async fn save_plan(&self, planned: &[crate::records::PlannedPrefix]) -> Result<(), StoreError> {
+        self.merge_plan(planned).await
+    }
+
+    async fn read_plan(&self) -> Result<Vec<crate::records::PlannedPrefix>, StoreError> {
+        self.select_plan().await
+    }
+
+    async fn save_verifications(
+        &self,
+        rows: &[crate::records::Verification],
+    ) -> Result<(), StoreError> {
+        self.merge_verifications(rows).await
+    }
+
+    async fn read_verifications(&self) -> Result<Vec<crate::records::Verification>, StoreError> {
+        self.select_verifications().await
+    }
+}

@@ -1,4 +1,4 @@
-//! Every option of the four tools (SPEC 4), read from command-line arguments,
+//! Every option of the tools (SPEC 4), read from command-line arguments,
 //! from a JSON `--config-path` file (whose values win) or from key/value pairs
 //! (the Python API), then validated once.
 
@@ -7,6 +7,10 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 pub use crate::storage::validate_bucket_name;
+
+mod specs;
+pub use specs::*;
+use specs::{canonical, in_groups};
 
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum OptionsError {
@@ -34,146 +38,6 @@ impl OptionsError {
         }
     }
 }
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Kind {
-    Text,
-    OptionalText,
-    Seconds,
-    Count,
-    Flag,
-}
-
-/// One option: its flag name (dashes), how its value is read, and its help.
-/// Defaults are not repeated here: `--help` shows `Options::default()`'s.
-pub struct OptionSpec {
-    pub name: &'static str,
-    pub kind: Kind,
-    pub help: &'static str,
-}
-
-#[rustfmt::skip]
-pub const SPECS: &[OptionSpec] = &[
-    OptionSpec { name: "dataset", kind: Kind::Text, help: "The name of the dataset to create and use" },
-    OptionSpec { name: "dataset-location", kind: Kind::Text, help: "The location of the dataset" },
-    OptionSpec { name: "job-table", kind: Kind::Text, help: "Name of the job table" },
-    OptionSpec { name: "job-history-table", kind: Kind::Text, help: "Name of the job history table" },
-    OptionSpec { name: "config-path", kind: Kind::OptionalText, help: "A JSON object of options (keys with dashes or underscores); its values win; keys of\nother tools' options are ignored" },
-    OptionSpec { name: "source-bucket", kind: Kind::Text, help: "The source bucket to transfer data from" },
-    OptionSpec { name: "destination-bucket", kind: Kind::Text, help: "The destination bucket to transfer data to" },
-    OptionSpec { name: "job-interval", kind: Kind::Seconds, help: "Seconds between rounds that start new jobs; must be >= --sleep-timeout" },
-    OptionSpec { name: "metrics-interval", kind: Kind::Seconds, help: "Seconds between state syncs; must be >= --sleep-timeout" },
-    OptionSpec { name: "max-concurrent-jobs", kind: Kind::Count, help: "The most jobs allowed to run at once" },
-    OptionSpec { name: "no-retry-on-job-error", kind: Kind::Flag, help: "Do not restart prefixes whose job failed" },
-    OptionSpec { name: "allow-new-jobs-when-stalled", kind: Kind::Flag, help: "Stalled jobs do not count as running when deciding how many jobs to start\n(also spelt --allow-new-jobs-on-stalled)" },
-    OptionSpec { name: "publish-heartbeat", kind: Kind::Flag, help: "Publish status counts to Cloud Monitoring every iteration" },
-    OptionSpec { name: "stackdriver-project", kind: Kind::OptionalText, help: "Project for the heartbeat [default: the manager's project]" },
-    OptionSpec { name: "overwrite-dest-objects", kind: Kind::Flag, help: "New jobs overwrite objects already in the destination" },
-    OptionSpec { name: "sleep-timeout", kind: Kind::Seconds, help: "Seconds between loop iterations" },
-    OptionSpec { name: "state", kind: Kind::Text, help: "Where state is kept: 'bigquery' or 'sqlite:PATH'" },
-    OptionSpec { name: "transfer", kind: Kind::Text, help: "Transfer backend: 'sts' or 'local:ROOT' where each bucket is a directory" },
-    OptionSpec { name: "project", kind: Kind::OptionalText, help: "Google Cloud project [default: GOOGLE_CLOUD_PROJECT, else the credentials' project]" },
-    OptionSpec { name: "exit-when-done", kind: Kind::Flag, help: "Stop once no prefix is pending or running" },
-    OptionSpec { name: "job-prefix-source-file", kind: Kind::OptionalText, help: "A JSON array of prefixes: loaded into the job table as 'waiting' (sts-prepare-tables),\nor put back to 'waiting' (sts-requeue)" },
-    OptionSpec { name: "start-timeout", kind: Kind::Seconds, help: "Seconds a started job may show no operation before it is run again" },
-    OptionSpec { name: "lease-seconds", kind: Kind::Seconds, help: "How long the manager's hold on the job table lasts without renewal; a second\nmanager waits it out" },
-    OptionSpec { name: "max-retries", kind: Kind::Count, help: "Times a failed prefix is started again, each after a longer wait (1, 2, 4, ... job\nintervals); past it the prefix stays 'error' until requeued" },
-    OptionSpec { name: "allow-overlapping-prefixes", kind: Kind::Flag, help: "Load prefixes even when one is a prefix of another (their common objects are then\ncopied twice)" },
-    OptionSpec { name: "no-job-reuse", kind: Kind::Flag, help: "Create one transfer job per prefix (the original's way) instead of reusing a pool of\njobs, patched and run for each start; STS allows 5,000 creates a day" },
-    OptionSpec { name: "reconcile-interval", kind: Kind::Seconds, help: "Seconds between full reconciles, which list every transfer operation of the project to\nsee those started or deleted outside the manager" },
-];
-
-/// A heading in `--help` and a set of options that tools take together. A
-/// tool's options are the groups it lists (`cli::TOOLS`); adding an option
-/// means a `SPECS` entry, an `Options` field and a place in one group.
-pub struct OptionGroup {
-    pub heading: &'static str,
-    pub options: &'static [&'static str],
-}
-
-/// `--help` and `--version` are listed under this group's heading too.
-pub const GENERAL: OptionGroup = OptionGroup {
-    heading: "Options",
-    options: &["config-path", "project"],
-};
-pub const STATE: OptionGroup = OptionGroup {
-    heading: "State (the job and history tables)",
-    options: &[
-        "state",
-        "dataset",
-        "dataset-location",
-        "job-table",
-        "job-history-table",
-    ],
-};
-pub const LOAD: OptionGroup = OptionGroup {
-    heading: "Prefixes",
-    options: &["job-prefix-source-file", "allow-overlapping-prefixes"],
-};
-/// The prefixes `sts-requeue` puts back (all in `error` without it).
-pub const REQUEUE_PREFIXES: OptionGroup = OptionGroup {
-    heading: "Prefixes",
-    options: &["job-prefix-source-file"],
-};
-/// Whether failed prefixes still count as pending (sts-status).
-pub const STATUS_RETRIES: OptionGroup = OptionGroup {
-    heading: "Retries",
-    options: &["no-retry-on-job-error", "max-retries"],
-};
-/// The two buckets alone (sts-plan, sts-verify).
-pub const BUCKETS: OptionGroup = OptionGroup {
-    heading: "Buckets",
-    options: &["source-bucket", "destination-bucket"],
-};
-pub const TRANSFER: OptionGroup = OptionGroup {
-    heading: "Transfer service",
-    options: &["transfer"],
-};
-pub const JOBS: OptionGroup = OptionGroup {
-    heading: "Transfer jobs",
-    options: &[
-        "source-bucket",
-        "destination-bucket",
-        "overwrite-dest-objects",
-        "max-concurrent-jobs",
-        "no-retry-on-job-error",
-        "allow-new-jobs-when-stalled",
-        "max-retries",
-        "start-timeout",
-        "no-job-reuse",
-    ],
-};
-pub const LOOP: OptionGroup = OptionGroup {
-    heading: "The loop",
-    options: &[
-        "sleep-timeout",
-        "metrics-interval",
-        "job-interval",
-        "reconcile-interval",
-        "lease-seconds",
-        "exit-when-done",
-    ],
-};
-pub const HEARTBEAT: OptionGroup = OptionGroup {
-    heading: "Heartbeat (Cloud Monitoring)",
-    options: &["publish-heartbeat", "stackdriver-project"],
-};
-/// Every group, for checks that every option has a place.
-pub const GROUPS: &[&OptionGroup] = &[
-    &GENERAL,
-    &STATE,
-    &BUCKETS,
-    &STATUS_RETRIES,
-    &LOAD,
-    &REQUEUE_PREFIXES,
-    &TRANSFER,
-    &JOBS,
-    &LOOP,
-    &HEARTBEAT,
-];
-
-/// Old spellings still accepted, mapped to the option they stand for.
-const ALIASES: &[(&str, &str)] = &[("allow-new-jobs-on-stalled", "allow-new-jobs-when-stalled")];
 
 /// A JSON object's entries in file order, repeats kept.
 struct Entries(Vec<(String, Value)>);
@@ -286,131 +150,6 @@ pub enum Command {
     /// `--help` or `--version`: print this to stdout and exit 0.
     Print(String),
     Run(Box<Options>),
-}
-
-fn canonical(key: &str) -> Result<&'static str, OptionsError> {
-    let dashed = key.trim_start_matches('-').replace('_', "-");
-    if let Some((_, target)) = ALIASES.iter().find(|(alias, _)| *alias == dashed) {
-        return Ok(target);
-    }
-    SPECS
-        .iter()
-        .find(|s| s.name == dashed)
-        .map(|s| s.name)
-        .ok_or_else(|| OptionsError::UnknownOption(key.to_string()))
-}
-
-/// A tool's options: the union of its groups.
-fn in_groups(groups: &[&OptionGroup], name: &str) -> bool {
-    groups.iter().any(|g| g.options.contains(&name))
-}
-
-/// `Options::default()`'s value of an option as `--help` shows it (none for
-/// flags and unset values).
-fn default_shown(defaults: &Value, name: &str) -> Option<String> {
-    match defaults.get(name.replace('-', "_"))? {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(match n.as_f64() {
-            Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
-            _ => n.to_string(),
-        }),
-        _ => None,
-    }
-}
-
-/// A clap error on one line, as every other bad input is reported: its
-/// message with what it lists (missing options, tips such as "a similar
-/// argument exists"), then a pointer to --help; the usage block is left out.
-pub fn one_line(error: &clap::Error) -> String {
-    let rendered = error.render().to_string();
-    let mut out = String::new();
-    for line in rendered
-        .lines()
-        .map(str::trim)
-        .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
-        .filter(|l| !l.is_empty())
-    {
-        if !out.is_empty() {
-            out.push_str(if out.ends_with(':') { " " } else { "; " });
-        }
-        out.push_str(line.strip_prefix("error: ").unwrap_or(line));
-    }
-    out.push_str(" (see --help)");
-    out
-}
-
-/// The clap command of one tool: its groups' options under their headings,
-/// each with its default; `--version`; argparse's habits (the last of a
-/// repeated option wins, unambiguous abbreviations are accepted).
-pub fn command(
-    program: &'static str,
-    about: &'static str,
-    groups: &[&OptionGroup],
-) -> clap::Command {
-    use clap::{Arg, ArgAction};
-    let defaults = serde_json::to_value(Options::default()).unwrap_or(Value::Null);
-    let mut command = clap::Command::new(program)
-        .about(about)
-        .version(env!("CARGO_PKG_VERSION"))
-        .args_override_self(true)
-        .infer_long_args(true)
-        .next_line_help(true)
-        .disable_help_flag(true)
-        .disable_version_flag(true)
-        .arg(
-            Arg::new("help")
-                .short('h')
-                .long("help")
-                .action(ArgAction::Help)
-                .help("Print this help and exit")
-                .help_heading(GENERAL.heading),
-        )
-        .arg(
-            Arg::new("version")
-                .short('V')
-                .long("version")
-                .action(ArgAction::Version)
-                .help("Print the version and exit")
-                .help_heading(GENERAL.heading),
-        );
-    let mut added: Vec<&str> = Vec::new();
-    for group in groups {
-        for &name in group.options {
-            // Groups may share an option: it is listed under the first.
-            if added.contains(&name) {
-                continue;
-            }
-            added.push(name);
-            let Some(spec) = SPECS.iter().find(|s| s.name == name) else {
-                continue; // a group naming no option is caught by a unit test
-            };
-            let mut help = spec.help.to_string();
-            if let Some(default) = default_shown(&defaults, name) {
-                help.push_str(&format!(" [default: {default}]"));
-            }
-            let mut arg = Arg::new(name)
-                .long(name)
-                .help(help)
-                .help_heading(group.heading);
-            arg = match spec.kind {
-                Kind::Flag => arg.action(ArgAction::SetTrue),
-                Kind::Seconds | Kind::Count => arg
-                    .action(ArgAction::Set)
-                    .value_name("N")
-                    .allow_negative_numbers(true),
-                Kind::Text | Kind::OptionalText => arg
-                    .action(ArgAction::Set)
-                    .value_name(name.to_ascii_uppercase().replace('-', "_")),
-            };
-            for (alias, target) in ALIASES {
-                if *target == name {
-                    arg = arg.alias(*alias);
-                }
-            }
-            command = command.arg(arg);
-        }
-    }
-    command
 }
 
 fn invalid(key: &str, problem: impl Into<String>) -> OptionsError {

@@ -1,0 +1,176 @@
+//! The plan and verification tables on SQLite, created on first use.
+
+use super::*;
+
+#[async_trait]
+impl SideTables for SqliteStore {
+    async fn save_plan(&self, planned: &[PlannedPrefix]) -> Result<(), StoreError> {
+        let rows = serde_json::to_string(
+            &planned
+                .iter()
+                .map(|p| (&p.prefix, p.objects, p.bytes))
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| StoreError::CorruptRow(e.to_string()))?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute_batch(&self.plan_schema())?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {}_plan (prefix, objects, bytes, planned_at)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, ?2 FROM json_each(?1) WHERE true
+                 ON CONFLICT (prefix) DO UPDATE SET objects = excluded.objects,
+                    bytes = excluded.bytes, planned_at = excluded.planned_at",
+                self.job_table
+            ),
+            params![rows, timestamp_text(Utc::now())],
+        )?;
+        tx.commit()?;
+        self.count(2);
+        Ok(())
+    }
+
+    async fn read_plan(&self) -> Result<Vec<PlannedPrefix>, StoreError> {
+        let conn = self.lock();
+        let statement = conn.prepare(&format!(
+            "SELECT prefix, objects, bytes FROM {}_plan ORDER BY prefix",
+            self.job_table
+        ));
+        let mut statement = match statement {
+            Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
+            other => other?,
+        };
+        let rows = statement.query_map([], |r| {
+            Ok(PlannedPrefix {
+                prefix: r.get(0)?,
+                objects: r.get::<_, i64>(1)?.max(0) as u64,
+                bytes: r.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })?;
+        self.count(1);
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    async fn save_verifications(&self, rows: &[Verification]) -> Result<(), StoreError> {
+        let mut encoded = Vec::with_capacity(rows.len());
+        for v in rows {
+            encoded.push((
+                &v.prefix,
+                v.result.as_str(),
+                v.objects_compared,
+                v.missing,
+                v.different,
+                timestamp_text(v.checked_at),
+                serde_json::to_string(&v.offending_objects)
+                    .map_err(|e| StoreError::CorruptRow(e.to_string()))?,
+            ));
+        }
+        let encoded =
+            serde_json::to_string(&encoded).map_err(|e| StoreError::CorruptRow(e.to_string()))?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute_batch(&self.verification_schema())?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {}_verification (prefix, result, objects_compared, missing,
+                    different, checked_at, offending_objects)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+                    value ->> 5, value ->> 6 FROM json_each(?1) WHERE true
+                 ON CONFLICT (prefix) DO UPDATE SET result = excluded.result,
+                    objects_compared = excluded.objects_compared, missing = excluded.missing,
+                    different = excluded.different, checked_at = excluded.checked_at,
+                    offending_objects = excluded.offending_objects",
+                self.job_table
+            ),
+            params![encoded],
+        )?;
+        tx.commit()?;
+        self.count(2);
+        Ok(())
+    }
+
+    async fn read_verifications(&self) -> Result<Vec<Verification>, StoreError> {
+        let conn = self.lock();
+        let statement = conn.prepare(&format!(
+            "SELECT prefix, result, objects_compared, missing, different, checked_at,
+                offending_objects FROM {}_verification ORDER BY prefix",
+            self.job_table
+        ));
+        let mut statement = match statement {
+            Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
+            other => other?,
+        };
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (prefix, result, compared, missing, different, at, offending) = row?;
+            out.push(Verification {
+                prefix,
+                result: VerifyResult::parse(&result)
+                    .ok_or_else(|| StoreError::CorruptRow(format!("result '{result}'")))?,
+                objects_compared: compared.max(0) as u64,
+                missing: missing.max(0) as u64,
+                different: different.max(0) as u64,
+                checked_at: parse_timestamp(&at)?,
+                offending_objects: serde_json::from_str(&offending).map_err(|e| {
+                    StoreError::CorruptRow(format!("offending_objects '{offending}': {e}"))
+                })?,
+            });
+        }
+        self.count(1);
+        Ok(out)
+    }
+}
+
+impl SqliteStore {
+    /// The plan table (README "State"): created on first use.
+    fn plan_schema(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {0}_plan (
+                prefix TEXT NOT NULL PRIMARY KEY,
+                objects INTEGER NOT NULL,
+                bytes INTEGER NOT NULL,
+                planned_at TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS {0}_plan_bytes ON {0}_plan (bytes DESC, prefix)",
+            self.job_table
+        )
+    }
+
+    /// The verification table (README "State"): created on first use.
+    fn verification_schema(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {}_verification (
+                prefix TEXT NOT NULL PRIMARY KEY,
+                result TEXT NOT NULL CHECK (result IN ('verified','mismatch')),
+                objects_compared INTEGER NOT NULL,
+                missing INTEGER NOT NULL,
+                different INTEGER NOT NULL,
+                checked_at TEXT NOT NULL,
+                offending_objects TEXT NOT NULL)",
+            self.job_table
+        )
+    }
+
+    /// Whether the job table exists (the tools give a clear message if not).
+    pub fn has_tables(&self) -> Result<bool, StoreError> {
+        let conn = self.lock();
+        let found: Option<String> = conn
+            .query_row(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?1",
+                params![self.job_table],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+}
