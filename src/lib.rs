@@ -1,7 +1,29 @@
 //! sts-job-manager: drive petabyte migrations with Google Cloud Storage
-//! Transfer Service one prefix at a time. Decisions are pure functions
-//! (`manager::{sync, ramp, stall}`); I/O sits behind two traits
-//! (`store::StateStore`, `transfer::TransferService`).
+//! Transfer Service one prefix at a time.
+//!
+//! The map, top to bottom (arrows point down only):
+//! - the tool layer: [`commands`] (one file per tool and the registry: where
+//!   arguments become [`options`], and an error an exit code), [`options`]
+//!   (every option, config files, checks), [`settings`] (options become each
+//!   layer's settings once, and the backends they name are opened); the
+//!   PyO3 bindings (`python`) sit beside it;
+//! - [`manager`]: the cycle. Its rules are pure functions over plain data:
+//!   `sync` (operations -> changes), `round` (the start round), `stall`,
+//!   `failures`, `refusals`; the rest executes them (`cycle`, `listing`,
+//!   `starts`, `jobs`, `summary`, `run`);
+//! - [`plan`] and [`verify`]: the pure planner and comparison; [`analysis`]:
+//!   status, timeline, failures and progress over the state;
+//! - the edges, behind traits: [`store`] (`JobTable`, `HistoryReads`,
+//!   `LeaseStore`, `SideTables`: SQLite and BigQuery), [`transfer`]
+//!   (`TransferService`: STS over REST, or the local engine), [`storage`]
+//!   (`ObjectLister`: Cloud Storage, local directories, inventory tables),
+//!   [`monitoring`] (the heartbeat), [`http`] (one retry policy for every
+//!   client), [`auth`] (credentials);
+//! - plain data: [`model`], [`records`], [`prefixes`]; [`error`] gathers each
+//!   layer's errors; [`logging`] and [`runtime`] serve everyone;
+//! - [`emulator`]: the stand-ins for STS, Cloud Storage, Monitoring, Service
+//!   Usage and Resource Manager, strict against Google's discovery
+//!   documents. It never imports the tool layer.
 
 /// `print!` that never panics: a closed stdout (`sts-plan --help | head`)
 /// loses the rest of the output, as a shell tool's would.
@@ -25,8 +47,6 @@ macro_rules! outln {
 pub mod analysis;
 pub mod auth;
 pub mod commands;
-pub mod settings;
-
 pub mod emulator;
 pub mod error;
 pub mod http;
@@ -41,6 +61,7 @@ pub mod prefixes;
 mod python;
 pub mod records;
 pub mod runtime;
+pub mod settings;
 pub mod storage;
 pub mod store;
 pub mod transfer;

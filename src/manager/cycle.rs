@@ -56,7 +56,7 @@ pub(super) fn apply_updates(rows: &mut [PrefixJob], updates: &[JobUpdate]) {
 
 impl Manager {
     /// One loop iteration (SPEC 4 steps 1-3), honouring the intervals,
-    /// without the lease (the callers in `lease.rs` hold it).
+    /// without the lease (the callers in `run.rs` hold it).
     pub(super) async fn step(&mut self) -> Result<CycleSummary, ManagerError> {
         let due = |last: Option<Instant>, every: f64| {
             last.is_none_or(|t| t.elapsed().as_secs_f64() >= every)

@@ -79,69 +79,109 @@ pub enum TransferLocation {
     Local(PathBuf),
 }
 
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Options {
-    pub dataset: String,
-    pub dataset_location: String,
-    pub job_table: String,
-    pub job_history_table: String,
-    pub config_path: Option<String>,
-    pub source_bucket: String,
-    pub destination_bucket: String,
-    pub job_interval: f64,
-    pub metrics_interval: f64,
-    pub max_concurrent_jobs: u32,
-    pub no_retry_on_job_error: bool,
-    pub allow_new_jobs_when_stalled: bool,
-    pub publish_heartbeat: bool,
-    pub stackdriver_project: Option<String>,
-    pub overwrite_dest_objects: bool,
-    pub sleep_timeout: f64,
-    pub state: String,
-    pub transfer: String,
-    pub project: Option<String>,
-    pub exit_when_done: bool,
-    pub job_prefix_source_file: Option<String>,
-    pub lease_seconds: f64,
-    pub start_timeout: f64,
-    pub max_retries: u32,
-    pub allow_overlapping_prefixes: bool,
-    pub reconcile_interval: f64,
-    pub no_job_reuse: bool,
+/// Every option, once: its field, flag, kind, default and help. The
+/// `Options` struct, its `Default`, the `SPECS` table `--help` and parsing
+/// read, and `set` are made from this one list; a new option is one entry
+/// here and a place in one group (`specs.rs`).
+macro_rules! options_table {
+    ($( $field:ident, $flag:literal, $kind:ident, $default:expr, $help:literal; )*) => {
+        /// Every option's value, named like its flag (`max_concurrent_jobs`
+        /// for `--max-concurrent-jobs`).
+        #[derive(Debug, Clone, PartialEq, serde::Serialize)]
+        pub struct Options {
+            $( pub $field: options_table!(@type $kind), )*
+        }
+
+        impl Default for Options {
+            fn default() -> Self {
+                Options { $( $field: $default, )* }
+            }
+        }
+
+        /// Every option's flag, kind and help (defaults: `Options::default()`).
+        pub const SPECS: &[OptionSpec] = &[
+            $( OptionSpec { name: $flag, kind: Kind::$kind, help: $help }, )*
+        ];
+
+        impl Options {
+            /// Sets one option by its flag name, its value read by its kind.
+            fn set_flag(&mut self, name: &'static str, value: &Value) -> Result<(), OptionsError> {
+                match name {
+                    $( $flag => self.$field = options_table!(@read $kind, name, value)?, )*
+                    other => return Err(OptionsError::UnknownOption(other.to_string())),
+                }
+                Ok(())
+            }
+        }
+    };
+    (@type Text) => { String };
+    (@type OptionalText) => { Option<String> };
+    (@type Seconds) => { f64 };
+    (@type Count) => { u32 };
+    (@type Flag) => { bool };
+    (@read Text, $name:ident, $value:ident) => { text($name, $value) };
+    (@read OptionalText, $name:ident, $value:ident) => { optional_text($name, $value) };
+    (@read Seconds, $name:ident, $value:ident) => { seconds($name, $value) };
+    (@read Count, $name:ident, $value:ident) => { count($name, $value) };
+    (@read Flag, $name:ident, $value:ident) => { flag($name, $value) };
 }
 
-impl Default for Options {
-    fn default() -> Self {
-        Options {
-            dataset: "data_migration".into(),
-            dataset_location: "US".into(),
-            job_table: "sts_job".into(),
-            job_history_table: "sts_job_history".into(),
-            config_path: None,
-            source_bucket: "migration-source".into(),
-            destination_bucket: "migration-destination".into(),
-            job_interval: 1200.0,
-            metrics_interval: 300.0,
-            max_concurrent_jobs: 20,
-            no_retry_on_job_error: false,
-            allow_new_jobs_when_stalled: false,
-            publish_heartbeat: false,
-            stackdriver_project: None,
-            overwrite_dest_objects: false,
-            sleep_timeout: 60.0,
-            state: "bigquery".into(),
-            transfer: "sts".into(),
-            project: None,
-            exit_when_done: false,
-            job_prefix_source_file: None,
-            lease_seconds: 300.0,
-            start_timeout: 1800.0,
-            max_retries: 3,
-            allow_overlapping_prefixes: false,
-            reconcile_interval: 86400.0,
-            no_job_reuse: false,
-        }
-    }
+#[rustfmt::skip]
+options_table! {
+    dataset, "dataset", Text, "data_migration".into(),
+        "The name of the dataset to create and use";
+    dataset_location, "dataset-location", Text, "US".into(),
+        "The location of the dataset";
+    job_table, "job-table", Text, "sts_job".into(),
+        "Name of the job table";
+    job_history_table, "job-history-table", Text, "sts_job_history".into(),
+        "Name of the job history table";
+    config_path, "config-path", OptionalText, None,
+        "A JSON object of options (keys with dashes or underscores); its values win; keys of\nother tools' options are ignored";
+    source_bucket, "source-bucket", Text, "migration-source".into(),
+        "The source bucket to transfer data from";
+    destination_bucket, "destination-bucket", Text, "migration-destination".into(),
+        "The destination bucket to transfer data to";
+    job_interval, "job-interval", Seconds, 1200.0,
+        "Seconds between rounds that start new jobs; must be >= --sleep-timeout";
+    metrics_interval, "metrics-interval", Seconds, 300.0,
+        "Seconds between state syncs; must be >= --sleep-timeout";
+    max_concurrent_jobs, "max-concurrent-jobs", Count, 20,
+        "The most jobs allowed to run at once";
+    no_retry_on_job_error, "no-retry-on-job-error", Flag, false,
+        "Do not restart prefixes whose job failed";
+    allow_new_jobs_when_stalled, "allow-new-jobs-when-stalled", Flag, false,
+        "Stalled jobs do not count as running when deciding how many jobs to start\n(also spelt --allow-new-jobs-on-stalled)";
+    publish_heartbeat, "publish-heartbeat", Flag, false,
+        "Publish status counts to Cloud Monitoring every iteration";
+    stackdriver_project, "stackdriver-project", OptionalText, None,
+        "Project for the heartbeat [default: the manager's project]";
+    overwrite_dest_objects, "overwrite-dest-objects", Flag, false,
+        "New jobs overwrite objects already in the destination";
+    sleep_timeout, "sleep-timeout", Seconds, 60.0,
+        "Seconds between loop iterations";
+    state, "state", Text, "bigquery".into(),
+        "Where state is kept: 'bigquery' or 'sqlite:PATH'";
+    transfer, "transfer", Text, "sts".into(),
+        "Transfer backend: 'sts' or 'local:ROOT' where each bucket is a directory";
+    project, "project", OptionalText, None,
+        "Google Cloud project [default: GOOGLE_CLOUD_PROJECT, else the credentials' project]";
+    exit_when_done, "exit-when-done", Flag, false,
+        "Stop once no prefix is pending or running";
+    job_prefix_source_file, "job-prefix-source-file", OptionalText, None,
+        "A JSON array of prefixes: loaded into the job table as 'waiting' (sts-prepare-tables),\nor put back to 'waiting' (sts-requeue)";
+    start_timeout, "start-timeout", Seconds, 1800.0,
+        "Seconds a started job may show no operation before it is run again";
+    lease_seconds, "lease-seconds", Seconds, 300.0,
+        "How long the manager's hold on the job table lasts without renewal; a second\nmanager waits it out";
+    max_retries, "max-retries", Count, 3,
+        "Times a failed prefix is started again, each after a longer wait (1, 2, 4, ... job\nintervals); past it the prefix stays 'error' until requeued";
+    allow_overlapping_prefixes, "allow-overlapping-prefixes", Flag, false,
+        "Load prefixes even when one is a prefix of another (their common objects are then\ncopied twice)";
+    no_job_reuse, "no-job-reuse", Flag, false,
+        "Create one transfer job per prefix (the original's way) instead of reusing a pool of\njobs, patched and run for each start; STS allows 5,000 creates a day";
+    reconcile_interval, "reconcile-interval", Seconds, 86400.0,
+        "Seconds between full reconciles, which list every transfer operation of the project to\nsee those started or deleted outside the manager";
 }
 
 /// What the command line asked for.
@@ -221,38 +261,7 @@ fn optional_text(key: &str, value: &Value) -> Result<Option<String>, OptionsErro
 impl Options {
     /// Sets one option by name (dashes or underscores, leading dashes allowed).
     pub fn set(&mut self, key: &str, value: &Value) -> Result<(), OptionsError> {
-        let name = canonical(key)?;
-        match name {
-            "dataset" => self.dataset = text(name, value)?,
-            "dataset-location" => self.dataset_location = text(name, value)?,
-            "job-table" => self.job_table = text(name, value)?,
-            "job-history-table" => self.job_history_table = text(name, value)?,
-            "config-path" => self.config_path = optional_text(name, value)?,
-            "source-bucket" => self.source_bucket = text(name, value)?,
-            "destination-bucket" => self.destination_bucket = text(name, value)?,
-            "job-interval" => self.job_interval = seconds(name, value)?,
-            "metrics-interval" => self.metrics_interval = seconds(name, value)?,
-            "max-concurrent-jobs" => self.max_concurrent_jobs = count(name, value)?,
-            "no-retry-on-job-error" => self.no_retry_on_job_error = flag(name, value)?,
-            "allow-new-jobs-when-stalled" => self.allow_new_jobs_when_stalled = flag(name, value)?,
-            "publish-heartbeat" => self.publish_heartbeat = flag(name, value)?,
-            "stackdriver-project" => self.stackdriver_project = optional_text(name, value)?,
-            "overwrite-dest-objects" => self.overwrite_dest_objects = flag(name, value)?,
-            "sleep-timeout" => self.sleep_timeout = seconds(name, value)?,
-            "state" => self.state = text(name, value)?,
-            "transfer" => self.transfer = text(name, value)?,
-            "project" => self.project = optional_text(name, value)?,
-            "exit-when-done" => self.exit_when_done = flag(name, value)?,
-            "job-prefix-source-file" => self.job_prefix_source_file = optional_text(name, value)?,
-            "lease-seconds" => self.lease_seconds = seconds(name, value)?,
-            "start-timeout" => self.start_timeout = seconds(name, value)?,
-            "max-retries" => self.max_retries = count(name, value)?,
-            "allow-overlapping-prefixes" => self.allow_overlapping_prefixes = flag(name, value)?,
-            "reconcile-interval" => self.reconcile_interval = seconds(name, value)?,
-            "no-job-reuse" => self.no_job_reuse = flag(name, value)?,
-            other => return Err(OptionsError::UnknownOption(other.to_string())),
-        }
-        Ok(())
+        self.set_flag(canonical(key)?, value)
     }
 
     /// Parses one tool's command-line arguments (without the program name)

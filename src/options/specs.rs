@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::{Options, OptionsError};
+use super::{Options, OptionsError, SPECS};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Kind {
@@ -22,40 +22,10 @@ pub struct OptionSpec {
     pub help: &'static str,
 }
 
-#[rustfmt::skip]
-pub const SPECS: &[OptionSpec] = &[
-    OptionSpec { name: "dataset", kind: Kind::Text, help: "The name of the dataset to create and use" },
-    OptionSpec { name: "dataset-location", kind: Kind::Text, help: "The location of the dataset" },
-    OptionSpec { name: "job-table", kind: Kind::Text, help: "Name of the job table" },
-    OptionSpec { name: "job-history-table", kind: Kind::Text, help: "Name of the job history table" },
-    OptionSpec { name: "config-path", kind: Kind::OptionalText, help: "A JSON object of options (keys with dashes or underscores); its values win; keys of\nother tools' options are ignored" },
-    OptionSpec { name: "source-bucket", kind: Kind::Text, help: "The source bucket to transfer data from" },
-    OptionSpec { name: "destination-bucket", kind: Kind::Text, help: "The destination bucket to transfer data to" },
-    OptionSpec { name: "job-interval", kind: Kind::Seconds, help: "Seconds between rounds that start new jobs; must be >= --sleep-timeout" },
-    OptionSpec { name: "metrics-interval", kind: Kind::Seconds, help: "Seconds between state syncs; must be >= --sleep-timeout" },
-    OptionSpec { name: "max-concurrent-jobs", kind: Kind::Count, help: "The most jobs allowed to run at once" },
-    OptionSpec { name: "no-retry-on-job-error", kind: Kind::Flag, help: "Do not restart prefixes whose job failed" },
-    OptionSpec { name: "allow-new-jobs-when-stalled", kind: Kind::Flag, help: "Stalled jobs do not count as running when deciding how many jobs to start\n(also spelt --allow-new-jobs-on-stalled)" },
-    OptionSpec { name: "publish-heartbeat", kind: Kind::Flag, help: "Publish status counts to Cloud Monitoring every iteration" },
-    OptionSpec { name: "stackdriver-project", kind: Kind::OptionalText, help: "Project for the heartbeat [default: the manager's project]" },
-    OptionSpec { name: "overwrite-dest-objects", kind: Kind::Flag, help: "New jobs overwrite objects already in the destination" },
-    OptionSpec { name: "sleep-timeout", kind: Kind::Seconds, help: "Seconds between loop iterations" },
-    OptionSpec { name: "state", kind: Kind::Text, help: "Where state is kept: 'bigquery' or 'sqlite:PATH'" },
-    OptionSpec { name: "transfer", kind: Kind::Text, help: "Transfer backend: 'sts' or 'local:ROOT' where each bucket is a directory" },
-    OptionSpec { name: "project", kind: Kind::OptionalText, help: "Google Cloud project [default: GOOGLE_CLOUD_PROJECT, else the credentials' project]" },
-    OptionSpec { name: "exit-when-done", kind: Kind::Flag, help: "Stop once no prefix is pending or running" },
-    OptionSpec { name: "job-prefix-source-file", kind: Kind::OptionalText, help: "A JSON array of prefixes: loaded into the job table as 'waiting' (sts-prepare-tables),\nor put back to 'waiting' (sts-requeue)" },
-    OptionSpec { name: "start-timeout", kind: Kind::Seconds, help: "Seconds a started job may show no operation before it is run again" },
-    OptionSpec { name: "lease-seconds", kind: Kind::Seconds, help: "How long the manager's hold on the job table lasts without renewal; a second\nmanager waits it out" },
-    OptionSpec { name: "max-retries", kind: Kind::Count, help: "Times a failed prefix is started again, each after a longer wait (1, 2, 4, ... job\nintervals); past it the prefix stays 'error' until requeued" },
-    OptionSpec { name: "allow-overlapping-prefixes", kind: Kind::Flag, help: "Load prefixes even when one is a prefix of another (their common objects are then\ncopied twice)" },
-    OptionSpec { name: "no-job-reuse", kind: Kind::Flag, help: "Create one transfer job per prefix (the original's way) instead of reusing a pool of\njobs, patched and run for each start; STS allows 5,000 creates a day" },
-    OptionSpec { name: "reconcile-interval", kind: Kind::Seconds, help: "Seconds between full reconciles, which list every transfer operation of the project to\nsee those started or deleted outside the manager" },
-];
-
 /// A heading in `--help` and a set of options that tools take together. A
 /// tool's options are the groups it lists (`commands::TOOLS`); adding an option
-/// means a `SPECS` entry, an `Options` field and a place in one group.
+/// means one entry of the options table (`options/mod.rs`) and a place in one
+/// group.
 pub struct OptionGroup {
     pub heading: &'static str,
     pub options: &'static [&'static str],
