@@ -5,7 +5,7 @@
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
-use crate::analysis::status::{has_work_left, read_status};
+use crate::analysis::status::{has_work_left, read_status, StatusParams};
 use crate::backends::open_store;
 use crate::error::{Error, Result};
 use crate::options::Options;
@@ -205,13 +205,8 @@ pub async fn run(
     let mut drawn_lines = 0;
     tokio::pin!(stop);
     loop {
-        let report = read_status(
-            store.as_ref(),
-            chrono::Utc::now(),
-            retry_errors,
-            flags.limit,
-        )
-        .await?;
+        let params = StatusParams::new(retry_errors, options.max_retries, flags.limit);
+        let report = read_status(store.as_ref(), chrono::Utc::now(), &params).await?;
         let jobs = match &pool {
             Some((transfer, project)) => {
                 Some(pool_jobs(transfer.as_ref(), project, options).await?)

@@ -931,7 +931,8 @@ impl Manager {
     }
 
     fn judge_stalls(&mut self, rows: &[PrefixJob], latest: &sync::LatestOps) {
-        let current: HashMap<String, RunningSnapshot> = rows
+        let now = Utc::now();
+        let mut current: HashMap<String, RunningSnapshot> = rows
             .iter()
             .filter(|r| r.status == Status::Running)
             .filter_map(|r| {
@@ -941,14 +942,20 @@ impl Manager {
                         RunningSnapshot {
                             operation: op.name.clone(),
                             counters: op.counters.clone(),
+                            changed_at: now,
                         },
                     )
                 })
             })
             .collect();
-        self.stalled = stalled_prefixes(&self.previous_running, &current);
+        self.stalled = stalled_prefixes(
+            &self.previous_running,
+            &mut current,
+            now,
+            stall::STALL_AFTER,
+        );
         for prefix in &self.stalled {
-            tracing::warn!(prefix = %prefix, "transfer operation is stalled: its counters have not moved since the last sync");
+            tracing::warn!(prefix = %prefix, "transfer operation is stalled: no counter moved for {} s", stall::STALL_AFTER.num_seconds());
         }
         self.previous_running = current;
     }
