@@ -59,6 +59,7 @@ def test_failures_lists_exactly_the_injected_failing_objects(failed_migration: M
         "job_name",
         "error_code",
         "error_count",
+        "failed_attempts",
         "object_url",
         "details",
         "time",
