@@ -167,7 +167,10 @@ pub async fn read_failures(
     let failed_ops = store.failure_snapshots().await?;
     let prefixes: std::collections::BTreeSet<&str> =
         failed_ops.iter().map(|r| r.prefix.as_str()).collect();
-    let end_of_time = DateTime::<Utc>::MAX_UTC;
+    // The last moment every store stores and compares as text alike
+    // (BigQuery's TIMESTAMP ends with year 9999; chrono's MAX_UTC prints a
+    // sign that sorts before every year in text).
+    let end_of_time = DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or_default();
     let asks: Vec<(String, DateTime<Utc>)> = prefixes
         .into_iter()
         .map(|p| (p.to_string(), end_of_time))
