@@ -96,6 +96,7 @@ impl From<&Options> for ManagerSettings {
             metrics_interval: options.metrics_interval,
             sleep_timeout: options.sleep_timeout,
             reconcile_interval: options.reconcile_interval,
+            stall_after: options.stall_after,
             lease_seconds: options.lease_seconds,
             start_timeout: options.start_timeout,
             max_concurrent_jobs: options.max_concurrent_jobs,

@@ -62,6 +62,10 @@ def test_failure_analysis_notebook(failed_migration: Migration, tmp_path: Path) 
         if name.startswith(FAILING_PREFIX)
     )
     assert summary == {
+        # Failed once: failing now and failed attempts are the same 3.
+        "objects_failing_now": len(failing),
+        "failed_attempts": len(failing),
+        "needs_action": [],
         "failed_prefixes": [FAILING_PREFIX],
         "failing_objects": failing,
         "error_codes": {"PERMISSION_DENIED": len(failing)},

@@ -140,9 +140,9 @@ class State:
     def history(self) -> _Frame:
         """The history table as Arrow buffers, oldest first."""
     def failures(self) -> _Frame:
-        """One row per failed object of each operation's latest snapshot."""
-    def progress(self) -> _Frame:
-        """Counters, throughput and ETA per prefix, then a total row."""
+        """One row per failing object of each prefix's latest attempt."""
+    def progress(self, retry_errors: bool | None = None) -> _Frame:
+        """The figures, throughput and ETA per prefix, then a total row."""
     def verification(self) -> _Frame:
         """The verification table (sts-verify) as Arrow buffers."""
     def plan(self) -> _Frame:
@@ -151,7 +151,7 @@ class State:
         """(per time bucket: prefixes per status, objects/bytes copied,
         bytes_per_second, objects_failed; per bucket and error code: failed
         objects so far), from one pass over the history."""
-    def status(self, limit: int = 20, retry_errors: bool = True) -> str:
+    def status(self, limit: int = 20, retry_errors: bool | None = None) -> str:
         """The ``sts-status --json`` report as JSON."""
     def status_counts(self) -> str:
         """Prefixes per status as a JSON object."""

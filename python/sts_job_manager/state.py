@@ -72,11 +72,15 @@ class Timeline(NamedTuple):
 
     progress: pd.DataFrame
     """Per bucket (``time`` = its start): prefixes per status at its end,
-    ``objects_copied`` and ``bytes_copied`` so far, ``bytes_per_second``
-    within it, ``objects_failed`` so far and ``bucket_seconds``."""
+    the figures at its end (``objects_found``, ``objects_copied``,
+    ``bytes_found``, ``bytes_copied``, ``objects_failed`` (failing now),
+    ``objects_failed_attempts``; README, "The figures"), ``bytes_per_second``
+    within it (bytes copied between two snapshots spread evenly between
+    them) and ``bucket_seconds`` (never less than the history's sampling
+    interval)."""
     failures: pd.DataFrame
     """Per bucket and error code (the most frequent codes, the rest summed
-    as ``OTHER``): ``objects_failed`` so far."""
+    as ``OTHER``): ``objects_failed``, objects failing now at its end."""
 
 
 class State:
@@ -123,29 +127,34 @@ class State:
         return _arrow_table(self._native.history())
 
     def failures(self) -> pd.DataFrame:
-        """One row per failed object listed in the errorBreakdowns of each
-        operation's latest snapshot: ``prefix``, ``job_name`` (the operation),
-        ``error_code``, ``error_count`` (objects failed with that code in that
-        operation), ``object_url``, ``details``, ``time``. STS lists at most
+        """One row per object failing now: listed in the errorBreakdowns of
+        each prefix's latest attempt (its latest operation's latest snapshot):
+        ``prefix``, ``job_name`` (the operation), ``error_code``,
+        ``error_count`` (objects failing now with that code),
+        ``failed_attempts`` (failures with that code summed over every
+        attempt of the prefix: an object failing in four attempts counts
+        four times), ``object_url``, ``details``, ``time``. STS lists at most
         five objects per error code; a code without any gets one row whose
-        ``object_url`` is null."""
+        ``object_url`` is null. Count ``error_count`` once per (prefix,
+        error_code). README, "The figures"."""
         return self._frame(self._native.failures)
 
-    def progress(self) -> pd.DataFrame:
-        """Progress per prefix (``scope == "prefix"``), then one ``scope ==
-        "total"`` row (null prefix): ``status``, ``job_name``,
-        ``objects_found/copied/skipped/failed``, ``bytes_found/copied/skipped/
-        failed``, ``started``, ``updated``, ``throughput_bytes_per_second``
-        (bytes copied over the time since the operation started) and
-        ``eta_seconds`` (bytes left at that throughput; NaN when unknown, e.g.
-        for prefixes whose size nobody has listed yet).
+    def progress(self, retry_errors: bool | None = None) -> pd.DataFrame:
+        """The figures (README, "The figures") per prefix (``scope ==
+        "prefix"``), then one ``scope == "total"`` row (null prefix):
+        ``status``, ``job_name``, ``objects_found/copied/skipped/failed/
+        failed_attempts/left`` and the same for ``bytes_``, ``started``,
+        ``updated`` (the latest attempt's), ``throughput_bytes_per_second``
+        and ``eta_seconds``.
 
-        The total row follows ``sts-status``'s rule: while prefixes are not
-        listed yet its ETA is NaN, or an estimate that assumes they have the
-        average size of the finished ones; ``eta_basis`` says which (it is
-        null on prefix rows). Reads one snapshot per prefix, not the whole
-        history."""
-        return self._frame(self._native.progress)
+        On prefix rows the throughput is the latest attempt's (bytes copied
+        since it started) and the ETA its bytes left at that rate (NaN when
+        unknown or when the prefix is out of retries: it needs action). The
+        total row's throughput and ETA are :meth:`status`'s (the last hour's
+        rate; NaN, or an estimate while prefixes are not listed yet;
+        ``eta_basis`` says which), so the two never disagree.
+        ``retry_errors`` as for :meth:`status`."""
+        return self._frame(lambda: self._native.progress(retry_errors))
 
     def verification(self) -> pd.DataFrame:
         """The verification table written by ``sts-verify``, one row per
@@ -174,15 +183,19 @@ class State:
         progress, failures = self._native.timeline(max_buckets)
         return Timeline(_to_pandas(_arrow_table(progress)), _to_pandas(_arrow_table(failures)))
 
-    def status(self, limit: int = 20, retry_errors: bool = True) -> dict[str, Any]:
+    def status(self, limit: int = 20, retry_errors: bool | None = None) -> dict[str, Any]:
         """What ``sts-status --json`` prints: ``prefixes`` per status (and
-        ``total``), ``objects`` and ``bytes`` (found, copied, skipped,
-        failed), ``unlisted_prefixes``, ``throughput`` over the last hour,
-        ``eta`` (``seconds``, ``estimate``, ``basis``), ``stalled``,
-        ``failing`` (at most ``limit``, most failed first; ``failing_total``
-        counts them all) and ``error_codes``. ``retry_errors=False`` counts
-        prefixes in ``error`` as finished (``--no-retry-on-job-error``).
-        Needs no pandas."""
+        ``total``), ``objects`` and ``bytes`` (``found``, ``copied``,
+        ``skipped``, ``failed`` (failing now), ``failed_attempts``, ``left``:
+        README, "The figures"), ``unlisted_prefixes``, ``throughput`` over
+        the last hour, ``eta`` (``seconds``, ``estimate``, ``basis``; prefixes
+        out of retries are left out), ``needs_action`` (prefixes out of
+        retries, at most ``limit``; ``needs_action_total``), ``stalled`` (no
+        counter moved for 600 s), ``failing`` (at most ``limit``, most failed
+        first; ``failing_total`` counts them all) and ``error_codes``
+        (objects failing now per code). ``retry_errors`` defaults to the
+        options' (``no_retry_on_job_error``); ``False`` counts prefixes in
+        ``error`` as finished. Needs no pandas."""
         report: dict[str, Any] = json.loads(self._native.status(limit, retry_errors))
         return report
 

@@ -3,15 +3,16 @@
 //! `StateStore` trait returns, so they work for every store.
 
 pub mod columns;
+pub mod figures;
 pub mod status;
 pub mod timeline;
 pub mod verification;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use crate::model::{Counters, HistoryRow, PrefixJob, Status, TransferOperation};
+use crate::model::{HistoryRow, PrefixJob};
 use columns::{Frame, PrimitiveBuilder, StrBuilder};
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -68,44 +69,34 @@ pub fn history_frame(history: &[HistoryRow]) -> Frame {
     }
 }
 
-/// The latest recorded snapshot of each key's operation. Only those rows'
-/// JSON is parsed: history repeats cumulative snapshots, so older ones add
-/// nothing. Rows whose JSON does not parse are skipped (they are counted).
-fn latest_operations<'a>(
-    history: &'a [HistoryRow],
-    key: impl Fn(&'a HistoryRow) -> &'a str,
-) -> (Vec<(&'a HistoryRow, TransferOperation)>, usize) {
-    let mut latest: HashMap<&str, usize> = HashMap::new();
-    for (i, row) in history.iter().enumerate() {
-        if row.operation_results.is_some() {
-            // History is oldest first, so a later row replaces an earlier one.
-            latest.insert(key(row), i);
-        }
-    }
-    let mut indexes: Vec<usize> = latest.into_values().collect();
-    indexes.sort_unstable();
+/// One row per failing object of each prefix's latest attempt (failing
+/// now), from the errorBreakdowns of its latest snapshot (STS keeps up to
+/// five log entries per error code; a code without entries still gets one
+/// row, with a null URL). `error_count`: objects failing now with that code;
+/// `failed_attempts`: failures with that code summed over every attempt.
+///
+/// `failed_ops`: the latest snapshot of every operation listing failures;
+/// `latest`: the latest snapshot of those operations' prefixes.
+pub fn failures_frame(failed_ops: &[HistoryRow], latest: &[HistoryRow]) -> Frame {
     let mut unreadable = 0;
-    let mut out = Vec::with_capacity(indexes.len());
-    for i in indexes {
-        let row = &history[i];
-        match row
-            .operation_results
-            .as_deref()
-            .map(serde_json::from_str::<TransferOperation>)
-        {
-            Some(Ok(op)) => out.push((row, op)),
-            _ => unreadable += 1,
+    let mut attempts: HashMap<(&str, &str), i64> = HashMap::new();
+    let parsed: Vec<(&HistoryRow, figures::Digest)> = failed_ops
+        .iter()
+        .filter_map(|r| figures::snapshot_of(r, &mut unreadable).map(|s| (r, s.op)))
+        .collect();
+    for (row, op) in &parsed {
+        for e in &op.error_breakdowns {
+            let n = attempts
+                .entry((row.prefix.as_str(), e.error_code.as_str()))
+                .or_default();
+            *n = n.saturating_add(e.error_count);
         }
     }
-    (out, unreadable)
-}
-
-/// One row per failed object named in the errorBreakdowns of each operation's
-/// latest snapshot (STS keeps up to five log entries per error code; a code
-/// without entries still gets one row, with a null URL).
-pub fn failures_frame(history: &[HistoryRow]) -> Frame {
-    let (operations, unreadable) =
-        latest_operations(history, |r| r.job_name.as_deref().unwrap_or(&r.prefix));
+    let mut now: Vec<(&HistoryRow, figures::Digest)> = latest
+        .iter()
+        .filter_map(|r| figures::snapshot_of(r, &mut unreadable).map(|s| (r, s.op)))
+        .collect();
+    now.sort_by(|a, b| a.0.prefix.cmp(&b.0.prefix));
     if unreadable > 0 {
         tracing::warn!(
             unreadable,
@@ -116,11 +107,12 @@ pub fn failures_frame(history: &[HistoryRow]) -> Frame {
     let mut job_name = StrBuilder::with_capacity(0);
     let mut error_code = StrBuilder::with_capacity(0);
     let mut error_count = PrimitiveBuilder::with_capacity(0);
+    let mut failed_attempts = PrimitiveBuilder::with_capacity(0);
     let mut url = StrBuilder::with_capacity(0);
     let mut details = StrBuilder::with_capacity(0);
     let mut time = PrimitiveBuilder::with_capacity(0);
     let mut rows = 0;
-    for (row, op) in &operations {
+    for (row, op) in &now {
         let when = op.end_time.unwrap_or(row.timestamp);
         for summary in &op.error_breakdowns {
             let entries: Vec<(Option<&str>, Option<String>)> =
@@ -133,11 +125,17 @@ pub fn failures_frame(history: &[HistoryRow]) -> Frame {
                         .map(|e| (Some(e.url.as_str()), Some(e.error_details.join("\n"))))
                         .collect()
                 };
+            let all = attempts
+                .get(&(row.prefix.as_str(), summary.error_code.as_str()))
+                .copied()
+                .unwrap_or(0)
+                .max(summary.error_count);
             for (object, detail) in entries {
                 prefix.push(Some(&row.prefix));
                 job_name.push(Some(op.name.as_str()));
                 error_code.push(Some(&summary.error_code));
                 error_count.push(Some(summary.error_count));
+                failed_attempts.push(Some(all));
                 url.push(object);
                 details.push(detail.as_deref());
                 time.push(Some(micros(when)));
@@ -152,6 +150,7 @@ pub fn failures_frame(history: &[HistoryRow]) -> Frame {
             ("job_name", job_name.finish()),
             ("error_code", error_code.finish()),
             ("error_count", error_count.finish_int()),
+            ("failed_attempts", failed_attempts.finish_int()),
             ("object_url", url.finish()),
             ("details", details.finish()),
             ("time", time.finish_timestamp()),
@@ -159,64 +158,65 @@ pub fn failures_frame(history: &[HistoryRow]) -> Frame {
     }
 }
 
-/// Progress of one prefix (or of all of them).
+/// Reads what `failures_frame` needs: the latest snapshot of every
+/// operation listing failures, then the latest snapshot of their prefixes
+/// only (index seeks), never every prefix's.
+pub async fn read_failures(
+    store: &dyn crate::store::StateStore,
+) -> Result<Frame, crate::store::StoreError> {
+    let failed_ops = store.failure_snapshots().await?;
+    let prefixes: std::collections::BTreeSet<&str> =
+        failed_ops.iter().map(|r| r.prefix.as_str()).collect();
+    // The last moment every store stores and compares as text alike
+    // (BigQuery's TIMESTAMP ends with year 9999; chrono's MAX_UTC prints a
+    // sign that sorts before every year in text).
+    let end_of_time = DateTime::<Utc>::from_timestamp(253_402_300_799, 0).unwrap_or_default();
+    let asks: Vec<(String, DateTime<Utc>)> = prefixes
+        .into_iter()
+        .map(|p| (p.to_string(), end_of_time))
+        .collect();
+    let latest = store.snapshots_before(&asks).await?;
+    Ok(failures_frame(&failed_ops, &latest))
+}
+
+/// Throughput and ETA of one prefix's latest attempt.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PrefixProgress {
-    pub counters: Counters,
+    /// Bytes the latest attempt copied.
+    pub copied: i64,
     pub started: Option<DateTime<Utc>>,
     /// The operation's end, else the time of its latest snapshot.
     pub updated: Option<DateTime<Utc>>,
 }
 
 impl PrefixProgress {
-    fn remaining_bytes(&self) -> i64 {
-        let c = &self.counters;
-        (c.bytes_found_from_source
-            - c.bytes_copied_to_sink
-            - c.bytes_from_source_skipped_by_sync
-            - c.bytes_from_source_failed)
-            .max(0)
-    }
-
     /// Bytes copied per second between the start and the latest snapshot.
     pub fn throughput(&self) -> Option<f64> {
         let seconds = (self.updated? - self.started?).num_microseconds()? as f64 / 1e6;
-        (seconds > 0.0).then(|| self.counters.bytes_copied_to_sink as f64 / seconds)
+        (seconds > 0.0).then(|| self.copied as f64 / seconds)
     }
 
-    /// Seconds until the bytes found so far are handled at the throughput
-    /// seen so far; 0 when nothing is left, null when it cannot be told.
-    pub fn eta_seconds(&self) -> Option<f64> {
-        let remaining = self.remaining_bytes();
-        if remaining == 0 {
+    /// Seconds until `left` bytes are handled at the throughput seen so
+    /// far; 0 when nothing is left, null when it cannot be told.
+    pub fn eta_seconds(&self, left: i64) -> Option<f64> {
+        if left <= 0 {
             return self.started.map(|_| 0.0);
         }
         match self.throughput() {
-            Some(rate) if rate > 0.0 => Some(remaining as f64 / rate),
+            Some(rate) if rate > 0.0 => Some(left as f64 / rate),
             _ => None,
         }
     }
 }
 
-/// Per prefix (from its latest operation snapshot) and in total: objects
-/// and bytes found, copied, skipped and failed, throughput and ETA. The last
-/// row has `scope == "total"` and a null prefix.
-pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
-    let (operations, _) = latest_operations(history, |r| r.prefix.as_str());
-    let by_prefix: BTreeMap<&str, PrefixProgress> = operations
-        .iter()
-        .map(|(row, op)| {
-            (
-                row.prefix.as_str(),
-                PrefixProgress {
-                    counters: op.counters.clone(),
-                    started: op.start_time,
-                    updated: Some(op.end_time.unwrap_or(row.timestamp)),
-                },
-            )
-        })
-        .collect();
-    let mut total = PrefixProgress::default();
+/// Per prefix and in total: the figures (README, "The figures"), and per
+/// prefix the latest attempt's throughput and ETA. The last row has `scope
+/// == "total"` and a null prefix; its throughput and ETA are `report`'s
+/// (`sts-status`'s: the last hour's rate), so the two never disagree.
+pub fn progress_frame(inputs: &status::Inputs, report: &status::StatusReport) -> Frame {
+    let jobs = &inputs.jobs;
+    let mut total = figures::Figures::default();
+    let (mut first, mut last): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = (None, None);
     let n = jobs.len() + 1;
     let mut scope = StrBuilder::with_capacity(n);
     let mut prefix = StrBuilder::with_capacity(n);
@@ -227,10 +227,14 @@ pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
         "objects_copied",
         "objects_skipped",
         "objects_failed",
+        "objects_failed_attempts",
+        "objects_left",
         "bytes_found",
         "bytes_copied",
         "bytes_skipped",
         "bytes_failed",
+        "bytes_failed_attempts",
+        "bytes_left",
     ]
     .into_iter()
     .map(|name| (name, PrimitiveBuilder::with_capacity(n)))
@@ -240,72 +244,71 @@ pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
     let mut throughput = PrimitiveBuilder::with_capacity(n);
     let mut eta = PrimitiveBuilder::with_capacity(n);
     let mut eta_basis = StrBuilder::with_capacity(n);
-    let mut push = |p: &PrefixProgress, total_eta: Option<status::Eta>| {
-        let c = &p.counters;
+    let mut push_figures = |f: &figures::Figures| {
+        let (o, b) = (&f.objects, &f.bytes);
         let values = [
-            c.objects_found_from_source,
-            c.objects_copied_to_sink,
-            c.objects_from_source_skipped_by_sync,
-            c.objects_from_source_failed,
-            c.bytes_found_from_source,
-            c.bytes_copied_to_sink,
-            c.bytes_from_source_skipped_by_sync,
-            c.bytes_from_source_failed,
+            o.found,
+            o.copied,
+            o.skipped,
+            o.failed,
+            o.failed_attempts,
+            o.left,
+            b.found,
+            b.copied,
+            b.skipped,
+            b.failed,
+            b.failed_attempts,
+            b.left,
         ];
         for ((_, builder), value) in ints.iter_mut().zip(values) {
             builder.push(Some(value));
         }
-        started.push(p.started.map(micros));
-        updated.push(p.updated.map(micros));
-        throughput.push(p.throughput());
-        match total_eta {
-            Some(e) => {
-                eta.push(e.seconds);
-                eta_basis.push(Some(&e.basis));
-            }
-            None => {
-                eta.push(p.eta_seconds());
-                eta_basis.push(None);
-            }
-        }
     };
-    let mut unlisted = 0;
-    let mut listed_left: i64 = 0;
-    let mut finished = Vec::new();
     for job in jobs {
-        let p = by_prefix
-            .get(job.prefix.as_str())
-            .cloned()
+        let f = inputs.figures_of(&job.prefix);
+        total += &f;
+        let snap = inputs.latest.get(&job.prefix);
+        let p = snap
+            .map(|s| PrefixProgress {
+                copied: s.op.counters.bytes_copied_to_sink,
+                started: s.op.start_time,
+                updated: Some(s.updated()),
+            })
             .unwrap_or_default();
-        total.counters += &p.counters;
-        total.started = match (total.started, p.started) {
+        first = match (first, p.started) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        total.updated = total.updated.max(p.updated);
-        if job.status == Status::Done {
-            finished.push(p.counters.bytes_found_from_source);
-        } else if p.started.is_none() {
-            // Nobody has listed this prefix: its size is unknown.
-            unlisted += 1;
-        } else {
-            listed_left = listed_left.saturating_add(p.remaining_bytes());
-        }
+        last = last.max(p.updated);
         scope.push(Some("prefix"));
         prefix.push(Some(&job.prefix));
         status.push(Some(job.status.as_str()));
         job_name.push(job.job_name.as_deref());
-        push(&p, None);
+        push_figures(&f);
+        started.push(p.started.map(micros));
+        updated.push(p.updated.map(micros));
+        throughput.push(p.throughput());
+        // Out of retries: no ETA, it needs action; finished: nothing left.
+        let prefix_eta = if inputs.final_errors.contains(&job.prefix) {
+            None
+        } else if !status::has_work_left(job.status, true) {
+            p.eta_seconds(0)
+        } else {
+            snap.and_then(|s| p.eta_seconds(status::bytes_left(job, s, &f)))
+        };
+        eta.push(prefix_eta);
+        eta_basis.push(None);
     }
     scope.push(Some("total"));
     prefix.push(None);
     status.push(None);
     job_name.push(None);
-    // The rule sts-status follows: unlisted prefixes are never counted as
-    // zero bytes; the ETA is then an estimate (from finished prefixes'
-    // sizes) or absent.
-    let total_eta = status::eta(listed_left, unlisted, &finished, total.throughput());
-    push(&total, Some(total_eta));
+    push_figures(&total);
+    started.push(first.map(micros));
+    updated.push(last.map(micros));
+    throughput.push(Some(report.throughput.bytes_per_second));
+    eta.push(report.eta.seconds);
+    eta_basis.push(Some(&report.eta.basis));
     let mut columns = vec![
         ("scope", scope.finish()),
         ("prefix", prefix.finish()),
@@ -327,6 +330,7 @@ pub fn progress_frame(jobs: &[PrefixJob], history: &[HistoryRow]) -> Frame {
 mod tests {
     use super::columns::Column;
     use super::*;
+    use crate::model::Status;
     use chrono::TimeZone;
 
     fn at(second: u32) -> DateTime<Utc> {
@@ -353,7 +357,7 @@ mod tests {
     }
 
     #[test]
-    fn failures_come_from_the_latest_snapshot_of_each_operation() {
+    fn failures_list_the_latest_attempt_and_sum_every_attempt() {
         let failed = |n| {
             format!(
                 r#""errorBreakdowns":[{{"errorCode":"NOT_FOUND","errorCount":"{n}",
@@ -363,24 +367,55 @@ mod tests {
         let history = [
             snapshot("a/", "op1", 1, &failed(1)),
             snapshot("a/", "op1", 2, &failed(2)),
-            snapshot("b/", "op2", 2, r#""counters":{}"#),
+            snapshot("a/", "op3", 5, &failed(2)),
+            snapshot("b/", "op2", 2, &failed(4)),
+            // b/'s retry copied everything: nothing fails now.
+            snapshot("b/", "op4", 6, r#""counters":{}"#),
         ];
-        let frame = failures_frame(&history);
+        let failed_ops = crate::store::failure_snapshots_in(&history);
+        let asks: Vec<(String, DateTime<Utc>)> = ["a/", "b/"]
+            .iter()
+            .map(|p| (p.to_string(), DateTime::<Utc>::MAX_UTC))
+            .collect();
+        let latest = crate::store::snapshots_before_in(&history, &asks);
+        let frame = failures_frame(&failed_ops, &latest);
         assert_eq!(frame.rows, 1);
         assert_eq!(ints(&frame, "error_count"), [2]);
+        // op1's last word (2) and op3's (2); op1's earlier snapshot not again.
+        assert_eq!(ints(&frame, "failed_attempts"), [4]);
     }
 
-    #[test]
-    fn progress_sums_prefixes_and_estimates_time_left() {
-        let jobs: Vec<PrefixJob> = ["a/", "b/"]
+    fn inputs(jobs: &[(&str, Status)], history: &[HistoryRow]) -> status::Inputs {
+        let jobs: Vec<PrefixJob> = jobs
             .iter()
-            .map(|p| PrefixJob {
+            .map(|(p, s)| PrefixJob {
                 prefix: p.to_string(),
-                status: Status::Running,
+                status: *s,
                 job_name: None,
                 last_updated: at(0),
             })
             .collect();
+        let mut unreadable = 0;
+        let latest = figures::by_prefix(
+            crate::store::latest_snapshots_in(&jobs, history),
+            &mut unreadable,
+        );
+        let mut earlier = figures::attempts_in(history, &mut unreadable);
+        for (prefix, attempts) in earlier.iter_mut() {
+            if let Some(l) = latest.get(prefix) {
+                attempts.retain(|a| a.op.name != l.op.name);
+            }
+        }
+        status::Inputs {
+            jobs,
+            latest,
+            earlier,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn progress_rows_carry_the_figures_and_the_total_the_reports_eta() {
         let history = [
             snapshot(
                 "a/",
@@ -391,40 +426,50 @@ mod tests {
             snapshot(
                 "b/",
                 "op2",
-                10,
+                5,
                 r#""counters":{"bytesFoundFromSource":"50","bytesCopiedToSink":"50"}"#,
             ),
+            // b/ re-run: skips what op2 copied.
+            snapshot(
+                "b/",
+                "op3",
+                10,
+                r#""counters":{"bytesFoundFromSource":"50","bytesFromSourceSkippedBySync":"50"}"#,
+            ),
         ];
-        let frame = progress_frame(&jobs, &history);
+        let inputs = inputs(&[("a/", Status::Running), ("b/", Status::Done)], &history);
+        let params = status::StatusParams::new(true, 3, 10);
+        let report = status::report(&inputs, at(10), &params);
+        let frame = progress_frame(&inputs, &report);
         assert_eq!(frame.rows, 3);
         assert_eq!(ints(&frame, "bytes_found"), [300, 50, 350]);
+        assert_eq!(ints(&frame, "bytes_copied"), [100, 50, 150]);
+        assert_eq!(ints(&frame, "bytes_skipped"), [0, 0, 0]);
+        assert_eq!(ints(&frame, "bytes_left"), [200, 0, 200]);
+        assert_eq!(report.bytes.copied, 150);
         let Some(Column::Float64 { values, .. }) = frame.column("eta_seconds") else {
             panic!("no eta")
         };
-        // a/: 200 bytes left at 10 B/s; total: 200 left at 15 B/s.
+        // a/: 200 bytes left at 10 B/s; the total: the report's.
         assert_eq!(values[0], 20.0);
         assert_eq!(values[1], 0.0);
-        assert!((values[2] - 200.0 / 15.0).abs() < 1e-9);
+        assert_eq!(Some(values[2]), report.eta.seconds);
     }
 
     #[test]
     fn the_total_eta_never_counts_unlisted_prefixes_as_empty() {
-        let jobs: Vec<PrefixJob> = [("a/", Status::Running), ("w/", Status::Waiting)]
-            .iter()
-            .map(|(p, status)| PrefixJob {
-                prefix: p.to_string(),
-                status: *status,
-                job_name: None,
-                last_updated: at(0),
-            })
-            .collect();
         let history = [snapshot(
             "a/",
             "op1",
             10,
             r#""counters":{"bytesFoundFromSource":"100","bytesCopiedToSink":"50"}"#,
         )];
-        let frame = progress_frame(&jobs, &history);
+        let inputs = inputs(
+            &[("a/", Status::Running), ("w/", Status::Waiting)],
+            &history,
+        );
+        let report = status::report(&inputs, at(10), &status::StatusParams::new(true, 3, 10));
+        let frame = progress_frame(&inputs, &report);
         let Some(Column::Float64 { values, validity }) = frame.column("eta_seconds") else {
             panic!("no eta")
         };

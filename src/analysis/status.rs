@@ -1,28 +1,26 @@
 //! `sts-status`: a migration's state in one report, computed from the job
-//! table and one or two operation snapshots per prefix (never the whole
-//! history), so it stays cheap at a million prefixes.
+//! table and a few operation snapshots per prefix (the latest, one per
+//! earlier attempt, and at most two more), never the whole history, so it
+//! stays cheap at a million prefixes. Its figures are `figures`' (README,
+//! "The figures"), as in every other view.
 //!
-//! The ETA is honest: bytes nobody has listed yet are never counted as zero.
+//! The ETA is honest: bytes nobody has listed yet are never counted as zero,
+//! and prefixes out of retries are left out (they need action, not time).
 //! While prefixes are unlisted there is either no ETA or one marked as an
 //! estimate, with the assumption it rests on spelled out.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
+use super::figures::{self, by_prefix, prefix_figures, Figures, Snapshot, Snapshots};
 use crate::model::{Counters, HistoryRow, PrefixJob, Status};
+
+pub use super::figures::{Amounts, STALL_AFTER};
 
 /// The window "throughput over the last hour" looks at.
 pub const THROUGHPUT_WINDOW: Duration = Duration::hours(1);
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct Amounts {
-    pub found: i64,
-    pub copied: i64,
-    pub skipped: i64,
-    pub failed: i64,
-}
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Throughput {
@@ -49,7 +47,7 @@ pub struct Eta {
 pub struct Stalled {
     pub prefix: String,
     pub job_name: Option<String>,
-    /// The snapshot since which no counter moved.
+    /// A snapshot with the current counters: none moved since at least then.
     pub since: DateTime<Utc>,
 }
 
@@ -64,7 +62,10 @@ pub struct Failing {
     pub prefix: String,
     pub status: &'static str,
     pub job_name: Option<String>,
+    /// Failing now (the latest attempt's failures).
     pub objects_failed: i64,
+    /// Failures summed over every attempt.
+    pub failed_attempts: i64,
     pub errors: Vec<ErrorCount>,
 }
 
@@ -76,7 +77,7 @@ pub struct StatusReport {
     pub objects: Amounts,
     pub bytes: Amounts,
     /// Prefixes still to copy whose size nobody has listed (no snapshot of
-    /// their current operation yet).
+    /// any of their operations yet).
     pub unlisted_prefixes: usize,
     pub throughput: Throughput,
     pub eta: Eta,
@@ -84,80 +85,68 @@ pub struct StatusReport {
     /// (`--limit` limits lists, never counts).
     pub stalled: Vec<Stalled>,
     pub stalled_total: usize,
-    /// Prefixes in `error`, or whose current operation reports failed
-    /// objects; the most failed first, at most `limit` of them.
+    /// Prefixes in `error` out of retries: no manager starts them again, the
+    /// ETA leaves them out; they need a fix and `sts-requeue`. At most `limit`.
+    pub needs_action: Vec<String>,
+    pub needs_action_total: usize,
+    /// Prefixes in `error`, or whose latest attempt reports failed objects;
+    /// the most failed first, at most `limit` of them.
     pub failing: Vec<Failing>,
     pub failing_total: usize,
-    /// Failed objects per error code over every prefix's current operation.
+    /// Objects failing now per error code (every prefix's latest attempt).
     pub error_codes: BTreeMap<String, i64>,
     /// History rows whose operation JSON could not be read (left out).
     pub unreadable_snapshots: usize,
 }
 
-/// Just what the report reads of an operation snapshot: serde skips the
-/// rest of the JSON (transfer spec, error log entries) without building it.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct OpDigest {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    start_time: Option<DateTime<Utc>>,
-    #[serde(default)]
-    end_time: Option<DateTime<Utc>>,
-    #[serde(default)]
-    counters: Counters,
-    #[serde(default)]
-    error_breakdowns: Vec<CodeCount>,
+/// How a report is taken: the manager's retry options and the stall rule's
+/// threshold (`figures::stalled`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct StatusParams {
+    pub retry_errors: bool,
+    pub max_retries: u32,
+    pub limit: usize,
+    pub stall_after: Duration,
 }
 
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CodeCount {
-    #[serde(default)]
-    error_code: String,
-    #[serde(default, with = "crate::model::int64_string")]
-    error_count: i64,
-}
-
-/// One prefix's operation as a snapshot tells it.
-pub struct Snapshot {
-    op: OpDigest,
-    at: DateTime<Utc>,
-}
-
-/// Snapshots by prefix, parsed as soon as they are read.
-pub type Snapshots = HashMap<String, Snapshot>;
-
-impl Snapshot {
-    fn updated(&self) -> DateTime<Utc> {
-        self.op.end_time.unwrap_or(self.at)
-    }
-}
-
-/// Parses rows into snapshots, consuming them (each JSON text is freed as
-/// soon as it is read); unreadable ones are counted.
-pub fn parse(rows: Vec<HistoryRow>, unreadable: &mut usize) -> Snapshots {
-    let mut out = HashMap::with_capacity(rows.len());
-    for row in rows {
-        let parsed = row
-            .operation_results
-            .as_deref()
-            .map(serde_json::from_str::<OpDigest>);
-        match parsed {
-            Some(Ok(op)) => {
-                out.insert(
-                    row.prefix,
-                    Snapshot {
-                        op,
-                        at: row.timestamp,
-                    },
-                );
-            }
-            _ => *unreadable += 1,
+impl StatusParams {
+    /// `stall_after` is `STALL_AFTER`.
+    pub fn new(retry_errors: bool, max_retries: u32, limit: usize) -> Self {
+        StatusParams {
+            retry_errors,
+            max_retries,
+            limit,
+            stall_after: STALL_AFTER,
         }
     }
-    out
+}
+
+/// Everything a report (and `progress()`) is computed from, read once.
+#[derive(Debug, Clone, Default)]
+pub struct Inputs {
+    pub jobs: Vec<PrefixJob>,
+    /// Each prefix's latest snapshot (its latest attempt).
+    pub latest: Snapshots,
+    /// Each prefix's earlier attempts (their latest snapshots), oldest first.
+    pub earlier: HashMap<String, Vec<Snapshot>>,
+    /// For prefixes active in the throughput window: the snapshot at its start.
+    pub baseline: Snapshots,
+    /// For running prefixes: the latest snapshot at or before `now - stall_after`.
+    pub stall_base: Snapshots,
+    /// Planned bytes of prefixes (`sts-plan --load`).
+    pub planned: HashMap<String, i64>,
+    /// Prefixes in `error` out of retries under the params' options.
+    pub final_errors: HashSet<String>,
+    pub unreadable: usize,
+}
+
+impl Inputs {
+    /// A prefix's figures over all its attempts.
+    pub fn figures_of(&self, prefix: &str) -> Figures {
+        let earlier = self.earlier.get(prefix).into_iter().flatten();
+        let latest = self.latest.get(prefix);
+        prefix_figures(earlier.chain(latest).map(|s| &s.op.counters))
+    }
 }
 
 /// Whether a prefix in `status` still has work ahead (an `error` prefix is
@@ -170,17 +159,22 @@ pub fn has_work_left(status: Status, retry_errors: bool) -> bool {
     }
 }
 
-fn bytes_left(c: &Counters, retried: bool) -> i64 {
-    let failed = if retried {
-        0
+/// Whether the prefix's latest snapshot is of the operation now under way
+/// (not a finished attempt that another will follow).
+fn under_way(job: &PrefixJob, snap: &Snapshot) -> bool {
+    matches!(job.status, Status::Running | Status::Paused)
+        && job.job_name.as_deref().is_none_or(|n| n == snap.op.name)
+}
+
+/// Bytes still to handle in a prefix with work left: what its latest
+/// attempt has not handled, plus what it failed when another attempt will
+/// run (a retry handles the failures again).
+pub fn bytes_left(job: &PrefixJob, snap: &Snapshot, f: &Figures) -> i64 {
+    if under_way(job, snap) {
+        f.bytes.left
     } else {
-        c.bytes_from_source_failed
-    };
-    (c.bytes_found_from_source
-        - c.bytes_copied_to_sink
-        - c.bytes_from_source_skipped_by_sync
-        - failed)
-        .max(0)
+        f.bytes.left.saturating_add(f.bytes.failed)
+    }
 }
 
 /// The ETA rule shared by `sts-status` and `State.progress()`.
@@ -234,99 +228,90 @@ pub fn eta(listed_left: i64, unlisted: usize, finished: &[i64], rate: Option<f64
     }
 }
 
-/// What `sts-status` reports. `latest`: each prefix's latest snapshot;
-/// `at_window_start`: for prefixes active in the window, their latest
-/// snapshot before it; `previous`: for running prefixes, the snapshot before
-/// their latest one (stall detection, SPEC 7).
+/// A report from rows already read (tests, and views holding rows):
+/// `latest`: each prefix's latest snapshot; `at_window_start`: for prefixes
+/// active in the window, their latest snapshot before it; `stall_base`: for
+/// running prefixes, their latest snapshot at or before `now - stall_after`.
 #[allow(clippy::too_many_arguments)]
 pub fn status_report(
     jobs: &[PrefixJob],
     latest: &[HistoryRow],
     at_window_start: &[HistoryRow],
-    previous: &[HistoryRow],
+    stall_base: &[HistoryRow],
     now: DateTime<Utc>,
     retry_errors: bool,
     limit: usize,
     planned: &HashMap<String, i64>,
 ) -> StatusReport {
     let mut unreadable = 0;
-    let latest = parse(latest.to_vec(), &mut unreadable);
-    let baseline = parse(at_window_start.to_vec(), &mut unreadable);
-    let previous = parse(previous.to_vec(), &mut unreadable);
-    report_from(
-        jobs,
-        &latest,
-        &baseline,
-        &previous,
-        now,
-        retry_errors,
-        limit,
+    let inputs = Inputs {
+        jobs: jobs.to_vec(),
+        latest: by_prefix(latest.to_vec(), &mut unreadable),
+        baseline: by_prefix(at_window_start.to_vec(), &mut unreadable),
+        stall_base: by_prefix(stall_base.to_vec(), &mut unreadable),
+        planned: planned.clone(),
         unreadable,
-        planned,
+        ..Inputs::default()
+    };
+    report(
+        &inputs,
+        now,
+        &StatusParams::new(retry_errors, u32::MAX, limit),
     )
 }
 
-#[allow(clippy::too_many_arguments)]
-fn report_from(
-    jobs: &[PrefixJob],
-    latest: &Snapshots,
-    baseline: &Snapshots,
-    previous: &Snapshots,
-    now: DateTime<Utc>,
-    retry_errors: bool,
-    limit: usize,
-    unreadable: usize,
-    planned: &HashMap<String, i64>,
-) -> StatusReport {
+/// The report from its inputs (pure).
+pub fn report(inputs: &Inputs, now: DateTime<Utc>, params: &StatusParams) -> StatusReport {
     let window_start = now - THROUGHPUT_WINDOW;
 
     let mut prefixes: BTreeMap<&'static str, usize> =
         Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    let mut totals = Counters::default();
+    let mut totals = Figures::default();
     let mut unlisted = 0;
     let mut listed_left = 0i64;
     let mut finished = Vec::new();
     let mut first_start: Option<DateTime<Utc>> = None;
     let (mut window_bytes, mut window_objects) = (0i64, 0i64);
     let mut stalled = Vec::new();
+    let mut needs_action = Vec::new();
     let mut failing = Vec::new();
     let mut error_codes: BTreeMap<String, i64> = BTreeMap::new();
 
-    for job in jobs {
+    for job in &inputs.jobs {
         *prefixes.entry(job.status.as_str()).or_default() += 1;
-        let work_left = has_work_left(job.status, retry_errors);
-        // A snapshot of another operation than the row's (a retry that has
-        // not reported yet) says nothing of the work now under way.
-        let current = latest.get(&job.prefix).filter(|s| {
-            job.job_name.is_none() || job.job_name.as_deref() == Some(s.op.name.as_str())
-        });
-        let Some(snap) = current else {
-            // Not started yet: its planned size (sts-plan --load) is what
-            // is left; without a plan nobody has listed it.
-            match planned.get(&job.prefix) {
+        let out_of_retries = inputs.final_errors.contains(&job.prefix);
+        if out_of_retries {
+            needs_action.push(job.prefix.clone());
+        }
+        let work_left = has_work_left(job.status, params.retry_errors) && !out_of_retries;
+        let Some(snap) = inputs.latest.get(&job.prefix) else {
+            // Never listed: its planned size (sts-plan --load) is what is
+            // left; without a plan nobody knows its size.
+            match inputs.planned.get(&job.prefix) {
                 Some(bytes) if work_left => listed_left = listed_left.saturating_add(*bytes),
                 None if work_left => unlisted += 1,
                 _ => {}
             }
             continue;
         };
+        let f = inputs.figures_of(&job.prefix);
+        totals += &f;
         let c = &snap.op.counters;
-        totals += c;
         if let Some(start) = snap.op.start_time {
             first_start = Some(first_start.map_or(start, |f| f.min(start)));
         }
         if job.status == Status::Done {
-            finished.push(c.bytes_found_from_source);
+            finished.push(f.bytes.found);
         }
         if work_left {
-            listed_left = listed_left.saturating_add(bytes_left(c, job.status == Status::Error));
+            listed_left = listed_left.saturating_add(bytes_left(job, snap, &f));
         }
         // Copied within the window: against the snapshot at its start when
         // it is of the same operation, else the share of the operation's
         // run that falls inside the window (linear).
         let updated = snap.updated();
         if updated > window_start {
-            let (bytes, objects) = match baseline.get(&job.prefix) {
+            let (bytes, objects) = match inputs.baseline.get(&job.prefix) {
                 Some(base) if base.op.name == snap.op.name => (
                     c.bytes_copied_to_sink - base.op.counters.bytes_copied_to_sink,
                     c.objects_copied_to_sink - base.op.counters.objects_copied_to_sink,
@@ -348,15 +333,21 @@ fn report_from(
             window_bytes = window_bytes.saturating_add(bytes.max(0));
             window_objects = window_objects.saturating_add(objects.max(0));
         }
-        if job.status == Status::Running {
-            if let Some(before) = previous.get(&job.prefix) {
-                if before.op.name == snap.op.name && before.op.counters == snap.op.counters {
-                    stalled.push(Stalled {
-                        prefix: job.prefix.clone(),
-                        job_name: Some(snap.op.name.clone()),
-                        since: before.at,
-                    });
-                }
+        if job.status == Status::Running && under_way(job, snap) && *c != Counters::default() {
+            // The counters were last seen changing no earlier than the base
+            // snapshot when it shows the same ones, else after it.
+            let last_change_at = match inputs.stall_base.get(&job.prefix) {
+                Some(base) if base.op.name == snap.op.name && base.op.counters == *c => base.at,
+                _ => snap
+                    .at
+                    .max(now - params.stall_after + Duration::microseconds(1)),
+            };
+            if figures::stalled(last_change_at, now, params.stall_after) {
+                stalled.push(Stalled {
+                    prefix: job.prefix.clone(),
+                    job_name: Some(snap.op.name.clone()),
+                    since: last_change_at,
+                });
             }
         }
         if job.status == Status::Error || !snap.op.error_breakdowns.is_empty() {
@@ -376,12 +367,13 @@ fn report_from(
                 prefix: job.prefix.clone(),
                 status: job.status.as_str(),
                 job_name: Some(snap.op.name.clone()),
-                objects_failed: c.objects_from_source_failed,
+                objects_failed: f.objects.failed,
+                failed_attempts: f.objects.failed_attempts,
                 errors,
             });
         }
     }
-    prefixes.insert("total", jobs.len());
+    prefixes.insert("total", inputs.jobs.len());
 
     let window_seconds = first_start
         .map(|f| (now - f.max(window_start)).num_milliseconds() as f64 / 1000.0)
@@ -409,77 +401,78 @@ fn report_from(
             .then(b.objects_failed.cmp(&a.objects_failed))
             .then(a.prefix.cmp(&b.prefix))
     });
+    let limit = params.limit;
     let failing_total = failing.len();
     failing.truncate(limit);
+    stalled.sort_by(|a, b| a.prefix.cmp(&b.prefix));
     let stalled_total = stalled.len();
     stalled.truncate(limit);
+    let needs_action_total = needs_action.len();
+    needs_action.truncate(limit);
+    let mut eta = eta(listed_left, unlisted, &finished, rate);
+    if needs_action_total > 0 {
+        eta.basis.push_str(&format!(
+            "; {needs_action_total} prefixes out of retries left out (they need action)"
+        ));
+    }
 
     StatusReport {
         at: now,
         prefixes,
-        objects: Amounts {
-            found: totals.objects_found_from_source,
-            copied: totals.objects_copied_to_sink,
-            skipped: totals.objects_from_source_skipped_by_sync,
-            failed: totals.objects_from_source_failed,
-        },
-        bytes: Amounts {
-            found: totals.bytes_found_from_source,
-            copied: totals.bytes_copied_to_sink,
-            skipped: totals.bytes_from_source_skipped_by_sync,
-            failed: totals.bytes_from_source_failed,
-        },
+        objects: totals.objects,
+        bytes: totals.bytes,
         unlisted_prefixes: unlisted,
         throughput,
-        eta: eta(listed_left, unlisted, &finished, rate),
+        eta,
         stalled,
         stalled_total,
+        needs_action,
+        needs_action_total,
         failing,
         failing_total,
         error_codes,
-        unreadable_snapshots: unreadable,
+        unreadable_snapshots: inputs.unreadable,
     }
 }
 
-/// Reads what `status_report` needs through the store: the job table, one
-/// latest snapshot per prefix, and the snapshots before the window and
-/// before the latest one only for the prefixes that need them.
-pub async fn read_status(
+/// Reads what `report` needs through the store: the job table, one latest
+/// snapshot per prefix, one per earlier attempt, and the snapshots at the
+/// window's start and at `now - stall_after` only for the prefixes that
+/// need them.
+pub async fn read_inputs(
     store: &dyn crate::store::StateStore,
     now: DateTime<Utc>,
-    retry_errors: bool,
-    limit: usize,
-) -> Result<StatusReport, crate::store::StoreError> {
+    params: &StatusParams,
+) -> Result<Inputs, crate::store::StoreError> {
     let jobs = store.read_jobs().await?;
     let mut unreadable = 0;
     // Each batch of rows is parsed (and its JSON freed) before the next read.
-    let latest = parse(store.latest_snapshots().await?, &mut unreadable);
+    let latest = by_prefix(store.latest_snapshots().await?, &mut unreadable);
+    let earlier = figures::earlier_attempts(store, &latest, &mut unreadable).await?;
     let window_start = now - THROUGHPUT_WINDOW;
-    let running: std::collections::HashSet<&str> = jobs
+    let running: HashSet<&str> = jobs
         .iter()
         .filter(|j| j.status == Status::Running)
         .map(|j| j.prefix.as_str())
         .collect();
     let mut at_window = Vec::new();
-    let mut before_latest = Vec::new();
+    let mut at_stall = Vec::new();
+    // "At or before t": strictly before 1 µs later.
+    let just_after = |t: DateTime<Utc>| t + Duration::microseconds(1);
     for (prefix, snap) in &latest {
         // Only operations that ran inside the window and began before it
         // need the snapshot at its start.
         let began_before = snap.op.start_time.is_none_or(|s| s < window_start);
         if snap.updated() > window_start && began_before {
-            // "Before the window's start or at it": strictly before 1 µs later.
-            at_window.push((prefix.clone(), window_start + Duration::microseconds(1)));
+            at_window.push((prefix.clone(), just_after(window_start)));
         }
         if running.contains(prefix.as_str()) {
-            before_latest.push((prefix.clone(), snap.at));
+            at_stall.push((prefix.clone(), just_after(now - params.stall_after)));
         }
     }
-    let baseline = parse(store.snapshots_before(&at_window).await?, &mut unreadable);
+    let baseline = by_prefix(store.snapshots_before(&at_window).await?, &mut unreadable);
     drop(at_window);
-    let previous = parse(
-        store.snapshots_before(&before_latest).await?,
-        &mut unreadable,
-    );
+    let stall_base = by_prefix(store.snapshots_before(&at_stall).await?, &mut unreadable);
     // Sizes listed by sts-plan --load count for prefixes not started yet.
     let planned: HashMap<String, i64> = store
         .read_plan()
@@ -487,17 +480,39 @@ pub async fn read_status(
         .into_iter()
         .map(|p| (p.prefix, i64::try_from(p.bytes).unwrap_or(i64::MAX)))
         .collect();
-    Ok(report_from(
-        &jobs,
-        &latest,
-        &baseline,
-        &previous,
-        now,
-        retry_errors,
-        limit,
+    let final_errors = if jobs.iter().any(|j| j.status == Status::Error) {
+        let failures = store.failure_counts().await?;
+        crate::manager::failures::final_errors(
+            &jobs,
+            &failures,
+            params.max_retries,
+            params.retry_errors,
+        )
+        .into_iter()
+        .collect()
+    } else {
+        HashSet::new()
+    };
+    Ok(Inputs {
+        jobs,
+        latest,
+        earlier,
+        baseline,
+        stall_base,
+        planned,
+        final_errors,
         unreadable,
-        &planned,
-    ))
+    })
+}
+
+/// `sts-status`'s report, read through the store.
+pub async fn read_status(
+    store: &dyn crate::store::StateStore,
+    now: DateTime<Utc>,
+    params: &StatusParams,
+) -> Result<StatusReport, crate::store::StoreError> {
+    let inputs = read_inputs(store, now, params).await?;
+    Ok(report(&inputs, now, params))
 }
 
 fn bytes_text(n: f64) -> String {
@@ -553,19 +568,21 @@ impl StatusReport {
             count("paused"),
             count("error"),
         );
+        let o = &self.objects;
         let _ = writeln!(
             out,
-            "Objects:  {} found, {} copied, {} skipped, {} failed",
-            self.objects.found, self.objects.copied, self.objects.skipped, self.objects.failed
+            "Objects:  {} found, {} copied, {} skipped, {} failed now ({} failed attempts), {} left",
+            o.found, o.copied, o.skipped, o.failed, o.failed_attempts, o.left
         );
         let b = |n: i64| bytes_text(n as f64);
         let _ = writeln!(
             out,
-            "Bytes:    {} found, {} copied, {} skipped, {} failed",
+            "Bytes:    {} found, {} copied, {} skipped, {} failed now, {} left",
             b(self.bytes.found),
             b(self.bytes.copied),
             b(self.bytes.skipped),
-            b(self.bytes.failed)
+            b(self.bytes.failed),
+            b(self.bytes.left)
         );
         if self.unlisted_prefixes > 0 {
             let _ = writeln!(
@@ -588,11 +605,26 @@ impl StatusReport {
             None => format!("unknown ({})", self.eta.basis),
         };
         let _ = writeln!(out, "ETA:      {eta}");
+        if self.needs_action_total > 0 {
+            let more = self.needs_action_total - self.needs_action.len();
+            let _ = writeln!(
+                out,
+                "Needs action: {} prefixes out of retries (no ETA for them; fix the cause, then \
+                 sts-requeue): {}{}",
+                self.needs_action_total,
+                self.needs_action.join(", "),
+                if more > 0 {
+                    format!(" and {more} more")
+                } else {
+                    String::new()
+                }
+            );
+        }
         let _ = writeln!(out, "Stalled:  {}", self.stalled_total);
         for s in &self.stalled {
             let _ = writeln!(
                 out,
-                "  {} ({}) no progress since {}",
+                "  {} ({}) no counter moved since {}",
                 s.prefix,
                 s.job_name.as_deref().unwrap_or("-"),
                 s.since.format("%Y-%m-%d %H:%M:%S UTC")
@@ -784,46 +816,73 @@ mod tests {
     }
 
     #[test]
-    fn unchanged_counters_between_two_snapshots_are_a_stall() {
+    fn counters_unchanged_for_stall_after_are_a_stall() {
         let jobs = [
             job("a/", Status::Running, Some("op-a")),
             job("b/", Status::Running, Some("op-b")),
+            job("c/", Status::Running, Some("op-c")),
         ];
         let latest = [
             snap("a/", "op-a", 30, 0, 10, 5),
             snap("b/", "op-b", 30, 0, 10, 6),
+            snap("c/", "op-c", 30, 0, 10, 5),
         ];
-        let previous = [
-            snap("a/", "op-a", 25, 0, 10, 5),
-            snap("b/", "op-b", 25, 0, 10, 5),
+        // The latest snapshots at or before 10:20 (now - 600 s): a/ had the
+        // same counters (stalled), b/ moved since; c/ is the same at 10:25
+        // only, too recent to tell (two equal syncs are no stall).
+        let base = [
+            snap("a/", "op-a", 15, 0, 10, 5),
+            snap("b/", "op-b", 15, 0, 10, 5),
         ];
         let report = status_report(
             &jobs,
             &latest,
             &[],
-            &previous,
+            &base,
             at(30),
             true,
             10,
             &HashMap::new(),
         );
-        assert_eq!(report.stalled.len(), 1);
+        assert_eq!(report.stalled_total, 1);
         assert_eq!(report.stalled[0].prefix, "a/");
-        assert_eq!(report.stalled[0].since, at(25));
+        assert_eq!(report.stalled[0].since, at(15));
         // --limit limits the list, never the count.
-        let limited = status_report(
-            &jobs,
-            &latest,
-            &[],
-            &previous,
-            at(30),
-            true,
-            0,
-            &HashMap::new(),
-        );
+        let limited = status_report(&jobs, &latest, &[], &base, at(30), true, 0, &HashMap::new());
         assert!(limited.stalled.is_empty());
         assert_eq!(limited.stalled_total, 1);
         assert!(limited.to_text().contains("Stalled:  1"));
+    }
+
+    #[test]
+    fn prefixes_out_of_retries_need_action_and_stay_out_of_the_eta() {
+        let jobs = [
+            job("a/", Status::Running, Some("op-a")),
+            job("e/", Status::Error, Some("op-e")),
+        ];
+        let latest = [
+            snap("a/", "op-a", 30, 0, 1000, 400),
+            snap("e/", "op-e", 30, 0, 5000, 0),
+        ];
+        let mut unreadable = 0;
+        let mut inputs = Inputs {
+            jobs: jobs.to_vec(),
+            latest: by_prefix(latest.to_vec(), &mut unreadable),
+            ..Inputs::default()
+        };
+        let params = StatusParams::new(true, 3, 10);
+        let rate = 400.0 / 1800.0;
+        // Retries left: e/'s 5,000 bytes are still to copy.
+        let before = report(&inputs, at(30), &params);
+        assert_eq!(before.eta.seconds, Some((600.0 + 5000.0) / rate));
+        inputs.final_errors.insert("e/".into());
+        let after = report(&inputs, at(30), &params);
+        assert_eq!(after.eta.seconds, Some(600.0 / rate));
+        assert_eq!(after.needs_action, ["e/"]);
+        assert!(after.eta.basis.contains("1 prefixes out of retries"));
+        assert!(after
+            .to_text()
+            .contains("Needs action: 1 prefixes out of retries"));
     }
 
     #[test]

@@ -8,9 +8,8 @@ use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
-use serde::Deserialize;
-
 use super::columns::{Frame, PrimitiveBuilder, StrBuilder};
+use super::figures::{self, prefix_figures, Figures};
 use crate::model::{Counters, HistoryRow, PrefixJob, Status};
 
 /// Error codes drawn one by one; the rest are summed as `OTHER`.
@@ -20,28 +19,6 @@ pub const MAX_ERROR_CODES: usize = 8;
 const WIDTHS: [i64; 16] = [
     1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 10_800, 21_600, 86_400,
 ];
-
-/// Just what a timeline needs of an operation snapshot (serde skips the
-/// rest of the JSON without building it).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Digest {
-    #[serde(default)]
-    name: String,
-    #[serde(default)]
-    counters: Counters,
-    #[serde(default)]
-    error_breakdowns: Vec<CodeCount>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct CodeCount {
-    #[serde(default)]
-    error_code: String,
-    #[serde(default, with = "crate::model::int64_string")]
-    error_count: i64,
-}
 
 /// One history row, reduced.
 struct Event {
@@ -55,8 +32,7 @@ struct Event {
 struct Snap {
     /// A hash of the operation's name (no string kept per row).
     op: u64,
-    objects: i64,
-    bytes: i64,
+    counters: Counters,
     /// Failed objects per error code id.
     errors: Vec<(u16, i64)>,
 }
@@ -92,8 +68,8 @@ impl TimelineBuilder {
         };
         let snapshot = match row.operation_results.as_deref() {
             None => None,
-            Some(json) => match serde_json::from_str::<Digest>(json) {
-                Ok(d) => {
+            Some(json) => match figures::parse(json) {
+                Some(d) => {
                     let mut hasher = DefaultHasher::new();
                     d.name.hash(&mut hasher);
                     let errors = d
@@ -103,12 +79,11 @@ impl TimelineBuilder {
                         .collect();
                     Some(Snap {
                         op: hasher.finish(),
-                        objects: d.counters.objects_copied_to_sink,
-                        bytes: d.counters.bytes_copied_to_sink,
+                        counters: d.counters,
                         errors,
                     })
                 }
-                Err(_) => {
+                None => {
                     self.skipped += 1;
                     None
                 }
@@ -132,94 +107,125 @@ impl TimelineBuilder {
         id
     }
 
+    /// The typical time between two snapshots of one operation (the median
+    /// gap, in seconds): what the history samples counters at. 0 when no
+    /// operation has two snapshots.
+    fn sampling_seconds(&self) -> i64 {
+        let mut last: HashMap<u32, (u64, i64)> = HashMap::new();
+        let mut gaps = Vec::new();
+        for e in &self.events {
+            if let Some(snap) = &e.snapshot {
+                if let Some((op, at)) = last.insert(e.prefix, (snap.op, e.at)) {
+                    if op == snap.op && e.at > at {
+                        gaps.push(e.at - at);
+                    }
+                }
+            }
+        }
+        if gaps.is_empty() {
+            return 0;
+        }
+        let middle = gaps.len() / 2;
+        let (_, median, _) = gaps.select_nth_unstable(middle);
+        (*median + 999_999) / 1_000_000
+    }
+
     /// (per bucket: statuses, copied, throughput, failed; per bucket and
-    /// error code: failed objects so far). Buckets are as wide as needed to
-    /// make at most `max_buckets`, rounded up to a whole width from 1 s to a day.
+    /// error code: objects failing now). Buckets are as wide as needed to
+    /// make at most `max_buckets` and never narrower than the history's
+    /// sampling interval (narrower ones would alternate between a burst and
+    /// nothing), rounded up to a whole width from 1 s to a day.
     pub fn finish(mut self, max_buckets: usize) -> (Frame, Frame) {
         // Stable: rows with equal timestamps keep the store's order.
         self.events.sort_by_key(|e| e.at);
         let (Some(first), Some(last)) = (self.events.first(), self.events.last()) else {
             return (timeline_frame(Vec::new()), failures_frame(Vec::new()));
         };
+        let (first_at, last_at) = (first.at, last.at);
         let max_buckets = max_buckets.max(1) as i64;
-        let span_s = (last.at - first.at) / 1_000_000 + 1;
+        let span_s = (last_at - first_at) / 1_000_000 + 1;
+        let sampling = self.sampling_seconds();
         let width_s = WIDTHS
             .iter()
             .copied()
-            .find(|w| (span_s + w - 1) / w <= max_buckets)
-            .unwrap_or_else(|| (span_s + max_buckets - 1) / max_buckets);
+            .find(|w| (span_s + w - 1) / w <= max_buckets && *w >= sampling)
+            .unwrap_or_else(|| ((span_s + max_buckets - 1) / max_buckets).max(sampling));
         let width = width_s * 1_000_000;
-        let start = first.at.div_euclid(width) * width;
+        let start = first_at.div_euclid(width) * width;
+        let n_buckets = ((last_at - start) / width + 1) as usize;
 
-        // The codes drawn one by one: the most failed objects first.
-        let mut totals = vec![0i64; self.codes.len()];
-        let mut per_prefix: Vec<PrefixState> = vec![PrefixState::default(); self.prefixes.len()];
+        let mut per_prefix: Vec<PrefixState> = Vec::new();
+        per_prefix.resize_with(self.prefixes.len(), PrefixState::default);
         let mut counts = [0i64; 5];
         counts[status_index(Status::Waiting)] = self.prefixes.len() as i64;
-        let (mut objects, mut bytes) = (0i64, 0i64);
+        let mut totals = Figures::default();
         let mut failed = vec![0i64; self.codes.len()];
+        // Bytes copied between two snapshots of a prefix, spread evenly over
+        // the time between them (a sampled counter says no more than that).
+        let mut spread = vec![0f64; n_buckets];
         let mut buckets: Vec<Bucket> = Vec::new();
         let mut bucket_end = start + width;
-        let mut bytes_at_bucket_start = 0;
         for event in &self.events {
             while event.at >= bucket_end {
                 buckets.push(Bucket {
                     start: bucket_end - width,
                     counts,
-                    objects,
-                    bytes,
-                    bytes_in_bucket: bytes - bytes_at_bucket_start,
+                    figures: totals,
                     failed: failed.clone(),
                 });
-                bytes_at_bucket_start = bytes;
                 bucket_end += width;
             }
             let state = &mut per_prefix[event.prefix as usize];
             counts[status_index(state.status)] -= 1;
             counts[status_index(event.status)] += 1;
             state.status = event.status;
-            if let Some(Snap {
-                op,
-                objects: o,
-                bytes: b,
-                errors,
-            }) = &event.snapshot
-            {
-                if state.op != Some(*op) {
-                    // A new operation: what the previous one did stays counted.
-                    state.op = Some(*op);
-                    state.objects = 0;
-                    state.bytes = 0;
+            let Some(snap) = &event.snapshot else {
+                continue;
+            };
+            match state.attempts.last_mut() {
+                Some((op, c)) if *op == snap.op => c.clone_from(&snap.counters),
+                _ => {
+                    // A new attempt: what earlier ones did stays counted
+                    // (README, "The figures").
+                    state.attempts.push((snap.op, snap.counters.clone()));
+                    for (code, n) in &state.errors {
+                        failed[*code as usize] -= n;
+                    }
                     state.errors.clear();
                 }
-                objects += o - state.objects;
-                bytes += b - state.bytes;
-                state.objects = *o;
-                state.bytes = *b;
-                for (code, n) in &state.errors {
-                    failed[*code as usize] -= n;
-                }
-                for (code, n) in errors {
-                    failed[*code as usize] += n;
-                }
-                state.errors.clone_from(errors);
             }
+            let now = prefix_figures(state.attempts.iter().map(|(_, c)| c));
+            let copied = now.bytes.copied - state.figures.bytes.copied;
+            add_spread(
+                &mut spread,
+                start,
+                width,
+                state.last_at.unwrap_or(event.at),
+                event.at,
+                copied as f64,
+            );
+            state.last_at = Some(event.at);
+            subtract(&mut totals, &state.figures);
+            totals += &now;
+            state.figures = now;
+            for (code, n) in &state.errors {
+                failed[*code as usize] -= n;
+            }
+            for (code, n) in &snap.errors {
+                failed[*code as usize] += n;
+            }
+            state.errors.clone_from(&snap.errors);
         }
         buckets.push(Bucket {
             start: bucket_end - width,
             counts,
-            objects,
-            bytes,
-            bytes_in_bucket: bytes - bytes_at_bucket_start,
+            figures: totals,
             failed: failed.clone(),
         });
-        for (i, n) in failed.iter().enumerate() {
-            totals[i] = *n;
-        }
         let mut order: Vec<usize> = (0..self.codes.len()).collect();
         order.sort_by(|a, b| {
-            totals[*b]
-                .cmp(&totals[*a])
+            failed[*b]
+                .cmp(&failed[*a])
                 .then(self.codes[*a].cmp(&self.codes[*b]))
         });
         let shown: Vec<usize> = order.iter().copied().take(MAX_ERROR_CODES).collect();
@@ -241,18 +247,56 @@ impl TimelineBuilder {
         }
         let rows = buckets
             .into_iter()
-            .map(|b| (b, width_s))
+            .zip(spread)
+            .map(|(b, copied)| (b, copied / width_s as f64, width_s))
             .collect::<Vec<_>>();
         (timeline_frame(rows), failures_frame(failure_rows))
     }
 }
 
-#[derive(Clone)]
+/// Adds `amount`, spread evenly over `[from, to)`, to the buckets it covers
+/// (all of it into `to`'s bucket when the span is empty).
+fn add_spread(spread: &mut [f64], start: i64, width: i64, from: i64, to: i64, amount: f64) {
+    if amount == 0.0 || spread.is_empty() {
+        return;
+    }
+    let last = spread.len() - 1;
+    let index = |t: i64| (((t - start) / width).max(0) as usize).min(last);
+    if to <= from {
+        spread[index(to)] += amount;
+        return;
+    }
+    let per_micro = amount / (to - from) as f64;
+    let mut t = from;
+    while t < to {
+        let i = index(t);
+        let end = (start + (i as i64 + 1) * width).min(to).max(t + 1);
+        spread[i] += per_micro * (end - t) as f64;
+        t = end;
+    }
+}
+
+fn subtract(total: &mut Figures, f: &Figures) {
+    let negated = |a: &figures::Amounts| figures::Amounts {
+        found: -a.found,
+        copied: -a.copied,
+        skipped: -a.skipped,
+        failed: -a.failed,
+        failed_attempts: -a.failed_attempts,
+        left: -a.left,
+    };
+    *total += &Figures {
+        objects: negated(&f.objects),
+        bytes: negated(&f.bytes),
+    };
+}
+
 struct PrefixState {
     status: Status,
-    op: Option<u64>,
-    objects: i64,
-    bytes: i64,
+    /// Each attempt's latest counters, oldest first.
+    attempts: Vec<(u64, Counters)>,
+    figures: Figures,
+    last_at: Option<i64>,
     errors: Vec<(u16, i64)>,
 }
 
@@ -260,9 +304,9 @@ impl Default for PrefixState {
     fn default() -> Self {
         PrefixState {
             status: Status::Waiting,
-            op: None,
-            objects: 0,
-            bytes: 0,
+            attempts: Vec::new(),
+            figures: Figures::default(),
+            last_at: None,
             errors: Vec::new(),
         }
     }
@@ -271,9 +315,7 @@ impl Default for PrefixState {
 struct Bucket {
     start: i64,
     counts: [i64; 5],
-    objects: i64,
-    bytes: i64,
-    bytes_in_bucket: i64,
+    figures: Figures,
     failed: Vec<i64>,
 }
 
@@ -281,36 +323,51 @@ fn status_index(status: Status) -> usize {
     Status::ALL.iter().position(|s| *s == status).unwrap_or(0)
 }
 
-fn timeline_frame(buckets: Vec<(Bucket, i64)>) -> Frame {
+fn timeline_frame(buckets: Vec<(Bucket, f64, i64)>) -> Frame {
     let n = buckets.len();
     let mut start = PrimitiveBuilder::with_capacity(n);
     let mut statuses: Vec<PrimitiveBuilder<i64>> =
         (0..5).map(|_| PrimitiveBuilder::with_capacity(n)).collect();
-    let mut objects = PrimitiveBuilder::with_capacity(n);
-    let mut bytes = PrimitiveBuilder::with_capacity(n);
+    let mut ints: Vec<(&'static str, PrimitiveBuilder<i64>)> = [
+        "objects_found",
+        "objects_copied",
+        "bytes_found",
+        "bytes_copied",
+        "objects_failed",
+        "objects_failed_attempts",
+    ]
+    .into_iter()
+    .map(|name| (name, PrimitiveBuilder::with_capacity(n)))
+    .collect();
     let mut rate = PrimitiveBuilder::with_capacity(n);
-    let mut failed = PrimitiveBuilder::with_capacity(n);
     let mut width = PrimitiveBuilder::with_capacity(n);
-    for (b, w) in &buckets {
+    for (b, bytes_per_second, w) in &buckets {
         start.push(Some(b.start));
         for (builder, count) in statuses.iter_mut().zip(b.counts) {
             builder.push(Some(count));
         }
-        objects.push(Some(b.objects));
-        bytes.push(Some(b.bytes));
-        rate.push(Some(b.bytes_in_bucket as f64 / *w as f64));
-        failed.push(Some(b.failed.iter().sum::<i64>()));
+        let (o, by) = (&b.figures.objects, &b.figures.bytes);
+        let values = [
+            o.found,
+            o.copied,
+            by.found,
+            by.copied,
+            o.failed,
+            o.failed_attempts,
+        ];
+        for ((_, builder), value) in ints.iter_mut().zip(values) {
+            builder.push(Some(value));
+        }
+        rate.push(Some(*bytes_per_second));
         width.push(Some(*w));
     }
     let mut columns = vec![("time", start.finish_timestamp())];
     for (status, builder) in Status::ALL.iter().zip(statuses) {
         columns.push((status.as_str(), builder.finish_int()));
     }
+    columns.extend(ints.into_iter().map(|(name, b)| (name, b.finish_int())));
     columns.extend([
-        ("objects_copied", objects.finish_int()),
-        ("bytes_copied", bytes.finish_int()),
         ("bytes_per_second", rate.finish_float()),
-        ("objects_failed", failed.finish_int()),
         ("bucket_seconds", width.finish_int()),
     ]);
     Frame { rows: n, columns }
@@ -376,7 +433,7 @@ mod tests {
             .collect();
         let snap = |op: &str, bytes: i64, errors: &str| {
             format!(
-                r#"{{"name":"{op}","counters":{{"bytesCopiedToSink":"{bytes}"}},"errorBreakdowns":[{errors}]}}"#
+                r#"{{"name":"{op}","counters":{{"bytesFoundFromSource":"1000","bytesCopiedToSink":"{bytes}"}},"errorBreakdowns":[{errors}]}}"#
             )
         };
         let failed = r#"{"errorCode":"NOT_FOUND","errorCount":"2"}"#;
@@ -394,16 +451,78 @@ mod tests {
         }
         assert_eq!(builder.skipped, 1);
         let (timeline, failures) = builder.finish(3);
-        // 26 s in at most 3 buckets: 10 s wide, from 00:00:00.
-        assert_eq!(ints(&timeline, "bucket_seconds"), [10, 10, 10]);
-        assert_eq!(ints(&timeline, "running"), [1, 1, 0]);
-        assert_eq!(ints(&timeline, "waiting"), [1, 0, 0]);
-        assert_eq!(ints(&timeline, "done"), [0, 1, 1]);
-        assert_eq!(ints(&timeline, "error"), [0, 0, 1]);
-        assert_eq!(ints(&timeline, "bytes_copied"), [100, 301, 305]);
-        assert_eq!(ints(&timeline, "objects_failed"), [0, 0, 2]);
-        assert_eq!(failures.rows, 3);
-        assert_eq!(ints(&failures, "objects_failed"), [0, 0, 2]);
+        // 26 s in at most 3 buckets would be 10 s wide, but operations were
+        // sampled every 10 and 13 s (median 13): 15 s buckets, from 00:00:00.
+        assert_eq!(ints(&timeline, "bucket_seconds"), [15, 15]);
+        assert_eq!(ints(&timeline, "running"), [2, 0]);
+        assert_eq!(ints(&timeline, "waiting"), [0, 0]);
+        assert_eq!(ints(&timeline, "done"), [0, 1]);
+        assert_eq!(ints(&timeline, "error"), [0, 1]);
+        assert_eq!(ints(&timeline, "bytes_copied"), [101, 305]);
+        assert_eq!(ints(&timeline, "objects_failed"), [0, 0]);
+        assert_eq!(failures.rows, 2);
+        assert_eq!(ints(&failures, "objects_failed"), [0, 2]);
+    }
+
+    #[test]
+    fn retries_and_reruns_never_count_an_object_twice() {
+        let jobs = [PrefixJob {
+            prefix: "a/".into(),
+            status: Status::Done,
+            job_name: None,
+            last_updated: at(0),
+        }];
+        let snap = |op: &str, copied: i64, skipped: i64| {
+            format!(
+                r#"{{"name":"{op}","counters":{{"bytesFoundFromSource":"100","bytesCopiedToSink":"{copied}","bytesFromSourceSkippedBySync":"{skipped}"}}}}"#
+            )
+        };
+        let mut builder = TimelineBuilder::new(&jobs);
+        for r in [
+            row("a/", Status::Done, 1, Some(&snap("op1", 100, 0))),
+            // Re-run with overwrite: copies all 100 again.
+            row("a/", Status::Done, 2, Some(&snap("op2", 100, 0))),
+            row("a/", Status::Done, 3, Some(&snap("op3", 0, 100))),
+        ] {
+            builder.add(r);
+        }
+        let (timeline, _) = builder.finish(100);
+        assert_eq!(ints(&timeline, "bytes_copied"), [100, 100, 100]);
+    }
+
+    #[test]
+    fn buckets_are_never_narrower_than_the_sampling_and_the_rate_has_no_comb() {
+        let jobs = [PrefixJob {
+            prefix: "a/".into(),
+            status: Status::Running,
+            job_name: None,
+            last_updated: at(0),
+        }];
+        let mut builder = TimelineBuilder::new(&jobs);
+        // Two hours, a snapshot every 300 s, 3,000 bytes each time.
+        for i in 0..=24i64 {
+            let t = at(0) + chrono::Duration::seconds(300 * i);
+            builder.add(HistoryRow {
+                prefix: "a/".into(),
+                status: Status::Running,
+                job_name: None,
+                operation_results: Some(format!(
+                    r#"{{"name":"op","counters":{{"bytesFoundFromSource":"1000000","bytesCopiedToSink":"{}"}}}}"#,
+                    3000 * i
+                )),
+                timestamp: t,
+            });
+        }
+        let (timeline, _) = builder.finish(200);
+        let widths = ints(&timeline, "bucket_seconds");
+        assert!(widths.iter().all(|w| *w >= 300), "{widths:?}");
+        let Some(Column::Float64 { values, .. }) = timeline.column("bytes_per_second") else {
+            panic!("no rate")
+        };
+        // 10 B/s throughout, except the last bucket (one snapshot, no span).
+        for v in &values[..values.len() - 1] {
+            assert!((v - 10.0).abs() < 1e-6, "{values:?}");
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::flags::{given, last, Flag, FlagGroup, ToolFlags};
 use super::{Invocation, Running, Tool, STATUS};
-use crate::analysis::status::{has_work_left, read_status};
+use crate::analysis::status::{has_work_left, read_status, StatusParams};
 use crate::error::{Error, Result};
 use crate::options::{Options, BUCKETS, GENERAL, STATE, STATUS_RETRIES, TRANSFER};
 use crate::settings::open_store;
@@ -226,13 +226,11 @@ pub async fn run(
     let mut drawn_lines = 0;
     tokio::pin!(stop);
     loop {
-        let report = read_status(
-            store.as_ref(),
-            chrono::Utc::now(),
-            retry_errors,
-            flags.limit,
-        )
-        .await?;
+        let params = StatusParams {
+            stall_after: chrono::Duration::milliseconds((options.stall_after * 1000.0) as i64),
+            ..StatusParams::new(retry_errors, options.max_retries, flags.limit)
+        };
+        let report = read_status(store.as_ref(), chrono::Utc::now(), &params).await?;
         let jobs = match &pool {
             Some((transfer, project)) => {
                 Some(pool_jobs(transfer.as_ref(), project, options).await?)

@@ -82,6 +82,9 @@ pub struct ManagerSettings {
     pub metrics_interval: f64,
     pub sleep_timeout: f64,
     pub reconcile_interval: f64,
+    /// A running prefix whose counters have not moved for this long is
+    /// stalled (`analysis::figures::stalled`, the rule sts-status applies).
+    pub stall_after: f64,
     pub lease_seconds: f64,
     pub start_timeout: f64,
     pub max_concurrent_jobs: u32,

@@ -130,7 +130,8 @@ impl Manager {
     }
 
     pub(super) fn judge_stalls(&mut self, rows: &[PrefixJob], latest: &sync::LatestOps) {
-        let current: HashMap<String, RunningSnapshot> = rows
+        let now = Utc::now();
+        let mut current: HashMap<String, RunningSnapshot> = rows
             .iter()
             .filter(|r| r.status == Status::Running)
             .filter_map(|r| {
@@ -140,15 +141,24 @@ impl Manager {
                         RunningSnapshot {
                             operation: op.name.clone(),
                             counters: op.counters.clone(),
+                            changed_at: now,
                         },
                     )
                 })
             })
             .collect();
-        self.stalled = stalled_prefixes(&self.previous_running, &current);
-        for prefix in &self.stalled {
-            tracing::warn!(prefix = %prefix, "transfer operation is stalled: its counters have not moved since the last sync");
+        let stall_after =
+            chrono::Duration::milliseconds((self.settings.stall_after * 1000.0) as i64);
+        let stalled = stalled_prefixes(&self.previous_running, &mut current, now, stall_after);
+        // Said once when a prefix stalls, not at every sync while it stays so.
+        for prefix in stalled.iter().filter(|p| !self.stalled.contains(p)) {
+            tracing::warn!(
+                prefix = %prefix,
+                "transfer operation is stalled: no counter moved for {} s (--stall-after)",
+                stall_after.num_seconds()
+            );
         }
+        self.stalled = stalled;
         self.previous_running = current;
     }
 }

@@ -180,6 +180,8 @@ options_table! {
         "Load prefixes even when one is a prefix of another (their common objects are then\ncopied twice)";
     no_job_reuse, "no-job-reuse", Flag, false,
         "Create one transfer job per prefix (the original's way) instead of reusing a pool of\njobs, patched and run for each start; STS allows 5,000 creates a day";
+    stall_after, "stall-after", Seconds, 600.0,
+        "Seconds with no counter moving after which a running prefix is stalled (STS refreshes\ncounters only now and then: minutes, not one sync)";
     reconcile_interval, "reconcile-interval", Seconds, 86400.0,
         "Seconds between full reconciles, which list every transfer operation of the project to\nsee those started or deleted outside the manager";
 }

@@ -57,8 +57,8 @@ pub const REQUEUE_PREFIXES: OptionGroup = OptionGroup {
 };
 /// Whether failed prefixes still count as pending (sts-status).
 pub const STATUS_RETRIES: OptionGroup = OptionGroup {
-    heading: "Retries",
-    options: &["no-retry-on-job-error", "max-retries"],
+    heading: "Retries and stalls (as the manager judges them)",
+    options: &["no-retry-on-job-error", "max-retries", "stall-after"],
 };
 /// The two buckets alone (sts-plan, sts-verify).
 pub const BUCKETS: OptionGroup = OptionGroup {
@@ -90,6 +90,7 @@ pub const LOOP: OptionGroup = OptionGroup {
         "metrics-interval",
         "job-interval",
         "reconcile-interval",
+        "stall-after",
         "lease-seconds",
         "exit-when-done",
     ],

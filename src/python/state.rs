@@ -8,7 +8,7 @@ use pyo3::types::PyBytes;
 
 use super::aio::future_into_py;
 use super::{block_on, handed_credentials, parse_options, to_json, to_py};
-use crate::analysis::status::read_status;
+use crate::analysis::status::{read_inputs, read_status, report, StatusParams};
 use crate::analysis::timeline::TimelineBuilder;
 use crate::analysis::{self, columns::Frame};
 use crate::error::Error;
@@ -48,11 +48,26 @@ pub struct State {
     store: Arc<dyn StateStore>,
     /// `max_retries`, and whether errors are retried at all (the options').
     retries: (u32, bool),
+    /// `stall_after` (seconds), as the manager judges stalls.
+    stall_after: f64,
     /// The process that opened the store.
     pid: u32,
 }
 
 impl State {
+    /// How reports are taken: the options' retries (unless `retry_errors`
+    /// overrides whether errors are retried) and the default stall rule.
+    fn params(&self, retry_errors: Option<bool>, limit: usize) -> StatusParams {
+        StatusParams {
+            stall_after: chrono::Duration::milliseconds((self.stall_after * 1000.0) as i64),
+            ..StatusParams::new(
+                retry_errors.unwrap_or(self.retries.1),
+                self.retries.0,
+                limit,
+            )
+        }
+    }
+
     /// The store, in the process that opened it only: its connections
     /// belong to that process (see `super::same_process`).
     fn store(&self) -> PyResult<Arc<dyn StateStore>> {
@@ -122,6 +137,7 @@ impl State {
         Ok(State {
             store,
             retries,
+            stall_after: options.stall_after,
             pid: std::process::id(),
         })
     }
@@ -140,22 +156,30 @@ impl State {
         })
     }
 
-    /// One row per failed object of each operation's latest snapshot.
+    /// One row per failing object of each prefix's latest attempt.
     fn failures<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
         self.frame(py, |store| {
-            // Only the latest snapshot of operations that list failures.
-            Box::pin(async move { Ok(analysis::failures_frame(&store.failure_snapshots().await?)) })
+            // Only operations that list failures, and their prefixes' latest.
+            Box::pin(async move { Ok(analysis::read_failures(store.as_ref()).await?) })
         })
     }
 
-    /// Per prefix and in total: counters, throughput and ETA.
-    fn progress<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
-        self.frame(py, |store| {
+    /// Per prefix and in total: the figures, throughput and ETA (the total's
+    /// as `status()` reports them).
+    #[pyo3(signature = (retry_errors=None))]
+    fn progress<'py>(
+        &self,
+        py: Python<'py>,
+        retry_errors: Option<bool>,
+    ) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
+        let params = self.params(retry_errors, usize::MAX);
+        self.frame(py, move |store| {
             Box::pin(async move {
-                // One latest snapshot per prefix, not the whole history.
-                let jobs = store.read_jobs().await?;
-                let latest = store.latest_snapshots().await?;
-                Ok(analysis::progress_frame(&jobs, &latest))
+                // A few snapshots per prefix, not the whole history.
+                let now = chrono::Utc::now();
+                let inputs = read_inputs(store.as_ref(), now, &params).await?;
+                let report = report(&inputs, now, &params);
+                Ok(analysis::progress_frame(&inputs, &report))
             })
         })
     }
@@ -204,11 +228,12 @@ impl State {
     }
 
     /// What `sts-status --json` prints, as JSON.
-    #[pyo3(signature = (limit=20, retry_errors=true))]
-    fn status(&self, py: Python<'_>, limit: usize, retry_errors: bool) -> PyResult<String> {
+    #[pyo3(signature = (limit=20, retry_errors=None))]
+    fn status(&self, py: Python<'_>, limit: usize, retry_errors: Option<bool>) -> PyResult<String> {
         let store = self.store()?;
+        let params = self.params(retry_errors, limit);
         let report = block_on(py, async move {
-            Ok(read_status(store.as_ref(), chrono::Utc::now(), retry_errors, limit).await?)
+            Ok(read_status(store.as_ref(), chrono::Utc::now(), &params).await?)
         })?;
         to_json(&report)
     }

@@ -1,0 +1,426 @@
+//! One definition of every figure a view reports (README, "The figures"):
+//! objects and bytes found, copied, skipped, failing now, failed attempts
+//! and left, per prefix from its attempts (one operation each), and the
+//! stall rule. Pure functions over plain data; every view calls these.
+//!
+//! Also the one parser of operation snapshots (`Digest`): status, progress,
+//! failures and the timeline all read history rows through it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Counters, ErrorSummary, HistoryRow};
+
+/// What every view reads of an operation snapshot; serde skips the rest of
+/// the JSON (the transfer spec) without building it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Digest {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub start_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub end_time: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub counters: Counters,
+    #[serde(default)]
+    pub error_breakdowns: Vec<ErrorSummary>,
+}
+
+/// One operation snapshot and when it was recorded.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub op: Digest,
+    pub at: DateTime<Utc>,
+}
+
+impl Snapshot {
+    /// The operation's end, else the time of this snapshot.
+    pub fn updated(&self) -> DateTime<Utc> {
+        self.op.end_time.unwrap_or(self.at)
+    }
+
+    /// The earliest moment known of its operation (for finding the attempt
+    /// before it).
+    pub fn began(&self) -> DateTime<Utc> {
+        self.op.start_time.map_or(self.at, |s| s.min(self.at))
+    }
+}
+
+/// The one snapshot parser. None when the JSON does not read.
+pub fn parse(json: &str) -> Option<Digest> {
+    serde_json::from_str(json).ok()
+}
+
+/// A history row's snapshot; None (counted in `unreadable`) when it has no
+/// operation results or they do not read.
+pub fn snapshot_of(row: &HistoryRow, unreadable: &mut usize) -> Option<Snapshot> {
+    match row.operation_results.as_deref().map(parse) {
+        Some(Some(op)) => Some(Snapshot {
+            op,
+            at: row.timestamp,
+        }),
+        _ => {
+            *unreadable += 1;
+            None
+        }
+    }
+}
+
+/// Snapshots by prefix, parsed as soon as they are read.
+pub type Snapshots = HashMap<String, Snapshot>;
+
+/// Parses rows into snapshots by prefix, consuming them (each JSON text is
+/// freed as soon as it is read); unreadable ones are counted.
+pub fn by_prefix(rows: Vec<HistoryRow>, unreadable: &mut usize) -> Snapshots {
+    let mut out = HashMap::with_capacity(rows.len());
+    for row in rows {
+        if let Some(s) = snapshot_of(&row, unreadable) {
+            out.insert(row.prefix, s);
+        }
+    }
+    out
+}
+
+/// One kind of amount (objects or bytes) of a prefix or a total.
+/// `found = copied + skipped + failed + left` always holds, each >= 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Amounts {
+    /// In the source as the latest attempt listed it (so far, while it runs).
+    pub found: i64,
+    /// In place because an attempt of this migration copied it: copies
+    /// summed over attempts, capped so that no object counts twice.
+    pub copied: i64,
+    /// Found by the latest attempt and in place without being copied by
+    /// any attempt (already at the destination).
+    pub skipped: i64,
+    /// Failing now: what the latest attempt failed.
+    pub failed: i64,
+    /// Failed attempts: failures summed over every attempt (an object that
+    /// failed in four attempts counts four times).
+    pub failed_attempts: i64,
+    /// Found by the latest attempt and not handled by it yet.
+    pub left: i64,
+}
+
+impl std::ops::AddAssign<&Amounts> for Amounts {
+    /// Saturating: big prefixes must never add up to a negative total.
+    fn add_assign(&mut self, a: &Amounts) {
+        self.found = self.found.saturating_add(a.found);
+        self.copied = self.copied.saturating_add(a.copied);
+        self.skipped = self.skipped.saturating_add(a.skipped);
+        self.failed = self.failed.saturating_add(a.failed);
+        self.failed_attempts = self.failed_attempts.saturating_add(a.failed_attempts);
+        self.left = self.left.saturating_add(a.left);
+    }
+}
+
+/// Objects and bytes of one prefix (or of several, summed).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Figures {
+    pub objects: Amounts,
+    pub bytes: Amounts,
+}
+
+impl std::ops::AddAssign<&Figures> for Figures {
+    fn add_assign(&mut self, f: &Figures) {
+        self.objects += &f.objects;
+        self.bytes += &f.bytes;
+    }
+}
+
+/// One kind of amount from the latest attempt's counters and the sums over
+/// every attempt. Failing now comes first (it is the latest attempt's own
+/// word), then copied (earlier attempts' copies count: a re-run skips what
+/// they copied), then what the latest attempt has not handled yet; skipped
+/// is the rest, so nothing is counted twice and nothing exceeds `found`.
+fn amounts(found: i64, failed: i64, left: i64, copied_sum: i64, failed_sum: i64) -> Amounts {
+    let found = found.max(0);
+    let failed = failed.clamp(0, found);
+    let copied = copied_sum.clamp(0, found - failed);
+    let left = left.clamp(0, found - failed - copied);
+    Amounts {
+        found,
+        copied,
+        skipped: found - failed - copied - left,
+        failed,
+        failed_attempts: failed_sum.max(0),
+        left,
+    }
+}
+
+/// A prefix's figures from its attempts' counters (each attempt's latest
+/// snapshot), oldest first; the last one is the latest attempt. For one
+/// attempt they are its counters as STS reported them.
+pub fn prefix_figures<'a>(attempts: impl IntoIterator<Item = &'a Counters>) -> Figures {
+    let mut latest: Option<&Counters> = None;
+    let (mut oc, mut bc, mut of, mut bf) = (0i64, 0i64, 0i64, 0i64);
+    for c in attempts {
+        oc = oc.saturating_add(c.objects_copied_to_sink.max(0));
+        bc = bc.saturating_add(c.bytes_copied_to_sink.max(0));
+        of = of.saturating_add(c.objects_from_source_failed.max(0));
+        bf = bf.saturating_add(c.bytes_from_source_failed.max(0));
+        latest = Some(c);
+    }
+    let Some(l) = latest else {
+        return Figures::default();
+    };
+    let left = |found: i64, copied: i64, skipped: i64, failed: i64| {
+        found
+            .saturating_sub(copied)
+            .saturating_sub(skipped)
+            .saturating_sub(failed)
+    };
+    Figures {
+        objects: amounts(
+            l.objects_found_from_source,
+            l.objects_from_source_failed,
+            left(
+                l.objects_found_from_source,
+                l.objects_copied_to_sink,
+                l.objects_from_source_skipped_by_sync,
+                l.objects_from_source_failed,
+            ),
+            oc,
+            of,
+        ),
+        bytes: amounts(
+            l.bytes_found_from_source,
+            l.bytes_from_source_failed,
+            left(
+                l.bytes_found_from_source,
+                l.bytes_copied_to_sink,
+                l.bytes_from_source_skipped_by_sync,
+                l.bytes_from_source_failed,
+            ),
+            bc,
+            bf,
+        ),
+    }
+}
+
+/// How long counters may stand still before a running prefix counts as
+/// stalled. Minutes, not one sync: STS refreshes counters only now and then.
+pub const STALL_AFTER: Duration = Duration::seconds(600);
+
+/// The stall rule (`sts-status` and the manager alike): no counter of the
+/// prefix's running operation moved for at least `stall_after`, counting
+/// from the moment its current counters were first seen.
+pub fn stalled(last_change_at: DateTime<Utc>, now: DateTime<Utc>, stall_after: Duration) -> bool {
+    now - last_change_at >= stall_after
+}
+
+/// A prefix's attempts, oldest first: the latest snapshot of each of its
+/// operations, by the operation's first known moment.
+pub fn order_attempts(attempts: &mut [Snapshot]) {
+    attempts.sort_by_key(|s| (s.began(), s.at));
+}
+
+/// Earlier attempts of each prefix in `latest`, walked back through the
+/// store's `snapshots_before` (one index seek per prefix and attempt): for
+/// each prefix, its operations other than the latest one, oldest first.
+pub async fn earlier_attempts(
+    store: &dyn crate::store::StateStore,
+    latest: &Snapshots,
+    unreadable: &mut usize,
+) -> Result<HashMap<String, Vec<Snapshot>>, crate::store::StoreError> {
+    let mut seen: HashMap<&str, Vec<String>> = latest
+        .iter()
+        .map(|(p, s)| (p.as_str(), vec![s.op.name.clone()]))
+        .collect();
+    let mut out: HashMap<String, Vec<Snapshot>> = HashMap::new();
+    let mut asks: Vec<(String, DateTime<Utc>)> =
+        latest.iter().map(|(p, s)| (p.clone(), s.began())).collect();
+    // Bounded: each round goes back at least one row of each prefix asked.
+    for _ in 0..1000 {
+        if asks.is_empty() {
+            break;
+        }
+        let rows = store.snapshots_before(&asks).await?;
+        asks.clear();
+        for row in rows {
+            let Some(snap) = snapshot_of(&row, unreadable) else {
+                continue;
+            };
+            let Some(names) = seen.get_mut(row.prefix.as_str()) else {
+                continue;
+            };
+            if names.contains(&snap.op.name) {
+                // A row of an operation already counted, recorded before its
+                // known start (clocks differ): look before that row.
+                asks.push((row.prefix, snap.at));
+                continue;
+            }
+            names.push(snap.op.name.clone());
+            asks.push((row.prefix.clone(), snap.began().min(snap.at)));
+            out.entry(row.prefix).or_default().push(snap);
+        }
+    }
+    for attempts in out.values_mut() {
+        order_attempts(attempts);
+    }
+    Ok(out)
+}
+
+/// Every prefix's attempts in a whole history: the latest snapshot of each
+/// operation, oldest attempt first (for views that read every row anyway).
+pub fn attempts_in(
+    history: &[HistoryRow],
+    unreadable: &mut usize,
+) -> HashMap<String, Vec<Snapshot>> {
+    let mut latest: HashMap<(&str, String), Snapshot> = HashMap::new();
+    for row in history {
+        if let Some(s) = snapshot_of(row, unreadable) {
+            let key = (row.prefix.as_str(), s.op.name.clone());
+            match latest.get(&key) {
+                Some(before) if before.at > s.at => {}
+                _ => {
+                    latest.insert(key, s);
+                }
+            }
+        }
+    }
+    let mut out: HashMap<String, Vec<Snapshot>> = HashMap::new();
+    for ((prefix, _), s) in latest {
+        out.entry(prefix.to_string()).or_default().push(s);
+    }
+    for attempts in out.values_mut() {
+        order_attempts(attempts);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn counters(found: i64, copied: i64, skipped: i64, failed: i64) -> Counters {
+        Counters {
+            objects_found_from_source: found,
+            objects_copied_to_sink: copied,
+            objects_from_source_skipped_by_sync: skipped,
+            objects_from_source_failed: failed,
+            bytes_found_from_source: found * 10,
+            bytes_copied_to_sink: copied * 10,
+            bytes_from_source_skipped_by_sync: skipped * 10,
+            bytes_from_source_failed: failed * 10,
+        }
+    }
+
+    fn objects(
+        found: i64,
+        copied: i64,
+        skipped: i64,
+        failed: i64,
+        attempts: i64,
+        left: i64,
+    ) -> Amounts {
+        Amounts {
+            found,
+            copied,
+            skipped,
+            failed,
+            failed_attempts: attempts,
+            left,
+        }
+    }
+
+    #[test]
+    fn one_attempt_reports_its_counters_as_they_are() {
+        let f = prefix_figures([&counters(1000, 300, 100, 50)]);
+        assert_eq!(f.objects, objects(1000, 300, 100, 50, 50, 550));
+        assert_eq!(f.bytes.copied, 3000);
+        assert_eq!(f.bytes.left, 5500);
+    }
+
+    #[test]
+    fn retried_failures_count_once_now_and_every_time_as_attempts() {
+        // The issue's prefix: 1,000 copied at once, 2,695 failing in each
+        // of four attempts.
+        let first = counters(3695, 1000, 0, 2695);
+        let again = counters(3695, 0, 1000, 2695);
+        let f = prefix_figures([&first, &again, &again, &again]);
+        assert_eq!(f.objects, objects(3695, 1000, 0, 2695, 10_780, 0));
+    }
+
+    #[test]
+    fn a_rerun_counts_what_earlier_attempts_copied_as_copied_not_skipped() {
+        let done = counters(100, 100, 0, 0);
+        let rerun = counters(100, 0, 100, 0);
+        assert_eq!(
+            prefix_figures([&done, &rerun]).objects,
+            objects(100, 100, 0, 0, 0, 0)
+        );
+        // Overwriting re-runs copy again: never counted above what was found.
+        let overwrite = counters(100, 100, 0, 0);
+        assert_eq!(
+            prefix_figures([&done, &overwrite]).objects,
+            objects(100, 100, 0, 0, 0, 0)
+        );
+        // A re-run still listing: it has found 40 so far.
+        let listing = counters(40, 0, 30, 0);
+        assert_eq!(
+            prefix_figures([&done, &listing]).objects,
+            objects(40, 40, 0, 0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn objects_already_there_stay_skipped_and_nothing_exceeds_found() {
+        // 30 were at the destination before; attempt 1 copied 50 and failed
+        // 20; attempt 2 copied the 20.
+        let first = counters(100, 50, 30, 20);
+        let second = counters(100, 20, 80, 0);
+        let f = prefix_figures([&first, &second]);
+        assert_eq!(f.objects, objects(100, 70, 30, 0, 20, 0));
+        let a = f.objects;
+        assert_eq!(a.copied + a.skipped + a.failed + a.left, a.found);
+        // Nonsense counters (negative, inconsistent) still add up.
+        let odd = counters(-5, 10, 7, 3);
+        let g = prefix_figures([&odd]).objects;
+        assert_eq!(g, objects(0, 0, 0, 0, 3, 0));
+        assert_eq!(prefix_figures([]), Figures::default());
+    }
+
+    #[test]
+    fn a_stall_is_time_since_the_last_change_not_two_equal_syncs() {
+        let t0 = DateTime::from_timestamp(1_000_000, 0).unwrap();
+        assert!(!stalled(t0, t0 + Duration::seconds(2), STALL_AFTER));
+        assert!(!stalled(t0, t0 + Duration::seconds(599), STALL_AFTER));
+        assert!(stalled(t0, t0 + Duration::seconds(600), STALL_AFTER));
+        assert!(stalled(
+            t0,
+            t0 + Duration::seconds(60),
+            Duration::seconds(30)
+        ));
+    }
+
+    #[test]
+    fn attempts_in_a_history_are_each_operations_latest_snapshot_oldest_first() {
+        let row = |op: &str, start: &str, at: i64, copied: i64| HistoryRow {
+            prefix: "a/".into(),
+            status: crate::model::Status::Running,
+            job_name: Some(op.into()),
+            operation_results: Some(format!(
+                r#"{{"name":"{op}","startTime":"{start}","counters":{{"objectsCopiedToSink":"{copied}"}}}}"#
+            )),
+            timestamp: DateTime::from_timestamp(at, 0).unwrap(),
+        };
+        let history = [
+            row("op2", "2026-01-01T01:00:00Z", 1_767_229_300, 5),
+            row("op1", "2026-01-01T00:00:00Z", 1_767_225_700, 1),
+            row("op1", "2026-01-01T00:00:00Z", 1_767_225_800, 3),
+        ];
+        let mut unreadable = 0;
+        let attempts = attempts_in(&history, &mut unreadable);
+        let copied: Vec<i64> = attempts["a/"]
+            .iter()
+            .map(|s| s.op.counters.objects_copied_to_sink)
+            .collect();
+        assert_eq!(copied, [3, 5]);
+        assert_eq!(unreadable, 0);
+    }
+}
