@@ -19,7 +19,8 @@
 //!   (`ObjectLister`: Cloud Storage, local directories, inventory tables),
 //!   [`monitoring`] (the heartbeat), [`http`] (one retry policy for every
 //!   client), [`auth`] (credentials);
-//! - plain data: [`model`], [`records`], [`prefixes`]; [`error`] gathers each
+//! - plain data: [`model`], [`records`], [`prefixes`], [`format`] (how
+//!   figures read in text); [`error`] gathers each
 //!   layer's errors; [`logging`] and [`runtime`] serve everyone;
 //! - [`emulator`]: the stand-ins for STS, Cloud Storage, Monitoring, Service
 //!   Usage and Resource Manager, strict against Google's discovery
@@ -49,6 +50,7 @@ pub mod auth;
 pub mod commands;
 pub mod emulator;
 pub mod error;
+pub mod format;
 pub mod http;
 pub mod logging;
 pub mod manager;

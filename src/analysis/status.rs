@@ -15,6 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::figures::{self, by_prefix, prefix_figures, Figures, Snapshot, Snapshots};
+use crate::format::{bytes as bytes_text, duration as duration_text};
 use crate::model::{Counters, HistoryRow, PrefixJob, Status};
 
 pub use super::figures::{Amounts, STALL_AFTER};
@@ -513,33 +514,6 @@ pub async fn read_status(
 ) -> Result<StatusReport, crate::store::StoreError> {
     let inputs = read_inputs(store, now, params).await?;
     Ok(report(&inputs, now, params))
-}
-
-fn bytes_text(n: f64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = n;
-    let mut unit = 0;
-    while value.abs() >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{value:.0} {}", UNITS[0])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
-/// `3725` -> `1h 2m`; `59` -> `59s`.
-pub fn duration_text(seconds: f64) -> String {
-    let s = seconds.max(0.0).round() as u64;
-    let (d, h, m, sec) = (s / 86_400, s / 3600 % 24, s / 60 % 60, s % 60);
-    match (d, h, m) {
-        (0, 0, 0) => format!("{sec}s"),
-        (0, 0, _) => format!("{m}m {sec}s"),
-        (0, _, _) => format!("{h}h {m}m"),
-        _ => format!("{d}d {h}h"),
-    }
 }
 
 /// The rate and ETA in one short phrase (the quickstart's live line).
