@@ -30,6 +30,7 @@ MANAGER = {
     "--metrics-interval",
     "--job-interval",
     "--reconcile-interval",
+    "--stall-after",
     "--lease-seconds",
     "--exit-when-done",
     "--publish-heartbeat",

@@ -77,14 +77,17 @@ def test_stalled_operation_is_detected_and_new_jobs_may_start(
 ) -> None:
     migration.prepare()
     sts.set_faults(freeze_counters=True)
-    strict = sjm.Manager(http_options(migration, max_concurrent_jobs=1))
+    # Counters that have not moved for --stall-after (here 1 s) are a stall.
+    strict = sjm.Manager(http_options(migration, max_concurrent_jobs=1, stall_after=1))
     summaries = [cycle_after(strict, 0.5) for _ in range(4)]
     assert summaries[-1]["stalled"] == ["data/p00/"]
     assert sum(len(s["started"]) for s in summaries) == 1, "a stalled job still counts as running"
     del strict
 
     lenient = sjm.Manager(
-        http_options(migration, max_concurrent_jobs=1, allow_new_jobs_when_stalled=True)
+        http_options(
+            migration, max_concurrent_jobs=1, allow_new_jobs_when_stalled=True, stall_after=1
+        )
     )
     summaries = [cycle_after(lenient, 0.5) for _ in range(3)]
     assert "data/p00/" in summaries[-1]["stalled"]
