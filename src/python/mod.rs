@@ -302,6 +302,34 @@ fn tool_flags(args_json: &str, tool: &commands::Tool) -> Result<commands::flags:
     commands::flags::parse(tool.name, tool.own, &args).map_err(Error::Input)
 }
 
+/// A tool with flags of its own, called from Python: the options and the
+/// keyword arguments read as the command line's are, the run made with the
+/// credentials handed over; its report as JSON.
+#[allow(clippy::too_many_arguments)]
+fn call_tool<A, R, Fut>(
+    py: Python<'_>,
+    options_json: &str,
+    args_json: &str,
+    credentials: Option<&Bound<'_, PyAny>>,
+    impersonation_chain: Option<Vec<String>>,
+    tool: &commands::Tool,
+    parse: fn(&commands::flags::ToolFlags) -> std::result::Result<A, String>,
+    run: impl FnOnce(Options, A) -> Fut,
+) -> PyResult<String>
+where
+    R: serde::Serialize + Send,
+    Fut: Future<Output = Result<R, Error>> + Send,
+{
+    init_logging();
+    let handed = handed_credentials(credentials, impersonation_chain)?;
+    let options = parse_options(options_json).map_err(to_py)?;
+    let args = tool_flags(args_json, tool)
+        .and_then(|found| parse(&found).map_err(Error::Input))
+        .map_err(to_py)?;
+    let report = block_on(py, with_credentials(handed, run(options, args)))?;
+    to_json(&report)
+}
+
 /// `sts-plan` with keyword arguments; the report as JSON.
 #[pyfunction]
 #[pyo3(signature = (options_json, args_json, credentials=None, impersonation_chain=None))]
@@ -312,19 +340,17 @@ fn plan(
     credentials: Option<&Bound<'_, PyAny>>,
     impersonation_chain: Option<Vec<String>>,
 ) -> PyResult<String> {
-    init_logging();
-    let handed = handed_credentials(credentials, impersonation_chain)?;
-    let options = parse_options(options_json).map_err(to_py)?;
-    let args = tool_flags(args_json, &commands::plan::TOOL)
-        .and_then(|found| commands::plan::PlanArgs::parse(&found).map_err(Error::Input))
-        .map_err(to_py)?;
-    let report = block_on(
+    use commands::plan::{run_plan, PlanArgs, TOOL};
+    call_tool(
         py,
-        with_credentials(handed, async {
-            commands::plan::run_plan(&options, &args).await
-        }),
-    )?;
-    to_json(&report)
+        options_json,
+        args_json,
+        credentials,
+        impersonation_chain,
+        &TOOL,
+        PlanArgs::parse,
+        |options, args| async move { run_plan(&options, &args).await },
+    )
 }
 
 /// `sts-verify` with keyword arguments; the report as JSON.
@@ -337,19 +363,17 @@ fn verify(
     credentials: Option<&Bound<'_, PyAny>>,
     impersonation_chain: Option<Vec<String>>,
 ) -> PyResult<String> {
-    init_logging();
-    let handed = handed_credentials(credentials, impersonation_chain)?;
-    let options = parse_options(options_json).map_err(to_py)?;
-    let args = tool_flags(args_json, &commands::verify::TOOL)
-        .and_then(|found| commands::verify::VerifyArgs::parse(&found).map_err(Error::Input))
-        .map_err(to_py)?;
-    let report = block_on(
+    use commands::verify::{run_verify, VerifyArgs, TOOL};
+    call_tool(
         py,
-        with_credentials(handed, async {
-            commands::verify::run_verify(&options, &args).await
-        }),
-    )?;
-    to_json(&report)
+        options_json,
+        args_json,
+        credentials,
+        impersonation_chain,
+        &TOOL,
+        VerifyArgs::parse,
+        |options, args| async move { run_verify(&options, &args).await },
+    )
 }
 
 /// `sts-requeue`: the prefixes of `prefixes_json` (a JSON array), else
