@@ -170,6 +170,16 @@ def test_plan_prepare_manage_verify_on_a_skewed_bucket(tmp_path: Path) -> None:
     stale = dict(zip(frame["prefix"].astype(str), frame["stale"]))
     assert bool(stale.pop(requeued)), "the requeued prefix's verdict is stale"
     assert not any(stale.values()), stale
+    # sts-status says the same: the requeued prefix's mismatch no longer counts.
+    shown = json.loads(tool("sts-status", *migration.state_args(), "--json").stdout)
+    assert shown["verification"] == {
+        "verified": len(prefixes) - 1,
+        "mismatched": 0,
+        "stale": 1,
+        "unverified_done": 0,
+    }
+    text = tool("sts-status", *migration.state_args()).stdout
+    assert f"Verified: {len(prefixes) - 1} done prefixes match, 0 mismatched" in text
 
 
 def test_plan_load_keeps_planned_sizes_and_refuses_overlaps(tmp_path: Path) -> None:

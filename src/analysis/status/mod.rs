@@ -76,6 +76,22 @@ pub struct Failing {
     pub errors: Vec<ErrorCount>,
 }
 
+/// What `sts-verify` proved, as of now: a verdict counts only while it still
+/// speaks for its prefix (`verification::is_stale`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerificationSummary {
+    /// Done prefixes whose latest check matched and still speaks for them.
+    pub verified: usize,
+    /// Prefixes whose latest check found a difference, and still speaks.
+    pub mismatched: usize,
+    /// Checks that no longer speak for their prefix: it was requeued or
+    /// copied again since (or is gone). Check them again (`sts-verify`).
+    pub stale: usize,
+    /// Done prefixes with no check that speaks for them (never checked, or
+    /// stale): what `sts-verify` would check next.
+    pub unverified_done: usize,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusReport {
     pub at: DateTime<Utc>,
@@ -104,6 +120,7 @@ pub struct StatusReport {
     pub error_codes: BTreeMap<String, i64>,
     /// History rows whose operation JSON could not be read (left out).
     pub unreadable_snapshots: usize,
+    pub verification: VerificationSummary,
 }
 
 /// How a report is taken: the manager's retry options and the stall rule's
@@ -144,6 +161,8 @@ pub struct Inputs {
     pub planned: HashMap<String, i64>,
     /// Prefixes in `error` out of retries under the params' options.
     pub final_errors: HashSet<String>,
+    /// The verification table (sts-verify's verdicts).
+    pub verifications: Vec<crate::records::Verification>,
     pub unreadable: usize,
 }
 
@@ -439,12 +458,93 @@ pub fn report(inputs: &Inputs, now: DateTime<Utc>, params: &StatusParams) -> Sta
         failing_total,
         error_codes,
         unreadable_snapshots: inputs.unreadable,
+        verification: verification_summary(&inputs.jobs, &inputs.verifications),
     }
+}
+
+/// Verdicts that still speak for their prefix, those that no longer do,
+/// and the done prefixes no verdict speaks for. Pure.
+pub fn verification_summary(
+    jobs: &[PrefixJob],
+    verifications: &[crate::records::Verification],
+) -> VerificationSummary {
+    use crate::records::VerifyResult;
+    let by_prefix: HashMap<&str, &PrefixJob> =
+        jobs.iter().map(|j| (j.prefix.as_str(), j)).collect();
+    let mut summary = VerificationSummary::default();
+    let mut spoken_for: HashSet<&str> = HashSet::new();
+    for v in verifications {
+        let job = by_prefix.get(v.prefix.as_str()).copied();
+        if super::verification::is_stale(v, job) {
+            summary.stale += 1;
+            continue;
+        }
+        spoken_for.insert(v.prefix.as_str());
+        match v.result {
+            VerifyResult::Verified => summary.verified += 1,
+            VerifyResult::Mismatch => summary.mismatched += 1,
+        }
+    }
+    summary.unverified_done = jobs
+        .iter()
+        .filter(|j| j.status == Status::Done && !spoken_for.contains(j.prefix.as_str()))
+        .count();
+    summary
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_verdict_counts_only_while_it_speaks_for_its_prefix() {
+        use crate::records::{Verification, VerifyResult};
+        let t = |minute: u32| {
+            chrono::Utc
+                .with_ymd_and_hms(2026, 1, 1, 0, minute, 0)
+                .unwrap()
+        };
+        let job = |prefix: &str, status: Status, updated: u32| PrefixJob {
+            prefix: prefix.into(),
+            status,
+            job_name: None,
+            last_updated: t(updated),
+        };
+        let check = |prefix: &str, result: VerifyResult, at: u32| Verification {
+            prefix: prefix.into(),
+            result,
+            objects_compared: 1,
+            missing: 0,
+            different: 0,
+            checked_at: t(at),
+            offending_objects: vec![],
+        };
+        let jobs = [
+            job("ok/", Status::Done, 1),
+            job("bad/", Status::Done, 1),
+            job("requeued/", Status::Waiting, 9),
+            job("recopied/", Status::Done, 9),
+            job("never/", Status::Done, 1),
+            job("running/", Status::Running, 1),
+        ];
+        let checks = [
+            check("ok/", VerifyResult::Verified, 5),
+            check("bad/", VerifyResult::Mismatch, 5),
+            check("requeued/", VerifyResult::Verified, 5),
+            check("recopied/", VerifyResult::Verified, 5),
+            check("gone/", VerifyResult::Verified, 5),
+        ];
+        assert_eq!(
+            verification_summary(&jobs, &checks),
+            VerificationSummary {
+                verified: 1,
+                mismatched: 1,
+                stale: 3,
+                // recopied/ (its check is stale) and never/.
+                unverified_done: 2,
+            }
+        );
+    }
     use chrono::TimeZone;
 
     fn at(minute: u32) -> DateTime<Utc> {

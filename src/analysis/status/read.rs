@@ -62,8 +62,10 @@ pub async fn read_inputs(
     } else {
         HashSet::new()
     };
+    let verifications = store.read_verifications().await?;
     Ok(Inputs {
         jobs,
+        verifications,
         latest,
         earlier,
         baseline,

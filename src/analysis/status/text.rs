@@ -131,6 +131,22 @@ impl StatusReport {
                 self.failing_total - self.failing.len()
             );
         }
+        let v = &self.verification;
+        let _ = writeln!(
+            out,
+            "Verified: {} done prefixes match, {} mismatched, {} done not verified{}",
+            v.verified,
+            v.mismatched,
+            v.unverified_done,
+            if v.stale > 0 {
+                format!(
+                    " ({} earlier checks no longer count: requeued or copied again since)",
+                    v.stale
+                )
+            } else {
+                String::new()
+            }
+        );
         out
     }
 }
