@@ -53,3 +53,7 @@ def status() -> None:
 
 def doctor() -> None:
     _run("sts-doctor")
+
+
+def report() -> None:
+    _run("sts-report")

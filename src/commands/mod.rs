@@ -14,6 +14,7 @@ pub mod plan;
 pub mod prefix_list;
 pub mod prepare;
 pub mod remove;
+pub mod report;
 pub mod requeue;
 pub mod status;
 pub mod verify;
@@ -37,6 +38,7 @@ pub const PLAN: &str = "sts-plan";
 pub const VERIFY: &str = "sts-verify";
 pub const STATUS: &str = "sts-status";
 pub const DOCTOR: &str = "sts-doctor";
+pub const REPORT: &str = "sts-report";
 
 /// What a tool's run is handed: the shared options (parsed, config file
 /// applied, validated) and its own flags as given.
@@ -76,6 +78,7 @@ pub const TOOLS: &[&Tool] = &[
     &verify::TOOL,
     &doctor::TOOL,
     &status::TOOL,
+    &report::TOOL,
     &emulator::TOOL,
 ];
 
