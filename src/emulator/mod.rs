@@ -3,6 +3,7 @@
 //! changes faults while it runs.
 
 pub mod cli;
+mod credentials;
 mod faults;
 mod routes;
 mod storage;
@@ -53,6 +54,9 @@ struct Emulator {
     /// bearer JWT (a service account's self-signed token), or `bearer` for
     /// an opaque token. Tokens themselves are never kept or logged.
     callers: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Keys, refresh tokens and issued tokens, once a test asks for
+    /// credentials to be checked (`credentials.rs`).
+    credentials: Mutex<credentials::Credentials>,
     /// Google's discovery documents of the APIs served (strict mode).
     apis: Vec<strict::Api>,
     /// Requests checked against them, and what they refused.
@@ -88,6 +92,16 @@ fn quota_group(method: &str, path: &str) -> Option<&'static str> {
         ("POST", r) if r.starts_with("transferOperations/") => Some("control"),
         _ => None,
     }
+}
+
+/// Now on the emulator's clock, in Unix seconds.
+/// (`clock_offset_seconds`, the engine's fault: STS's clock is Google's).
+fn service_now(root: &Path) -> i64 {
+    let offset =
+        crate::transfer::local::Faults::load(&root.join(crate::transfer::local::ENGINE_DIR))
+            .clock_offset_seconds
+            .clamp(-86_400 * 365, 86_400 * 365);
+    chrono::Utc::now().timestamp() + offset
 }
 
 /// The caller an `Authorization` header names (see `Emulator::callers`).
@@ -410,6 +424,25 @@ impl Emulator {
         None
     }
 
+    fn credentials(&self) -> std::sync::MutexGuard<'_, credentials::Credentials> {
+        self.credentials.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `POST /_emulator/credentials`: public keys and refresh tokens to
+    /// accept, and credentials checked from then on (`credentials.rs`).
+    fn register_credentials(&self, method: &str, body: &str) -> Reply {
+        if method == "POST" {
+            let registration = match serde_json::from_str(body) {
+                Ok(r) => r,
+                Err(e) => return Reply::error(400, format!("credentials: {e}")),
+            };
+            if let Err(e) = self.credentials().register(registration) {
+                return Reply::error(400, e);
+            }
+        }
+        Reply::ok(self.credentials().stats())
+    }
+
     fn control(&self, method: &str, body: &str) -> Reply {
         let mut current = self.api_faults.lock().unwrap_or_else(|p| p.into_inner());
         if method == "POST" {
@@ -447,12 +480,21 @@ async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = request.method().as_str().to_string();
-    let caller = caller_of(
-        request
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let authorization = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let host = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let caller = emulator
+        .credentials()
+        .caller(authorization.as_deref())
+        .unwrap_or_else(|| caller_of(authorization.as_deref()));
     let raw_path = request.uri().path().to_string();
     let raw_query = request.uri().query().unwrap_or("").to_string();
     let path_and_query = request
@@ -484,6 +526,15 @@ async fn handle(
             )))
         }
     };
+    // Google's token endpoint: not an API call (not counted with them).
+    if path == "/token" && method == "POST" {
+        let now = service_now(&emulator.root);
+        let (status, body) =
+            emulator
+                .credentials()
+                .grant(&body, &format!("http://{host}/token"), now);
+        return Ok(respond(Reply { status, body }));
+    }
     if !path.starts_with("/_emulator/") {
         emulator.requests.fetch_add(1, Ordering::Relaxed);
         *emulator
@@ -493,8 +544,18 @@ async fn handle(
             .entry(caller)
             .or_default() += 1;
     }
+    let unauthenticated = if path.starts_with("/_emulator/") {
+        None
+    } else {
+        let now = service_now(&emulator.root);
+        emulator
+            .credentials()
+            .check(authorization.as_deref(), &path, now)
+    };
     let reply = if path == "/_emulator/faults" {
         emulator.control(&method, &body)
+    } else if path == "/_emulator/credentials" {
+        emulator.register_credentials(&method, &body)
     } else if path == "/_emulator/stats" {
         Reply {
             status: 200,
@@ -508,8 +569,18 @@ async fn handle(
                 },
                 "methods": *emulator.methods.lock().unwrap_or_else(|p| p.into_inner()),
                 "time_series": *emulator.time_series.lock().unwrap_or_else(|p| p.into_inner()),
+                "credentials": emulator.credentials().stats(),
             }),
         }
+    } else if let Some(reason) = unauthenticated {
+        tracing::debug!(%method, %path, "unauthenticated: {reason}");
+        Reply::error(
+            401,
+            format!(
+                "Request had invalid authentication credentials ({reason}). Expected OAuth 2 \
+                 access token, login cookie or other valid authentication credential."
+            ),
+        )
     } else if let Some(refused) = emulator.strict_check(&method, &raw_path, &raw_query, &body) {
         refused
     } else if let Some(upstream) = path
@@ -526,6 +597,24 @@ async fn handle(
                 body,
             )
             .await);
+    } else if let Some(field) = emulator
+        .faults()
+        .cycle_page_tokens
+        .then(|| listed_field(&method, &path))
+        .flatten()
+    {
+        // none -> A, A -> B, B -> A: only a lister that remembers every
+        // token it has seen stops.
+        let next = if query.get("pageToken").is_some_and(|t| t == "A") {
+            "B"
+        } else {
+            "A"
+        };
+        let mut body = serde_json::json!({ field: [], "nextPageToken": next });
+        if field == "items" {
+            body["kind"] = "storage#objects".into();
+        }
+        Reply::ok(body)
     } else if let Some(code) = emulator.injected_error() {
         Reply::error(code, "injected by sts-emulator")
     } else if let Some(quota) =
@@ -582,6 +671,20 @@ async fn handle(
     };
     tracing::debug!(%method, %path, status = reply.status, "request");
     Ok(respond(reply))
+}
+
+/// The field a list answer carries its items in, for the lists
+/// `cycle_page_tokens` breaks.
+fn listed_field(method: &str, path: &str) -> Option<&'static str> {
+    if method != "GET" {
+        return None;
+    }
+    match path {
+        "/v1/transferJobs" => Some("transferJobs"),
+        "/v1/transferOperations" => Some("operations"),
+        _ if path.starts_with("/storage/v1/b/") && path.ends_with("/o") => Some("items"),
+        _ => None,
+    }
 }
 
 /// `"schedule": {}` on every job of a reply that has no schedule, as STS
@@ -642,6 +745,7 @@ pub async fn serve(
         fault_draws: AtomicU64::new(0),
         usage: Mutex::new(HashMap::new()),
         callers: Mutex::new(Default::default()),
+        credentials: Mutex::new(Default::default()),
         apis: [
             strict::STORAGE_TRANSFER,
             strict::CLOUD_STORAGE,
