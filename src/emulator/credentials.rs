@@ -163,12 +163,21 @@ impl Credentials {
         None
     }
 
-    /// `POST /token` (form-encoded), answered as Google's token endpoint
-    /// answers: 200 with an access token, or 400 `invalid_grant`.
-    pub fn grant(&mut self, form: &str, own_uri: &str, now: i64) -> (u16, Value) {
-        let fields: HashMap<String, String> = url::form_urlencoded::parse(form.as_bytes())
-            .into_owned()
-            .collect();
+    /// `POST /token` (form-encoded, or JSON as google-cloud-auth sends a
+    /// refresh), answered as Google's token endpoint answers: 200 with an
+    /// access token, or 400 `invalid_grant`.
+    pub fn grant(&mut self, body: &str, own_uri: &str, now: i64) -> (u16, Value) {
+        let fields: HashMap<String, String> = if body.trim_start().starts_with('{') {
+            serde_json::from_str::<serde_json::Map<String, Value>>(body)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, v.as_str()?.to_string())))
+                .collect()
+        } else {
+            url::form_urlencoded::parse(body.as_bytes())
+                .into_owned()
+                .collect()
+        };
         let field = |name: &str| fields.get(name).map(String::as_str).unwrap_or_default();
         let account = match field("grant_type") {
             "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
@@ -344,6 +353,156 @@ fn random_hex(bytes: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A fresh RSA key (openssl, as a service account key file holds one).
+    fn key_pair() -> ring::signature::RsaKeyPair {
+        let pem = std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
+            .output()
+            .expect("openssl");
+        let pem = String::from_utf8(pem.stdout).unwrap();
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        ring::signature::RsaKeyPair::from_pkcs8(&der).unwrap()
+    }
+
+    fn jwk(key: &ring::signature::RsaKeyPair) -> PublicKey {
+        let public: ring::signature::RsaPublicKeyComponents<Vec<u8>> = key.public().into();
+        PublicKey {
+            kid: Some("k1".into()),
+            n: URL_SAFE_NO_PAD.encode(public.n),
+            e: URL_SAFE_NO_PAD.encode(public.e),
+        }
+    }
+
+    fn signed(key: &ring::signature::RsaKeyPair, claims: Value) -> String {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT","kid":"k1"}"#);
+        let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let message = format!("{header}.{payload}");
+        let mut signature = vec![0; key.public().modulus_len()];
+        key.sign(
+            &ring::signature::RSA_PKCS1_SHA256,
+            &ring::rand::SystemRandom::new(),
+            message.as_bytes(),
+            &mut signature,
+        )
+        .unwrap();
+        format!("{message}.{}", URL_SAFE_NO_PAD.encode(signature))
+    }
+
+    const ACCOUNT: &str = "sa@p.iam.gserviceaccount.com";
+    const OWN: &str = "http://127.0.0.1:1/token";
+
+    fn grant_form(assertion: &str) -> String {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer")
+            .append_pair("assertion", assertion)
+            .finish()
+    }
+
+    /// Each check of the JWT bearer grant and of self-signed JWTs refuses
+    /// on its own: a key the account does not have, another audience, an
+    /// expired or too long assertion.
+    #[test]
+    fn assertions_and_self_signed_jwts_are_checked_as_google_checks_them() {
+        let (key, other) = (key_pair(), key_pair());
+        let mut credentials = Credentials::default();
+        credentials
+            .register(Registration {
+                service_accounts: [(ACCOUNT.to_string(), vec![jwk(&key)])].into(),
+                ..Registration::default()
+            })
+            .unwrap();
+        let now = 1_000_000;
+        let claims = |aud: &str, iat: i64, exp: i64| json!({"iss": ACCOUNT, "aud": aud, "scope": CLOUD_PLATFORM, "iat": iat, "exp": exp});
+        let good = claims(OWN, now, now + 3600);
+        let (status, body) = credentials.grant(&grant_form(&signed(&key, good.clone())), OWN, now);
+        assert_eq!(status, 200, "{body}");
+        let (_, body) = credentials.grant(
+            &grant_form(&signed(&key, claims(GOOGLE_TOKEN_URI, now, now + 60))),
+            OWN,
+            now,
+        );
+        assert!(
+            body["access_token"].is_string(),
+            "Google's own token URI is an audience too: {body}"
+        );
+        for (assertion, reason) in [
+            (signed(&other, good.clone()), "invalid JWT signature"),
+            (
+                signed(&key, claims("https://example.com/token", now, now + 3600)),
+                "assertion for another audience",
+            ),
+            (
+                signed(&key, claims(OWN, now - 7200, now - 3600)),
+                "assertion expired",
+            ),
+            (
+                signed(&key, claims(OWN, now, now + 7200)),
+                "assertion valid for more than an hour",
+            ),
+            (
+                signed(&key, claims(OWN, now + 600, now + 1200)),
+                "assertion issued in the future",
+            ),
+        ] {
+            let (status, body) = credentials.grant(&grant_form(&assertion), OWN, now);
+            assert_eq!(
+                (status, body["error_description"].as_str()),
+                (400, Some(reason)),
+                "{body}"
+            );
+        }
+        // Self-signed JWTs sent to an API (google-cloud-auth's way).
+        let api = "/v1/transferJobs";
+        let bearer = |jwt: String| format!("Bearer {jwt}");
+        let scoped =
+            json!({"iss": ACCOUNT, "scope": CLOUD_PLATFORM, "iat": now, "exp": now + 3600});
+        assert_eq!(
+            credentials.check(Some(&bearer(signed(&key, scoped.clone()))), api, now),
+            None
+        );
+        let for_sts = json!({"iss": ACCOUNT, "aud": "https://storagetransfer.googleapis.com/", "iat": now, "exp": now + 3600});
+        assert_eq!(
+            credentials.check(Some(&bearer(signed(&key, for_sts.clone()))), api, now),
+            None
+        );
+        for (jwt, reason) in [
+            (signed(&other, scoped.clone()), "invalid JWT signature"),
+            (
+                signed(&key, for_sts),
+                "self-signed JWT for another audience",
+            ),
+            (
+                signed(&key, json!({"iss": ACCOUNT, "iat": now, "exp": now + 3600})),
+                "self-signed JWT for another audience",
+            ),
+            (signed(&key, scoped.clone()), "self-signed JWT expired"),
+        ] {
+            let path = if reason.ends_with("audience") {
+                "/storage/v1/b/x"
+            } else {
+                api
+            };
+            let at = if reason.ends_with("expired") {
+                now + 3600
+            } else {
+                now
+            };
+            assert_eq!(
+                credentials.check(Some(&bearer(jwt)), path, at).as_deref(),
+                Some(reason)
+            );
+        }
+    }
+
     #[test]
     fn checking_is_off_until_a_test_registers_something() {
         let mut credentials = Credentials::default();
@@ -380,6 +539,12 @@ mod tests {
         assert_eq!(
             credentials.check(Some(&header), "/v1/x", 1060).as_deref(),
             Some("access token expired")
+        );
+        let json = r#"{"grant_type":"refresh_token","client_id":"c","client_secret":"s","refresh_token":"r","scopes":null}"#;
+        assert_eq!(
+            credentials.grant(json, "", 1000).0,
+            200,
+            "as google-cloud-auth asks"
         );
         let (status, body) = credentials.grant("grant_type=refresh_token&refresh_token=x", "", 0);
         assert_eq!(
