@@ -4,7 +4,8 @@ defaults scaled by 1/100). Prints makespan / (total work / slots + ramp
 time), where the ramp time is the two job intervals the level takes to
 reach 8 (1, 3, then 8).
 
-Run: python benches/makespan.py [--largest-first]
+Run: python benches/makespan.py [--largest-first] [PREFIXES]   (default 40;
+CI runs 12)
 (with --largest-first the prefixes come from `sts-plan --load`, whose plan
 table gives the start round their sizes: largest first)."""
 
@@ -26,11 +27,12 @@ JOB_INTERVAL, METRICS_INTERVAL, SLEEP = 12.0, 3.0, 0.6
 
 
 def main() -> None:
+    count = next((int(a) for a in sys.argv[1:] if a.isdigit()), PREFIXES)
     base = Path(tempfile.mkdtemp(prefix="makespan-"))
     root = base / "buckets"
     (root / "migration-destination").mkdir(parents=True)
     sizes = {}
-    for i in range(PREFIXES):
+    for i in range(count):
         prefix = f"p{i:02d}/"
         size = ((i * 37) % 36 + 5) * BYTES_PER_SECOND  # 5 s to 40 s of copying
         path = root / "migration-source" / prefix / "object.bin"
@@ -62,20 +64,20 @@ def main() -> None:
                 "--transfer",
                 f"local:{root}",
                 "--shards",
-                str(PREFIXES),
+                str(count),
                 "--load",
             ],
             check=True,
             capture_output=True,
         )
         planned = len(sjm.State(options).jobs())
-        assert planned == PREFIXES, f"sts-plan proposed {planned} prefixes"
+        assert planned == count, f"sts-plan proposed {planned} prefixes"
     else:
         sjm.prepare_tables(options, job_prefix_source_file=str(prefixes))
     began = time.monotonic()
     summary = sjm.Manager(options).run_until_done(timeout=3600)
     makespan = time.monotonic() - began
-    assert summary["counts"]["done"] == PREFIXES, summary["counts"]
+    assert summary["counts"]["done"] == count, summary["counts"]
     work = sum(sizes.values()) / BYTES_PER_SECOND
     ramp = 2 * JOB_INTERVAL
     ideal = work / SLOTS + ramp

@@ -298,6 +298,13 @@ class Emulator:
     def set_faults(self, **faults: object) -> dict:
         return self.call("POST", "/_emulator/faults", faults)
 
+    def check_credentials(self, **registration: object) -> dict:
+        """From now on, every API request must carry credentials Google would
+        accept: the public keys of `service_accounts` ({email: [jwk]}), the
+        `refresh_tokens` ({token: user}) and `token_lifetime_seconds` of the
+        tokens its `/token` endpoint issues."""
+        return self.call("POST", "/_emulator/credentials", registration)
+
     def stats(self) -> dict:
         with urllib.request.urlopen(f"{self.url}/_emulator/stats", timeout=10) as response:
             return json.loads(response.read())
@@ -329,6 +336,36 @@ class Emulator:
                 f"{strict['violation_count']} request(s) that Google's discovery documents "
                 "refuse:\n" + "\n".join(strict["violations"][:20])
             )
+
+
+def rsa_private_key_pem() -> str:
+    """A fresh 2048-bit RSA key (PKCS#8 PEM), as in a service account key file."""
+    return subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+
+
+def public_jwk(private_key_pem: str, kid: str | None = None) -> dict[str, str]:
+    """The public half of a key as Google publishes a service account's keys
+    (JWK: modulus and exponent, base64url)."""
+    import base64
+
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    numbers = load_pem_private_key(private_key_pem.encode(), password=None).public_key()
+    public = numbers.public_numbers()  # type: ignore[union-attr]
+
+    def b64(n: int) -> str:
+        raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+        return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+    jwk = {"kty": "RSA", "alg": "RS256", "n": b64(public.n), "e": b64(public.e)}
+    if kid is not None:
+        jwk["kid"] = kid
+    return jwk
 
 
 def gapic_client(emulator: Emulator):

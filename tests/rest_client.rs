@@ -426,33 +426,80 @@ async fn serve_replies(reply: impl Fn(&str) -> Option<String> + Send + Sync + 's
     format!("http://{address}")
 }
 
+/// A silent server that records when each request arrived (on tokio's
+/// clock: paused in a test, it is the test's virtual time).
+async fn silent_server() -> (String, Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>) {
+    let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&arrivals);
+    let endpoint = serve_replies(move |_| {
+        seen.lock().unwrap().push(tokio::time::Instant::now());
+        None
+    })
+    .await;
+    (endpoint, arrivals)
+}
+
 #[tokio::test]
-async fn a_silent_endpoint_fails_within_the_stated_bounds() {
-    let endpoint = fake_server(None).await;
-    let client = StsClient::new(
-        &endpoint,
-        GoogleAuth::anonymous(),
-        RetryPolicy {
-            attempts: 50,
-            first_backoff: Duration::from_millis(10),
-            max_backoff: Duration::from_millis(20),
-            max_total: Duration::from_secs(2),
-            connect_timeout: Duration::from_millis(500),
-            request_timeout: Duration::from_millis(300),
-        },
-    )
-    .unwrap()
-    .without_pacing();
-    let began = std::time::Instant::now();
+async fn a_silent_endpoint_costs_at_most_max_total_in_attempts_of_request_timeout() {
+    let (endpoint, arrivals) = silent_server().await;
+    let policy = RetryPolicy {
+        attempts: 50,
+        first_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(20),
+        max_total: Duration::from_secs(2),
+        connect_timeout: Duration::from_millis(500),
+        request_timeout: Duration::from_millis(300),
+    };
+    let client = StsClient::new(&endpoint, GoogleAuth::anonymous(), policy.clone())
+        .unwrap()
+        .without_pacing();
     let error = client.service_account("proj").await.unwrap_err();
-    let took = began.elapsed();
-    assert!(took < Duration::from_secs(4), "took {took:?}");
-    match &error {
-        TransferError::Unavailable { attempts, .. } => assert!(*attempts < 50, "{error}"),
+    // Each attempt waits its whole request timeout, so however slow the
+    // machine, no more than max_total / request_timeout + 1 attempts start.
+    let bound = (policy.max_total.as_millis() / policy.request_timeout.as_millis()) as u32 + 1;
+    let attempts = match &error {
+        TransferError::Unavailable { attempts, .. } => *attempts,
         other => panic!("expected Unavailable, got {other}"),
+    };
+    assert!(
+        (2..=bound).contains(&attempts),
+        "{attempts} attempts: {error}"
+    );
+    assert_eq!(
+        arrivals.lock().unwrap().len() as u32,
+        attempts,
+        "one request per attempt"
+    );
+    assert!(error.to_string().contains("attempts over"), "{error}");
+}
+
+/// The README's figures ("Nothing hangs in silence"): every STS call has a
+/// 10 s connect and a 30 s request timeout, and retries for at most 3
+/// minutes. On tokio's paused clock, the default client against a server
+/// that never answers: each attempt ends 30 s after it was sent, no sooner,
+/// and the next starts within the largest backoff (20 s) after that.
+#[tokio::test(start_paused = true)]
+async fn the_default_client_times_out_at_the_documented_figures() {
+    let defaults = RetryPolicy::default();
+    assert_eq!(defaults.connect_timeout, Duration::from_secs(10));
+    assert_eq!(defaults.request_timeout, Duration::from_secs(30));
+    assert_eq!(defaults.max_total, Duration::from_secs(180));
+    assert_eq!(defaults.max_backoff, Duration::from_secs(20));
+    let (endpoint, arrivals) = silent_server().await;
+    let client = StsClient::new(&endpoint, GoogleAuth::anonymous(), defaults.clone())
+        .unwrap()
+        .without_pacing();
+    let error = client.service_account("proj").await.unwrap_err();
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert!(arrivals.len() >= 2, "retried: {error}");
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= defaults.request_timeout
+                && gap <= defaults.request_timeout + defaults.max_backoff + Duration::from_secs(1),
+            "attempts {gap:?} apart: {arrivals:?}"
+        );
     }
-    let message = error.to_string();
-    assert!(message.contains("attempts over"), "{message}");
 }
 
 #[tokio::test]
@@ -596,4 +643,42 @@ async fn a_page_token_cycle_is_an_error_not_a_loop() {
             .contains("page token 'A' a second time"),
         "{operations}"
     );
+}
+
+/// Cloud Storage listing (sts-plan, sts-verify) through the emulator's
+/// JSON API with `cycle_page_tokens`: none -> A, A -> B, B -> A. Both the
+/// recursive listing and the one-level listing stop at the second A.
+#[tokio::test]
+async fn a_page_token_cycle_in_an_object_listing_is_an_error_not_a_loop() {
+    use sts_job_manager::storage::gcs::GcsClient;
+    use sts_job_manager::storage::{ObjectLister, StorageError};
+    let emulator = start_emulator(ApiFaults {
+        cycle_page_tokens: true,
+        ..ApiFaults::default()
+    })
+    .await;
+    let lister = GcsClient::new(&emulator.endpoint, GoogleAuth::anonymous()).unwrap();
+    let all = tokio::time::timeout(
+        Duration::from_secs(20),
+        lister.list_all("src-bucket", "logs/", false),
+    )
+    .await
+    .expect("listing stops")
+    .unwrap_err();
+    assert!(
+        matches!(&all, StorageError::RepeatedPageToken { token, .. } if token == "A"),
+        "{all}"
+    );
+    let level = tokio::time::timeout(
+        Duration::from_secs(20),
+        lister.list_level("src-bucket", "", false),
+    )
+    .await
+    .expect("listing stops")
+    .unwrap_err();
+    assert!(
+        matches!(&level, StorageError::RepeatedPageToken { token, .. } if token == "A"),
+        "{level}"
+    );
+    assert_eq!(lister.requests(), 6, "three pages each: none, A, B");
 }

@@ -61,7 +61,8 @@ echo "== stubtest (_core.pyi against the built extension)"
 python -m mypy.stubtest sts_job_manager._core
 
 echo "== pytest (the installed wheel, no Rust on PATH)"
-PATH=$no_rust_path python -m pytest -q "$@" 2>&1 | tee target/pytest.log
+# -rp lists each passed test, so the notebooks' tests are counted apart.
+PATH=$no_rust_path python -m pytest -q -rp "$@" 2>&1 | tee target/pytest.log
 
 echo "== Airflow (a separate virtualenv with apache-airflow)"
 python3 -m venv .venv-airflow
@@ -71,13 +72,40 @@ python3 -m venv .venv-airflow
 PATH=$no_rust_path .venv-airflow/bin/python -m pytest -q tests/airflow_integration 2>&1 |
     tee target/airflow.log
 
+echo "== benches (small sizes: the figures are printed, not asserted)"
+# Each bench at a size that takes seconds, so every README figure's command
+# keeps working; the Rust ones in the test profile (`cargo bench` for figures).
+: >target/benches.log
+bench() {
+    echo "-- $*" | tee -a target/benches.log
+    "$@" 2>&1 | tee -a target/benches.log
+    echo "bench ran: $*" >>target/benches.log
+}
+bench cargo test --quiet --bench sync_cycle -- 2000
+bench cargo test --quiet --bench sync_cycle -- 2000 steady
+bench cargo test --quiet --bench sync_cycle -- 2000 waiting
+bench cargo test --quiet --bench bigquery_cycle -- 200 --load 500
+bench python benches/api_calls.py 200
+bench python benches/history_frame.py 20000
+bench python benches/list_requests.py 300
+bench python benches/makespan.py 12
+bench python benches/plan_verify.py 2000
+bench python benches/slots.py 100
+bench python benches/status_at_scale.py 2000 1
+
 # How many tests ran in each suite, so a suite that silently ran nothing shows.
 passed() { grep -Eo '[0-9]+ passed' "$1" | awk '{n += $1} END {print n + 0}'; }
-echo "== tests run: cargo $(passed target/cargo-test.log), pytest $(passed target/pytest.log)," \
-    "airflow $(passed target/airflow.log)"
+notebooks=$(grep -c '^PASSED tests/test_notebooks.py' target/pytest.log || true)
+benches=$(grep -c '^bench ran: ' target/benches.log || true)
+echo "== tests run: cargo $(passed target/cargo-test.log), pytest $(passed target/pytest.log)" \
+    "(notebooks $notebooks), airflow $(passed target/airflow.log), benches $benches"
 for log in target/cargo-test.log target/pytest.log target/airflow.log; do
     if [ "$(passed "$log")" -eq 0 ]; then
         echo "no test ran in ${log#target/}" >&2
         exit 1
     fi
 done
+if [ "$notebooks" -eq 0 ] || [ "$benches" -eq 0 ]; then
+    echo "no notebook test or no bench ran" >&2
+    exit 1
+fi

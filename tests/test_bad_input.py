@@ -107,7 +107,7 @@ def test_unreadable_credentials_file_is_named(
         "p",
         check=False,
     )
-    assert result.returncode != 0
+    assert result.returncode == 1, "credentials refused: exit 1 (README)"
     assert "could not load Google credentials" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 

@@ -150,3 +150,12 @@ def test_another_migrations_reusable_jobs_on_the_same_buckets_are_named(
     assert "FAIL reusable jobs: 1 reusable jobs of another migration" in result.stdout
     assert "sts-jm-pool-0123456789abcdef-0000" in result.stdout
     assert "no common or overlapping prefix" in result.stdout
+
+
+def test_a_job_list_whose_page_tokens_cycle_is_a_failed_check(doctor, emulator: Emulator) -> None:
+    """transferJobs.list answering none -> A -> B -> A: the doctor's job
+    listing stops with the repeated token named, not a loop."""
+    emulator.set_faults(cycle_page_tokens=True)
+    result = doctor()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "transferJobs.list returned page token 'A' twice" in result.stdout + result.stderr

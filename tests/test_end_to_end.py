@@ -74,16 +74,18 @@ def test_missing_backends_and_tables_are_one_line_errors(
     monkeypatch.delenv("BIGQUERY_EMULATOR_HOST", raising=False)
     prepared = f"sqlite:{migration.root.parent / 'prepared.db'}"
     tool("sts-prepare-tables", "--state", prepared)
-    for args, expected in [
-        ([], "no Google Cloud project for BigQuery"),
+    # The README's exit codes: 2 for bad input (an option, or a state file
+    # an option names that does not exist), 1 for a backend that fails.
+    for args, code, expected in [
+        ([], 2, "no Google Cloud project for BigQuery"),
         # No credentials here (and no network): STS is tried once, then refused.
-        (["--state", prepared, "--project", "p"], "Google"),
-        (migration.backend_args(), "sts-prepare-tables"),
-        (["--max-concurrent-jobs", "many"], "max-concurrent-jobs"),
-        (["--no-such-flag"], "no-such-flag"),
+        (["--state", prepared, "--project", "p"], 1, "Google"),
+        (migration.backend_args(), 2, "sts-prepare-tables"),
+        (["--max-concurrent-jobs", "many"], 2, "max-concurrent-jobs"),
+        (["--no-such-flag"], 2, "no-such-flag"),
     ]:
         result = tool("sts-job-manager", *args, check=False)
-        assert result.returncode != 0, args
+        assert result.returncode == code, (args, result.stderr)
         assert expected in result.stderr, (args, result.stderr)
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
@@ -106,8 +108,10 @@ def test_killed_manager_is_taken_over_after_restart(migration: Migration) -> Non
     deadline = time.monotonic() + 60
     while migration.active_operations() < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
+    two_ran = migration.active_operations() >= 2
     first.send_signal(signal.SIGKILL)
     first.wait()
+    assert two_ran, "two operations never ran at once: nothing to recover"
     assert any(op["status"] == "IN_PROGRESS" for op in migration.operations())
 
     migration.set_faults()
@@ -142,7 +146,9 @@ def test_sigterm_stops_the_loop_cleanly(migration: Migration) -> None:
     deadline = time.monotonic() + 30
     while migration.active_operations() < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
+    running = migration.active_operations() >= 1
     manager.send_signal(signal.SIGTERM)
     _, stderr = manager.communicate(timeout=30)
+    assert running, "no operation ever ran: the signal came before any work"
     assert manager.returncode == 0, stderr
     assert "stop requested" in stderr

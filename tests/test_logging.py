@@ -58,7 +58,7 @@ def test_a_migration_with_failures_logs_only_json_lines(migration: Migration) ->
         ("sts-job-manager", ["--state", f"sqlite:{migration.root / 'none.db'}"]),
     ]:
         refused = run(name, *args, LOG_FORMAT="json")
-        assert refused.returncode != 0
+        assert refused.returncode == 2, "bad input: exit 2 (README)"
         [entry] = json_lines(refused.stderr)
         assert entry["severity"] == "ERROR" and name in entry["message"]
 

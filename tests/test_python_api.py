@@ -297,7 +297,9 @@ def test_ctrl_c_stops_run_until_done(migration: Migration) -> None:
     deadline = time.monotonic() + 30
     while migration.active_operations() < 1 and time.monotonic() < deadline:
         time.sleep(0.1)
+    running = migration.active_operations() >= 1
     child.send_signal(signal.SIGINT)
     out, _ = child.communicate(timeout=30)
+    assert running, "no operation ever ran: the signal came before any work"
     assert out.strip() == "interrupted"
     assert child.returncode == 0

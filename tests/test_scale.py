@@ -162,22 +162,39 @@ def test_an_operation_started_elsewhere_is_found_by_the_full_reconcile(
     outside = migration.prefixes[-1]
     try:
         emulator.set_faults(bytes_per_second=500)
-        manager = sjm.Manager(
-            migration.options(
-                transfer="sts", project=PROJECT, max_concurrent_jobs=1, reconcile_interval=5
+
+        def manager(reconcile_interval: float) -> sjm.Manager:
+            return sjm.Manager(
+                migration.options(
+                    transfer="sts",
+                    project=PROJECT,
+                    max_concurrent_jobs=1,
+                    reconcile_interval=reconcile_interval,
+                )
             )
-        )
-        first = manager.run_once()
+
+        # An hour between full reconciles: the steady sync is steady
+        # however slow this machine is.
+        steady_manager = manager(3600)
+        first = steady_manager.run_once()
         assert first["reconciled"] and first["counts"]["running"] == 1
-        began = time.monotonic()
         job_name = original_tool_start(client, migration, PROJECT, outside)
-        steady = manager.run_once()
-        assert time.monotonic() - began < 5, "too slow to see a steady-state sync"
+        steady = steady_manager.run_once()
         assert not steady["reconciled"]
         assert migration.jobs()[outside] == ("waiting", None), "not listed in steady state"
-        time.sleep(max(0.0, 5.2 - (time.monotonic() - began)))
-        full = manager.run_once()
-        assert full["reconciled"]
+        # A one-second interval: the full reconcile comes after the one at
+        # start, counted in cycles (each cycle waits 0.2 s, so 1 s has gone
+        # by after 5 of them on any machine).
+        periodic = manager(1)
+        assert periodic.run_once()["reconciled"], "a full reconcile at start"
+        cycles = 1
+        while True:
+            time.sleep(0.2)
+            cycles += 1
+            full = periodic.run_once()
+            if full["reconciled"]:
+                break
+            assert cycles <= 20, "no second full reconcile within 20 cycles"
         status, name = migration.jobs()[outside]
         ops = [op for op in migration.operations() if op["transferJobName"] == job_name]
         assert status == "running" and [op["name"] for op in ops] == [name]

@@ -261,3 +261,41 @@ def test_the_bucket_check_runs_over_rest_before_the_first_start(
         manager.run_once()
     assert not migration.operations(), "nothing may start"
     assert sts.stats()["methods"].get("storage.buckets.get", 0) >= 1
+
+
+def test_the_manager_stops_before_starting_when_the_service_account_cannot_be_read(
+    migration: Migration, sts: Emulator
+) -> None:
+    """The credentials check the command-line manager makes first
+    (googleServiceAccounts.get): refused, it exits 1 naming the role to
+    grant, and nothing is started."""
+    migration.prepare()
+    sts.set_faults(no_service_agent=True)
+    result = tool(
+        "sts-job-manager",
+        *migration.state_args(),
+        "--transfer",
+        "sts",
+        "--project",
+        PROJECT,
+        "--exit-when-done",
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "Storage Transfer service account" in result.stderr, result.stderr
+    assert "roles/storagetransfer.user" in result.stderr, result.stderr
+    assert sts.stats()["methods"] == {"storagetransfer.googleServiceAccounts.get": 1}
+    assert not migration.operations(), "nothing may start"
+
+
+def test_a_list_whose_page_tokens_cycle_stops_the_manager_with_an_error(
+    migration: Migration, sts: Emulator
+) -> None:
+    """STS answering none -> A -> B -> A: the manager's cycle fails naming
+    the token instead of listing forever."""
+    migration.prepare()
+    manager = sjm.Manager(http_options(migration))
+    manager.run_once()  # jobs started: the next cycle lists their operations
+    sts.set_faults(cycle_page_tokens=True)
+    with pytest.raises(sjm.StsJobManagerError, match="page token 'A' a second time"):
+        manager.run_once()

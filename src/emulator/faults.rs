@@ -37,6 +37,10 @@ pub struct ApiFaults {
     pub lose_create_replies: u32,
     /// `transferJobs.list` ignores `sourceBucket` and `sinkBucket`.
     pub ignore_bucket_filter: bool,
+    /// Every list (`transferJobs`, `transferOperations`, Cloud Storage
+    /// `objects`) answers empty pages whose tokens cycle: none -> A, A -> B,
+    /// B -> A (a broken server; a lister must stop with an error).
+    pub cycle_page_tokens: bool,
     /// What `sts-doctor` looks at, each made to fail on its own: services
     /// answered DISABLED by Service Usage;
     pub disabled_apis: Vec<String>,
@@ -83,6 +87,7 @@ impl Default for ApiFaults {
             empty_schedule: false,
             lose_create_replies: 0,
             ignore_bucket_filter: false,
+            cycle_page_tokens: false,
             disabled_apis: Vec::new(),
             no_service_agent: false,
             bucket_roles: Default::default(),

@@ -2,6 +2,7 @@
 //! engine, with fault injection. A control endpoint (`/_emulator/faults`)
 //! changes faults while it runs.
 
+mod credentials;
 mod faults;
 mod routes;
 mod server;
@@ -55,6 +56,9 @@ struct Emulator {
     /// bearer JWT (a service account's self-signed token), or `bearer` for
     /// an opaque token. Tokens themselves are never kept or logged.
     callers: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Keys, refresh tokens and issued tokens, once a test asks for
+    /// credentials to be checked (`credentials.rs`).
+    credentials: Mutex<credentials::Credentials>,
     /// Google's discovery documents of the APIs served (strict mode).
     apis: Vec<strict::Api>,
     /// Requests checked against them, and what they refused.
@@ -90,6 +94,16 @@ fn quota_group(method: &str, path: &str) -> Option<&'static str> {
         ("POST", r) if r.starts_with("transferOperations/") => Some("control"),
         _ => None,
     }
+}
+
+/// Now on the emulator's clock, in Unix seconds.
+/// (`clock_offset_seconds`, the engine's fault: STS's clock is Google's).
+fn service_now(root: &Path) -> i64 {
+    let offset =
+        crate::transfer::local::Faults::load(&root.join(crate::transfer::local::ENGINE_DIR))
+            .clock_offset_seconds
+            .clamp(-86_400 * 365, 86_400 * 365);
+    chrono::Utc::now().timestamp() + offset
 }
 
 /// The caller an `Authorization` header names (see `Emulator::callers`).
@@ -410,6 +424,25 @@ impl Emulator {
         recent.push_back(now);
         *today += 1;
         None
+    }
+
+    fn credentials(&self) -> std::sync::MutexGuard<'_, credentials::Credentials> {
+        self.credentials.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `POST /_emulator/credentials`: public keys and refresh tokens to
+    /// accept, and credentials checked from then on (`credentials.rs`).
+    fn register_credentials(&self, method: &str, body: &str) -> Reply {
+        if method == "POST" {
+            let registration = match serde_json::from_str(body) {
+                Ok(r) => r,
+                Err(e) => return Reply::error(400, format!("credentials: {e}")),
+            };
+            if let Err(e) = self.credentials().register(registration) {
+                return Reply::error(400, e);
+            }
+        }
+        Reply::ok(self.credentials().stats())
     }
 
     fn control(&self, method: &str, body: &str) -> Reply {

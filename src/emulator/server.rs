@@ -1,5 +1,6 @@
 //! The emulator's HTTP server: one handler that routes each request
-//! (after the strict check) and answers it, on 127.0.0.1 only.
+//! (after the credential and strict checks) and answers it, on 127.0.0.1
+//! only.
 
 use super::*;
 
@@ -15,12 +16,21 @@ pub(super) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let method = request.method().as_str().to_string();
-    let caller = caller_of(
-        request
-            .headers()
-            .get(hyper::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok()),
-    );
+    let authorization = request
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let host = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let caller = emulator
+        .credentials()
+        .caller(authorization.as_deref())
+        .unwrap_or_else(|| caller_of(authorization.as_deref()));
     let raw_path = request.uri().path().to_string();
     let raw_query = request.uri().query().unwrap_or("").to_string();
     let path_and_query = request
@@ -52,6 +62,15 @@ pub(super) async fn handle(
             )))
         }
     };
+    // Google's token endpoint: not an API call (not counted with them).
+    if path == "/token" && method == "POST" {
+        let now = service_now(&emulator.root);
+        let (status, body) =
+            emulator
+                .credentials()
+                .grant(&body, &format!("http://{host}/token"), now);
+        return Ok(respond(Reply { status, body }));
+    }
     if !path.starts_with("/_emulator/") {
         emulator.requests.fetch_add(1, Ordering::Relaxed);
         *emulator
@@ -61,8 +80,18 @@ pub(super) async fn handle(
             .entry(caller)
             .or_default() += 1;
     }
+    let unauthenticated = if path.starts_with("/_emulator/") {
+        None
+    } else {
+        let now = service_now(&emulator.root);
+        emulator
+            .credentials()
+            .check(authorization.as_deref(), &path, now)
+    };
     let reply = if path == "/_emulator/faults" {
         emulator.control(&method, &body)
+    } else if path == "/_emulator/credentials" {
+        emulator.register_credentials(&method, &body)
     } else if path == "/_emulator/stats" {
         Reply {
             status: 200,
@@ -76,8 +105,18 @@ pub(super) async fn handle(
                 },
                 "methods": *emulator.methods.lock().unwrap_or_else(|p| p.into_inner()),
                 "time_series": *emulator.time_series.lock().unwrap_or_else(|p| p.into_inner()),
+                "credentials": emulator.credentials().stats(),
             }),
         }
+    } else if let Some(reason) = unauthenticated {
+        tracing::debug!(%method, %path, "unauthenticated: {reason}");
+        Reply::error(
+            401,
+            format!(
+                "Request had invalid authentication credentials ({reason}). Expected OAuth 2 \
+                 access token, login cookie or other valid authentication credential."
+            ),
+        )
     } else if let Some(refused) = emulator.strict_check(&method, &raw_path, &raw_query, &body) {
         refused
     } else if let Some(upstream) = path
@@ -94,6 +133,24 @@ pub(super) async fn handle(
                 body,
             )
             .await);
+    } else if let Some(field) = emulator
+        .faults()
+        .cycle_page_tokens
+        .then(|| listed_field(&method, &path))
+        .flatten()
+    {
+        // none -> A, A -> B, B -> A: only a lister that remembers every
+        // token it has seen stops.
+        let next = if query.get("pageToken").is_some_and(|t| t == "A") {
+            "B"
+        } else {
+            "A"
+        };
+        let mut body = serde_json::json!({ field: [], "nextPageToken": next });
+        if field == "items" {
+            body["kind"] = "storage#objects".into();
+        }
+        Reply::ok(body)
     } else if let Some(code) = emulator.injected_error() {
         Reply::error(code, "injected by sts-emulator")
     } else if let Some(quota) =
@@ -150,6 +207,20 @@ pub(super) async fn handle(
     };
     tracing::debug!(%method, %path, status = reply.status, "request");
     Ok(respond(reply))
+}
+
+/// The field a list answer carries its items in, for the lists
+/// `cycle_page_tokens` breaks.
+pub(super) fn listed_field(method: &str, path: &str) -> Option<&'static str> {
+    if method != "GET" {
+        return None;
+    }
+    match path {
+        "/v1/transferJobs" => Some("transferJobs"),
+        "/v1/transferOperations" => Some("operations"),
+        _ if path.starts_with("/storage/v1/b/") && path.ends_with("/o") => Some("items"),
+        _ => None,
+    }
 }
 
 /// `"schedule": {}` on every job of a reply that has no schedule, as STS
@@ -210,6 +281,7 @@ pub async fn serve(
         fault_draws: AtomicU64::new(0),
         usage: Mutex::new(HashMap::new()),
         callers: Mutex::new(Default::default()),
+        credentials: Mutex::new(Default::default()),
         apis: [
             strict::STORAGE_TRANSFER,
             strict::CLOUD_STORAGE,
