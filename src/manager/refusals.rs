@@ -65,6 +65,7 @@ pub fn foreign_pool_job(
 pub fn is_transient(error: &TransferError) -> bool {
     match error {
         TransferError::PermissionDenied(_)
+        | TransferError::Unauthenticated(_)
         | TransferError::InvalidArgument(_)
         | TransferError::FailedPrecondition(_)
         | TransferError::NotFound(_)

@@ -210,6 +210,7 @@ fn ends_the_run(error: &ManagerError) -> bool {
         ManagerError::Transfer(e) => matches!(
             e,
             crate::transfer::TransferError::Auth(_)
+                | crate::transfer::TransferError::Unauthenticated(_)
                 | crate::transfer::TransferError::PermissionDenied(_)
                 | crate::transfer::TransferError::Unsupported(_)
         ),

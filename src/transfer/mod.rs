@@ -32,6 +32,13 @@ pub enum TransferError {
     Unsupported(String),
     #[error("permission denied: {0}")]
     PermissionDenied(String),
+    /// 401: the credentials themselves were refused (expired, revoked, for
+    /// another audience), not a missing grant.
+    #[error(
+        "credentials refused: {0} (the token sent was not accepted: check \
+         GOOGLE_APPLICATION_CREDENTIALS, or run `gcloud auth application-default login`)"
+    )]
+    Unauthenticated(String),
     /// Still failing (429, 5xx, network) after every retry.
     #[error(
         "Storage Transfer Service unavailable after {attempts} attempts over {seconds} s: {last}"
@@ -64,6 +71,7 @@ impl TransferError {
             TransferError::FailedPrecondition(_) => (None, Some("FAILED_PRECONDITION")),
             TransferError::InvalidArgument(_) => (None, Some("INVALID_ARGUMENT")),
             TransferError::PermissionDenied(_) => (None, Some("PERMISSION_DENIED")),
+            TransferError::Unauthenticated(_) => (Some(401), Some("UNAUTHENTICATED")),
             _ => (None, None),
         }
     }
@@ -138,7 +146,7 @@ impl TransferError {
             TransferError::PermissionDenied(_) => "PERMISSION_DENIED",
             TransferError::Api { status, .. } => status,
             TransferError::Unavailable { .. } => "UNAVAILABLE",
-            TransferError::Auth(_) => "UNAUTHENTICATED",
+            TransferError::Auth(_) | TransferError::Unauthenticated(_) => "UNAUTHENTICATED",
             TransferError::Unsupported(_) => "UNIMPLEMENTED",
             TransferError::Engine { .. } | TransferError::Malformed(_) => "INTERNAL",
         }
@@ -151,7 +159,8 @@ impl TransferError {
             | TransferError::NotFound(m)
             | TransferError::FailedPrecondition(m)
             | TransferError::InvalidArgument(m)
-            | TransferError::PermissionDenied(m) => m.clone(),
+            | TransferError::PermissionDenied(m)
+            | TransferError::Unauthenticated(m) => m.clone(),
             TransferError::Api { message, .. } => message.clone(),
             other => other.to_string(),
         }

@@ -186,7 +186,8 @@ impl StsClient {
             (404, _) => TransferError::NotFound(message),
             (_, "FAILED_PRECONDITION") => TransferError::FailedPrecondition(message),
             (400, _) => TransferError::InvalidArgument(message),
-            (401 | 403, _) => TransferError::PermissionDenied(message),
+            (401, _) => TransferError::Unauthenticated(message),
+            (403, _) => TransferError::PermissionDenied(message),
             (http, _) => TransferError::Api {
                 http,
                 status: rpc_status,
