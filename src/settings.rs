@@ -107,6 +107,7 @@ impl From<&Options> for ManagerSettings {
             publish_heartbeat: options.publish_heartbeat,
             exit_when_done: options.exit_when_done,
             no_job_reuse: options.no_job_reuse,
+            object_logs: !options.no_object_logs,
         }
     }
 }

@@ -95,6 +95,9 @@ pub struct ManagerSettings {
     pub publish_heartbeat: bool,
     pub exit_when_done: bool,
     pub no_job_reuse: bool,
+    /// Jobs log failed objects to Cloud Logging (`loggingConfig`), and the
+    /// sync reads them into the failed-objects table.
+    pub object_logs: bool,
 }
 
 /// TransferJob.description: "Its max length is 1024 bytes when

@@ -194,6 +194,7 @@ impl LocalEngine {
             counters: Default::default(),
             error_breakdowns: vec![],
             transfer_job_name: job.name.clone(),
+            logging_config: job.logging_config.clone(),
         };
         let body = serde_json::to_string(&op).map_err(|e| self.err(e))?;
         conn.execute(
@@ -273,6 +274,7 @@ impl LocalEngine {
         name: &str,
         project_id: &str,
         spec: &crate::model::TransferSpec,
+        logging: Option<Option<crate::model::LoggingConfig>>,
     ) -> Result<TransferJob, TransferError> {
         let mut job = self.get_job(name, project_id)?;
         if job.status == JobStatus::Deleted {
@@ -280,6 +282,9 @@ impl LocalEngine {
         }
         self.check_spec(spec)?;
         job.transfer_spec = spec.clone();
+        if let Some(logging) = logging {
+            job.logging_config = logging;
+        }
         let body = serde_json::to_string(&job).map_err(|e| self.err(e))?;
         self.lock()
             .execute(
@@ -289,6 +294,17 @@ impl LocalEngine {
             )
             .map_err(|e| self.err(e))?;
         Ok(job)
+    }
+
+    /// `transferJobs.patch` of `logging_config` alone.
+    pub fn patch_job_logging(
+        &self,
+        name: &str,
+        project_id: &str,
+        logging: Option<crate::model::LoggingConfig>,
+    ) -> Result<TransferJob, TransferError> {
+        let job = self.get_job(name, project_id)?;
+        self.patch_job_spec(name, project_id, &job.transfer_spec, Some(logging))
     }
 
     /// `transferJobs.run`: a new operation of the job; its name.
