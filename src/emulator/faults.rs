@@ -19,7 +19,8 @@ pub struct ApiFaults {
     /// STS's per-project quotas to enforce (429 RESOURCE_EXHAUSTED past
     /// them), by name: `create_per_day`, `create_per_minute`,
     /// `read_per_minute`, `update_per_minute`, `delete_per_minute`,
-    /// `control_per_minute` (pause, resume, cancel). Empty: none enforced;
+    /// `control_per_minute` (pause, resume, cancel), and Cloud Logging's
+    /// `logging_read_per_minute` (`entries.list`). Empty: none enforced;
     /// `sts_quotas: true` sets STS's published values.
     pub quotas: std::collections::BTreeMap<String, u64>,
     pub sts_quotas: bool,

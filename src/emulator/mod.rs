@@ -3,6 +3,7 @@
 //! changes faults while it runs.
 
 mod faults;
+mod logging;
 mod routes;
 mod server;
 mod storage;

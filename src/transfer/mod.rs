@@ -3,6 +3,7 @@
 //! implements the same calls.
 
 pub mod local;
+pub mod logs;
 mod naming;
 mod pacing;
 pub mod rest;

@@ -7,6 +7,7 @@
 //! (a killed manager).
 
 mod faults;
+pub mod logs;
 mod service;
 mod worker;
 
@@ -80,7 +81,11 @@ pub(crate) fn open_db(root: &Path) -> Result<Connection, TransferError> {
             status TEXT NOT NULL, end_time TEXT, body TEXT NOT NULL,
             owner TEXT, heartbeat REAL);
          CREATE INDEX IF NOT EXISTS operations_status ON operations (status);
-         CREATE INDEX IF NOT EXISTS operations_job ON operations (job_name);",
+         CREATE INDEX IF NOT EXISTS operations_job ON operations (job_name);
+         CREATE TABLE IF NOT EXISTS log_entries (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, project_id TEXT NOT NULL,
+            operation TEXT NOT NULL, visible_at REAL NOT NULL, body TEXT NOT NULL);
+         CREATE INDEX IF NOT EXISTS log_entries_operation ON log_entries (operation, seq);",
     )
     .map_err(|e| engine_error(root, e))?;
     Ok(conn)
