@@ -2,6 +2,7 @@
 //! It talks to a `StateStore` and a `TransferService` and never knows which.
 
 mod cycle;
+pub mod failed_objects;
 pub mod failures;
 mod jobs;
 mod listing;
@@ -236,6 +237,13 @@ pub struct Manager {
     holder: String,
     /// Whether the lease may be ours now (released when dropped).
     holding_lease: bool,
+    /// Where failed objects are read from (`--no-object-logs`: nowhere).
+    logs: Option<Arc<dyn crate::transfer::logs::TransferLogs>>,
+    /// Ended operations whose failed objects are not all recorded yet.
+    awaited_logs: BTreeMap<String, failed_objects::Awaited>,
+    /// Operations whose failed objects were recorded (or given up on).
+    settled_logs: HashSet<String>,
+    log_patience: std::time::Duration,
 }
 
 impl Manager {
@@ -275,7 +283,23 @@ impl Manager {
             finished: crate::model::Counters::default(),
             holder: crate::store::lease_holder(),
             holding_lease: false,
+            logs: None,
+            awaited_logs: BTreeMap::new(),
+            settled_logs: HashSet::new(),
+            log_patience: failed_objects::LOG_PATIENCE,
         }
+    }
+
+    /// Reads failed objects from there into the failed-objects table (when
+    /// `object_logs` is on).
+    pub fn with_transfer_logs(
+        mut self,
+        logs: Arc<dyn crate::transfer::logs::TransferLogs>,
+    ) -> Self {
+        if self.settings.object_logs {
+            self.logs = Some(logs);
+        }
+        self
     }
 
     /// Publishes the heartbeat there (with `--publish-heartbeat`); without a

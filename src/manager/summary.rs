@@ -123,7 +123,9 @@ impl Manager {
         summary.halted = self.halted.clone();
         let c = &summary.counts;
         let pending = c["waiting"] + c["paused"] + retryable;
-        summary.done = pending == 0 && c["running"] == 0;
+        // Failed objects still awaited from Cloud Logging hold the end
+        // (for at most failed_objects::LOG_PATIENCE).
+        summary.done = pending == 0 && c["running"] == 0 && self.awaiting_failed_objects() == 0;
     }
 }
 

@@ -256,11 +256,19 @@ impl CloudLogging {
     }
 
     /// Google's endpoint with Application Default Credentials, or plain HTTP
-    /// to `LOGGING_EMULATOR_HOST` with none.
+    /// to `LOGGING_EMULATOR_HOST` with none; when only
+    /// `STORAGE_TRANSFER_EMULATOR_HOST` is set, that host (`sts-emulator`
+    /// serves Logging's `entries.list` too): an emulated STS never writes
+    /// to the real Cloud Logging.
     pub fn from_environment() -> Result<Self, String> {
+        let logging_set = std::env::var(EMULATOR_HOST_VARIABLE).is_ok_and(|h| !h.is_empty());
+        let variable = if logging_set {
+            EMULATOR_HOST_VARIABLE
+        } else {
+            super::rest::EMULATOR_HOST_VARIABLE
+        };
         let (endpoint, auth) =
-            crate::auth::endpoint_and_auth(EMULATOR_HOST_VARIABLE, GOOGLE_ENDPOINT)
-                .map_err(|e| e.to_string())?;
+            crate::auth::endpoint_and_auth(variable, GOOGLE_ENDPOINT).map_err(|e| e.to_string())?;
         CloudLogging::new(endpoint, auth)
     }
 

@@ -44,6 +44,9 @@ pub struct Faults {
     /// asks for them) become readable this many seconds after they are
     /// written: Cloud Logging's ingestion delay, past the operation's end.
     pub log_delay_seconds: f64,
+    /// While set, no transfer log entry is readable (however old): late
+    /// entries, on the test's command.
+    pub withhold_logs: bool,
 }
 
 impl Default for Faults {
@@ -61,6 +64,7 @@ impl Default for Faults {
             refuse_runs: None,
             clock_offset_seconds: 0,
             log_delay_seconds: 0.0,
+            withhold_logs: false,
         }
     }
 }

@@ -334,6 +334,13 @@ impl Execution<'_> {
         .map_err(|e| e.to_string())
     }
 
+    /// A failure of the whole operation (a bucket missing, a listing
+    /// refused): in errorBreakdowns, but no object failed (as on STS).
+    fn record_operation_failure(&mut self, code: &str, url: String, details: String) {
+        self.record_failure(code, url, details, 0);
+        self.op.counters.objects_from_source_failed -= 1;
+    }
+
     fn record_failure(&mut self, code: &str, url: String, details: String, size: u64) {
         let summary = self
             .failures
@@ -455,11 +462,10 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
     .collect::<Vec<_>>();
     for (role, bucket, _) in &missing {
         let bucket = bucket.unwrap_or_default();
-        run.record_failure(
+        run.record_operation_failure(
             "NOT_FOUND",
             format!("gs://{bucket}/"),
             format!("the {role} bucket '{bucket}' does not exist"),
-            0,
         );
     }
     if missing.is_empty() {
@@ -467,11 +473,10 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
             Ok(found) => objects = found,
             Err(e) => {
                 let url = format!("gs://{}/", spec.source_bucket().unwrap_or_default());
-                run.record_failure(
+                run.record_operation_failure(
                     error_code(&e),
                     url,
                     format!("listing the source failed: {e}"),
-                    0,
                 );
             }
         }
