@@ -86,6 +86,7 @@ async fn failed_objects_table_round_trips_once_per_object() {
     let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
     store.prepare().await.unwrap();
     assert!(store.read_failed_objects().await.unwrap().is_empty());
+    assert_eq!(store.count_all_failed_objects().await.unwrap(), 0);
     let op = "transferOperations/transferJobs-a-1".to_string();
     assert!(store
         .count_failed_objects(std::slice::from_ref(&op))
@@ -117,4 +118,5 @@ async fn failed_objects_table_round_trips_once_per_object() {
         .await
         .unwrap();
     assert_eq!(counts.get(&op), Some(&2));
+    assert_eq!(store.count_all_failed_objects().await.unwrap(), 2);
 }

@@ -302,6 +302,10 @@ pub trait SideTables: Send + Sync {
     async fn read_failed_objects(&self) -> Result<Vec<FailedObject>, StoreError> {
         Ok(Vec::new())
     }
+    /// Rows of the failed-objects table in all (0 without the table).
+    async fn count_all_failed_objects(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
     /// Rows of the failed-objects table per operation, for these
     /// operations (those with none are absent).
     async fn count_failed_objects(

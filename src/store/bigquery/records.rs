@@ -394,6 +394,20 @@ impl crate::store::SideTables for BigQueryStore {
         self.select_failed_objects().await
     }
 
+    async fn count_all_failed_objects(&self) -> Result<u64, StoreError> {
+        let table = table_beside(&self.jobs, "_failed_objects")?;
+        let rows = self
+            .read_beside(&format!("SELECT COUNT(*) AS n FROM {}", table.sql()))
+            .await?;
+        match rows.first() {
+            Some(row) => {
+                let [n] = columns::<1>(row)?;
+                number(n, "count")
+            }
+            None => Ok(0),
+        }
+    }
+
     async fn count_failed_objects(
         &self,
         operations: &[String],

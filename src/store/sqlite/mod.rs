@@ -622,6 +622,7 @@ mod tests {
         assert!(s.read_failed_objects().await.unwrap().is_empty());
         let ops = vec!["transferOperations/1".to_string()];
         assert!(s.count_failed_objects(&ops).await.unwrap().is_empty());
+        assert_eq!(s.count_all_failed_objects().await.unwrap(), 0);
         let time = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
             .unwrap()
             .with_timezone(&Utc);
@@ -653,6 +654,7 @@ mod tests {
         let counts = s.count_failed_objects(&ops).await.unwrap();
         assert_eq!(counts.len(), 1);
         assert_eq!(counts[&ops[0]], 2);
+        assert_eq!(s.count_all_failed_objects().await.unwrap(), 3);
     }
 
     #[tokio::test]

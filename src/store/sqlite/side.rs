@@ -207,6 +207,20 @@ impl SideTables for SqliteStore {
         Ok(out)
     }
 
+    async fn count_all_failed_objects(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let counted = conn.query_row(
+            &format!("SELECT COUNT(*) FROM {}_failed_objects", self.job_table),
+            [],
+            |r| r.get::<_, i64>(0),
+        );
+        self.count(1);
+        match counted {
+            Err(e) if e.to_string().contains("no such table") => Ok(0),
+            other => Ok(other?.max(0) as u64),
+        }
+    }
+
     async fn count_failed_objects(
         &self,
         operations: &[String],
