@@ -176,6 +176,9 @@ pub struct CycleSummary {
     pub halted: Option<String>,
     /// The store was read in full and every operation of the project listed.
     pub reconciled: bool,
+    /// Ended operations whose failed objects are not all read from the
+    /// transfer logs yet (they hold `done`, for at most 15 min each).
+    pub failed_objects_awaited: usize,
     /// Nothing is pending or running any more.
     pub done: bool,
 }

@@ -125,7 +125,8 @@ impl Manager {
         let pending = c["waiting"] + c["paused"] + retryable;
         // Failed objects still awaited from Cloud Logging hold the end
         // (for at most failed_objects::LOG_PATIENCE).
-        summary.done = pending == 0 && c["running"] == 0 && self.awaiting_failed_objects() == 0;
+        summary.failed_objects_awaited = self.awaiting_failed_objects();
+        summary.done = pending == 0 && c["running"] == 0 && summary.failed_objects_awaited == 0;
     }
 }
 
