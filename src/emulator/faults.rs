@@ -51,6 +51,10 @@ pub struct ApiFaults {
     pub caller_denied: Vec<String>,
 }
 
+/// Cloud Logging's `entries.list` quota per minute (not among STS's, so
+/// `sts_quotas` leaves it off).
+pub const LOGGING_READ_QUOTA: &str = "logging_read_per_minute";
+
 /// STS's published quotas per project (STS_API.md "Service limits").
 pub const STS_QUOTAS: [(&str, u64); 6] = [
     ("create_per_day", 5000),
@@ -108,14 +112,16 @@ impl ApiFaults {
         {
             return Err("api_error_codes must list HTTP error codes (400-599)".into());
         }
-        if let Some(name) = self
-            .quotas
-            .keys()
-            .find(|k| !STS_QUOTAS.iter().any(|(n, _)| n == k))
-        {
+        let known = || {
+            STS_QUOTAS
+                .iter()
+                .map(|(n, _)| *n)
+                .chain([LOGGING_READ_QUOTA])
+        };
+        if let Some(name) = self.quotas.keys().find(|k| !known().any(|n| n == *k)) {
             return Err(format!(
                 "unknown quota '{name}' (known: {})",
-                STS_QUOTAS.map(|(n, _)| n).join(", ")
+                known().collect::<Vec<_>>().join(", ")
             ));
         }
         Ok(())

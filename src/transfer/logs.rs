@@ -230,6 +230,14 @@ pub fn failure_entry(
     })
 }
 
+/// A burst of a few reads, then Logging's quota rate.
+fn read_pacer() -> Bucket {
+    Bucket::new(READS_PER_MINUTE, READ_BURST)
+}
+
+/// Reads allowed at once before pacing starts.
+const READ_BURST: f64 = 5.0;
+
 /// Cloud Logging's `entries.list` over REST.
 pub struct CloudLogging {
     http: reqwest::Client,
@@ -250,8 +258,7 @@ impl CloudLogging {
             endpoint: endpoint.into().trim_end_matches('/').to_string(),
             auth,
             retry,
-            // A burst of a few reads, then Logging's quota rate.
-            pacer: tokio::sync::Mutex::new(Bucket::new(READS_PER_MINUTE, 5.0)),
+            pacer: tokio::sync::Mutex::new(read_pacer()),
         })
     }
 
@@ -440,6 +447,24 @@ mod tests {
             assert!(failure_filter("p", chunk).len() <= MAX_FILTER_CHARS);
         }
         assert!(chunk_operations("p", &[]).is_empty());
+    }
+
+    #[test]
+    fn reads_are_paced_under_the_quota_after_a_short_burst() {
+        let start = std::time::Instant::now();
+        let mut pacer = read_pacer();
+        let waits: Vec<f64> = (0..7).map(|_| pacer.reserve(start).as_secs_f64()).collect();
+        assert_eq!(&waits[..5], &[0.0; 5]);
+        // 60 a minute: one a second past the burst.
+        assert!((waits[5] - 1.0).abs() < 1e-9, "{waits:?}");
+        assert!((waits[6] - 2.0).abs() < 1e-9, "{waits:?}");
+        // A minute's reads never exceed the quota plus the burst.
+        let mut pacer = read_pacer();
+        let within_a_minute = (0..200)
+            .map(|_| pacer.reserve(start))
+            .filter(|w| w.as_secs_f64() < 60.0)
+            .count();
+        assert!(within_a_minute as f64 <= READS_PER_MINUTE + READ_BURST);
     }
 
     #[test]
