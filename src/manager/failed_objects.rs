@@ -210,10 +210,14 @@ impl Manager {
             .collect();
         let mut pages = 0;
         let mut problem = None;
+        let cursor = self.log_cursor.take();
         'chunks: for chunk in chunk_operations(&self.project_id, operations) {
-            let mut token: Option<String> = None;
+            let mut token: Option<String> = resume_token(cursor.as_ref(), &chunk);
             loop {
                 if pages == MAX_PAGES_PER_SYNC {
+                    // The next sync goes on from here if it reads the same
+                    // operations (else it starts them afresh).
+                    self.log_cursor = token.map(|t| (chunk.clone(), t));
                     break 'chunks;
                 }
                 pages += 1;
@@ -262,6 +266,15 @@ impl Manager {
     pub(super) fn awaiting_failed_objects(&self) -> usize {
         self.awaited_logs.len()
     }
+}
+
+/// Where a read of `chunk` starts: where the last sync stopped, when it
+/// stopped in this very set of operations (a page token is only good for
+/// the same filter).
+pub fn resume_token(cursor: Option<&(Vec<String>, String)>, chunk: &[String]) -> Option<String> {
+    cursor
+        .filter(|(operations, _)| operations.as_slice() == chunk)
+        .map(|(_, token)| token.clone())
 }
 
 /// After a read, the read operations that are complete now.
@@ -343,6 +356,18 @@ mod tests {
         );
         let later = start + patience;
         assert_eq!(plan(&all, later, patience).gave_up, [("late".into(), 3)]);
+    }
+
+    #[test]
+    fn a_read_resumes_only_in_the_same_operations() {
+        let chunk = vec!["o/a".to_string(), "o/b".to_string()];
+        let cursor = (chunk.clone(), "page-21".to_string());
+        assert_eq!(
+            resume_token(Some(&cursor), &chunk).as_deref(),
+            Some("page-21")
+        );
+        assert_eq!(resume_token(Some(&cursor), &chunk[..1]), None);
+        assert_eq!(resume_token(None, &chunk), None);
     }
 
     #[test]

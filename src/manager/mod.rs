@@ -247,6 +247,9 @@ pub struct Manager {
     /// Operations whose failed objects were recorded (or given up on).
     settled_logs: HashSet<String>,
     log_patience: std::time::Duration,
+    /// Where a read cut short by the page limit stopped: its operations and
+    /// the next page's token.
+    log_cursor: Option<(Vec<String>, String)>,
 }
 
 impl Manager {
@@ -290,6 +293,7 @@ impl Manager {
             awaited_logs: BTreeMap::new(),
             settled_logs: HashSet::new(),
             log_patience: failed_objects::LOG_PATIENCE,
+            log_cursor: None,
         }
     }
 
