@@ -112,3 +112,58 @@ impl TransferLogs for LocalEngine {
         Ok(page)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transfer::local::{open_db, Mode, ENGINE_DIR};
+
+    fn entry(operation: &str, object: &str) -> Value {
+        crate::transfer::logs::failure_entry(
+            "p",
+            "transferJobs/j",
+            operation,
+            "COPY",
+            ("src", "dst"),
+            object,
+            ("PERMISSION_DENIED", "denied"),
+            "2026-01-01T00:00:00Z",
+            object,
+        )
+    }
+
+    #[tokio::test]
+    async fn entries_are_readable_after_their_delay_unless_withheld() {
+        let root = tempfile::tempdir().unwrap();
+        let engine = LocalEngine::open(root.path(), Mode::Control).unwrap();
+        let conn = open_db(root.path()).unwrap();
+        write_entry(&conn, "p", "o/1", 0.0, &entry("o/1", "a/x, \"y\"")).unwrap();
+        write_entry(&conn, "p", "o/1", 3600.0, &entry("o/1", "a/late")).unwrap();
+        write_entry(&conn, "p", "o/2", 0.0, &entry("o/2", "b/z")).unwrap();
+        write_entry(&conn, "other", "o/1", 0.0, &entry("o/1", "a/other")).unwrap();
+        let page = engine
+            .failed_objects("p", &["o/1".to_string()], None)
+            .await
+            .unwrap();
+        let objects: Vec<&str> = page.failures.iter().map(|f| f.object.as_str()).collect();
+        assert_eq!(objects, ["a/x, \"y\""], "the late one is not readable yet");
+        assert_eq!(page.next_page_token, None);
+        // Withheld: nothing at all, however old.
+        std::fs::write(
+            root.path().join(ENGINE_DIR).join("faults.json"),
+            r#"{"withhold_logs": true}"#,
+        )
+        .unwrap();
+        let page = engine
+            .failed_objects("p", &["o/1".to_string(), "o/2".to_string()], None)
+            .await
+            .unwrap();
+        assert!(page.failures.is_empty());
+        // A token that is not ours is refused by name.
+        let refused = engine
+            .failed_objects("p", &["o/1".to_string()], Some("x"))
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("page token 'x'"), "{refused}");
+    }
+}
