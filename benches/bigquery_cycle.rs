@@ -74,6 +74,7 @@ fn succeeded(prefix: &str) -> TransferOperation {
         },
         error_breakdowns: vec![],
         transfer_job_name: format!("transferJobs/sts-jm-{prefix}"),
+        logging_config: None,
     }
 }
 

@@ -225,6 +225,7 @@ fn operation(prefix: &str, status: OperationStatus) -> TransferOperation {
         },
         error_breakdowns: vec![],
         transfer_job_name: format!("transferJobs/sts-jm-{prefix}"),
+        logging_config: None,
     }
 }
 

@@ -395,6 +395,89 @@ impl TransferSpec {
     }
 }
 
+/// `LoggingConfig` (discovery document): which actions in which states STS
+/// writes to Cloud Logging, one entry per object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LoggingConfig {
+    /// `FIND`, `DELETE`, `COPY` (numbers from the GAPIC client are read as
+    /// these names).
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "loggable::actions"
+    )]
+    pub log_actions: Vec<String>,
+    /// `SUCCEEDED`, `FAILED`, `SKIPPED`.
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "loggable::states"
+    )]
+    pub log_action_states: Vec<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub enable_onprem_gcs_transfer_logs: bool,
+}
+
+impl LoggingConfig {
+    /// What the manager asks for: every failed copy, and every failed
+    /// deletion when the transfer deletes objects.
+    pub fn failed_objects(deletes: bool) -> LoggingConfig {
+        let mut log_actions = vec!["COPY".to_string()];
+        if deletes {
+            log_actions.push("DELETE".into());
+        }
+        LoggingConfig {
+            log_actions,
+            log_action_states: vec!["FAILED".into()],
+            enable_onprem_gcs_transfer_logs: false,
+        }
+    }
+
+    /// Whether failed `action`s (COPY, DELETE) are logged.
+    pub fn logs_failed(&self, action: &str) -> bool {
+        self.log_actions.iter().any(|a| a == action)
+            && self.log_action_states.iter().any(|s| s == "FAILED")
+    }
+}
+
+/// Enum lists as names or as the GAPIC client's numbers.
+mod loggable {
+    use serde::{Deserialize, Deserializer};
+
+    const ACTIONS: [&str; 4] = ["LOGGABLE_ACTION_UNSPECIFIED", "FIND", "DELETE", "COPY"];
+    const STATES: [&str; 4] = [
+        "LOGGABLE_ACTION_STATE_UNSPECIFIED",
+        "SUCCEEDED",
+        "FAILED",
+        "SKIPPED",
+    ];
+
+    fn names<'de, D: Deserializer<'de>>(d: D, table: &[&str]) -> Result<Vec<String>, D::Error> {
+        let values = Vec::<serde_json::Value>::deserialize(d)?;
+        values
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => Ok(s),
+                serde_json::Value::Number(n) => n
+                    .as_u64()
+                    .and_then(|i| table.get(i as usize))
+                    .map(|s| s.to_string())
+                    .ok_or_else(|| serde::de::Error::custom(format!("unknown enum number {n}"))),
+                other => Err(serde::de::Error::custom(format!(
+                    "an enum name or number, not {other}"
+                ))),
+            })
+            .collect()
+    }
+
+    pub fn actions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        names(d, &ACTIONS)
+    }
+
+    pub fn states<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        names(d, &STATES)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Date {
     pub year: i32,
@@ -454,6 +537,8 @@ pub struct TransferJob {
     #[serde(default)]
     pub status: JobStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging_config: Option<LoggingConfig>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest_operation_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub creation_time: Option<DateTime<Utc>>,
@@ -481,6 +566,9 @@ pub struct TransferOperation {
     pub error_breakdowns: Vec<ErrorSummary>,
     #[serde(default)]
     pub transfer_job_name: String,
+    /// The job's logging configuration when the operation started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logging_config: Option<LoggingConfig>,
 }
 
 /// One row of the job table.

@@ -68,3 +68,19 @@ pub struct Verification {
     /// Up to [`MAX_OFFENDING`] names of missing or different objects.
     pub offending_objects: Vec<String>,
 }
+
+/// One row of the failed-objects table (`{job_table}_failed_objects`): an
+/// object whose action failed in an operation, as STS's transfer log says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedObject {
+    pub prefix: String,
+    pub object: String,
+    /// `COPY` or `DELETE`.
+    pub action: String,
+    /// The google.rpc code (`PERMISSION_DENIED`, ...).
+    pub error_code: String,
+    pub message: String,
+    pub operation: String,
+    /// When the action failed.
+    pub time: DateTime<Utc>,
+}

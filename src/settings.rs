@@ -107,6 +107,7 @@ impl From<&Options> for ManagerSettings {
             publish_heartbeat: options.publish_heartbeat,
             exit_when_done: options.exit_when_done,
             no_job_reuse: options.no_job_reuse,
+            object_logs: !options.no_object_logs,
         }
     }
 }
@@ -132,6 +133,19 @@ pub fn open_transfer(options: &Options, mode: Mode) -> Result<Arc<dyn TransferSe
     match options.transfer_location()? {
         TransferLocation::Local(root) => Ok(Arc::new(LocalEngine::open(&root, mode)?)),
         TransferLocation::Sts => Ok(Arc::new(StsClient::from_environment()?)),
+    }
+}
+
+/// Where failed objects are read: the local engine's own transfer logs, or
+/// Cloud Logging (LOGGING_EMULATOR_HOST or Google).
+pub fn open_transfer_logs(
+    options: &Options,
+) -> Result<Arc<dyn crate::transfer::logs::TransferLogs>> {
+    match options.transfer_location()? {
+        TransferLocation::Local(root) => Ok(Arc::new(LocalEngine::open(&root, Mode::Control)?)),
+        TransferLocation::Sts => Ok(Arc::new(
+            crate::transfer::logs::CloudLogging::from_environment().map_err(Error::Input)?,
+        )),
     }
 }
 
@@ -189,6 +203,9 @@ pub async fn open_manager(options: Options) -> Result<crate::manager::Manager> {
     let publish = options.publish_heartbeat;
     let mut manager = crate::manager::Manager::new(store, transfer, &options, project)
         .with_service_account(service_account);
+    if !options.no_object_logs {
+        manager = manager.with_transfer_logs(open_transfer_logs(&options)?);
+    }
     if publish {
         let sink = crate::monitoring::CloudMonitoring::from_environment(heartbeat_project)
             .map_err(Error::Input)?;

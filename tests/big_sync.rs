@@ -70,6 +70,7 @@ fn operation(
         },
         error_breakdowns: vec![],
         transfer_job_name: format!("transferJobs/{name}"),
+        logging_config: None,
     }
 }
 

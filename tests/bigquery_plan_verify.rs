@@ -5,7 +5,7 @@
 mod bqemulator;
 
 use chrono::{DateTime, Utc};
-use sts_job_manager::records::{PlannedPrefix, Verification, VerifyResult};
+use sts_job_manager::records::{FailedObject, PlannedPrefix, Verification, VerifyResult};
 use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
 use sts_job_manager::store::JobTable;
 use sts_job_manager::store::SideTables;
@@ -78,4 +78,45 @@ async fn plan_and_verification_tables_round_trip() {
         .await
         .unwrap();
     assert_eq!(store.read_verifications().await.unwrap(), [row, other]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_objects_table_round_trips_once_per_object() {
+    let emulator = bqemulator::Emulator::start(PROJECT);
+    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    store.prepare().await.unwrap();
+    assert!(store.read_failed_objects().await.unwrap().is_empty());
+    assert_eq!(store.count_all_failed_objects().await.unwrap(), 0);
+    let op = "transferOperations/transferJobs-a-1".to_string();
+    assert!(store
+        .count_failed_objects(std::slice::from_ref(&op))
+        .await
+        .unwrap()
+        .is_empty());
+    let time: DateTime<Utc> = DateTime::from_timestamp_micros(1_767_000_000_123_456).unwrap();
+    let row = |object: &str| FailedObject {
+        prefix: "a/".into(),
+        object: object.into(),
+        action: "COPY".into(),
+        error_code: "PERMISSION_DENIED".into(),
+        message: "denied".into(),
+        operation: op.clone(),
+        time,
+    };
+    let odd = "a/x, \"y\" é 日";
+    store.save_failed_objects(&[row(odd)]).await.unwrap();
+    store
+        .save_failed_objects(&[row(odd), row("a/z")])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.read_failed_objects().await.unwrap(),
+        [row(odd), row("a/z")]
+    );
+    let counts = store
+        .count_failed_objects(std::slice::from_ref(&op))
+        .await
+        .unwrap();
+    assert_eq!(counts.get(&op), Some(&2));
+    assert_eq!(store.count_all_failed_objects().await.unwrap(), 2);
 }

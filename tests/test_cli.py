@@ -25,6 +25,7 @@ MANAGER = {
     "--allow-new-jobs-when-stalled",
     "--max-retries",
     "--no-job-reuse",
+    "--no-object-logs",
     "--start-timeout",
     "--sleep-timeout",
     "--metrics-interval",

@@ -42,6 +42,7 @@ def test_every_check_passes_on_a_ready_project(doctor, emulator: Emulator) -> No
     for expected in (
         "API storagetransfer.googleapis.com: enabled",
         "API monitoring.googleapis.com: enabled",
+        "API logging.googleapis.com: enabled",
         "STS service agent: project-doctor-project@",
         "agent on gs://migration-source (source)",
         "agent on gs://migration-destination (destination)",
@@ -93,6 +94,17 @@ FAILURES = [
         "you on the project",
         "gcloud projects add-iam-policy-binding doctor-project --member=user:YOU"
         " --role=roles/storagetransfer.user",
+    ),
+    (
+        {"caller_denied": ["logging.logEntries.list"]},
+        "you on the project",
+        "gcloud projects add-iam-policy-binding doctor-project --member=user:YOU"
+        " --role=roles/logging.viewer",
+    ),
+    (
+        {"disabled_apis": ["logging.googleapis.com"]},
+        "API logging.googleapis.com",
+        "gcloud services enable logging.googleapis.com --project doctor-project",
     ),
 ]
 

@@ -145,6 +145,8 @@ class State:
         """The figures, throughput and ETA per prefix, then a total row."""
     def verification(self) -> _Frame:
         """The verification table (sts-verify) as Arrow buffers."""
+    def failed_objects(self) -> _Frame:
+        """The failed-objects table (read from transfer logs) as Arrow buffers."""
     def plan(self) -> _Frame:
         """The plan table (sts-plan --load) as Arrow buffers."""
     def timeline(self, max_buckets: int = 200) -> tuple[_Frame, _Frame]:

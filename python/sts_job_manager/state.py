@@ -169,6 +169,17 @@ class State:
             frame["stale"] = frame["stale"].astype(bool)
         return frame
 
+    def failed_objects(self) -> pd.DataFrame:
+        """Every failed object by name, as the manager read them from STS's
+        transfer logs (Cloud Logging) into ``{job_table}_failed_objects``:
+        ``prefix``, ``object``, ``action`` (``COPY`` or ``DELETE``),
+        ``error_code`` (``PERMISSION_DENIED``, ...), ``message``,
+        ``operation`` and ``time``; one row per operation, object and action.
+        Unlike :meth:`failures` (STS keeps at most five samples per error
+        code), every object is here. Empty when none failed, or with
+        ``--no-object-logs``."""
+        return self._frame(self._native.failed_objects)
+
     def plan(self) -> pd.DataFrame:
         """The plan table written by ``sts-plan --load``: ``prefix``,
         ``objects``, ``bytes`` as listed when planned. Empty without a plan."""

@@ -1,8 +1,8 @@
-//! The verification and plan tables as column frames.
+//! The side tables (verification, plan, failed objects) as column frames.
 
 use super::columns::{Frame, PrimitiveBuilder, StrBuilder};
 use super::micros;
-use crate::records::{PlannedPrefix, Verification};
+use crate::records::{FailedObject, PlannedPrefix, Verification};
 
 /// Whether a verification no longer speaks for its prefix: the prefix was
 /// requeued or transferred since the check (its row changed after it), is
@@ -73,6 +73,40 @@ pub fn plan_frame(rows: &[PlannedPrefix]) -> Frame {
             ("prefix", prefix.finish()),
             ("objects", objects.finish_int()),
             ("bytes", bytes.finish_int()),
+        ],
+    }
+}
+
+/// prefix, object, action, error_code, message, operation, time: the
+/// failed-objects table, one row per object whose action failed.
+pub fn failed_objects_frame(rows: &[FailedObject]) -> Frame {
+    let n = rows.len();
+    let mut prefix = StrBuilder::with_capacity(n);
+    let mut object = StrBuilder::with_capacity(n);
+    let mut action = StrBuilder::with_capacity(n);
+    let mut code = StrBuilder::with_capacity(n);
+    let mut message = StrBuilder::with_capacity(n);
+    let mut operation = StrBuilder::with_capacity(n);
+    let mut time = PrimitiveBuilder::with_capacity(n);
+    for f in rows {
+        prefix.push(Some(&f.prefix));
+        object.push(Some(&f.object));
+        action.push(Some(&f.action));
+        code.push(Some(&f.error_code));
+        message.push(Some(&f.message));
+        operation.push(Some(&f.operation));
+        time.push(Some(micros(f.time)));
+    }
+    Frame {
+        rows: n,
+        columns: vec![
+            ("prefix", prefix.finish()),
+            ("object", object.finish()),
+            ("action", action.finish()),
+            ("error_code", code.finish()),
+            ("message", message.finish()),
+            ("operation", operation.finish()),
+            ("time", time.finish_timestamp()),
         ],
     }
 }

@@ -237,9 +237,17 @@ pub async fn run(
             }
             None => None,
         };
+        // Every failed object by name (the transfer logs the manager read).
+        let failed_objects = store.count_all_failed_objects().await?;
         let text = if flags.json {
             let mut value = serde_json::to_value(&report)
                 .map_err(|e| Error::Input(format!("cannot encode the report: {e}")))?;
+            if let Some(map) = value.as_object_mut() {
+                map.insert(
+                    "failed_objects_recorded".into(),
+                    serde_json::json!(failed_objects),
+                );
+            }
             if let (Some(jobs), Some(map)) = (&jobs, value.as_object_mut()) {
                 map.insert("pool".into(), serde_json::json!(jobs));
             }
@@ -248,6 +256,13 @@ pub async fn run(
             json
         } else {
             let mut text = report.to_text();
+            if failed_objects > 0 {
+                text.push_str(&format!(
+                    "Failed objects recorded by name: {failed_objects} (sjm.State(...).failed_objects(), \
+                     table {}_failed_objects)\n",
+                    options.job_table
+                ));
+            }
             if let Some(jobs) = &jobs {
                 text.push_str(&pool_text(jobs));
             }

@@ -19,7 +19,8 @@ pub struct ApiFaults {
     /// STS's per-project quotas to enforce (429 RESOURCE_EXHAUSTED past
     /// them), by name: `create_per_day`, `create_per_minute`,
     /// `read_per_minute`, `update_per_minute`, `delete_per_minute`,
-    /// `control_per_minute` (pause, resume, cancel). Empty: none enforced;
+    /// `control_per_minute` (pause, resume, cancel), and Cloud Logging's
+    /// `logging_read_per_minute` (`entries.list`). Empty: none enforced;
     /// `sts_quotas: true` sets STS's published values.
     pub quotas: std::collections::BTreeMap<String, u64>,
     pub sts_quotas: bool,
@@ -53,6 +54,10 @@ pub struct ApiFaults {
     /// the project).
     pub caller_denied: Vec<String>,
 }
+
+/// Cloud Logging's `entries.list` quota per minute (not among STS's, so
+/// `sts_quotas` leaves it off).
+pub const LOGGING_READ_QUOTA: &str = "logging_read_per_minute";
 
 /// STS's published quotas per project (STS_API.md "Service limits").
 pub const STS_QUOTAS: [(&str, u64); 6] = [
@@ -112,14 +117,16 @@ impl ApiFaults {
         {
             return Err("api_error_codes must list HTTP error codes (400-599)".into());
         }
-        if let Some(name) = self
-            .quotas
-            .keys()
-            .find(|k| !STS_QUOTAS.iter().any(|(n, _)| n == k))
-        {
+        let known = || {
+            STS_QUOTAS
+                .iter()
+                .map(|(n, _)| *n)
+                .chain([LOGGING_READ_QUOTA])
+        };
+        if let Some(name) = self.quotas.keys().find(|k| !known().any(|n| n == *k)) {
             return Err(format!(
                 "unknown quota '{name}' (known: {})",
-                STS_QUOTAS.map(|(n, _)| n).join(", ")
+                known().collect::<Vec<_>>().join(", ")
             ));
         }
         Ok(())

@@ -4,6 +4,7 @@
 
 mod credentials;
 mod faults;
+mod logging;
 mod routes;
 mod server;
 mod storage;

@@ -325,8 +325,18 @@ fn patch_job(engine: &LocalEngine, name: &str, body: &str) -> Result<Reply, Repl
     let mut status = None;
     let mut description = None;
     let mut spec = None;
+    let mut logging = None;
     for field in &fields {
         match field.as_str() {
+            "logging_config" | "loggingConfig" => {
+                logging = Some(match update.get("loggingConfig") {
+                    None | Some(Value::Null) => None,
+                    Some(value) => Some(
+                        serde_json::from_value::<crate::model::LoggingConfig>(value.clone())
+                            .map_err(|e| bad(format!("loggingConfig: {e}")))?,
+                    ),
+                });
+            }
             "transfer_spec" | "transferSpec" => {
                 let value = update
                     .get("transferSpec")
@@ -358,7 +368,10 @@ fn patch_job(engine: &LocalEngine, name: &str, body: &str) -> Result<Reply, Repl
         }
     }
     if let Some(spec) = &spec {
-        engine.patch_job_spec(name, &project, spec)?;
+        engine.patch_job_spec(name, &project, spec, logging.take())?;
+    }
+    if let Some(logging) = logging {
+        engine.patch_job_logging(name, &project, logging)?;
     }
     if status.is_none() && description.is_none() {
         return Ok(Reply::ok(to_json(&engine.get_job(name, &project)?)?));

@@ -153,6 +153,16 @@ pub(super) async fn handle(
         Reply::ok(body)
     } else if let Some(code) = emulator.injected_error() {
         Reply::error(code, "injected by sts-emulator")
+    } else if method == "POST" && path == "/v2/entries:list" {
+        match emulator.over_quota("logging_read") {
+            Some(quota) => Reply::error(
+                429,
+                format!(
+                    "Quota exceeded for quota metric '{quota}' of service logging.googleapis.com"
+                ),
+            ),
+            None => logging::list_entries(&emulator.engine, &body),
+        }
     } else if let Some(quota) =
         quota_group(&method, &path).and_then(|group| emulator.over_quota(group))
     {
@@ -287,6 +297,7 @@ pub async fn serve(
             strict::CLOUD_STORAGE,
             strict::BIGQUERY,
             strict::MONITORING,
+            strict::LOGGING,
         ]
         .into_iter()
         .map(strict::Api::new)

@@ -217,6 +217,7 @@ impl Manager {
         if judge_stalls {
             self.judge_stalls(&rows, &outcome.latest);
         }
+        self.collect_failed_objects(&outcome.latest, summary).await;
         // Progress: what finished prefixes copied (counted in full at a
         // reconcile, then as each finishes) plus what is in flight.
         if let Some(elsewhere) = finished_elsewhere {

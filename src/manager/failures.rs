@@ -358,6 +358,7 @@ mod tests {
                 })
                 .collect(),
             transfer_job_name: "transferJobs/j".into(),
+            logging_config: None,
         }
     }
 

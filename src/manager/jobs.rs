@@ -10,7 +10,8 @@ use super::refusals::{
 };
 use super::{job_description, Manager};
 use crate::model::{
-    Date, JobStatus, PrefixJob, Schedule, Status, TransferJob, TransferOptions, TransferSpec,
+    Date, JobStatus, LoggingConfig, PrefixJob, Schedule, Status, TransferJob, TransferOptions,
+    TransferSpec,
 };
 use crate::transfer::{job_name_for_prefix, OperationFilter, TransferError};
 
@@ -123,7 +124,11 @@ impl Manager {
                 .insert(job.to_string());
         }
         if patch {
-            match self.transfer.patch_transfer_spec(job, project, &spec).await {
+            match self
+                .transfer
+                .patch_transfer_spec(job, project, &spec, self.logging_config().as_ref())
+                .await
+            {
                 Ok(()) => {}
                 // A service that cannot patch: one job per prefix, as before.
                 Err(TransferError::Unsupported(_)) => return self.start_job(row).await,
@@ -354,6 +359,14 @@ impl Manager {
         )
     }
 
+    /// Failed objects logged to Cloud Logging unless `--no-object-logs`
+    /// (the manager never deletes objects: COPY only).
+    pub(super) fn logging_config(&self) -> Option<LoggingConfig> {
+        self.settings
+            .object_logs
+            .then(|| LoggingConfig::failed_objects(false))
+    }
+
     pub(super) fn new_job(&self, name: String, prefix: &str) -> TransferJob {
         TransferJob {
             name,
@@ -362,6 +375,7 @@ impl Manager {
             transfer_spec: self.transfer_spec(prefix),
             schedule: Some(Schedule::one_time(Date::today_utc())),
             status: JobStatus::Enabled,
+            logging_config: self.logging_config(),
             latest_operation_name: None,
             creation_time: None,
             deletion_time: None,

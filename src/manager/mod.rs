@@ -2,6 +2,7 @@
 //! It talks to a `StateStore` and a `TransferService` and never knows which.
 
 mod cycle;
+pub mod failed_objects;
 pub mod failures;
 mod jobs;
 mod listing;
@@ -95,6 +96,9 @@ pub struct ManagerSettings {
     pub publish_heartbeat: bool,
     pub exit_when_done: bool,
     pub no_job_reuse: bool,
+    /// Jobs log failed objects to Cloud Logging (`loggingConfig`), and the
+    /// sync reads them into the failed-objects table.
+    pub object_logs: bool,
 }
 
 /// TransferJob.description: "Its max length is 1024 bytes when
@@ -172,6 +176,9 @@ pub struct CycleSummary {
     pub halted: Option<String>,
     /// The store was read in full and every operation of the project listed.
     pub reconciled: bool,
+    /// Ended operations whose failed objects are not all read from the
+    /// transfer logs yet (they hold `done`, for at most 15 min each).
+    pub failed_objects_awaited: usize,
     /// Nothing is pending or running any more.
     pub done: bool,
 }
@@ -233,6 +240,16 @@ pub struct Manager {
     holder: String,
     /// Whether the lease may be ours now (released when dropped).
     holding_lease: bool,
+    /// Where failed objects are read from (`--no-object-logs`: nowhere).
+    logs: Option<Arc<dyn crate::transfer::logs::TransferLogs>>,
+    /// Ended operations whose failed objects are not all recorded yet.
+    awaited_logs: BTreeMap<String, failed_objects::Awaited>,
+    /// Operations whose failed objects were recorded (or given up on).
+    settled_logs: HashSet<String>,
+    log_patience: std::time::Duration,
+    /// Where a read cut short by the page limit stopped: its operations and
+    /// the next page's token.
+    log_cursor: Option<(Vec<String>, String)>,
 }
 
 impl Manager {
@@ -272,7 +289,24 @@ impl Manager {
             finished: crate::model::Counters::default(),
             holder: crate::store::lease_holder(),
             holding_lease: false,
+            logs: None,
+            awaited_logs: BTreeMap::new(),
+            settled_logs: HashSet::new(),
+            log_patience: failed_objects::LOG_PATIENCE,
+            log_cursor: None,
         }
+    }
+
+    /// Reads failed objects from there into the failed-objects table (when
+    /// `object_logs` is on).
+    pub fn with_transfer_logs(
+        mut self,
+        logs: Arc<dyn crate::transfer::logs::TransferLogs>,
+    ) -> Self {
+        if self.settings.object_logs {
+            self.logs = Some(logs);
+        }
+        self
     }
 
     /// Publishes the heartbeat there (with `--publish-heartbeat`); without a

@@ -165,6 +165,7 @@ mod tests {
         crate::model::TransferOperation {
             name: "transferOperations/op".into(),
             transfer_job_name: "transferJobs/j".into(),
+            logging_config: None,
             status: crate::model::OperationStatus::from_name(status),
             transfer_spec: TransferSpec {
                 object_conditions: Some(crate::model::ObjectConditions {
@@ -246,6 +247,7 @@ mod tests {
                 schedule_end_date: None,
             }),
             status: JobStatus::Enabled,
+            logging_config: None,
             latest_operation_name: None,
             creation_time: None,
             deletion_time: None,

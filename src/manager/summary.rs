@@ -123,7 +123,10 @@ impl Manager {
         summary.halted = self.halted.clone();
         let c = &summary.counts;
         let pending = c["waiting"] + c["paused"] + retryable;
-        summary.done = pending == 0 && c["running"] == 0;
+        // Failed objects still awaited from Cloud Logging hold the end
+        // (for at most failed_objects::LOG_PATIENCE).
+        summary.failed_objects_awaited = self.awaiting_failed_objects();
+        summary.done = pending == 0 && c["running"] == 0 && summary.failed_objects_awaited == 0;
     }
 }
 

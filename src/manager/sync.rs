@@ -431,6 +431,7 @@ mod tests {
             counters: Default::default(),
             error_breakdowns: vec![],
             transfer_job_name: format!("transferJobs/{name}"),
+            logging_config: None,
         }
     }
 

@@ -178,6 +178,8 @@ options_table! {
         "Times a failed prefix is started again, each after a longer wait (1, 2, 4, ... job\nintervals); past it the prefix stays 'error' until requeued";
     allow_overlapping_prefixes, "allow-overlapping-prefixes", Flag, false,
         "Load prefixes even when one is a prefix of another (their common objects are then\ncopied twice)";
+    no_object_logs, "no-object-logs", Flag, false,
+        "Jobs log no failed object to Cloud Logging, and the manager reads none into the\nfailed-objects table (by default every failed copy is logged and read)";
     no_job_reuse, "no-job-reuse", Flag, false,
         "Create one transfer job per prefix (the original's way) instead of reusing a pool of\njobs, patched and run for each start; STS allows 5,000 creates a day";
     stall_after, "stall-after", Seconds, 600.0,

@@ -81,6 +81,7 @@ pub const JOBS: OptionGroup = OptionGroup {
         "max-retries",
         "start-timeout",
         "no-job-reuse",
+        "no-object-logs",
     ],
 };
 pub const LOOP: OptionGroup = OptionGroup {

@@ -196,6 +196,17 @@ impl State {
         })
     }
 
+    /// The failed-objects table: one row per object whose action failed.
+    fn failed_objects<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
+        self.frame(py, |store| {
+            Box::pin(async move {
+                Ok(analysis::verification::failed_objects_frame(
+                    &store.read_failed_objects().await?,
+                ))
+            })
+        })
+    }
+
     /// The plan table: planned objects and bytes per prefix.
     fn plan<'py>(&self, py: Python<'py>) -> PyResult<(usize, Vec<PyColumn<'py>>)> {
         self.frame(py, |store| {

@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 
 use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
-use crate::records::{PlannedPrefix, Verification};
+use crate::records::{FailedObject, PlannedPrefix, Verification};
+use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -286,6 +287,33 @@ pub trait SideTables: Send + Sync {
     /// The verification table; empty when nothing was verified.
     async fn read_verifications(&self) -> Result<Vec<Verification>, StoreError> {
         Ok(Vec::new())
+    }
+    /// Records failed objects (`{job_table}_failed_objects`, created on
+    /// first use): one row per operation, object and action; a row already
+    /// there is kept (transfer logs are read more than once).
+    async fn save_failed_objects(&self, rows: &[FailedObject]) -> Result<(), StoreError> {
+        let _ = rows;
+        Err(StoreError::Unsupported(
+            "this state store keeps no failed-objects table".into(),
+        ))
+    }
+    /// The failed-objects table, by prefix, operation and object; empty
+    /// when none was recorded.
+    async fn read_failed_objects(&self) -> Result<Vec<FailedObject>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Rows of the failed-objects table in all (0 without the table).
+    async fn count_all_failed_objects(&self) -> Result<u64, StoreError> {
+        Ok(0)
+    }
+    /// Rows of the failed-objects table per operation, for these
+    /// operations (those with none are absent).
+    async fn count_failed_objects(
+        &self,
+        operations: &[String],
+    ) -> Result<HashMap<String, u64>, StoreError> {
+        let _ = operations;
+        Ok(HashMap::new())
     }
 }
 

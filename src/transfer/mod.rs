@@ -3,6 +3,7 @@
 //! implements the same calls.
 
 pub mod local;
+pub mod logs;
 mod naming;
 mod pacing;
 pub mod rest;
@@ -199,16 +200,18 @@ pub trait TransferService: Send + Sync {
     ) -> Result<Option<String>, TransferError> {
         self.run_job(job_name, project_id).await.map(|()| None)
     }
-    /// Replaces a job's transferSpec (`transferJobs.patch`, mask
-    /// `transfer_spec`): the job's next run uses it; a running operation
-    /// keeps the spec it started with.
+    /// Replaces a job's transferSpec and loggingConfig (`transferJobs.patch`,
+    /// mask `transfer_spec,logging_config`; `None` clears the logging): the
+    /// job's next run uses them; a running operation keeps what it started
+    /// with.
     async fn patch_transfer_spec(
         &self,
         job_name: &str,
         project_id: &str,
         spec: &crate::model::TransferSpec,
+        logging: Option<&crate::model::LoggingConfig>,
     ) -> Result<(), TransferError> {
-        let _ = (job_name, project_id, spec);
+        let _ = (job_name, project_id, spec, logging);
         Err(TransferError::Unsupported(
             "this transfer service cannot patch jobs".into(),
         ))

@@ -18,7 +18,7 @@ pub enum Quota {
     Run,
 }
 
-struct Bucket {
+pub(crate) struct Bucket {
     per_second: f64,
     capacity: f64,
     tokens: f64,
@@ -26,7 +26,7 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn new(per_minute: f64, capacity: f64) -> Bucket {
+    pub(crate) fn new(per_minute: f64, capacity: f64) -> Bucket {
         Bucket {
             per_second: per_minute / 60.0,
             capacity,
@@ -37,7 +37,7 @@ impl Bucket {
 
     /// Takes a token, going into debt if none is left; returns how long the
     /// caller must wait for its token to exist.
-    fn reserve(&mut self, now: Instant) -> Duration {
+    pub(crate) fn reserve(&mut self, now: Instant) -> Duration {
         let earned = now.duration_since(self.last).as_secs_f64() * self.per_second;
         self.tokens = (self.tokens + earned).min(self.capacity);
         self.last = now;

@@ -445,13 +445,20 @@ impl TransferService for StsClient {
         job_name: &str,
         project_id: &str,
         spec: &crate::model::TransferSpec,
+        logging: Option<&crate::model::LoggingConfig>,
     ) -> Result<(), TransferError> {
         let spec =
             serde_json::to_value(spec).map_err(|e| TransferError::Malformed(e.to_string()))?;
+        let mut job = json!({ "transferSpec": spec });
+        if let Some(logging) = logging {
+            job["loggingConfig"] = serde_json::to_value(logging)
+                .map_err(|e| TransferError::Malformed(e.to_string()))?;
+        }
+        // A field in the mask but not in the body is cleared: logging off.
         let body = json!({
             "projectId": project_id,
-            "transferJob": { "transferSpec": spec },
-            "updateTransferJobFieldMask": "transfer_spec",
+            "transferJob": job,
+            "updateTransferJobFieldMask": "transfer_spec,logging_config",
         });
         self.call(Quota::Update, Method::PATCH, job_name, &[], Some(&body))
             .await

@@ -167,6 +167,8 @@ const CALLER_STS: &[&str] = &[
     "storagetransfer.operations.list",
     "storagetransfer.operations.pause",
     "storagetransfer.operations.resume",
+    // Failed objects, read from STS's transfer logs.
+    "logging.logEntries.list",
 ];
 const CALLER_BIGQUERY: &[&str] = &["bigquery.jobs.create", "bigquery.datasets.get"];
 const CALLER_BUCKET: &[&str] = &["storage.buckets.get", "storage.objects.list"];
@@ -348,6 +350,9 @@ pub async fn run(options: &Options) -> Result<DoctorReport> {
     if options.publish_heartbeat {
         services.push("monitoring.googleapis.com");
     }
+    // The manager reads failed objects from Cloud Logging (unless
+    // --no-object-logs, which is the manager's option, not the doctor's).
+    services.push("logging.googleapis.com");
     for service in services {
         let name = format!("API {service}");
         let url = format!("/v1/projects/{}/services/{service}", segment(&project));
@@ -491,15 +496,30 @@ pub async fn run(options: &Options) -> Result<DoctorReport> {
             if missing.is_empty() {
                 report.pass("you on the project", "may run transfers and the state");
             } else {
-                let role = if missing.iter().all(|p| p.starts_with("bigquery.")) {
-                    "roles/bigquery.user"
-                } else {
-                    "roles/storagetransfer.user"
-                };
+                // The role that grants each missing permission, once each.
+                let mut roles: Vec<&str> = missing
+                    .iter()
+                    .map(|p| {
+                        if p.starts_with("bigquery.") {
+                            "roles/bigquery.user"
+                        } else if p.starts_with("logging.") {
+                            "roles/logging.viewer"
+                        } else {
+                            "roles/storagetransfer.user"
+                        }
+                    })
+                    .collect();
+                roles.sort();
+                roles.dedup();
+                let fix = roles
+                    .iter()
+                    .map(|role| format!("gcloud projects add-iam-policy-binding {project} --member=user:YOU --role={role}"))
+                    .collect::<Vec<_>>()
+                    .join(" && ");
                 report.fail(
                     "you on the project",
                     format!("lacks {}", missing.join(", ")),
-                    format!("gcloud projects add-iam-policy-binding {project} --member=user:YOU --role={role}"),
+                    fix,
                 );
             }
         }

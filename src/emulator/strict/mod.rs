@@ -53,6 +53,7 @@ pub const STORAGE_TRANSFER: &str = include_str!("../discovery/storagetransfer.v1
 pub const CLOUD_STORAGE: &str = include_str!("../discovery/storage.v1.json");
 pub const BIGQUERY: &str = include_str!("../discovery/bigquery.v2.json");
 pub const MONITORING: &str = include_str!("../discovery/monitoring.v3.json");
+pub const LOGGING: &str = include_str!("../discovery/logging.v2.json");
 pub const SERVICE_USAGE: &str = include_str!("../discovery/serviceusage.v1.json");
 pub const RESOURCE_MANAGER: &str = include_str!("../discovery/cloudresourcemanager.v1.json");
 
@@ -439,6 +440,7 @@ mod tests {
             CLOUD_STORAGE,
             BIGQUERY,
             MONITORING,
+            LOGGING,
             SERVICE_USAGE,
             RESOURCE_MANAGER,
         ] {

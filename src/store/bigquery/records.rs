@@ -1,7 +1,9 @@
-//! The plan and verification tables beside the job table in BigQuery
-//! (`{job_table}_plan`, `{job_table}_verification`), created on first use
-//! like the lease table and written with MERGE (one row per prefix; a prefix
-//! planned or checked again gets its new row).
+//! The plan, verification and failed-objects tables beside the job table
+//! in BigQuery (`{job_table}_plan`, `{job_table}_verification`,
+//! `{job_table}_failed_objects`), created on first use like the lease table
+//! and written with MERGE (one row per prefix; a prefix planned or checked
+//! again gets its new row; one row per operation, object and action, kept
+//! when read again).
 
 use std::sync::atomic::Ordering;
 
@@ -13,13 +15,61 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 
 use super::sql::{self, TableName};
 use super::{columns, field, is_not_found, names_dataset, text, timestamp, BigQueryStore};
-use crate::records::{PlannedPrefix, Verification, VerifyResult};
+use crate::records::{FailedObject, PlannedPrefix, Verification, VerifyResult};
 use crate::store::StoreError;
 
 /// Rows per MERGE: keeps each request well under BigQuery's size limits
 /// (a verification row carries up to 100 object names).
 const PLAN_ROWS_PER_STATEMENT: usize = 5000;
 const VERIFICATION_ROWS_PER_STATEMENT: usize = 200;
+/// A failed object's row holds an object name (up to 1,024 bytes) and a
+/// message.
+const FAILED_OBJECT_ROWS_PER_STATEMENT: usize = 1000;
+
+pub fn failed_objects_table_schema() -> TableSchema {
+    TableSchema::new(vec![
+        field("prefix", FieldType::String, "REQUIRED"),
+        field("object", FieldType::String, "REQUIRED"),
+        field("action", FieldType::String, "REQUIRED"),
+        field("error_code", FieldType::String, "REQUIRED"),
+        field("message", FieldType::String, "REQUIRED"),
+        field("operation", FieldType::String, "REQUIRED"),
+        field("time", FieldType::Timestamp, "REQUIRED"),
+    ])
+}
+
+const FAILED_OBJECT_FIELDS: &[(&str, &str)] = &[
+    ("prefix", "STRING"),
+    ("object", "STRING"),
+    ("action", "STRING"),
+    ("error_code", "STRING"),
+    ("message", "STRING"),
+    ("operation", "STRING"),
+    ("time", "TIMESTAMP"),
+];
+
+/// `MERGE` of `@rows` into the failed-objects table: rows not there yet
+/// (by operation, object and action) are inserted, others left alone.
+fn insert_new_failed_objects(table: &TableName) -> String {
+    let names: Vec<&str> = FAILED_OBJECT_FIELDS.iter().map(|(n, _)| *n).collect();
+    format!(
+        "MERGE {t} AS t USING (SELECT DISTINCT {select} FROM UNNEST(@rows) AS r) AS s \
+         ON t.operation = s.operation AND t.object = s.object AND t.action = s.action \
+         WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})",
+        t = table.sql(),
+        select = names
+            .iter()
+            .map(|n| format!("r.{n} AS {n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        columns = names.join(", "),
+        values = names
+            .iter()
+            .map(|n| format!("s.{n}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
+}
 
 pub fn plan_table_schema() -> TableSchema {
     TableSchema::new(vec![
@@ -245,8 +295,126 @@ impl BigQueryStore {
     }
 }
 
+impl BigQueryStore {
+    pub(super) async fn merge_failed_objects(
+        &self,
+        failed: &[FailedObject],
+    ) -> Result<(), StoreError> {
+        let table = table_beside(&self.jobs, "_failed_objects")?;
+        for batch in failed.chunks(FAILED_OBJECT_ROWS_PER_STATEMENT) {
+            let rows = batch
+                .iter()
+                .map(|f| {
+                    vec![
+                        ("prefix", Some(f.prefix.clone())),
+                        ("object", Some(f.object.clone())),
+                        ("action", Some(f.action.clone())),
+                        ("error_code", Some(f.error_code.clone())),
+                        ("message", Some(f.message.clone())),
+                        ("operation", Some(f.operation.clone())),
+                        ("time", Some(sql::timestamp_value(f.time))),
+                    ]
+                })
+                .collect();
+            self.beside_statement(
+                &table,
+                failed_objects_table_schema,
+                &insert_new_failed_objects(&table),
+                vec![sql::struct_rows_param("rows", FAILED_OBJECT_FIELDS, rows)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn select_failed_objects(&self) -> Result<Vec<FailedObject>, StoreError> {
+        let table = table_beside(&self.jobs, "_failed_objects")?;
+        let rows = self
+            .read_beside(&format!(
+                "SELECT prefix, object, action, error_code, message, operation, \
+                 UNIX_MICROS(time) AS time FROM {} ORDER BY prefix, operation, object, action",
+                table.sql()
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let [prefix, object, action, code, message, operation, time] = columns::<7>(row)?;
+                Ok(FailedObject {
+                    prefix: text(prefix, "prefix")?,
+                    object: text(object, "object")?,
+                    action: text(action, "action")?,
+                    error_code: text(code, "error_code")?,
+                    message: text(message, "message")?,
+                    operation: text(operation, "operation")?,
+                    time: timestamp(time)?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn count_failed_per_operation(
+        &self,
+        operations: &[String],
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        let table = table_beside(&self.jobs, "_failed_objects")?;
+        self.statements.fetch_add(1, Ordering::Relaxed);
+        let sql = format!(
+            "SELECT operation, COUNT(*) AS n FROM {} WHERE operation IN UNNEST(@operations) \
+             GROUP BY operation",
+            table.sql()
+        );
+        let rows = match self
+            .api
+            .query(
+                &sql,
+                vec![sql::string_array_param("operations", operations)],
+            )
+            .await
+        {
+            Ok(output) => output.rows,
+            Err(e) if is_not_found(&e) => return Ok(Default::default()),
+            Err(e) => return Err(e),
+        };
+        rows.iter()
+            .map(|row| {
+                let [operation, n] = columns::<2>(row)?;
+                Ok((text(operation, "operation")?, number(n, "count")?))
+            })
+            .collect()
+    }
+}
+
 #[async_trait::async_trait]
 impl crate::store::SideTables for BigQueryStore {
+    async fn save_failed_objects(&self, rows: &[FailedObject]) -> Result<(), StoreError> {
+        self.merge_failed_objects(rows).await
+    }
+
+    async fn read_failed_objects(&self) -> Result<Vec<FailedObject>, StoreError> {
+        self.select_failed_objects().await
+    }
+
+    async fn count_all_failed_objects(&self) -> Result<u64, StoreError> {
+        let table = table_beside(&self.jobs, "_failed_objects")?;
+        let rows = self
+            .read_beside(&format!("SELECT COUNT(*) AS n FROM {}", table.sql()))
+            .await?;
+        match rows.first() {
+            Some(row) => {
+                let [n] = columns::<1>(row)?;
+                number(n, "count")
+            }
+            None => Ok(0),
+        }
+    }
+
+    async fn count_failed_objects(
+        &self,
+        operations: &[String],
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        self.count_failed_per_operation(operations).await
+    }
+
     async fn save_plan(&self, planned: &[crate::records::PlannedPrefix]) -> Result<(), StoreError> {
         self.merge_plan(planned).await
     }

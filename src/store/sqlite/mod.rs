@@ -19,7 +19,7 @@ mod side;
 use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StoreError};
 use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
-use crate::records::{PlannedPrefix, Verification, VerifyResult};
+use crate::records::{FailedObject, PlannedPrefix, Verification, VerifyResult};
 use crate::store::HistoryReads;
 use crate::store::JobTable;
 use crate::store::LeaseStore;
@@ -613,6 +613,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(s.read_verifications().await.unwrap(), [row]);
+    }
+
+    #[tokio::test]
+    async fn failed_objects_are_kept_once_per_operation_object_and_action() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        assert!(s.read_failed_objects().await.unwrap().is_empty());
+        let ops = vec!["transferOperations/1".to_string()];
+        assert!(s.count_failed_objects(&ops).await.unwrap().is_empty());
+        assert_eq!(s.count_all_failed_objects().await.unwrap(), 0);
+        let time = DateTime::parse_from_rfc3339("2026-01-02T03:04:05.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let row = |object: &str, operation: &str| FailedObject {
+            prefix: "a/".into(),
+            object: object.into(),
+            action: "COPY".into(),
+            error_code: "PERMISSION_DENIED".into(),
+            message: "denied".into(),
+            operation: operation.into(),
+            time,
+        };
+        let odd = "a/x, \"y\" é 日";
+        s.save_failed_objects(&[row(odd, &ops[0]), row("a/z", &ops[0])])
+            .await
+            .unwrap();
+        // Read again (late entries come with the ones already stored).
+        s.save_failed_objects(&[row(odd, &ops[0]), row("a/z", "transferOperations/2")])
+            .await
+            .unwrap();
+        assert_eq!(
+            s.read_failed_objects().await.unwrap(),
+            [
+                row(odd, &ops[0]),
+                row("a/z", &ops[0]),
+                row("a/z", "transferOperations/2")
+            ]
+        );
+        let counts = s.count_failed_objects(&ops).await.unwrap();
+        assert_eq!(counts.len(), 1);
+        assert_eq!(counts[&ops[0]], 2);
+        assert_eq!(s.count_all_failed_objects().await.unwrap(), 3);
     }
 
     #[tokio::test]

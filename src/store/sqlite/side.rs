@@ -1,4 +1,5 @@
-//! The plan and verification tables on SQLite, created on first use.
+//! The plan, verification and failed-objects tables on SQLite, created on
+//! first use.
 
 use super::*;
 
@@ -130,9 +131,140 @@ impl SideTables for SqliteStore {
         self.count(1);
         Ok(out)
     }
+
+    async fn save_failed_objects(&self, rows: &[FailedObject]) -> Result<(), StoreError> {
+        let encoded: Vec<_> = rows
+            .iter()
+            .map(|f| {
+                (
+                    &f.prefix,
+                    &f.object,
+                    &f.action,
+                    &f.error_code,
+                    &f.message,
+                    &f.operation,
+                    timestamp_text(f.time),
+                )
+            })
+            .collect();
+        let encoded =
+            serde_json::to_string(&encoded).map_err(|e| StoreError::CorruptRow(e.to_string()))?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute_batch(&self.failed_objects_schema())?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {}_failed_objects (prefix, object, action, error_code, message,
+                    operation, time)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+                    value ->> 5, value ->> 6 FROM json_each(?1) WHERE true
+                 ON CONFLICT (operation, object, action) DO NOTHING",
+                self.job_table
+            ),
+            params![encoded],
+        )?;
+        tx.commit()?;
+        self.count(2);
+        Ok(())
+    }
+
+    async fn read_failed_objects(&self) -> Result<Vec<FailedObject>, StoreError> {
+        let conn = self.lock();
+        let statement = conn.prepare(&format!(
+            "SELECT prefix, object, action, error_code, message, operation, time
+             FROM {}_failed_objects ORDER BY prefix, operation, object, action",
+            self.job_table
+        ));
+        let mut statement = match statement {
+            Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
+            other => other?,
+        };
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (prefix, object, action, error_code, message, operation, time) = row?;
+            out.push(FailedObject {
+                prefix,
+                object,
+                action,
+                error_code,
+                message,
+                operation,
+                time: parse_timestamp(&time)?,
+            });
+        }
+        self.count(1);
+        Ok(out)
+    }
+
+    async fn count_all_failed_objects(&self) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let counted = conn.query_row(
+            &format!("SELECT COUNT(*) FROM {}_failed_objects", self.job_table),
+            [],
+            |r| r.get::<_, i64>(0),
+        );
+        self.count(1);
+        match counted {
+            Err(e) if e.to_string().contains("no such table") => Ok(0),
+            other => Ok(other?.max(0) as u64),
+        }
+    }
+
+    async fn count_failed_objects(
+        &self,
+        operations: &[String],
+    ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
+        let names =
+            serde_json::to_string(operations).map_err(|e| StoreError::CorruptRow(e.to_string()))?;
+        let conn = self.lock();
+        let statement = conn.prepare(&format!(
+            "SELECT operation, COUNT(*) FROM {}_failed_objects
+             WHERE operation IN (SELECT value FROM json_each(?1)) GROUP BY operation",
+            self.job_table
+        ));
+        let mut statement = match statement {
+            Err(e) if e.to_string().contains("no such table") => return Ok(Default::default()),
+            other => other?,
+        };
+        let rows = statement.query_map(params![names], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+        })?;
+        let out = rows.collect::<Result<_, _>>()?;
+        self.count(1);
+        Ok(out)
+    }
 }
 
 impl SqliteStore {
+    /// The failed-objects table (README "State"): created on first use.
+    fn failed_objects_schema(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {0}_failed_objects (
+                prefix TEXT NOT NULL,
+                object TEXT NOT NULL,
+                action TEXT NOT NULL,
+                error_code TEXT NOT NULL,
+                message TEXT NOT NULL,
+                operation TEXT NOT NULL,
+                time TEXT NOT NULL,
+                PRIMARY KEY (operation, object, action));
+             CREATE INDEX IF NOT EXISTS {0}_failed_objects_prefix
+                ON {0}_failed_objects (prefix, object)",
+            self.job_table
+        )
+    }
+
     /// The plan table (README "State"): created on first use.
     fn plan_schema(&self) -> String {
         format!(

@@ -40,6 +40,13 @@ pub struct Faults {
     /// behind): every time the engine stamps (operation start and end, job
     /// creation and deletion) is on that clock.
     pub clock_offset_seconds: i64,
+    /// Transfer log entries (failed objects, when the job's loggingConfig
+    /// asks for them) become readable this many seconds after they are
+    /// written: Cloud Logging's ingestion delay, past the operation's end.
+    pub log_delay_seconds: f64,
+    /// While set, no transfer log entry is readable (however old): late
+    /// entries, on the test's command.
+    pub withhold_logs: bool,
 }
 
 impl Default for Faults {
@@ -56,6 +63,8 @@ impl Default for Faults {
             gone_job_code: None,
             refuse_runs: None,
             clock_offset_seconds: 0,
+            log_delay_seconds: 0.0,
+            withhold_logs: false,
         }
     }
 }

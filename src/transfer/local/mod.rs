@@ -7,6 +7,7 @@
 //! (a killed manager).
 
 mod faults;
+pub mod logs;
 mod service;
 mod worker;
 
@@ -80,7 +81,11 @@ pub(crate) fn open_db(root: &Path) -> Result<Connection, TransferError> {
             status TEXT NOT NULL, end_time TEXT, body TEXT NOT NULL,
             owner TEXT, heartbeat REAL);
          CREATE INDEX IF NOT EXISTS operations_status ON operations (status);
-         CREATE INDEX IF NOT EXISTS operations_job ON operations (job_name);",
+         CREATE INDEX IF NOT EXISTS operations_job ON operations (job_name);
+         CREATE TABLE IF NOT EXISTS log_entries (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, project_id TEXT NOT NULL,
+            operation TEXT NOT NULL, visible_at REAL NOT NULL, body TEXT NOT NULL);
+         CREATE INDEX IF NOT EXISTS log_entries_operation ON log_entries (operation, seq);",
     )
     .map_err(|e| engine_error(root, e))?;
     Ok(conn)
@@ -194,6 +199,7 @@ impl LocalEngine {
             counters: Default::default(),
             error_breakdowns: vec![],
             transfer_job_name: job.name.clone(),
+            logging_config: job.logging_config.clone(),
         };
         let body = serde_json::to_string(&op).map_err(|e| self.err(e))?;
         conn.execute(
@@ -273,6 +279,7 @@ impl LocalEngine {
         name: &str,
         project_id: &str,
         spec: &crate::model::TransferSpec,
+        logging: Option<Option<crate::model::LoggingConfig>>,
     ) -> Result<TransferJob, TransferError> {
         let mut job = self.get_job(name, project_id)?;
         if job.status == JobStatus::Deleted {
@@ -280,6 +287,9 @@ impl LocalEngine {
         }
         self.check_spec(spec)?;
         job.transfer_spec = spec.clone();
+        if let Some(logging) = logging {
+            job.logging_config = logging;
+        }
         let body = serde_json::to_string(&job).map_err(|e| self.err(e))?;
         self.lock()
             .execute(
@@ -289,6 +299,17 @@ impl LocalEngine {
             )
             .map_err(|e| self.err(e))?;
         Ok(job)
+    }
+
+    /// `transferJobs.patch` of `logging_config` alone.
+    pub fn patch_job_logging(
+        &self,
+        name: &str,
+        project_id: &str,
+        logging: Option<crate::model::LoggingConfig>,
+    ) -> Result<TransferJob, TransferError> {
+        let job = self.get_job(name, project_id)?;
+        self.patch_job_spec(name, project_id, &job.transfer_spec, Some(logging))
     }
 
     /// `transferJobs.run`: a new operation of the job; its name.

@@ -131,8 +131,10 @@ impl TransferService for LocalEngine {
         job_name: &str,
         project_id: &str,
         spec: &crate::model::TransferSpec,
+        logging: Option<&crate::model::LoggingConfig>,
     ) -> Result<(), TransferError> {
-        self.patch_job_spec(job_name, project_id, spec).map(|_| ())
+        self.patch_job_spec(job_name, project_id, spec, Some(logging.cloned()))
+            .map(|_| ())
     }
 
     async fn delete_job(&self, job_name: &str, project_id: &str) -> Result<(), TransferError> {

@@ -286,6 +286,61 @@ impl Execution<'_> {
         Ok(())
     }
 
+    /// The transfer log entry of a failed copy, when the operation's
+    /// loggingConfig asks for failed COPY actions (as STS writes it).
+    fn log_failure(
+        &self,
+        object: &str,
+        code: &str,
+        message: &str,
+        delay: f64,
+    ) -> Result<(), String> {
+        if !self
+            .op
+            .logging_config
+            .as_ref()
+            .is_some_and(|l| l.logs_failed("COPY"))
+        {
+            return Ok(());
+        }
+        let spec = &self.op.transfer_spec;
+        let time = timestamp_text(Utc::now());
+        let insert_id = format!(
+            "{}-{}",
+            self.op.name.rsplit('/').next().unwrap_or_default(),
+            self.op.counters.objects_from_source_failed
+        );
+        let entry = crate::transfer::logs::failure_entry(
+            &self.op.project_id,
+            &self.op.transfer_job_name,
+            &self.op.name,
+            "COPY",
+            (
+                spec.source_bucket().unwrap_or_default(),
+                spec.sink_bucket().unwrap_or_default(),
+            ),
+            object,
+            (code, message),
+            &time,
+            &insert_id,
+        );
+        super::logs::write_entry(
+            &self.conn,
+            &self.op.project_id,
+            &self.op.name,
+            delay,
+            &entry,
+        )
+        .map_err(|e| e.to_string())
+    }
+
+    /// A failure of the whole operation (a bucket missing, a listing
+    /// refused): in errorBreakdowns, but no object failed (as on STS).
+    fn record_operation_failure(&mut self, code: &str, url: String, details: String) {
+        self.record_failure(code, url, details, 0);
+        self.op.counters.objects_from_source_failed -= 1;
+    }
+
     fn record_failure(&mut self, code: &str, url: String, details: String, size: u64) {
         let summary = self
             .failures
@@ -407,11 +462,10 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
     .collect::<Vec<_>>();
     for (role, bucket, _) in &missing {
         let bucket = bucket.unwrap_or_default();
-        run.record_failure(
+        run.record_operation_failure(
             "NOT_FOUND",
             format!("gs://{bucket}/"),
             format!("the {role} bucket '{bucket}' does not exist"),
-            0,
         );
     }
     if missing.is_empty() {
@@ -419,11 +473,10 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
             Ok(found) => objects = found,
             Err(e) => {
                 let url = format!("gs://{}/", spec.source_bucket().unwrap_or_default());
-                run.record_failure(
+                run.record_operation_failure(
                     error_code(&e),
                     url,
                     format!("listing the source failed: {e}"),
-                    0,
                 );
             }
         }
@@ -450,12 +503,14 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
             .as_deref()
             .is_some_and(|p| crate::transfer::glob_match(p, &object.name));
         if injected {
-            run.record_failure(
-                &faults.error_code.clone(),
-                url,
-                "injected fault".into(),
-                object.size,
-            );
+            let code = faults.error_code.clone();
+            run.record_failure(&code, url, "injected fault".into(), object.size);
+            run.log_failure(
+                &object.name,
+                &code,
+                "injected fault",
+                faults.log_delay_seconds,
+            )?;
         } else if !overwrite && sink.exists() && same_content(&source, &sink).unwrap_or(false) {
             run.op.counters.objects_from_source_skipped_by_sync += 1;
             run.op.counters.bytes_from_source_skipped_by_sync += object.size as i64;
@@ -473,7 +528,15 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
                     run.op.counters.objects_copied_to_sink += 1;
                     run.op.counters.bytes_copied_to_sink += object.size as i64;
                 }
-                Err(e) => run.record_failure(error_code(&e), url, e.to_string(), object.size),
+                Err(e) => {
+                    run.record_failure(error_code(&e), url, e.to_string(), object.size);
+                    run.log_failure(
+                        &object.name,
+                        error_code(&e),
+                        &e.to_string(),
+                        faults.log_delay_seconds,
+                    )?;
+                }
             }
         }
         run.save(false)?;
