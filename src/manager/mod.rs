@@ -6,6 +6,7 @@ pub mod failures;
 mod jobs;
 mod listing;
 mod outcomes;
+pub mod passes;
 pub mod refusals;
 pub mod round;
 mod run;
@@ -233,6 +234,8 @@ pub struct Manager {
     holder: String,
     /// Whether the lease may be ours now (released when dropped).
     holding_lease: bool,
+    /// The specs of the prefixes queued for a pass (`sts-cutover`).
+    pass_specs: HashMap<String, passes::PassSpec>,
 }
 
 impl Manager {
@@ -272,7 +275,14 @@ impl Manager {
             finished: crate::model::Counters::default(),
             holder: crate::store::lease_holder(),
             holding_lease: false,
+            pass_specs: HashMap::new(),
         }
+    }
+
+    /// Starts these prefixes with their pass's spec (`sts-cutover`).
+    pub fn with_pass_specs(mut self, specs: HashMap<String, passes::PassSpec>) -> Self {
+        self.pass_specs = specs;
+        self
     }
 
     /// Publishes the heartbeat there (with `--publish-heartbeat`); without a
