@@ -97,6 +97,40 @@ pub struct StatusReport {
     pub error_codes: BTreeMap<String, i64>,
     /// History rows whose operation JSON could not be read (left out).
     pub unreadable_snapshots: usize,
+    /// The current pass (`sts-cutover`; none before its first run).
+    pub pass: Option<u32>,
+    /// Every pass with its figures: recorded at its end, or over the
+    /// latest operations of its prefixes while it runs.
+    pub passes: Vec<crate::records::Pass>,
+}
+
+/// The passes with their figures: an ended pass's as recorded, the open
+/// pass's over the latest snapshots of the prefixes in it.
+pub fn pass_figures(inputs: &Inputs) -> Vec<crate::records::Pass> {
+    let mut passes = inputs.passes.clone();
+    for pass in passes.iter_mut().filter(|p| p.ended_at.is_none()) {
+        let mut total = crate::model::Counters::default();
+        for (prefix, _) in inputs.pass_of.iter().filter(|(_, n)| **n == pass.pass) {
+            if let Some(snap) = inputs.latest.get(prefix) {
+                // Only operations of this pass: begun once it was queued
+                // (a prefix not started yet still shows the last pass's).
+                let of_pass = pass.pass == 1
+                    || pass
+                        .queued_at
+                        .zip(snap.op.start_time)
+                        .is_some_and(|(queued, start)| start >= queued);
+                if of_pass {
+                    total += &snap.op.counters;
+                }
+            }
+        }
+        pass.objects_found = total.objects_found_from_source;
+        pass.bytes_found = total.bytes_found_from_source;
+        pass.objects_copied = total.objects_copied_to_sink;
+        pass.bytes_copied = total.bytes_copied_to_sink;
+        pass.objects_deleted = total.objects_deleted_from_sink;
+    }
+    passes
 }
 
 /// How a report is taken: the manager's retry options and the stall rule's
@@ -138,6 +172,9 @@ pub struct Inputs {
     /// Prefixes in `error` out of retries under the params' options.
     pub final_errors: HashSet<String>,
     pub unreadable: usize,
+    /// The pass table (`sts-cutover`), and for an open pass its prefixes.
+    pub passes: Vec<crate::records::Pass>,
+    pub pass_of: HashMap<String, u32>,
 }
 
 impl Inputs {
@@ -432,6 +469,8 @@ pub fn report(inputs: &Inputs, now: DateTime<Utc>, params: &StatusParams) -> Sta
         failing_total,
         error_codes,
         unreadable_snapshots: inputs.unreadable,
+        pass: inputs.passes.last().map(|p| p.pass),
+        passes: pass_figures(inputs),
     }
 }
 
@@ -493,6 +532,18 @@ pub async fn read_inputs(
     } else {
         HashSet::new()
     };
+    let passes = store.read_passes().await?;
+    // Prefixes are read only while a pass runs (an ended one has its figures).
+    let pass_of = if passes.last().is_some_and(|p| p.ended_at.is_none()) {
+        store
+            .read_pass_prefixes()
+            .await?
+            .into_iter()
+            .map(|r| (r.prefix, r.pass))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     Ok(Inputs {
         jobs,
         latest,
@@ -502,6 +553,8 @@ pub async fn read_inputs(
         planned,
         final_errors,
         unreadable,
+        passes,
+        pass_of,
     })
 }
 
@@ -589,6 +642,24 @@ impl StatusReport {
                 out,
                 "          (not counted: {} prefixes not listed yet)",
                 self.unlisted_prefixes
+            );
+        }
+        for pass in &self.passes {
+            let _ = writeln!(
+                out,
+                "Pass {} ({}{}): {} objects ({}) found, {} objects ({}) copied, {} deleted",
+                pass.pass,
+                pass.kind,
+                if pass.ended_at.is_some() {
+                    ", ended"
+                } else {
+                    ", current"
+                },
+                pass.objects_found,
+                b(pass.bytes_found),
+                pass.objects_copied,
+                b(pass.bytes_copied),
+                pass.objects_deleted
             );
         }
         let t = &self.throughput;
