@@ -53,3 +53,7 @@ def status() -> None:
 
 def doctor() -> None:
     _run("sts-doctor")
+
+
+def cutover() -> None:
+    _run("sts-cutover")

@@ -5,6 +5,7 @@
 //! and flags, and where an error becomes an exit code
 //! ([`Error::exit_code`]). Python's console scripts call [`main`].
 
+pub mod cutover;
 pub mod doctor;
 pub mod emulator;
 pub mod flags;
@@ -37,6 +38,7 @@ pub const PLAN: &str = "sts-plan";
 pub const VERIFY: &str = "sts-verify";
 pub const STATUS: &str = "sts-status";
 pub const DOCTOR: &str = "sts-doctor";
+pub const CUTOVER: &str = "sts-cutover";
 
 /// What a tool's run is handed: the shared options (parsed, config file
 /// applied, validated) and its own flags as given.
@@ -76,6 +78,7 @@ pub const TOOLS: &[&Tool] = &[
     &verify::TOOL,
     &doctor::TOOL,
     &status::TOOL,
+    &cutover::TOOL,
     &emulator::TOOL,
 ];
 
