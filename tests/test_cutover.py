@@ -9,8 +9,10 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 import sts_job_manager as sjm
-from conftest import BIN, FAST, Migration, make_migration, sql, tool
+from conftest import BIN, FAST, Emulator, Migration, make_migration, sql, tool
 
 DAY = 86_400
 
@@ -238,3 +240,26 @@ def test_a_pass_killed_midway_is_resumed_with_no_operation_doubled(tmp_path: Pat
     # The migration's, the first delta's and the resumed pass's: one each.
     assert per_prefix == dict.fromkeys(migration.prefixes, 3)
     migration.assert_no_overlapping_operations()
+
+
+def test_cutover_over_sts_http_sends_only_what_the_discovery_document_allows(
+    migration: Migration, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Delta passes (lastModifiedSince, overwriteWhen) and a mirror
+    (deleteObjectsUniqueInSink) through the REST client, checked by the
+    emulator's strict layer (the fixture fails the test on a violation)."""
+    monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
+    backdate(migration)
+    migration.prepare()
+    args = [*migration.state_args(), "--transfer", "sts", "--project", "http-project", *FAST]
+    tool("sts-cutover", *args, "--until-objects", "0", "--max-passes", "1", timeout=300)
+    change_source(migration)
+    tool("sts-cutover", *args, "--until-objects", "0", "--max-passes", "1", timeout=300)
+    assert passes(migration)[-1][1:4] == ("delta", 2, 2)
+    result = tool("sts-cutover", *args, "--frozen", "--delete-unique-in-destination", timeout=300)
+    assert "Objects only in the destination: 0." in result.stdout
+    assert tree(migration.source, migration.prefixes) == tree(
+        migration.destination, migration.prefixes
+    )
+    assert emulator.stats()["strict"]["checked"] > 0
