@@ -263,3 +263,14 @@ def test_cutover_over_sts_http_sends_only_what_the_discovery_document_allows(
         migration.destination, migration.prefixes
     )
     assert emulator.stats()["strict"]["checked"] > 0
+
+
+def test_cutover_holds_the_lease_as_the_manager_does(tmp_path: Path) -> None:
+    migration = make_migration(tmp_path, prefixes=2, files_per_prefix=1)
+    migration.prepare()
+    manager = sjm.Manager(migration.options())
+    manager.iteration()  # keeps the job table's lease
+    refused = cutover(migration, check=False)
+    assert refused.returncode == 3, refused.stdout + refused.stderr
+    assert "another sts-job-manager" in refused.stderr
+    del manager

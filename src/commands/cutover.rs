@@ -119,10 +119,16 @@ fn is_final(pass: &Pass) -> bool {
 pub async fn run_cutover(mut options: Options, args: &CutoverArgs) -> Result<i32> {
     options.exit_when_done = true;
     let store = open_store(&options)?;
+    let holder = crate::store::lease_holder();
+    let ttl = std::time::Duration::from_secs_f64(options.lease_seconds);
     let mut deltas_run = 0u32;
     loop {
+        // Passes are read and begun under the job table's lease, as the
+        // manager that runs them holds it (given up before it takes it).
+        hold_lease(&*store, &holder, ttl, &options.job_table).await?;
         let current = current_pass(&*store).await?;
         if current.ended_at.is_none() {
+            store.release_lease(&holder).await?;
             // Begun, not ended (this run's, or one stopped): finish it.
             if current.pass > 1 && !is_final(&current) {
                 deltas_run += 1;
@@ -130,12 +136,13 @@ pub async fn run_cutover(mut options: Options, args: &CutoverArgs) -> Result<i32
             let ended = finish_pass(&options, &*store, current).await?;
             crate::outln!("{}", describe(&ended));
             if is_final(&ended) {
-                return prove(&options, args.mirror || ended.kind == MIRROR).await;
+                return prove(&options, ended.kind == MIRROR).await;
             }
             continue;
         }
         if args.frozen {
             if is_final(&current) {
+                store.release_lease(&holder).await?;
                 crate::outln!(
                     "The final pass (pass {}) is complete; verifying again (run sts-cutover \
                      without --frozen to start new passes).",
@@ -149,10 +156,30 @@ pub async fn run_cutover(mut options: Options, args: &CutoverArgs) -> Result<i32
         }
         let converged = current.kind == DELTA && current.objects_copied < args.until_objects;
         if converged || deltas_run >= args.max_passes {
+            store.release_lease(&holder).await?;
             advise(&current, args, converged);
             return Ok(0);
         }
         begin_pass(&options, &*store, &current, DELTA).await?;
+    }
+}
+
+/// Takes (or renews) the job table's lease for `holder`, or says who has it.
+async fn hold_lease(
+    store: &dyn StateStore,
+    holder: &str,
+    ttl: std::time::Duration,
+    table: &str,
+) -> Result<()> {
+    match store.acquire_lease(holder, ttl).await? {
+        crate::store::Lease::Acquired => Ok(()),
+        crate::store::Lease::HeldBy { holder, until } => {
+            Err(Error::from(crate::manager::ManagerError::LeaseHeld {
+                holder,
+                table: table.to_string(),
+                until: until.to_rfc3339(),
+            }))
+        }
     }
 }
 
