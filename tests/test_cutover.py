@@ -274,3 +274,23 @@ def test_cutover_holds_the_lease_as_the_manager_does(tmp_path: Path) -> None:
     assert refused.returncode == 3, refused.stdout + refused.stderr
     assert "another sts-job-manager" in refused.stderr
     del manager
+
+
+def test_delta_passes_on_jobs_of_their_own_patch_each_job_first(tmp_path: Path) -> None:
+    """With --no-job-reuse each prefix's job is run again for a pass: its
+    spec is patched to the pass's first, or it would copy with the old one."""
+    migration = make_migration(tmp_path, prefixes=3, files_per_prefix=4)
+    backdate(migration)
+    migration.prepare()
+    cutover(migration, "--no-job-reuse", "--until-objects", "0", "--max-passes", "1")
+    change_source(migration)
+    cutover(migration, "--no-job-reuse", "--until-objects", "0", "--max-passes", "1")
+    assert [p[1:4] for p in passes(migration)] == [
+        ("migration", 12, 12),
+        ("delta", 0, 0),
+        ("delta", 2, 2),
+    ]
+    jobs = migration.engine_jobs()
+    assert len(jobs) == 3 and not any("/sts-jm-pool-" in job["name"] for job in jobs)
+    assert all("lastModifiedSince" in job["transferSpec"]["objectConditions"] for job in jobs)
+    migration.assert_copied()
