@@ -751,6 +751,55 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
+    #[test]
+    fn an_open_pass_counts_only_operations_begun_once_it_was_queued() {
+        use crate::analysis::figures::{Digest, Snapshot};
+        use crate::records::Pass;
+        let t = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        let snapshot = |start: i64, copied: i64| Snapshot {
+            op: Digest {
+                start_time: Some(t(start)),
+                counters: crate::model::Counters {
+                    objects_copied_to_sink: copied,
+                    ..Default::default()
+                },
+                ..Digest::default()
+            },
+            at: t(start + 1),
+        };
+        let ended = Pass {
+            pass: 1,
+            kind: "migration".into(),
+            ended_at: Some(t(50)),
+            objects_copied: 9,
+            ..Pass::default()
+        };
+        let open = Pass {
+            pass: 2,
+            kind: "delta".into(),
+            queued_at: Some(t(100)),
+            ..Pass::default()
+        };
+        let inputs = Inputs {
+            latest: HashMap::from([
+                ("a/".to_string(), snapshot(120, 2)),
+                ("b/".to_string(), snapshot(10, 5)),
+            ]),
+            passes: vec![ended.clone(), open],
+            pass_of: HashMap::from([("a/".to_string(), 2), ("b/".to_string(), 2)]),
+            ..Inputs::default()
+        };
+        let figures = pass_figures(&inputs);
+        assert_eq!(
+            figures[0], ended,
+            "an ended pass keeps its recorded figures"
+        );
+        assert_eq!(
+            figures[1].objects_copied, 2,
+            "b/ has not started in pass 2 yet: its pass-1 operation is not counted"
+        );
+    }
+
     fn at(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 10, minute, 0).unwrap()
     }
