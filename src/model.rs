@@ -267,6 +267,10 @@ pub struct Counters {
     pub objects_found_only_from_sink: i64,
     #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
     pub bytes_found_only_from_sink: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub objects_failed_to_delete_from_sink: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub bytes_failed_to_delete_from_sink: i64,
 }
 
 /// Totals over several operations (progress views).
@@ -318,6 +322,14 @@ impl std::ops::AddAssign<&Counters> for Counters {
         add(
             &mut self.bytes_found_only_from_sink,
             c.bytes_found_only_from_sink,
+        );
+        add(
+            &mut self.objects_failed_to_delete_from_sink,
+            c.objects_failed_to_delete_from_sink,
+        );
+        add(
+            &mut self.bytes_failed_to_delete_from_sink,
+            c.bytes_failed_to_delete_from_sink,
         );
     }
 }

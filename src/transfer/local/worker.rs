@@ -323,6 +323,14 @@ impl Execution<'_> {
     }
 
     fn record_failure(&mut self, code: &str, url: String, details: String, size: u64) {
+        self.note_error(code, url, details);
+        self.op.counters.objects_from_source_failed += 1;
+        self.op.counters.bytes_from_source_failed += size as i64;
+    }
+
+    /// An error in the operation's errorBreakdowns (at most
+    /// MAX_ERROR_LOG_ENTRIES samples per code); it fails the operation.
+    fn note_error(&mut self, code: &str, url: String, details: String) {
         let summary = self
             .failures
             .entry(code.to_string())
@@ -337,8 +345,6 @@ impl Execution<'_> {
                 error_details: vec![details],
             });
         }
-        self.op.counters.objects_from_source_failed += 1;
-        self.op.counters.bytes_from_source_failed += size as i64;
     }
 
     /// Waits until the operation may go on; false when it must stop.
@@ -579,12 +585,13 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
                         spec.sink_bucket().unwrap_or_default(),
                         object.name
                     );
-                    run.record_failure(
+                    run.note_error(
                         error_code(&e),
                         url,
                         format!("deleting the sink object failed: {e}"),
-                        0,
                     );
+                    run.op.counters.objects_failed_to_delete_from_sink += 1;
+                    run.op.counters.bytes_failed_to_delete_from_sink += object.size as i64;
                 }
             }
             run.save(false)?;
