@@ -59,6 +59,7 @@ fn succeeded(prefix: &str) -> TransferOperation {
             gcs_data_sink: bucket("migration-destination"),
             object_conditions: Some(ObjectConditions {
                 include_prefixes: vec![prefix.to_string()],
+                ..ObjectConditions::default()
             }),
             transfer_options: None,
         },

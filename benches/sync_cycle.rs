@@ -210,6 +210,7 @@ fn operation(prefix: &str, status: OperationStatus) -> TransferOperation {
             gcs_data_sink: bucket("migration-destination"),
             object_conditions: Some(ObjectConditions {
                 include_prefixes: vec![prefix.to_string()],
+                ..ObjectConditions::default()
             }),
             transfer_options: None,
         },

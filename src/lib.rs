@@ -9,7 +9,7 @@
 //!   PyO3 bindings (`python`) sit beside it;
 //! - [`manager`]: the cycle. Its rules are pure functions over plain data:
 //!   `sync` (operations -> changes), `round` (the start round), `stall`,
-//!   `failures`, `refusals`; the rest executes them (`cycle`, `listing`,
+//!   `failures`, `refusals`, `passes` (a cutover's next pass); the rest executes them (`cycle`, `listing`,
 //!   `starts`, `jobs`, `summary`, `run`);
 //! - [`plan`] and [`verify`]: the pure planner and comparison; [`analysis`]:
 //!   status, timeline, failures and progress over the state;

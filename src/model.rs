@@ -255,6 +255,22 @@ pub struct Counters {
     pub objects_from_source_failed: i64,
     #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
     pub bytes_from_source_failed: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub objects_deleted_from_sink: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub bytes_deleted_from_sink: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub objects_deleted_from_source: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub bytes_deleted_from_source: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub objects_found_only_from_sink: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub bytes_found_only_from_sink: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub objects_failed_to_delete_from_sink: i64,
+    #[serde(with = "int64_string", skip_serializing_if = "is_zero")]
+    pub bytes_failed_to_delete_from_sink: i64,
 }
 
 /// Totals over several operations (progress views).
@@ -285,6 +301,35 @@ impl std::ops::AddAssign<&Counters> for Counters {
         add(
             &mut self.bytes_from_source_failed,
             c.bytes_from_source_failed,
+        );
+        add(
+            &mut self.objects_deleted_from_sink,
+            c.objects_deleted_from_sink,
+        );
+        add(&mut self.bytes_deleted_from_sink, c.bytes_deleted_from_sink);
+        add(
+            &mut self.objects_deleted_from_source,
+            c.objects_deleted_from_source,
+        );
+        add(
+            &mut self.bytes_deleted_from_source,
+            c.bytes_deleted_from_source,
+        );
+        add(
+            &mut self.objects_found_only_from_sink,
+            c.objects_found_only_from_sink,
+        );
+        add(
+            &mut self.bytes_found_only_from_sink,
+            c.bytes_found_only_from_sink,
+        );
+        add(
+            &mut self.objects_failed_to_delete_from_sink,
+            c.objects_failed_to_delete_from_sink,
+        );
+        add(
+            &mut self.bytes_failed_to_delete_from_sink,
+            c.bytes_failed_to_delete_from_sink,
         );
     }
 }
@@ -323,6 +368,47 @@ pub struct GcsData {
 pub struct ObjectConditions {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub include_prefixes: Vec<String>,
+    /// "only objects with a last modification time on or after this
+    /// timestamp ... are transferred" (discovery document).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_modified_since: Option<DateTime<Utc>>,
+    /// "only objects with a last modification time before this timestamp".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_modified_before: Option<DateTime<Utc>>,
+}
+
+impl ObjectConditions {
+    /// Whether a time-based condition is set: STS refuses those together
+    /// with `deleteObjectsUniqueInSink` (INVALID_ARGUMENT).
+    pub fn has_time_condition(&self) -> bool {
+        self.last_modified_since.is_some() || self.last_modified_before.is_some()
+    }
+
+    /// Whether an object last modified at `modified` (`None`: no such
+    /// time) passes the time conditions.
+    pub fn admits(&self, modified: Option<DateTime<Utc>>) -> bool {
+        let Some(modified) = modified else {
+            return true;
+        };
+        self.last_modified_since
+            .is_none_or(|since| modified >= since)
+            && self
+                .last_modified_before
+                .is_none_or(|before| modified < before)
+    }
+}
+
+/// `TransferOptions.overwriteWhen`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum OverwriteWhen {
+    #[serde(rename = "OVERWRITE_WHEN_UNSPECIFIED")]
+    Unspecified,
+    #[serde(rename = "DIFFERENT")]
+    Different,
+    #[serde(rename = "NEVER")]
+    Never,
+    #[serde(rename = "ALWAYS")]
+    Always,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -330,6 +416,57 @@ pub struct ObjectConditions {
 pub struct TransferOptions {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub overwrite_objects_already_existing_in_sink: bool,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "overwrite_when"
+    )]
+    pub overwrite_when: Option<OverwriteWhen>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub delete_objects_unique_in_sink: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub delete_objects_from_source_after_transfer: bool,
+}
+
+/// `overwriteWhen` as a name or (GAPIC's int encoding) a number.
+fn overwrite_when<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<OverwriteWhen>, D::Error> {
+    let value = Option::<serde_json::Value>::deserialize(deserializer)?;
+    Ok(match value {
+        None | Some(serde_json::Value::Null) => None,
+        Some(serde_json::Value::Number(n)) => match n.as_i64() {
+            Some(1) => Some(OverwriteWhen::Different),
+            Some(2) => Some(OverwriteWhen::Never),
+            Some(3) => Some(OverwriteWhen::Always),
+            _ => Some(OverwriteWhen::Unspecified),
+        },
+        Some(serde_json::Value::String(s)) => Some(match s.to_ascii_uppercase().as_str() {
+            "DIFFERENT" => OverwriteWhen::Different,
+            "NEVER" => OverwriteWhen::Never,
+            "ALWAYS" => OverwriteWhen::Always,
+            _ => OverwriteWhen::Unspecified,
+        }),
+        Some(other) => {
+            return Err(serde::de::Error::custom(format!(
+                "overwriteWhen: expected a name or a number, found {other}"
+            )))
+        }
+    })
+}
+
+impl TransferOptions {
+    /// When an object already in the sink is overwritten: `overwriteWhen`
+    /// if set; "If not set, overwrite behavior is determined by
+    /// overwrite_objects_already_existing_in_sink" (discovery document),
+    /// whose default is "only objects that are different from the source
+    /// are overwritten".
+    pub fn effective_overwrite(&self) -> OverwriteWhen {
+        match self.overwrite_when {
+            Some(when) if when != OverwriteWhen::Unspecified => when,
+            _ if self.overwrite_objects_already_existing_in_sink => OverwriteWhen::Always,
+            _ => OverwriteWhen::Different,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -366,9 +503,21 @@ impl TransferSpec {
             gcs_data_sink: bucket(destination),
             object_conditions: Some(ObjectConditions {
                 include_prefixes: vec![prefix.to_string()],
+                ..ObjectConditions::default()
             }),
             transfer_options: options,
         }
+    }
+
+    /// The same spec, transferring only objects last modified on or after
+    /// `since` (`objectConditions.lastModifiedSince`; `None` leaves it).
+    pub fn modified_since(mut self, since: Option<DateTime<Utc>>) -> TransferSpec {
+        if since.is_some() {
+            self.object_conditions
+                .get_or_insert_with(ObjectConditions::default)
+                .last_modified_since = since;
+        }
+        self
     }
 
     pub fn source_bucket(&self) -> Option<&str> {
@@ -392,6 +541,51 @@ impl TransferSpec {
         self.transfer_options
             .as_ref()
             .is_some_and(|o| o.overwrite_objects_already_existing_in_sink)
+    }
+
+    /// When objects already in the sink are overwritten (see
+    /// [`TransferOptions::effective_overwrite`]).
+    pub fn overwrite_when(&self) -> OverwriteWhen {
+        self.transfer_options
+            .as_ref()
+            .map(TransferOptions::effective_overwrite)
+            .unwrap_or(OverwriteWhen::Different)
+    }
+
+    /// The object conditions, or none.
+    pub fn conditions(&self) -> ObjectConditions {
+        self.object_conditions.clone().unwrap_or_default()
+    }
+
+    /// What STS refuses in a spec's options with INVALID_ARGUMENT: the two
+    /// delete options together ("mutually exclusive"), and
+    /// `deleteObjectsUniqueInSink` with a time-based object condition
+    /// ("If the option delete_objects_unique_in_sink is `true` and
+    /// time-based object conditions such as 'last modification time' are
+    /// specified, the request fails with an INVALID_ARGUMENT error":
+    /// TransferSpec.transferOptions, discovery document).
+    pub fn options_problem(&self) -> Option<String> {
+        let options = self.transfer_options.as_ref()?;
+        if options.delete_objects_unique_in_sink
+            && options.delete_objects_from_source_after_transfer
+        {
+            return Some(
+                "transferOptions: deleteObjectsUniqueInSink and                  deleteObjectsFromSourceAfterTransfer are mutually exclusive"
+                    .into(),
+            );
+        }
+        if options.delete_objects_unique_in_sink
+            && self
+                .object_conditions
+                .as_ref()
+                .is_some_and(ObjectConditions::has_time_condition)
+        {
+            return Some(
+                "transferOptions: deleteObjectsUniqueInSink cannot be combined with time-based                  object conditions such as 'last modification time'"
+                    .into(),
+            );
+        }
+        None
     }
 }
 
@@ -744,6 +938,51 @@ mod tests {
         let back = serde_json::to_value(&op).unwrap();
         assert_eq!(back["counters"]["bytesCopiedToSink"], "12");
         assert_eq!(back["status"], "SUCCESS");
+    }
+
+    #[test]
+    fn time_conditions_admit_on_or_after_since_and_before_before() {
+        use chrono::TimeZone;
+        let t = |s| Utc.timestamp_opt(s, 0).unwrap();
+        let c = ObjectConditions {
+            last_modified_since: Some(t(100)),
+            last_modified_before: Some(t(200)),
+            ..ObjectConditions::default()
+        };
+        assert!(c.admits(Some(t(100))));
+        assert!(!c.admits(Some(t(99))));
+        assert!(!c.admits(Some(t(200))));
+        assert!(c.admits(None), "no modification time: transferred");
+    }
+
+    #[test]
+    fn overwrite_when_wins_over_the_older_flag_only_when_set() {
+        let mut o = TransferOptions::default();
+        assert_eq!(o.effective_overwrite(), OverwriteWhen::Different);
+        o.overwrite_objects_already_existing_in_sink = true;
+        assert_eq!(o.effective_overwrite(), OverwriteWhen::Always);
+        o.overwrite_when = Some(OverwriteWhen::Never);
+        assert_eq!(o.effective_overwrite(), OverwriteWhen::Never);
+        for (wire, when) in [
+            ("\"NEVER\"", OverwriteWhen::Never),
+            ("1", OverwriteWhen::Different),
+        ] {
+            let o: TransferOptions =
+                serde_json::from_str(&format!("{{\"overwriteWhen\":{wire}}}")).unwrap();
+            assert_eq!(o.overwrite_when, Some(when));
+        }
+    }
+
+    #[test]
+    fn delete_unique_in_sink_is_refused_with_time_conditions() {
+        let mirror = TransferOptions {
+            delete_objects_unique_in_sink: true,
+            ..TransferOptions::default()
+        };
+        let spec = TransferSpec::for_prefix("a", "b", "p/", Some(mirror));
+        assert_eq!(spec.options_problem(), None);
+        let timed = spec.modified_since(Some(Utc::now()));
+        assert!(timed.options_problem().is_some());
     }
 
     #[test]

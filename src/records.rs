@@ -84,3 +84,33 @@ pub struct FailedObject {
     /// When the action failed.
     pub time: DateTime<Utc>,
 }
+
+/// One pass of the migration (`{job_table}_passes`, `sts-cutover`): the
+/// migration itself is pass 1, each delta or mirror pass the next.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Pass {
+    pub pass: u32,
+    /// "migration", "delta" or "mirror".
+    pub kind: String,
+    pub started_at: DateTime<Utc>,
+    /// When its prefixes were queued (a pass recorded but not queued is
+    /// queued again when resumed).
+    pub queued_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Over the latest operation of each prefix of the pass, at its end.
+    pub objects_found: i64,
+    pub bytes_found: i64,
+    pub objects_copied: i64,
+    pub bytes_copied: i64,
+    pub objects_deleted: i64,
+}
+
+/// A prefix's pass (`{job_table}_pass_prefixes`): the pass its latest
+/// operation belongs to, and the spec that pass gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PassPrefix {
+    pub prefix: String,
+    pub pass: u32,
+    pub modified_since: Option<DateTime<Utc>>,
+    pub mirror: bool,
+}

@@ -57,6 +57,7 @@ fn operation(
             gcs_data_sink: bucket(sink),
             object_conditions: Some(ObjectConditions {
                 include_prefixes: vec![prefix.to_string()],
+                ..ObjectConditions::default()
             }),
             transfer_options: None,
         },

@@ -120,3 +120,48 @@ async fn failed_objects_table_round_trips_once_per_object() {
     assert_eq!(counts.get(&op), Some(&2));
     assert_eq!(store.count_all_failed_objects().await.unwrap(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pass_tables_round_trip() {
+    use sts_job_manager::records::{Pass, PassPrefix};
+    let emulator = bqemulator::Emulator::start(PROJECT);
+    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    store.prepare().await.unwrap();
+    assert!(store.read_passes().await.unwrap().is_empty());
+    assert!(store.read_pass_prefixes().await.unwrap().is_empty());
+
+    let at = |micros: i64| DateTime::<Utc>::from_timestamp_micros(micros).unwrap();
+    let mut open = Pass {
+        pass: 2,
+        kind: "delta".into(),
+        started_at: at(1_767_000_000_000_001),
+        queued_at: None,
+        ended_at: None,
+        ..Pass::default()
+    };
+    store.save_pass(&open).await.unwrap();
+    assert_eq!(store.read_passes().await.unwrap(), [open.clone()]);
+    open.queued_at = Some(at(1_767_000_000_500_000));
+    open.ended_at = Some(at(1_767_000_100_000_000));
+    open.objects_copied = 7;
+    open.bytes_copied = 5_000_000_000;
+    store.save_pass(&open).await.unwrap();
+    assert_eq!(store.read_passes().await.unwrap(), [open]);
+
+    let rows = [
+        PassPrefix {
+            prefix: "a/".into(),
+            pass: 2,
+            modified_since: Some(at(1_766_999_000_000_000)),
+            mirror: false,
+        },
+        PassPrefix {
+            prefix: "b/".into(),
+            pass: 1,
+            modified_since: None,
+            mirror: true,
+        },
+    ];
+    store.save_pass_prefixes(&rows).await.unwrap();
+    assert_eq!(store.read_pass_prefixes().await.unwrap(), rows);
+}

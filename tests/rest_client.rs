@@ -124,6 +124,7 @@ fn job(name: &str, start: Date) -> TransferJob {
             gcs_data_sink: bucket("dst-bucket"),
             object_conditions: Some(ObjectConditions {
                 include_prefixes: vec!["logs/".into()],
+                ..ObjectConditions::default()
             }),
             transfer_options: None,
         },

@@ -57,3 +57,7 @@ def doctor() -> None:
 
 def report() -> None:
     _run("sts-report")
+
+
+def cutover() -> None:
+    _run("sts-cutover")

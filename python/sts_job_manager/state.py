@@ -203,8 +203,12 @@ class State:
         out of retries are left out), ``needs_action`` (prefixes out of
         retries, at most ``limit``; ``needs_action_total``), ``stalled`` (no
         counter moved for 600 s), ``failing`` (at most ``limit``, most failed
-        first; ``failing_total`` counts them all) and ``error_codes``
-        (objects failing now per code). ``retry_errors`` defaults to the
+        first; ``failing_total`` counts them all), ``error_codes``
+        (objects failing now per code), ``pass`` (the current pass of
+        ``sts-cutover``, ``None`` before its first run) and ``passes`` (each
+        pass: ``pass``, ``kind``, ``started_at``, ``queued_at``, ``ended_at``,
+        ``objects_found``, ``bytes_found``, ``objects_copied``,
+        ``bytes_copied``, ``objects_deleted``). ``retry_errors`` defaults to the
         options' (``no_retry_on_job_error``); ``False`` counts prefixes in
         ``error`` as finished. Needs no pandas."""
         report: dict[str, Any] = json.loads(self._native.status(limit, retry_errors))

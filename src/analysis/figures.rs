@@ -307,6 +307,7 @@ mod tests {
             bytes_copied_to_sink: copied * 10,
             bytes_from_source_skipped_by_sync: skipped * 10,
             bytes_from_source_failed: failed * 10,
+            ..Counters::default()
         }
     }
 

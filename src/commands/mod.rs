@@ -5,6 +5,7 @@
 //! and flags, and where an error becomes an exit code
 //! ([`Error::exit_code`]). Python's console scripts call [`main`].
 
+pub mod cutover;
 pub mod doctor;
 pub mod emulator;
 pub mod flags;
@@ -39,6 +40,8 @@ pub const VERIFY: &str = "sts-verify";
 pub const STATUS: &str = "sts-status";
 pub const DOCTOR: &str = "sts-doctor";
 pub const REPORT: &str = "sts-report";
+
+pub const CUTOVER: &str = "sts-cutover";
 
 /// What a tool's run is handed: the shared options (parsed, config file
 /// applied, validated) and its own flags as given.
@@ -79,6 +82,7 @@ pub const TOOLS: &[&Tool] = &[
     &doctor::TOOL,
     &status::TOOL,
     &report::TOOL,
+    &cutover::TOOL,
     &emulator::TOOL,
 ];
 

@@ -119,6 +119,9 @@ impl VerifyArgs {
 pub struct Checked {
     pub verification: Verification,
     pub offenses: Vec<Offense>,
+    /// Objects under the prefix only the destination holds (not offences:
+    /// a destination may hold more; 0 when compared by inventory).
+    pub unique_in_destination: u64,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -164,6 +167,7 @@ async fn check_prefix(
         Checked {
             verification,
             offenses,
+            unique_in_destination: crate::verify::only_in_destination(&from, &to),
         },
         bytes,
     ))
@@ -270,6 +274,7 @@ async fn compare_inventories(
                     offending_objects: offenses.iter().map(|o| o.name.clone()).collect(),
                 },
                 offenses,
+                unique_in_destination: 0,
             }
         })
         .collect();

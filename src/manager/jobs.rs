@@ -182,7 +182,11 @@ impl Manager {
         let refused = |step: Step, error: TransferError| classify_refusal(step, &name, error);
         let outcome = if row.job_name.is_some() {
             // A previous attempt exists: run its job again (no create quota).
-            match self.transfer.run_job(&name, &self.project_id).await {
+            let ran = match self.pass_spec_patched(&name, &row.prefix).await {
+                Ok(()) => self.transfer.run_job(&name, &self.project_id).await,
+                Err(e) => Err(e),
+            };
+            match ran {
                 Err(TransferError::NotFound(_)) => self
                     .create_job(name.clone(), &row.prefix)
                     .await
@@ -211,10 +215,14 @@ impl Manager {
                         }
                         Ok(Some(_)) => {
                             tracing::info!(prefix = %row.prefix, "job {name} already exists (an earlier run created it); running it");
-                            self.transfer
-                                .run_job(&name, &self.project_id)
-                                .await
-                                .map_err(|e| refused(Step::Run, e))
+                            match self.pass_spec_patched(&name, &row.prefix).await {
+                                Ok(()) => self
+                                    .transfer
+                                    .run_job(&name, &self.project_id)
+                                    .await
+                                    .map_err(|e| refused(Step::Run, e)),
+                                Err(e) => Err(refused(Step::Create, e)),
+                            }
                         }
                         Err(e) => Err(Refusal::Transient(e)),
                     }
@@ -348,15 +356,40 @@ impl Manager {
         self.transfer.create_job(&self.new_job(name, prefix)).await
     }
 
+    /// The prefix's spec: the pass's (see `passes::PassSpec`) when the
+    /// prefix was queued for a pass, else the migration's.
     pub(super) fn transfer_spec(&self, prefix: &str) -> TransferSpec {
+        let pass = self.pass_specs.get(prefix);
         TransferSpec::for_prefix(
             &self.settings.source_bucket,
             &self.settings.destination_bucket,
             prefix,
             Some(TransferOptions {
                 overwrite_objects_already_existing_in_sink: self.settings.overwrite_dest_objects,
+                overwrite_when: pass.and_then(|p| p.overwrite_when),
+                delete_objects_unique_in_sink: pass.is_some_and(|p| p.delete_unique_in_sink),
+                delete_objects_from_source_after_transfer: false,
             }),
         )
+        .modified_since(pass.and_then(|p| p.modified_since))
+    }
+
+    /// Before a prefix's own job runs again for a pass, its spec becomes
+    /// the pass's (`transferJobs.patch`): a job keeps the spec it was
+    /// created with otherwise. Nothing to do outside a pass.
+    async fn pass_spec_patched(&self, job: &str, prefix: &str) -> Result<(), TransferError> {
+        if !self.pass_specs.contains_key(prefix) {
+            return Ok(());
+        }
+        let spec = self.transfer_spec(prefix);
+        match self
+            .transfer
+            .patch_transfer_spec(job, &self.project_id, &spec, self.logging_config().as_ref())
+            .await
+        {
+            Err(TransferError::Unsupported(_)) => Ok(()),
+            other => other,
+        }
     }
 
     /// Failed objects logged to Cloud Logging unless `--no-object-logs`

@@ -7,6 +7,7 @@ pub mod failures;
 mod jobs;
 mod listing;
 mod outcomes;
+pub mod passes;
 pub mod refusals;
 pub mod round;
 mod run;
@@ -250,6 +251,8 @@ pub struct Manager {
     /// Where a read cut short by the page limit stopped: its operations and
     /// the next page's token.
     log_cursor: Option<(Vec<String>, String)>,
+    /// The specs of the prefixes queued for a pass (`sts-cutover`).
+    pass_specs: HashMap<String, passes::PassSpec>,
 }
 
 impl Manager {
@@ -294,6 +297,7 @@ impl Manager {
             settled_logs: HashSet::new(),
             log_patience: failed_objects::LOG_PATIENCE,
             log_cursor: None,
+            pass_specs: HashMap::new(),
         }
     }
 
@@ -306,6 +310,12 @@ impl Manager {
         if self.settings.object_logs {
             self.logs = Some(logs);
         }
+        self
+    }
+
+    /// Starts these prefixes with their pass's spec (`sts-cutover`).
+    pub fn with_pass_specs(mut self, specs: HashMap<String, passes::PassSpec>) -> Self {
+        self.pass_specs = specs;
         self
     }
 

@@ -170,6 +170,7 @@ mod tests {
             transfer_spec: TransferSpec {
                 object_conditions: Some(crate::model::ObjectConditions {
                     include_prefixes: vec![prefix.into()],
+                    ..crate::model::ObjectConditions::default()
                 }),
                 ..TransferSpec::default()
             },

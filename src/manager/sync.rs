@@ -246,11 +246,17 @@ impl<'a> Latest<'a> {
         plain(gcs_data_source, self.source)
             && plain(gcs_data_sink, self.destination)
             && transfer_options.is_none()
-            && object_conditions
-                .as_ref()
-                .is_some_and(|ObjectConditions { include_prefixes }| {
+            && object_conditions.as_ref().is_some_and(
+                |ObjectConditions {
+                     include_prefixes,
+                     last_modified_since,
+                     last_modified_before,
+                 }| {
                     matches!(include_prefixes.as_slice(), [only] if only == prefix)
-                })
+                        && last_modified_since.is_none()
+                        && last_modified_before.is_none()
+                },
+            )
     }
 
     /// The latest operation of each tracked prefix that has one, and the
@@ -422,6 +428,7 @@ mod tests {
                 }),
                 object_conditions: Some(ObjectConditions {
                     include_prefixes: vec![prefix.into()],
+                    ..ObjectConditions::default()
                 }),
                 transfer_options: None,
             },
@@ -673,8 +680,23 @@ mod tests {
         if let Some(sink) = odd.transfer_spec.gcs_data_sink.as_mut() {
             sink.path = "archive/".into();
         }
-        let ops = [op("plain", "a/", "IN_PROGRESS", 10, None), odd.clone()];
+        let mut delta = op("delta", "c/", "IN_PROGRESS", 10, None);
+        delta.transfer_spec = delta.transfer_spec.clone().modified_since(Some(at(5)));
+        let rows = [
+            rows[0].clone(),
+            rows[1].clone(),
+            row("c/", Status::Running, None),
+        ];
+        let ops = [
+            op("plain", "a/", "IN_PROGRESS", 10, None),
+            odd.clone(),
+            delta.clone(),
+        ];
         let latest = latest_of(&rows, &ops, &HashSet::new());
+        assert_eq!(
+            latest["c/"].transfer_spec, delta.transfer_spec,
+            "a pass's spec (lastModifiedSince) is not the shared one: kept"
+        );
         assert_eq!(latest["a/"].transfer_spec, TransferSpec::default());
         assert_eq!(
             latest["b/"].transfer_spec, odd.transfer_spec,

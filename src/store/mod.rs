@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
-use crate::records::{FailedObject, PlannedPrefix, Verification};
+use crate::records::{FailedObject, Pass, PassPrefix, PlannedPrefix, Verification};
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -258,8 +258,9 @@ pub trait LeaseStore: Send + Sync {
 }
 
 /// The tables beside the job table, created on first use: the plan
-/// (`{job_table}_plan`) and the verification results
-/// (`{job_table}_verification`).
+/// (`{job_table}_plan`), the verification results
+/// (`{job_table}_verification`) and the passes (`{job_table}_passes`,
+/// `{job_table}_pass_prefixes`).
 #[async_trait]
 pub trait SideTables: Send + Sync {
     /// Records each prefix's planned objects and bytes in the plan table
@@ -314,6 +315,31 @@ pub trait SideTables: Send + Sync {
     ) -> Result<HashMap<String, u64>, StoreError> {
         let _ = operations;
         Ok(HashMap::new())
+    }
+
+    /// Records a pass (`{job_table}_passes`, created on first use): a pass
+    /// recorded again gets its new times and figures.
+    async fn save_pass(&self, pass: &Pass) -> Result<(), StoreError> {
+        let _ = pass;
+        Err(StoreError::Unsupported(
+            "this state store keeps no pass table".into(),
+        ))
+    }
+    /// The passes, by number; empty when no pass was recorded.
+    async fn read_passes(&self) -> Result<Vec<Pass>, StoreError> {
+        Ok(Vec::new())
+    }
+    /// Records each prefix's pass (`{job_table}_pass_prefixes`, created on
+    /// first use): one row per prefix, the latest pass replacing the last.
+    async fn save_pass_prefixes(&self, rows: &[PassPrefix]) -> Result<(), StoreError> {
+        let _ = rows;
+        Err(StoreError::Unsupported(
+            "this state store keeps no pass table".into(),
+        ))
+    }
+    /// Every prefix's pass; empty when no pass was recorded.
+    async fn read_pass_prefixes(&self) -> Result<Vec<PassPrefix>, StoreError> {
+        Ok(Vec::new())
     }
 }
 

@@ -100,6 +100,15 @@ pub fn compare(
     (verification, offenses)
 }
 
+/// How many destination objects have no source object of the same name.
+pub fn only_in_destination(source: &[ObjectInfo], destination: &[ObjectInfo]) -> u64 {
+    let names: std::collections::HashSet<&str> = source.iter().map(|o| o.name.as_str()).collect();
+    destination
+        .iter()
+        .filter(|o| !names.contains(o.name.as_str()))
+        .count() as u64
+}
+
 /// The prefixes to check: those named (always), else every `done` prefix
 /// not verified since its row last changed (its last transfer).
 pub fn prefixes_to_check(

@@ -121,6 +121,40 @@ pub struct StatusReport {
     /// History rows whose operation JSON could not be read (left out).
     pub unreadable_snapshots: usize,
     pub verification: VerificationSummary,
+    /// The current pass (`sts-cutover`; none before its first run).
+    pub pass: Option<u32>,
+    /// Every pass with its figures: recorded at its end, or over the
+    /// latest operations of its prefixes while it runs.
+    pub passes: Vec<crate::records::Pass>,
+}
+
+/// The passes with their figures: an ended pass's as recorded, the open
+/// pass's over the latest snapshots of the prefixes in it.
+pub fn pass_figures(inputs: &Inputs) -> Vec<crate::records::Pass> {
+    let mut passes = inputs.passes.clone();
+    for pass in passes.iter_mut().filter(|p| p.ended_at.is_none()) {
+        let mut total = crate::model::Counters::default();
+        for (prefix, _) in inputs.pass_of.iter().filter(|(_, n)| **n == pass.pass) {
+            if let Some(snap) = inputs.latest.get(prefix) {
+                // Only operations of this pass: begun once it was queued
+                // (a prefix not started yet still shows the last pass's).
+                let of_pass = pass.pass == 1
+                    || pass
+                        .queued_at
+                        .zip(snap.op.start_time)
+                        .is_some_and(|(queued, start)| start >= queued);
+                if of_pass {
+                    total += &snap.op.counters;
+                }
+            }
+        }
+        pass.objects_found = total.objects_found_from_source;
+        pass.bytes_found = total.bytes_found_from_source;
+        pass.objects_copied = total.objects_copied_to_sink;
+        pass.bytes_copied = total.bytes_copied_to_sink;
+        pass.objects_deleted = total.objects_deleted_from_sink;
+    }
+    passes
 }
 
 /// How a report is taken: the manager's retry options and the stall rule's
@@ -164,6 +198,9 @@ pub struct Inputs {
     /// The verification table (sts-verify's verdicts).
     pub verifications: Vec<crate::records::Verification>,
     pub unreadable: usize,
+    /// The pass table (`sts-cutover`), and for an open pass its prefixes.
+    pub passes: Vec<crate::records::Pass>,
+    pub pass_of: HashMap<String, u32>,
 }
 
 impl Inputs {
@@ -459,6 +496,8 @@ pub fn report(inputs: &Inputs, now: DateTime<Utc>, params: &StatusParams) -> Sta
         error_codes,
         unreadable_snapshots: inputs.unreadable,
         verification: verification_summary(&inputs.jobs, &inputs.verifications),
+        pass: inputs.passes.last().map(|p| p.pass),
+        passes: pass_figures(inputs),
     }
 }
 
@@ -546,6 +585,55 @@ mod tests {
         );
     }
     use chrono::TimeZone;
+
+    #[test]
+    fn an_open_pass_counts_only_operations_begun_once_it_was_queued() {
+        use crate::analysis::figures::{Digest, Snapshot};
+        use crate::records::Pass;
+        let t = |s: i64| Utc.timestamp_opt(1_700_000_000 + s, 0).unwrap();
+        let snapshot = |start: i64, copied: i64| Snapshot {
+            op: Digest {
+                start_time: Some(t(start)),
+                counters: crate::model::Counters {
+                    objects_copied_to_sink: copied,
+                    ..Default::default()
+                },
+                ..Digest::default()
+            },
+            at: t(start + 1),
+        };
+        let ended = Pass {
+            pass: 1,
+            kind: "migration".into(),
+            ended_at: Some(t(50)),
+            objects_copied: 9,
+            ..Pass::default()
+        };
+        let open = Pass {
+            pass: 2,
+            kind: "delta".into(),
+            queued_at: Some(t(100)),
+            ..Pass::default()
+        };
+        let inputs = Inputs {
+            latest: HashMap::from([
+                ("a/".to_string(), snapshot(120, 2)),
+                ("b/".to_string(), snapshot(10, 5)),
+            ]),
+            passes: vec![ended.clone(), open],
+            pass_of: HashMap::from([("a/".to_string(), 2), ("b/".to_string(), 2)]),
+            ..Inputs::default()
+        };
+        let figures = pass_figures(&inputs);
+        assert_eq!(
+            figures[0], ended,
+            "an ended pass keeps its recorded figures"
+        );
+        assert_eq!(
+            figures[1].objects_copied, 2,
+            "b/ has not started in pass 2 yet: its pass-1 operation is not counted"
+        );
+    }
 
     fn at(minute: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 1, 1, 10, minute, 0).unwrap()

@@ -63,6 +63,18 @@ pub async fn read_inputs(
         HashSet::new()
     };
     let verifications = store.read_verifications().await?;
+    let passes = store.read_passes().await?;
+    // Prefixes are read only while a pass runs (an ended one has its figures).
+    let pass_of = if passes.last().is_some_and(|p| p.ended_at.is_none()) {
+        store
+            .read_pass_prefixes()
+            .await?
+            .into_iter()
+            .map(|r| (r.prefix, r.pass))
+            .collect()
+    } else {
+        HashMap::new()
+    };
     Ok(Inputs {
         jobs,
         verifications,
@@ -73,6 +85,8 @@ pub async fn read_inputs(
         planned,
         final_errors,
         unreadable,
+        passes,
+        pass_of,
     })
 }
 

@@ -51,6 +51,24 @@ impl StatusReport {
                 self.unlisted_prefixes
             );
         }
+        for pass in &self.passes {
+            let _ = writeln!(
+                out,
+                "Pass {} ({}{}): {} objects ({}) found, {} objects ({}) copied, {} deleted",
+                pass.pass,
+                pass.kind,
+                if pass.ended_at.is_some() {
+                    ", ended"
+                } else {
+                    ", current"
+                },
+                pass.objects_found,
+                b(pass.bytes_found),
+                pass.objects_copied,
+                b(pass.bytes_copied),
+                pass.objects_deleted
+            );
+        }
         let t = &self.throughput;
         let _ = writeln!(
             out,

@@ -1,9 +1,10 @@
-//! The plan, verification and failed-objects tables beside the job table
-//! in BigQuery (`{job_table}_plan`, `{job_table}_verification`,
-//! `{job_table}_failed_objects`), created on first use like the lease table
-//! and written with MERGE (one row per prefix; a prefix planned or checked
-//! again gets its new row; one row per operation, object and action, kept
-//! when read again).
+//! The tables beside the job table in BigQuery, created on first use like
+//! the lease table and written with MERGE: the plan (`{job_table}_plan`) and
+//! the verification results (`{job_table}_verification`), one row per prefix
+//! (a prefix planned or checked again gets its new row); the failed objects
+//! (`{job_table}_failed_objects`), one row per operation, object and action
+//! (kept when read again); the passes (`{job_table}_passes`,
+//! `{job_table}_pass_prefixes`), one row per pass and per prefix.
 
 use std::sync::atomic::Ordering;
 
@@ -15,7 +16,7 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 
 use super::sql::{self, TableName};
 use super::{columns, field, is_not_found, names_dataset, text, timestamp, BigQueryStore};
-use crate::records::{FailedObject, PlannedPrefix, Verification, VerifyResult};
+use crate::records::{FailedObject, Pass, PassPrefix, PlannedPrefix, Verification, VerifyResult};
 use crate::store::StoreError;
 
 /// Rows per MERGE: keeps each request well under BigQuery's size limits
@@ -109,6 +110,52 @@ const VERIFICATION_FIELDS: &[(&str, &str)] = &[
     ("offending_objects", "STRING"),
 ];
 
+pub fn passes_table_schema() -> TableSchema {
+    TableSchema::new(vec![
+        field("pass", FieldType::Int64, "REQUIRED"),
+        field("kind", FieldType::String, "REQUIRED"),
+        field("started_at", FieldType::Timestamp, "REQUIRED"),
+        field("queued_at", FieldType::Timestamp, "NULLABLE"),
+        field("ended_at", FieldType::Timestamp, "NULLABLE"),
+        field("objects_found", FieldType::Int64, "REQUIRED"),
+        field("bytes_found", FieldType::Int64, "REQUIRED"),
+        field("objects_copied", FieldType::Int64, "REQUIRED"),
+        field("bytes_copied", FieldType::Int64, "REQUIRED"),
+        field("objects_deleted", FieldType::Int64, "REQUIRED"),
+    ])
+}
+
+pub fn pass_prefixes_table_schema() -> TableSchema {
+    TableSchema::new(vec![
+        field("prefix", FieldType::String, "REQUIRED"),
+        field("pass", FieldType::Int64, "REQUIRED"),
+        field("modified_since", FieldType::Timestamp, "NULLABLE"),
+        field("mirror", FieldType::Bool, "REQUIRED"),
+    ])
+}
+
+const PASS_FIELDS: &[(&str, &str)] = &[
+    ("pass", "INT64"),
+    ("kind", "STRING"),
+    ("started_at", "TIMESTAMP"),
+    ("queued_at", "TIMESTAMP"),
+    ("ended_at", "TIMESTAMP"),
+    ("objects_found", "INT64"),
+    ("bytes_found", "INT64"),
+    ("objects_copied", "INT64"),
+    ("bytes_copied", "INT64"),
+    ("objects_deleted", "INT64"),
+];
+
+const PASS_PREFIX_FIELDS: &[(&str, &str)] = &[
+    ("prefix", "STRING"),
+    ("pass", "INT64"),
+    ("modified_since", "TIMESTAMP"),
+    ("mirror", "BOOL"),
+];
+
+const PASS_PREFIX_ROWS_PER_STATEMENT: usize = 5000;
+
 pub(super) fn table_beside(jobs: &TableName, suffix: &str) -> Result<TableName, StoreError> {
     TableName::new(
         &jobs.project,
@@ -119,6 +166,11 @@ pub(super) fn table_beside(jobs: &TableName, suffix: &str) -> Result<TableName, 
 
 /// `MERGE` of `@rows` into `table` by prefix.
 fn merge(table: &TableName, fields: &[(&str, &str)]) -> String {
+    merge_by(table, fields)
+}
+
+/// `MERGE` of `@rows` into `table` by its first field.
+fn merge_by(table: &TableName, fields: &[(&str, &str)]) -> String {
     let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
     let set = names[1..]
         .iter()
@@ -132,10 +184,11 @@ fn merge(table: &TableName, fields: &[(&str, &str)]) -> String {
         .join(", ");
     format!(
         "MERGE {t} AS t USING (SELECT {select} FROM UNNEST(@rows) AS r) AS s \
-         ON t.prefix = s.prefix \
+         ON t.{key} = s.{key} \
          WHEN MATCHED THEN UPDATE SET {set} \
          WHEN NOT MATCHED THEN INSERT ({columns}) VALUES ({values})",
         t = table.sql(),
+        key = names[0],
         columns = names.join(", "),
         values = names
             .iter()
@@ -384,6 +437,125 @@ impl BigQueryStore {
     }
 }
 
+fn optional_timestamp(
+    cell: &serde_json::Value,
+) -> Result<Option<chrono::DateTime<Utc>>, StoreError> {
+    if cell.is_null() {
+        Ok(None)
+    } else {
+        timestamp(cell).map(Some)
+    }
+}
+
+fn signed(cell: &serde_json::Value, what: &str) -> Result<i64, StoreError> {
+    let raw = text(cell, what)?;
+    raw.parse()
+        .map_err(|_| StoreError::CorruptRow(format!("{what} '{raw}'")))
+}
+
+impl BigQueryStore {
+    pub(super) async fn merge_pass(&self, pass: &Pass) -> Result<(), StoreError> {
+        let table = table_beside(&self.jobs, "_passes")?;
+        let row = vec![
+            ("pass", Some(pass.pass.to_string())),
+            ("kind", Some(pass.kind.clone())),
+            ("started_at", Some(sql::timestamp_value(pass.started_at))),
+            ("queued_at", pass.queued_at.map(sql::timestamp_value)),
+            ("ended_at", pass.ended_at.map(sql::timestamp_value)),
+            ("objects_found", Some(pass.objects_found.to_string())),
+            ("bytes_found", Some(pass.bytes_found.to_string())),
+            ("objects_copied", Some(pass.objects_copied.to_string())),
+            ("bytes_copied", Some(pass.bytes_copied.to_string())),
+            ("objects_deleted", Some(pass.objects_deleted.to_string())),
+        ];
+        self.beside_statement(
+            &table,
+            passes_table_schema,
+            &merge_by(&table, PASS_FIELDS),
+            vec![sql::struct_rows_param("rows", PASS_FIELDS, vec![row])],
+        )
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn select_passes(&self) -> Result<Vec<Pass>, StoreError> {
+        let table = table_beside(&self.jobs, "_passes")?;
+        let rows = self
+            .read_beside(&format!(
+                "SELECT pass, kind, UNIX_MICROS(started_at), UNIX_MICROS(queued_at),                  UNIX_MICROS(ended_at), objects_found, bytes_found, objects_copied,                  bytes_copied, objects_deleted FROM {} ORDER BY pass",
+                table.sql()
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let [pass, kind, started, queued, ended, found, bytes_found, copied, bytes_copied, deleted] =
+                    columns::<10>(row)?;
+                Ok(Pass {
+                    pass: u32::try_from(number(pass, "pass")?)
+                        .map_err(|_| StoreError::CorruptRow("pass out of range".into()))?,
+                    kind: text(kind, "kind")?,
+                    started_at: timestamp(started)?,
+                    queued_at: optional_timestamp(queued)?,
+                    ended_at: optional_timestamp(ended)?,
+                    objects_found: signed(found, "objects_found")?,
+                    bytes_found: signed(bytes_found, "bytes_found")?,
+                    objects_copied: signed(copied, "objects_copied")?,
+                    bytes_copied: signed(bytes_copied, "bytes_copied")?,
+                    objects_deleted: signed(deleted, "objects_deleted")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn merge_pass_prefixes(&self, rows: &[PassPrefix]) -> Result<(), StoreError> {
+        let table = table_beside(&self.jobs, "_pass_prefixes")?;
+        for batch in rows.chunks(PASS_PREFIX_ROWS_PER_STATEMENT) {
+            let rows = batch
+                .iter()
+                .map(|r| {
+                    vec![
+                        ("prefix", Some(r.prefix.clone())),
+                        ("pass", Some(r.pass.to_string())),
+                        ("modified_since", r.modified_since.map(sql::timestamp_value)),
+                        ("mirror", Some(r.mirror.to_string())),
+                    ]
+                })
+                .collect();
+            self.beside_statement(
+                &table,
+                pass_prefixes_table_schema,
+                &merge_by(&table, PASS_PREFIX_FIELDS),
+                vec![sql::struct_rows_param("rows", PASS_PREFIX_FIELDS, rows)],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn select_pass_prefixes(&self) -> Result<Vec<PassPrefix>, StoreError> {
+        let table = table_beside(&self.jobs, "_pass_prefixes")?;
+        let rows = self
+            .read_beside(&format!(
+                "SELECT prefix, pass, UNIX_MICROS(modified_since), mirror FROM {} ORDER BY prefix",
+                table.sql()
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let [prefix, pass, since, mirror] = columns::<4>(row)?;
+                let mirror = text(mirror, "mirror")?;
+                Ok(PassPrefix {
+                    prefix: text(prefix, "prefix")?,
+                    pass: u32::try_from(number(pass, "pass")?)
+                        .map_err(|_| StoreError::CorruptRow("pass out of range".into()))?,
+                    modified_since: optional_timestamp(since)?,
+                    mirror: mirror.eq_ignore_ascii_case("true"),
+                })
+            })
+            .collect()
+    }
+}
+
 #[async_trait::async_trait]
 impl crate::store::SideTables for BigQueryStore {
     async fn save_failed_objects(&self, rows: &[FailedObject]) -> Result<(), StoreError> {
@@ -413,6 +585,22 @@ impl crate::store::SideTables for BigQueryStore {
         operations: &[String],
     ) -> Result<std::collections::HashMap<String, u64>, StoreError> {
         self.count_failed_per_operation(operations).await
+    }
+
+    async fn save_pass(&self, pass: &Pass) -> Result<(), StoreError> {
+        self.merge_pass(pass).await
+    }
+
+    async fn read_passes(&self) -> Result<Vec<Pass>, StoreError> {
+        self.select_passes().await
+    }
+
+    async fn save_pass_prefixes(&self, rows: &[PassPrefix]) -> Result<(), StoreError> {
+        self.merge_pass_prefixes(rows).await
+    }
+
+    async fn read_pass_prefixes(&self) -> Result<Vec<PassPrefix>, StoreError> {
+        self.select_pass_prefixes().await
     }
 
     async fn save_plan(&self, planned: &[crate::records::PlannedPrefix]) -> Result<(), StoreError> {

@@ -19,7 +19,7 @@ mod side;
 use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StoreError};
 use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
-use crate::records::{FailedObject, PlannedPrefix, Verification, VerifyResult};
+use crate::records::{FailedObject, Pass, PassPrefix, PlannedPrefix, Verification, VerifyResult};
 use crate::store::HistoryReads;
 use crate::store::JobTable;
 use crate::store::LeaseStore;

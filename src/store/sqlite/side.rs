@@ -1,5 +1,5 @@
-//! The plan, verification and failed-objects tables on SQLite, created on
-//! first use.
+//! The tables beside the job table on SQLite, created on first use: the
+//! plan, the verification results, the failed objects and the passes.
 
 use super::*;
 
@@ -244,6 +244,25 @@ impl SideTables for SqliteStore {
         self.count(1);
         Ok(out)
     }
+
+    async fn save_pass(&self, pass: &Pass) -> Result<(), StoreError> {
+        self.save_pass_row(pass)
+    }
+
+    async fn read_passes(&self) -> Result<Vec<Pass>, StoreError> {
+        self.read_pass_rows()
+    }
+
+    async fn save_pass_prefixes(&self, rows: &[PassPrefix]) -> Result<(), StoreError> {
+        for chunk in rows.chunks(10_000) {
+            self.save_pass_prefix_rows(chunk)?;
+        }
+        Ok(())
+    }
+
+    async fn read_pass_prefixes(&self) -> Result<Vec<PassPrefix>, StoreError> {
+        self.read_pass_prefix_rows()
+    }
 }
 
 impl SqliteStore {
@@ -261,6 +280,175 @@ impl SqliteStore {
                 PRIMARY KEY (operation, object, action));
              CREATE INDEX IF NOT EXISTS {0}_failed_objects_prefix
                 ON {0}_failed_objects (prefix, object)",
+            self.job_table
+        )
+    }
+
+    pub(super) fn save_pass_row(&self, pass: &Pass) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute_batch(&self.pass_schema())?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {}_passes (pass, kind, started_at, queued_at, ended_at,
+                    objects_found, bytes_found, objects_copied, bytes_copied, objects_deleted)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (pass) DO UPDATE SET kind = excluded.kind,
+                    started_at = excluded.started_at, queued_at = excluded.queued_at,
+                    ended_at = excluded.ended_at, objects_found = excluded.objects_found,
+                    bytes_found = excluded.bytes_found, objects_copied = excluded.objects_copied,
+                    bytes_copied = excluded.bytes_copied, objects_deleted = excluded.objects_deleted",
+                self.job_table
+            ),
+            params![
+                pass.pass,
+                pass.kind,
+                timestamp_text(pass.started_at),
+                pass.queued_at.map(timestamp_text),
+                pass.ended_at.map(timestamp_text),
+                pass.objects_found,
+                pass.bytes_found,
+                pass.objects_copied,
+                pass.bytes_copied,
+                pass.objects_deleted
+            ],
+        )?;
+        tx.commit()?;
+        self.count(2);
+        Ok(())
+    }
+
+    pub(super) fn read_pass_rows(&self) -> Result<Vec<Pass>, StoreError> {
+        let conn = self.lock();
+        let statement = conn.prepare(&format!(
+            "SELECT pass, kind, started_at, queued_at, ended_at, objects_found, bytes_found,
+                objects_copied, bytes_copied, objects_deleted FROM {}_passes ORDER BY pass",
+            self.job_table
+        ));
+        let mut statement = match statement {
+            Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
+            other => other?,
+        };
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                [
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                    r.get::<_, i64>(7)?,
+                    r.get::<_, i64>(8)?,
+                    r.get::<_, i64>(9)?,
+                ],
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (pass, kind, started, queued, ended, figures) = row?;
+            out.push(Pass {
+                pass,
+                kind,
+                started_at: parse_timestamp(&started)?,
+                queued_at: queued.as_deref().map(parse_timestamp).transpose()?,
+                ended_at: ended.as_deref().map(parse_timestamp).transpose()?,
+                objects_found: figures[0],
+                bytes_found: figures[1],
+                objects_copied: figures[2],
+                bytes_copied: figures[3],
+                objects_deleted: figures[4],
+            });
+        }
+        self.count(1);
+        Ok(out)
+    }
+
+    pub(super) fn save_pass_prefix_rows(&self, rows: &[PassPrefix]) -> Result<(), StoreError> {
+        let encoded: Vec<(&str, u32, Option<String>, bool)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.prefix.as_str(),
+                    r.pass,
+                    r.modified_since.map(timestamp_text),
+                    r.mirror,
+                )
+            })
+            .collect();
+        let encoded =
+            serde_json::to_string(&encoded).map_err(|e| StoreError::CorruptRow(e.to_string()))?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute_batch(&self.pass_schema())?;
+        tx.execute(
+            &format!(
+                "INSERT INTO {}_pass_prefixes (prefix, pass, modified_since, mirror)
+                 SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3
+                 FROM json_each(?1) WHERE true
+                 ON CONFLICT (prefix) DO UPDATE SET pass = excluded.pass,
+                    modified_since = excluded.modified_since, mirror = excluded.mirror",
+                self.job_table
+            ),
+            params![encoded],
+        )?;
+        tx.commit()?;
+        self.count(2);
+        Ok(())
+    }
+
+    pub(super) fn read_pass_prefix_rows(&self) -> Result<Vec<PassPrefix>, StoreError> {
+        let conn = self.lock();
+        let statement = conn.prepare(&format!(
+            "SELECT prefix, pass, modified_since, mirror FROM {}_pass_prefixes ORDER BY prefix",
+            self.job_table
+        ));
+        let mut statement = match statement {
+            Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
+            other => other?,
+        };
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, u32>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, bool>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (prefix, pass, since, mirror) = row?;
+            out.push(PassPrefix {
+                prefix,
+                pass,
+                modified_since: since.as_deref().map(parse_timestamp).transpose()?,
+                mirror,
+            });
+        }
+        self.count(1);
+        Ok(out)
+    }
+
+    /// The pass tables: created on first use.
+    fn pass_schema(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {0}_passes (
+                pass INTEGER NOT NULL PRIMARY KEY,
+                kind TEXT NOT NULL,
+                started_at TEXT NOT NULL,
+                queued_at TEXT,
+                ended_at TEXT,
+                objects_found INTEGER NOT NULL,
+                bytes_found INTEGER NOT NULL,
+                objects_copied INTEGER NOT NULL,
+                bytes_copied INTEGER NOT NULL,
+                objects_deleted INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS {0}_pass_prefixes (
+                prefix TEXT NOT NULL PRIMARY KEY,
+                pass INTEGER NOT NULL,
+                modified_since TEXT,
+                mirror INTEGER NOT NULL)",
             self.job_table
         )
     }

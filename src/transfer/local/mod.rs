@@ -160,6 +160,9 @@ impl LocalEngine {
         if let Some(problem) = crate::prefixes::include_prefixes_problem(spec.include_prefixes()) {
             return Err(TransferError::InvalidArgument(problem));
         }
+        if let Some(problem) = spec.options_problem() {
+            return Err(TransferError::InvalidArgument(problem));
+        }
         for (role, bucket) in [("source", source), ("destination", sink)] {
             // Bucket names never hold a path; one that does cannot exist.
             let usable = !bucket.is_empty() && !bucket.contains(['/', '\\']) && bucket != "..";

@@ -16,7 +16,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{decode_operation, open_db, Faults, ENGINE_DIR};
 use crate::model::{
-    Counters, ErrorLogEntry, ErrorSummary, TransferOperation, MAX_ERROR_LOG_ENTRIES,
+    Counters, ErrorLogEntry, ErrorSummary, OverwriteWhen, TransferOperation, MAX_ERROR_LOG_ENTRIES,
 };
 use crate::store::sqlite::timestamp_text;
 
@@ -160,10 +160,38 @@ fn promote_and_claim(
     claimed.collect()
 }
 
-/// One object to copy: its name and size at listing time.
+/// One object to copy: its name, size and update time (the file's
+/// modification time) at listing time.
 struct Object {
     name: String,
     size: u64,
+    modified: Option<chrono::DateTime<Utc>>,
+}
+
+/// What the engine does with one source object that passed the object
+/// conditions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Action {
+    Copy,
+    /// Already in the sink and not overwritten: counted as skipped by sync.
+    Skip,
+}
+
+/// The object's fate under `overwriteWhen`: a missing object is always
+/// copied; one in the sink is overwritten ALWAYS, never NEVER, and when
+/// its content differs DIFFERENT (`same` is asked only then).
+pub(crate) fn action(in_sink: bool, when: OverwriteWhen, same: impl FnOnce() -> bool) -> Action {
+    match (in_sink, when) {
+        (false, _) | (true, OverwriteWhen::Always) => Action::Copy,
+        (true, OverwriteWhen::Never) => Action::Skip,
+        (true, OverwriteWhen::Different | OverwriteWhen::Unspecified) => {
+            if same() {
+                Action::Skip
+            } else {
+                Action::Copy
+            }
+        }
+    }
 }
 
 /// Every object under `bucket_dir` whose name starts with one of `prefixes`.
@@ -189,8 +217,16 @@ fn list_objects(bucket_dir: &Path, prefixes: &[String]) -> io::Result<Vec<Object
                 continue;
             }
             // A dangling link still is an object; its copy will fail.
-            let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-            objects.push(Object { name, size });
+            let metadata = std::fs::metadata(&path).ok();
+            let size = metadata.as_ref().map(|m| m.len()).unwrap_or(0);
+            let modified = metadata
+                .and_then(|m| m.modified().ok())
+                .map(chrono::DateTime::<Utc>::from);
+            objects.push(Object {
+                name,
+                size,
+                modified,
+            });
         }
     }
     objects.sort_by(|a, b| a.name.cmp(&b.name));
@@ -342,6 +378,14 @@ impl Execution<'_> {
     }
 
     fn record_failure(&mut self, code: &str, url: String, details: String, size: u64) {
+        self.note_error(code, url, details);
+        self.op.counters.objects_from_source_failed += 1;
+        self.op.counters.bytes_from_source_failed += size as i64;
+    }
+
+    /// An error in the operation's errorBreakdowns (at most
+    /// MAX_ERROR_LOG_ENTRIES samples per code); it fails the operation.
+    fn note_error(&mut self, code: &str, url: String, details: String) {
         let summary = self
             .failures
             .entry(code.to_string())
@@ -356,8 +400,6 @@ impl Execution<'_> {
                 error_details: vec![details],
             });
         }
-        self.op.counters.objects_from_source_failed += 1;
-        self.op.counters.bytes_from_source_failed += size as i64;
     }
 
     /// Waits until the operation may go on; false when it must stop.
@@ -439,7 +481,9 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
     let spec = op.transfer_spec.clone();
     let source_dir = root.join(spec.source_bucket().unwrap_or_default());
     let sink_dir = root.join(spec.sink_bucket().unwrap_or_default());
-    let overwrite = spec.overwrite();
+    let overwrite = spec.overwrite_when();
+    let conditions = spec.conditions();
+    let options = spec.transfer_options.clone().unwrap_or_default();
     let mut run = Execution {
         conn,
         name,
@@ -468,9 +512,19 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
             format!("the {role} bucket '{bucket}' does not exist"),
         );
     }
+    // Every source object under the prefixes: what the sink is mirrored
+    // against (time conditions never exclude sink objects, and STS refuses
+    // them with deleteObjectsUniqueInSink anyway).
+    let mut source_names = std::collections::HashSet::new();
     if missing.is_empty() {
         match list_objects(&source_dir, spec.include_prefixes()) {
-            Ok(found) => objects = found,
+            Ok(found) => {
+                source_names = found.iter().map(|o| o.name.clone()).collect();
+                objects = found
+                    .into_iter()
+                    .filter(|o| conditions.admits(o.modified))
+                    .collect();
+            }
             Err(e) => {
                 let url = format!("gs://{}/", spec.source_bucket().unwrap_or_default());
                 run.record_operation_failure(
@@ -511,7 +565,10 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
                 "injected fault",
                 faults.log_delay_seconds,
             )?;
-        } else if !overwrite && sink.exists() && same_content(&source, &sink).unwrap_or(false) {
+        } else if action(sink.exists(), overwrite, || {
+            same_content(&source, &sink).unwrap_or(false)
+        }) == Action::Skip
+        {
             run.op.counters.objects_from_source_skipped_by_sync += 1;
             run.op.counters.bytes_from_source_skipped_by_sync += object.size as i64;
         } else {
@@ -527,6 +584,20 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
                 Ok(()) => {
                     run.op.counters.objects_copied_to_sink += 1;
                     run.op.counters.bytes_copied_to_sink += object.size as i64;
+                    if options.delete_objects_from_source_after_transfer {
+                        match std::fs::remove_file(&source) {
+                            Ok(()) => {
+                                run.op.counters.objects_deleted_from_source += 1;
+                                run.op.counters.bytes_deleted_from_source += object.size as i64;
+                            }
+                            Err(e) => run.record_failure(
+                                error_code(&e),
+                                url,
+                                format!("deleting the source object failed: {e}"),
+                                0,
+                            ),
+                        }
+                    }
                 }
                 Err(e) => {
                     run.record_failure(error_code(&e), url, e.to_string(), object.size);
@@ -540,6 +611,54 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
             }
         }
         run.save(false)?;
+    }
+    if options.delete_objects_unique_in_sink && missing.is_empty() && run.failures.is_empty() {
+        // Mirror: what the sink holds under the prefixes and the source
+        // does not is deleted (objectsFoundOnlyFromSink, objectsDeletedFromSink).
+        let only_in_sink: Vec<Object> = match list_objects(&sink_dir, spec.include_prefixes()) {
+            Ok(found) => found
+                .into_iter()
+                .filter(|o| !source_names.contains(&o.name))
+                .collect(),
+            Err(e) => {
+                let url = format!("gs://{}/", spec.sink_bucket().unwrap_or_default());
+                run.record_failure(
+                    error_code(&e),
+                    url,
+                    format!("listing the sink failed: {e}"),
+                    0,
+                );
+                vec![]
+            }
+        };
+        for object in &only_in_sink {
+            if !run.wait_for_go(&mut faults, root)? {
+                return run.save(true);
+            }
+            run.op.counters.objects_found_only_from_sink += 1;
+            run.op.counters.bytes_found_only_from_sink += object.size as i64;
+            match std::fs::remove_file(sink_dir.join(&object.name)) {
+                Ok(()) => {
+                    run.op.counters.objects_deleted_from_sink += 1;
+                    run.op.counters.bytes_deleted_from_sink += object.size as i64;
+                }
+                Err(e) => {
+                    let url = format!(
+                        "gs://{}/{}",
+                        spec.sink_bucket().unwrap_or_default(),
+                        object.name
+                    );
+                    run.note_error(
+                        error_code(&e),
+                        url,
+                        format!("deleting the sink object failed: {e}"),
+                    );
+                    run.op.counters.objects_failed_to_delete_from_sink += 1;
+                    run.op.counters.bytes_failed_to_delete_from_sink += object.size as i64;
+                }
+            }
+            run.save(false)?;
+        }
     }
     if !run.wait_for_go(&mut faults, root)? {
         return run.save(true);
@@ -565,4 +684,261 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
         )
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{
+        Date, JobStatus, ObjectConditions, OperationStatus, Schedule, TransferJob, TransferOptions,
+        TransferSpec,
+    };
+    use crate::transfer::local::{LocalEngine, Mode};
+    use crate::transfer::TransferService;
+
+    #[test]
+    fn overwrite_when_decides_for_objects_already_in_the_sink() {
+        let never_asked = || -> bool { panic!("content compared needlessly") };
+        assert_eq!(
+            action(false, OverwriteWhen::Never, never_asked),
+            Action::Copy
+        );
+        assert_eq!(
+            action(true, OverwriteWhen::Always, never_asked),
+            Action::Copy
+        );
+        assert_eq!(
+            action(true, OverwriteWhen::Never, never_asked),
+            Action::Skip
+        );
+        assert_eq!(
+            action(true, OverwriteWhen::Different, || true),
+            Action::Skip
+        );
+        assert_eq!(
+            action(true, OverwriteWhen::Different, || false),
+            Action::Copy
+        );
+    }
+
+    fn write(path: &Path, bytes: &[u8], modified: Option<std::time::SystemTime>) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+        if let Some(t) = modified {
+            File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
+        }
+    }
+
+    /// Runs one job of `spec` on an executing engine until its operation ends.
+    async fn run(root: &Path, name: &str, spec: TransferSpec) -> TransferOperation {
+        let engine = LocalEngine::open(root, Mode::Execute).unwrap();
+        let job = TransferJob {
+            name: format!("transferJobs/{name}"),
+            description: String::new(),
+            project_id: "p".into(),
+            transfer_spec: spec,
+            schedule: Some(Schedule::one_time(Date::today_utc())),
+            status: JobStatus::Enabled,
+            latest_operation_name: None,
+            creation_time: None,
+            deletion_time: None,
+            logging_config: None,
+        };
+        let created = engine.create_job(&job).await.unwrap();
+        let op_name = created.latest_operation_name.unwrap();
+        loop {
+            let op = engine.get_operation(&op_name).unwrap();
+            if !op.status.is_active() {
+                return op;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spec(conditions: ObjectConditions, options: TransferOptions) -> TransferSpec {
+        let mut spec = TransferSpec::for_prefix("src", "dst", "p/", Some(options));
+        let include = spec.include_prefixes().to_vec();
+        spec.object_conditions = Some(ObjectConditions {
+            include_prefixes: include,
+            ..conditions
+        });
+        spec
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn last_modified_since_leaves_older_objects_out_of_the_operation() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let old = std::time::SystemTime::UNIX_EPOCH + Duration::from_secs(1_600_000_000);
+        write(&root.join("src/p/old"), b"old", Some(old));
+        write(&root.join("src/p/new"), b"new!", None);
+        std::fs::create_dir_all(root.join("dst")).unwrap();
+        let since = chrono::DateTime::<Utc>::from(old) + chrono::Duration::days(1);
+        let op = run(
+            root,
+            "since",
+            spec(
+                ObjectConditions {
+                    last_modified_since: Some(since),
+                    ..Default::default()
+                },
+                TransferOptions::default(),
+            ),
+        )
+        .await;
+        assert_eq!(op.status, OperationStatus::Success);
+        assert_eq!(op.counters.objects_found_from_source, 1);
+        assert_eq!(op.counters.objects_copied_to_sink, 1);
+        assert_eq!(op.counters.bytes_copied_to_sink, 4);
+        assert!(root.join("dst/p/new").exists());
+        assert!(!root.join("dst/p/old").exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn never_keeps_the_sink_and_always_rewrites_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(&root.join("src/p/a"), b"source", None);
+        write(&root.join("dst/p/a"), b"sink!!", None);
+        let with = |when| TransferOptions {
+            overwrite_when: Some(when),
+            // overwriteWhen decides; this only counts when it is not set.
+            overwrite_objects_already_existing_in_sink: true,
+            ..Default::default()
+        };
+        let op = run(
+            root,
+            "never",
+            spec(Default::default(), with(OverwriteWhen::Never)),
+        )
+        .await;
+        assert_eq!(op.counters.objects_from_source_skipped_by_sync, 1);
+        assert_eq!(std::fs::read(root.join("dst/p/a")).unwrap(), b"sink!!");
+        let op = run(
+            root,
+            "different",
+            spec(Default::default(), with(OverwriteWhen::Different)),
+        )
+        .await;
+        assert_eq!(op.counters.objects_copied_to_sink, 1);
+        assert_eq!(std::fs::read(root.join("dst/p/a")).unwrap(), b"source");
+        let op = run(
+            root,
+            "different-again",
+            spec(Default::default(), with(OverwriteWhen::Different)),
+        )
+        .await;
+        assert_eq!(op.counters.objects_from_source_skipped_by_sync, 1);
+        let op = run(
+            root,
+            "always",
+            spec(Default::default(), with(OverwriteWhen::Always)),
+        )
+        .await;
+        assert_eq!(op.counters.objects_copied_to_sink, 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn mirror_deletes_what_only_the_sink_holds_under_the_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(&root.join("src/p/a"), b"a", None);
+        write(&root.join("dst/p/a"), b"a", None);
+        write(&root.join("dst/p/gone"), b"gone", None);
+        write(&root.join("dst/other/kept"), b"kept", None);
+        let op = run(
+            root,
+            "mirror",
+            spec(
+                Default::default(),
+                TransferOptions {
+                    delete_objects_unique_in_sink: true,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await;
+        assert_eq!(op.status, OperationStatus::Success);
+        assert_eq!(op.counters.objects_found_only_from_sink, 1);
+        assert_eq!(op.counters.objects_deleted_from_sink, 1);
+        assert_eq!(op.counters.bytes_deleted_from_sink, 4);
+        assert!(!root.join("dst/p/gone").exists());
+        assert!(root.join("dst/other/kept").exists(), "outside the prefix");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_move_deletes_each_source_object_once_copied() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        write(&root.join("src/p/a"), b"abc", None);
+        std::fs::create_dir_all(root.join("dst")).unwrap();
+        let op = run(
+            root,
+            "move",
+            spec(
+                Default::default(),
+                TransferOptions {
+                    delete_objects_from_source_after_transfer: true,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await;
+        assert_eq!(op.counters.objects_deleted_from_source, 1);
+        assert!(!root.join("src/p/a").exists());
+        assert_eq!(std::fs::read(root.join("dst/p/a")).unwrap(), b"abc");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_mirror_with_a_time_condition_is_refused_as_sts_refuses_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("src")).unwrap();
+        std::fs::create_dir_all(root.join("dst")).unwrap();
+        let engine = LocalEngine::open(root, Mode::Control).unwrap();
+        let refused = [
+            spec(
+                ObjectConditions {
+                    last_modified_since: Some(Utc::now()),
+                    ..Default::default()
+                },
+                TransferOptions {
+                    delete_objects_unique_in_sink: true,
+                    ..Default::default()
+                },
+            ),
+            spec(
+                Default::default(),
+                TransferOptions {
+                    delete_objects_unique_in_sink: true,
+                    delete_objects_from_source_after_transfer: true,
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (i, spec) in refused.into_iter().enumerate() {
+            let job = TransferJob {
+                name: format!("transferJobs/refused-{i}"),
+                description: String::new(),
+                project_id: "p".into(),
+                transfer_spec: spec,
+                schedule: None,
+                status: JobStatus::Enabled,
+                latest_operation_name: None,
+                creation_time: None,
+                deletion_time: None,
+                logging_config: None,
+            };
+            let error = engine.create_job(&job).await.unwrap_err();
+            assert!(
+                matches!(error, crate::transfer::TransferError::InvalidArgument(_)),
+                "{error}"
+            );
+        }
+    }
 }
