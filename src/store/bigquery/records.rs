@@ -27,16 +27,33 @@ const VERIFICATION_ROWS_PER_STATEMENT: usize = 200;
 /// message.
 const FAILED_OBJECT_ROWS_PER_STATEMENT: usize = 1000;
 
+/// A side table's schema from its one column list (the same list its
+/// MERGE statements and row parameters use): every column REQUIRED but
+/// those named `nullable`.
+fn schema_of(fields: &[(&str, &str)], nullable: &[&str]) -> TableSchema {
+    TableSchema::new(
+        fields
+            .iter()
+            .map(|(name, kind)| {
+                let kind = match *kind {
+                    "INT64" => FieldType::Int64,
+                    "TIMESTAMP" => FieldType::Timestamp,
+                    "BOOL" => FieldType::Bool,
+                    _ => FieldType::String,
+                };
+                let mode = if nullable.contains(name) {
+                    "NULLABLE"
+                } else {
+                    "REQUIRED"
+                };
+                field(name, kind, mode)
+            })
+            .collect(),
+    )
+}
+
 pub fn failed_objects_table_schema() -> TableSchema {
-    TableSchema::new(vec![
-        field("prefix", FieldType::String, "REQUIRED"),
-        field("object", FieldType::String, "REQUIRED"),
-        field("action", FieldType::String, "REQUIRED"),
-        field("error_code", FieldType::String, "REQUIRED"),
-        field("message", FieldType::String, "REQUIRED"),
-        field("operation", FieldType::String, "REQUIRED"),
-        field("time", FieldType::Timestamp, "REQUIRED"),
-    ])
+    schema_of(FAILED_OBJECT_FIELDS, &[])
 }
 
 const FAILED_OBJECT_FIELDS: &[(&str, &str)] = &[
@@ -73,24 +90,11 @@ fn insert_new_failed_objects(table: &TableName) -> String {
 }
 
 pub fn plan_table_schema() -> TableSchema {
-    TableSchema::new(vec![
-        field("prefix", FieldType::String, "REQUIRED"),
-        field("objects", FieldType::Int64, "REQUIRED"),
-        field("bytes", FieldType::Int64, "REQUIRED"),
-        field("planned_at", FieldType::Timestamp, "REQUIRED"),
-    ])
+    schema_of(PLAN_FIELDS, &[])
 }
 
 pub fn verification_table_schema() -> TableSchema {
-    TableSchema::new(vec![
-        field("prefix", FieldType::String, "REQUIRED"),
-        field("result", FieldType::String, "REQUIRED"),
-        field("objects_compared", FieldType::Int64, "REQUIRED"),
-        field("missing", FieldType::Int64, "REQUIRED"),
-        field("different", FieldType::Int64, "REQUIRED"),
-        field("checked_at", FieldType::Timestamp, "REQUIRED"),
-        field("offending_objects", FieldType::String, "REQUIRED"),
-    ])
+    schema_of(VERIFICATION_FIELDS, &[])
 }
 
 const PLAN_FIELDS: &[(&str, &str)] = &[
@@ -111,27 +115,11 @@ const VERIFICATION_FIELDS: &[(&str, &str)] = &[
 ];
 
 pub fn passes_table_schema() -> TableSchema {
-    TableSchema::new(vec![
-        field("pass", FieldType::Int64, "REQUIRED"),
-        field("kind", FieldType::String, "REQUIRED"),
-        field("started_at", FieldType::Timestamp, "REQUIRED"),
-        field("queued_at", FieldType::Timestamp, "NULLABLE"),
-        field("ended_at", FieldType::Timestamp, "NULLABLE"),
-        field("objects_found", FieldType::Int64, "REQUIRED"),
-        field("bytes_found", FieldType::Int64, "REQUIRED"),
-        field("objects_copied", FieldType::Int64, "REQUIRED"),
-        field("bytes_copied", FieldType::Int64, "REQUIRED"),
-        field("objects_deleted", FieldType::Int64, "REQUIRED"),
-    ])
+    schema_of(PASS_FIELDS, &["queued_at", "ended_at"])
 }
 
 pub fn pass_prefixes_table_schema() -> TableSchema {
-    TableSchema::new(vec![
-        field("prefix", FieldType::String, "REQUIRED"),
-        field("pass", FieldType::Int64, "REQUIRED"),
-        field("modified_since", FieldType::Timestamp, "NULLABLE"),
-        field("mirror", FieldType::Bool, "REQUIRED"),
-    ])
+    schema_of(PASS_PREFIX_FIELDS, &["modified_since"])
 }
 
 const PASS_FIELDS: &[(&str, &str)] = &[
@@ -620,5 +608,58 @@ impl crate::store::SideTables for BigQueryStore {
 
     async fn read_verifications(&self) -> Result<Vec<crate::records::Verification>, StoreError> {
         self.select_verifications().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn columns_of(schema: &TableSchema) -> Vec<(String, String, String)> {
+        schema
+            .fields()
+            .clone()
+            .unwrap_or_default()
+            .iter()
+            .map(|f| {
+                let kind = serde_json::to_value(&f.r#type).unwrap_or_default();
+                (
+                    f.name.clone(),
+                    kind.as_str().unwrap_or_default().to_string(),
+                    f.mode.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn each_side_table_schema_comes_from_its_one_column_list() {
+        let passes = columns_of(&passes_table_schema());
+        assert_eq!(passes.len(), PASS_FIELDS.len());
+        assert_eq!(
+            passes[..5],
+            [
+                ("pass".into(), "INT64".into(), "REQUIRED".into()),
+                ("kind".into(), "STRING".into(), "REQUIRED".into()),
+                ("started_at".into(), "TIMESTAMP".into(), "REQUIRED".into()),
+                ("queued_at".into(), "TIMESTAMP".into(), "NULLABLE".into()),
+                ("ended_at".into(), "TIMESTAMP".into(), "NULLABLE".into()),
+            ]
+        );
+        let prefixes = columns_of(&pass_prefixes_table_schema());
+        assert_eq!(
+            prefixes[3],
+            ("mirror".into(), "BOOL".into(), "REQUIRED".into())
+        );
+        for (schema, fields) in [
+            (plan_table_schema(), PLAN_FIELDS),
+            (verification_table_schema(), VERIFICATION_FIELDS),
+            (failed_objects_table_schema(), FAILED_OBJECT_FIELDS),
+        ] {
+            let names: Vec<String> = columns_of(&schema).into_iter().map(|c| c.0).collect();
+            let declared: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
+            assert_eq!(names, declared);
+            assert!(columns_of(&schema).iter().all(|c| c.2 == "REQUIRED"));
+        }
     }
 }
