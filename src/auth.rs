@@ -261,6 +261,18 @@ impl GoogleAuth {
         }
     }
 
+    /// `request` with this caller's `Authorization` header (none when
+    /// anonymous): what every client sends each attempt with.
+    pub async fn authorize(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<reqwest::RequestBuilder, AuthError> {
+        Ok(match self.authorization().await? {
+            Some(header) => request.header(reqwest::header::AUTHORIZATION, header),
+            None => request,
+        })
+    }
+
     /// The `Authorization` header value, or `None` when anonymous. Tokens are
     /// cached and refreshed by google-cloud-auth. Bounded: a token endpoint
     /// that accepts and never answers costs at most [`TOKEN_ATTEMPTS`] waits

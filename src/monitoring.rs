@@ -91,15 +91,11 @@ impl CloudMonitoring {
     /// One `timeSeries.create`.
     async fn write(&self, body: &Value) -> Result<(), (Failure, String)> {
         let url = format!("{}/v3/projects/{}/timeSeries", self.endpoint, self.project);
-        let mut request = self.http.post(url).json(body);
-        if let Some(authorization) = self
+        let request = self
             .auth
-            .authorization()
+            .authorize(self.http.post(url).json(body))
             .await
-            .map_err(|e| (Failure::Permanent, e.to_string()))?
-        {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization);
-        }
+            .map_err(|e| (Failure::Permanent, e.to_string()))?;
         let response = request
             .send()
             .await

@@ -122,15 +122,11 @@ impl GcsClient {
     ) -> Result<Value, Failed<StorageError>> {
         let permanent = Failed::permanent;
         self.requests.fetch_add(1, Ordering::Relaxed);
-        let mut request = self.http.get(url).query(query);
-        if let Some(authorization) = self
+        let request = self
             .auth
-            .authorization()
+            .authorize(self.http.get(url).query(query))
             .await
-            .map_err(|e| permanent(e.into()))?
-        {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization);
-        }
+            .map_err(|e| permanent(e.into()))?;
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {

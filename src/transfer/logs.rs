@@ -285,15 +285,11 @@ impl CloudLogging {
             tokio::time::sleep(wait).await;
         }
         let url = format!("{}/v2/entries:list", self.endpoint);
-        let mut request = self.http.post(url).json(body);
-        if let Some(authorization) = self
+        let request = self
             .auth
-            .authorization()
+            .authorize(self.http.post(url).json(body))
             .await
-            .map_err(|e| (Failure::Permanent, e.to_string()))?
-        {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization);
-        }
+            .map_err(|e| (Failure::Permanent, e.to_string()))?;
         let response = request
             .send()
             .await

@@ -148,17 +148,14 @@ impl StsClient {
             pacer.wait(quota).await;
         }
         let mut request = self.http.request(method.clone(), url).query(query);
-        if let Some(authorization) = self
-            .auth
-            .authorization()
-            .await
-            .map_err(|e| permanent(e.into()))?
-        {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization);
-        }
         if let Some(body) = body {
             request = request.json(body);
         }
+        let request = self
+            .auth
+            .authorize(request)
+            .await
+            .map_err(|e| permanent(e.into()))?;
         let response = match request.send().await {
             Ok(response) => response,
             Err(e) => {
@@ -528,10 +525,9 @@ impl TransferService for StsClient {
             return Ok(None);
         };
         let url = format!("{endpoint}/storage/v1/b/{}", url_segment(bucket));
-        let mut request = self.http.get(&url).query(&[("fields", "name")]);
-        if let Some(authorization) = auth.authorization().await? {
-            request = request.header(reqwest::header::AUTHORIZATION, authorization);
-        }
+        let request = auth
+            .authorize(self.http.get(&url).query(&[("fields", "name")]))
+            .await?;
         match request.send().await {
             Ok(r) if r.status().is_success() => Ok(Some(true)),
             Ok(r) if r.status() == StatusCode::NOT_FOUND => Ok(Some(false)),

@@ -152,11 +152,6 @@ pub(super) fn table_beside(jobs: &TableName, suffix: &str) -> Result<TableName, 
     )
 }
 
-/// `MERGE` of `@rows` into `table` by prefix.
-fn merge(table: &TableName, fields: &[(&str, &str)]) -> String {
-    merge_by(table, fields)
-}
-
 /// `MERGE` of `@rows` into `table` by its first field.
 fn merge_by(table: &TableName, fields: &[(&str, &str)]) -> String {
     let names: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
@@ -227,30 +222,53 @@ impl BigQueryStore {
         }
     }
 
-    pub(super) async fn merge_plan(&self, planned: &[PlannedPrefix]) -> Result<(), StoreError> {
-        let table = table_beside(&self.jobs, "_plan")?;
-        let now = sql::timestamp_value(Utc::now());
-        for batch in planned.chunks(PLAN_ROWS_PER_STATEMENT) {
-            let rows = batch
-                .iter()
-                .map(|p| {
-                    vec![
-                        ("prefix", Some(p.prefix.clone())),
-                        ("objects", Some(p.objects.to_string())),
-                        ("bytes", Some(p.bytes.to_string())),
-                        ("planned_at", Some(now.clone())),
-                    ]
-                })
-                .collect();
+    /// Writes `items` into a side table, `per_statement` rows a statement
+    /// (`statement` takes them as `@rows`), each row made just before its
+    /// batch is sent.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_beside<T>(
+        &self,
+        table: &TableName,
+        schema: fn() -> TableSchema,
+        statement: &str,
+        fields: &[(&str, &str)],
+        items: &[T],
+        per_statement: usize,
+        row: impl Fn(&T) -> Result<Vec<(&'static str, Option<String>)>, StoreError>,
+    ) -> Result<(), StoreError> {
+        for batch in items.chunks(per_statement.max(1)) {
+            let rows = batch.iter().map(&row).collect::<Result<Vec<_>, _>>()?;
             self.beside_statement(
-                &table,
-                plan_table_schema,
-                &merge(&table, PLAN_FIELDS),
-                vec![sql::struct_rows_param("rows", PLAN_FIELDS, rows)],
+                table,
+                schema,
+                statement,
+                vec![sql::struct_rows_param("rows", fields, rows)],
             )
             .await?;
         }
         Ok(())
+    }
+
+    pub(super) async fn merge_plan(&self, planned: &[PlannedPrefix]) -> Result<(), StoreError> {
+        let table = table_beside(&self.jobs, "_plan")?;
+        let now = sql::timestamp_value(Utc::now());
+        self.write_beside(
+            &table,
+            plan_table_schema,
+            &merge_by(&table, PLAN_FIELDS),
+            PLAN_FIELDS,
+            planned,
+            PLAN_ROWS_PER_STATEMENT,
+            |p| {
+                Ok(vec![
+                    ("prefix", Some(p.prefix.clone())),
+                    ("objects", Some(p.objects.to_string())),
+                    ("bytes", Some(p.bytes.to_string())),
+                    ("planned_at", Some(now.clone())),
+                ])
+            },
+        )
+        .await
     }
 
     pub(super) async fn select_plan(&self) -> Result<Vec<PlannedPrefix>, StoreError> {
@@ -278,12 +296,17 @@ impl BigQueryStore {
         checked: &[Verification],
     ) -> Result<(), StoreError> {
         let table = table_beside(&self.jobs, "_verification")?;
-        for batch in checked.chunks(VERIFICATION_ROWS_PER_STATEMENT) {
-            let mut rows = Vec::with_capacity(batch.len());
-            for v in batch {
+        self.write_beside(
+            &table,
+            verification_table_schema,
+            &merge_by(&table, VERIFICATION_FIELDS),
+            VERIFICATION_FIELDS,
+            checked,
+            VERIFICATION_ROWS_PER_STATEMENT,
+            |v| {
                 let offending = serde_json::to_string(&v.offending_objects)
                     .map_err(|e| StoreError::CorruptRow(e.to_string()))?;
-                rows.push(vec![
+                Ok(vec![
                     ("prefix", Some(v.prefix.clone())),
                     ("result", Some(v.result.as_str().to_string())),
                     ("objects_compared", Some(v.objects_compared.to_string())),
@@ -291,17 +314,10 @@ impl BigQueryStore {
                     ("different", Some(v.different.to_string())),
                     ("checked_at", Some(sql::timestamp_value(v.checked_at))),
                     ("offending_objects", Some(offending)),
-                ]);
-            }
-            self.beside_statement(
-                &table,
-                verification_table_schema,
-                &merge(&table, VERIFICATION_FIELDS),
-                vec![sql::struct_rows_param("rows", VERIFICATION_FIELDS, rows)],
-            )
-            .await?;
-        }
-        Ok(())
+                ])
+            },
+        )
+        .await
     }
 
     pub(super) async fn select_verifications(&self) -> Result<Vec<Verification>, StoreError> {
@@ -342,30 +358,26 @@ impl BigQueryStore {
         failed: &[FailedObject],
     ) -> Result<(), StoreError> {
         let table = table_beside(&self.jobs, "_failed_objects")?;
-        for batch in failed.chunks(FAILED_OBJECT_ROWS_PER_STATEMENT) {
-            let rows = batch
-                .iter()
-                .map(|f| {
-                    vec![
-                        ("prefix", Some(f.prefix.clone())),
-                        ("object", Some(f.object.clone())),
-                        ("action", Some(f.action.clone())),
-                        ("error_code", Some(f.error_code.clone())),
-                        ("message", Some(f.message.clone())),
-                        ("operation", Some(f.operation.clone())),
-                        ("time", Some(sql::timestamp_value(f.time))),
-                    ]
-                })
-                .collect();
-            self.beside_statement(
-                &table,
-                failed_objects_table_schema,
-                &insert_new_failed_objects(&table),
-                vec![sql::struct_rows_param("rows", FAILED_OBJECT_FIELDS, rows)],
-            )
-            .await?;
-        }
-        Ok(())
+        self.write_beside(
+            &table,
+            failed_objects_table_schema,
+            &insert_new_failed_objects(&table),
+            FAILED_OBJECT_FIELDS,
+            failed,
+            FAILED_OBJECT_ROWS_PER_STATEMENT,
+            |f| {
+                Ok(vec![
+                    ("prefix", Some(f.prefix.clone())),
+                    ("object", Some(f.object.clone())),
+                    ("action", Some(f.action.clone())),
+                    ("error_code", Some(f.error_code.clone())),
+                    ("message", Some(f.message.clone())),
+                    ("operation", Some(f.operation.clone())),
+                    ("time", Some(sql::timestamp_value(f.time))),
+                ])
+            },
+        )
+        .await
     }
 
     pub(super) async fn select_failed_objects(&self) -> Result<Vec<FailedObject>, StoreError> {
@@ -497,27 +509,23 @@ impl BigQueryStore {
 
     pub(super) async fn merge_pass_prefixes(&self, rows: &[PassPrefix]) -> Result<(), StoreError> {
         let table = table_beside(&self.jobs, "_pass_prefixes")?;
-        for batch in rows.chunks(PASS_PREFIX_ROWS_PER_STATEMENT) {
-            let rows = batch
-                .iter()
-                .map(|r| {
-                    vec![
-                        ("prefix", Some(r.prefix.clone())),
-                        ("pass", Some(r.pass.to_string())),
-                        ("modified_since", r.modified_since.map(sql::timestamp_value)),
-                        ("mirror", Some(r.mirror.to_string())),
-                    ]
-                })
-                .collect();
-            self.beside_statement(
-                &table,
-                pass_prefixes_table_schema,
-                &merge_by(&table, PASS_PREFIX_FIELDS),
-                vec![sql::struct_rows_param("rows", PASS_PREFIX_FIELDS, rows)],
-            )
-            .await?;
-        }
-        Ok(())
+        self.write_beside(
+            &table,
+            pass_prefixes_table_schema,
+            &merge_by(&table, PASS_PREFIX_FIELDS),
+            PASS_PREFIX_FIELDS,
+            rows,
+            PASS_PREFIX_ROWS_PER_STATEMENT,
+            |r| {
+                Ok(vec![
+                    ("prefix", Some(r.prefix.clone())),
+                    ("pass", Some(r.pass.to_string())),
+                    ("modified_since", r.modified_since.map(sql::timestamp_value)),
+                    ("mirror", Some(r.mirror.to_string())),
+                ])
+            },
+        )
+        .await
     }
 
     pub(super) async fn select_pass_prefixes(&self) -> Result<Vec<PassPrefix>, StoreError> {

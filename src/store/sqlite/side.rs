@@ -33,13 +33,15 @@ impl SideTables for SqliteStore {
 
     async fn read_plan(&self) -> Result<Vec<PlannedPrefix>, StoreError> {
         let conn = self.lock();
-        let statement = conn.prepare(&format!(
-            "SELECT prefix, objects, bytes FROM {}_plan ORDER BY prefix",
-            self.job_table
-        ));
-        let mut statement = match statement {
-            Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
-            other => other?,
+        let Some(mut statement) = side_table_statement(
+            &conn,
+            &format!(
+                "SELECT prefix, objects, bytes FROM {}_plan ORDER BY prefix",
+                self.job_table
+            ),
+        )?
+        else {
+            return Ok(Vec::new());
         };
         let rows = statement.query_map([], |r| {
             Ok(PlannedPrefix {
@@ -92,14 +94,16 @@ impl SideTables for SqliteStore {
 
     async fn read_verifications(&self) -> Result<Vec<Verification>, StoreError> {
         let conn = self.lock();
-        let statement = conn.prepare(&format!(
-            "SELECT prefix, result, objects_compared, missing, different, checked_at,
-                offending_objects FROM {}_verification ORDER BY prefix",
-            self.job_table
-        ));
-        let mut statement = match statement {
-            Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
-            other => other?,
+        let Some(mut statement) = side_table_statement(
+            &conn,
+            &format!(
+                "SELECT prefix, result, objects_compared, missing, different, checked_at,
+                    offending_objects FROM {}_verification ORDER BY prefix",
+                self.job_table
+            ),
+        )?
+        else {
+            return Ok(Vec::new());
         };
         let rows = statement.query_map([], |r| {
             Ok((
@@ -170,14 +174,16 @@ impl SideTables for SqliteStore {
 
     async fn read_failed_objects(&self) -> Result<Vec<FailedObject>, StoreError> {
         let conn = self.lock();
-        let statement = conn.prepare(&format!(
-            "SELECT prefix, object, action, error_code, message, operation, time
-             FROM {}_failed_objects ORDER BY prefix, operation, object, action",
-            self.job_table
-        ));
-        let mut statement = match statement {
-            Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
-            other => other?,
+        let Some(mut statement) = side_table_statement(
+            &conn,
+            &format!(
+                "SELECT prefix, object, action, error_code, message, operation, time
+                 FROM {}_failed_objects ORDER BY prefix, operation, object, action",
+                self.job_table
+            ),
+        )?
+        else {
+            return Ok(Vec::new());
         };
         let rows = statement.query_map([], |r| {
             Ok((
@@ -216,7 +222,7 @@ impl SideTables for SqliteStore {
         );
         self.count(1);
         match counted {
-            Err(e) if e.to_string().contains("no such table") => Ok(0),
+            Err(e) if is_missing_table(&e) => Ok(0),
             other => Ok(other?.max(0) as u64),
         }
     }
@@ -228,14 +234,16 @@ impl SideTables for SqliteStore {
         let names =
             serde_json::to_string(operations).map_err(|e| StoreError::CorruptRow(e.to_string()))?;
         let conn = self.lock();
-        let statement = conn.prepare(&format!(
-            "SELECT operation, COUNT(*) FROM {}_failed_objects
-             WHERE operation IN (SELECT value FROM json_each(?1)) GROUP BY operation",
-            self.job_table
-        ));
-        let mut statement = match statement {
-            Err(e) if e.to_string().contains("no such table") => return Ok(Default::default()),
-            other => other?,
+        let Some(mut statement) = side_table_statement(
+            &conn,
+            &format!(
+                "SELECT operation, COUNT(*) FROM {}_failed_objects
+                 WHERE operation IN (SELECT value FROM json_each(?1)) GROUP BY operation",
+                self.job_table
+            ),
+        )?
+        else {
+            return Ok(Default::default());
         };
         let rows = statement.query_map(params![names], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
@@ -320,14 +328,16 @@ impl SqliteStore {
 
     pub(super) fn read_pass_rows(&self) -> Result<Vec<Pass>, StoreError> {
         let conn = self.lock();
-        let statement = conn.prepare(&format!(
-            "SELECT pass, kind, started_at, queued_at, ended_at, objects_found, bytes_found,
-                objects_copied, bytes_copied, objects_deleted FROM {}_passes ORDER BY pass",
-            self.job_table
-        ));
-        let mut statement = match statement {
-            Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
-            other => other?,
+        let Some(mut statement) = side_table_statement(
+            &conn,
+            &format!(
+                "SELECT pass, kind, started_at, queued_at, ended_at, objects_found, bytes_found,
+                    objects_copied, bytes_copied, objects_deleted FROM {}_passes ORDER BY pass",
+                self.job_table
+            ),
+        )?
+        else {
+            return Ok(Vec::new());
         };
         let rows = statement.query_map([], |r| {
             Ok((
@@ -400,13 +410,15 @@ impl SqliteStore {
 
     pub(super) fn read_pass_prefix_rows(&self) -> Result<Vec<PassPrefix>, StoreError> {
         let conn = self.lock();
-        let statement = conn.prepare(&format!(
-            "SELECT prefix, pass, modified_since, mirror FROM {}_pass_prefixes ORDER BY prefix",
-            self.job_table
-        ));
-        let mut statement = match statement {
-            Err(e) if e.to_string().contains("no such table") => return Ok(Vec::new()),
-            other => other?,
+        let Some(mut statement) = side_table_statement(
+            &conn,
+            &format!(
+                "SELECT prefix, pass, modified_since, mirror FROM {}_pass_prefixes ORDER BY prefix",
+                self.job_table
+            ),
+        )?
+        else {
+            return Ok(Vec::new());
         };
         let rows = statement.query_map([], |r| {
             Ok((
@@ -492,5 +504,23 @@ impl SqliteStore {
             )
             .optional()?;
         Ok(found.is_some())
+    }
+}
+
+/// A side table is created on first use: until then it reads as empty.
+fn is_missing_table(error: &rusqlite::Error) -> bool {
+    error.to_string().contains("no such table")
+}
+
+/// `sql` over a side table, prepared; `None` when the table does not exist
+/// yet (it reads as empty).
+fn side_table_statement<'c>(
+    conn: &'c Connection,
+    sql: &str,
+) -> Result<Option<rusqlite::Statement<'c>>, StoreError> {
+    match conn.prepare(sql) {
+        Ok(statement) => Ok(Some(statement)),
+        Err(e) if is_missing_table(&e) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
