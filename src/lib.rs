@@ -50,6 +50,7 @@ pub mod auth;
 pub mod commands;
 pub mod emulator;
 pub mod error;
+pub mod figures;
 pub mod format;
 pub mod http;
 pub mod logging;

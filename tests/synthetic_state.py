@@ -47,8 +47,9 @@ def make_state(
     waiting_every: int = 0,
     end: datetime | None = None,
     span: timedelta = timedelta(hours=12),
+    every: int = 10,
 ) -> Synthetic:
-    """`prefixes` prefixes: every 10th in error, every 10th (+1) running,
+    """`prefixes` prefixes: every `every`-th in error, every `every`-th (+1) running,
     every `waiting_every`-th (+2, when > 0) waiting (never started), the
     rest done. Each started prefix has one start row and `snapshots`
     snapshots spread over `span` ending at `end` (default: now)."""
@@ -60,6 +61,7 @@ def make_state(
         "prefixes": prefixes,
         "snapshots": snapshots,
         "waiting_every": waiting_every,
+        "every": every,
         "end": (end or datetime.now(timezone.utc)).isoformat(),
         "span": span.total_seconds(),
     }
@@ -71,6 +73,9 @@ def make_state(
     )
     made = json.loads(filled.stdout)
     made["path"] = Path(made["path"])
+    # The manager folds each history row as it writes it (the figures
+    # table); rows written here are folded as a taken-over history is.
+    sjm.prepare_tables(state=f"sqlite:{path}")
     return Synthetic(**made)
 
 
@@ -82,6 +87,7 @@ def _fill(
     waiting_every: int = 0,
     end: datetime | None = None,
     span: timedelta = timedelta(hours=12),
+    every: int = 10,
 ) -> Synthetic:
     import sqlite3  # this child process never imports sts_job_manager
 
@@ -92,9 +98,9 @@ def _fill(
     found = OBJECT_BYTES * OBJECTS_PER_PREFIX
 
     def status_of(i: int) -> str:
-        if i % 10 == 0:
+        if i % every == 0:
             return "error"
-        if i % 10 == 1:
+        if i % every == 1:
             return "running"
         if waiting_every and i % waiting_every == 2:
             return "waiting"
@@ -194,6 +200,7 @@ if __name__ == "__main__":
             asked["prefixes"],
             asked["snapshots"],
             waiting_every=asked["waiting_every"],
+            every=asked["every"],
             end=datetime.fromisoformat(asked["end"]),
             span=timedelta(seconds=asked["span"]),
         )

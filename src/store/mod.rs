@@ -194,6 +194,18 @@ pub trait HistoryReads: JobTable {
         }
         Ok(snapshots_before_in(&self.read_history().await?, requests))
     }
+    /// What `sts-status` reads, from a store that folds its history as it
+    /// writes it (`crate::figures::Fold`): the done prefixes whose latest
+    /// attempt reports no failures and ended at or before `quiet_before`,
+    /// summed, and every other prefix with its fold. None: this store does
+    /// not fold (or has not yet), so the caller reads snapshots instead.
+    async fn status_view(
+        &self,
+        quiet_before: DateTime<Utc>,
+    ) -> Result<Option<crate::figures::StatusView>, StoreError> {
+        let _ = quiet_before;
+        Ok(None)
+    }
     /// Hands every history row to `visit`, one at a time, in no particular
     /// order, so a caller that keeps only a digest of each row never holds
     /// the whole history (notebooks' timelines at a million rows).

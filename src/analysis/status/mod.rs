@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::figures::{self, by_prefix, prefix_figures, Figures, Snapshot, Snapshots};
+use super::figures::{
+    self, by_prefix, figures_with, prefix_figures, Figures, QuietTotals, Snapshot, Snapshots, Sums,
+};
 use crate::format::{bytes as bytes_text, duration as duration_text};
 use crate::model::{Counters, HistoryRow, PrefixJob, Status};
 
@@ -23,7 +25,7 @@ pub use super::figures::{Amounts, STALL_AFTER};
 mod read;
 mod text;
 
-pub use read::{read_inputs, read_status};
+pub use read::{read_inputs, read_status, read_status_inputs};
 pub use text::rate_and_eta;
 
 /// The window "throughput over the last hour" looks at.
@@ -187,6 +189,15 @@ pub struct Inputs {
     pub latest: Snapshots,
     /// Each prefix's earlier attempts (their latest snapshots), oldest first.
     pub earlier: HashMap<String, Vec<Snapshot>>,
+    /// Or, read from a store that folds its history, their sums (a prefix
+    /// has one or the other).
+    pub earlier_sums: HashMap<String, Sums>,
+    /// Finished prefixes the store summed (`HistoryReads::status_view`):
+    /// `jobs` holds every other prefix.
+    pub quiet: QuietTotals,
+    /// The job rows of quiet prefixes that have a verdict (for the
+    /// verification summary only: their figures are in `quiet`).
+    pub quiet_verified: Vec<PrefixJob>,
     /// For prefixes active in the throughput window: the snapshot at its start.
     pub baseline: Snapshots,
     /// For running prefixes: the latest snapshot at or before `now - stall_after`.
@@ -204,8 +215,29 @@ pub struct Inputs {
 }
 
 impl Inputs {
+    /// `verification_summary` over every prefix, quiet ones included.
+    pub fn verification_summary(&self) -> VerificationSummary {
+        if self.quiet_verified.is_empty() {
+            let other_done = self.quiet.prefixes;
+            return verification_summary(&self.jobs, &self.verifications, other_done);
+        }
+        let mut jobs = self.jobs.clone();
+        jobs.extend(self.quiet_verified.iter().cloned());
+        let other_done = self
+            .quiet
+            .prefixes
+            .saturating_sub(self.quiet_verified.len());
+        verification_summary(&jobs, &self.verifications, other_done)
+    }
+
     /// A prefix's figures over all its attempts.
     pub fn figures_of(&self, prefix: &str) -> Figures {
+        if let (Some(sums), Some(latest)) = (self.earlier_sums.get(prefix), self.latest.get(prefix))
+        {
+            let mut sums = *sums;
+            sums.add(&latest.op.counters);
+            return figures_with(&latest.op.counters, &sums);
+        }
         let earlier = self.earlier.get(prefix).into_iter().flatten();
         let latest = self.latest.get(prefix);
         prefix_figures(earlier.chain(latest).map(|s| &s.op.counters))
@@ -243,10 +275,11 @@ pub fn bytes_left(job: &PrefixJob, snap: &Snapshot, f: &Figures) -> i64 {
 /// The ETA rule shared by `sts-status` and `State.progress()`.
 ///
 /// `listed_left`: bytes left in prefixes whose size is known; `unlisted`:
-/// prefixes with work left whose size nobody has listed; `finished`: sizes
-/// (bytes found) of finished prefixes, to estimate unlisted ones from;
-/// `rate`: bytes per second.
-pub fn eta(listed_left: i64, unlisted: usize, finished: &[i64], rate: Option<f64>) -> Eta {
+/// prefixes with work left whose size nobody has listed; `finished`: how
+/// many prefixes finished and their bytes found, to estimate unlisted ones
+/// from; `rate`: bytes per second.
+pub fn eta(listed_left: i64, unlisted: usize, finished: (usize, i64), rate: Option<f64>) -> Eta {
+    let (finished_prefixes, finished_bytes) = finished;
     if listed_left == 0 && unlisted == 0 {
         return Eta {
             seconds: Some(0.0),
@@ -254,7 +287,7 @@ pub fn eta(listed_left: i64, unlisted: usize, finished: &[i64], rate: Option<f64
             basis: "nothing left to copy".into(),
         };
     }
-    if unlisted > 0 && finished.is_empty() {
+    if unlisted > 0 && finished_prefixes == 0 {
         return Eta {
             seconds: None,
             estimate: false,
@@ -277,7 +310,7 @@ pub fn eta(listed_left: i64, unlisted: usize, finished: &[i64], rate: Option<f64
             basis: "bytes left in listed prefixes at the last hour's rate".into(),
         };
     }
-    let average = finished.iter().map(|b| *b as f64).sum::<f64>() / finished.len() as f64;
+    let average = finished_bytes as f64 / finished_prefixes as f64;
     let guessed = average * unlisted as f64;
     Eta {
         seconds: Some((listed_left as f64 + guessed) / rate),
@@ -285,8 +318,7 @@ pub fn eta(listed_left: i64, unlisted: usize, finished: &[i64], rate: Option<f64
         basis: format!(
             "estimate: {unlisted} prefixes not listed yet, each assumed the average size of \
              {} finished prefixes ({:.0} bytes)",
-            finished.len(),
-            average
+            finished_prefixes, average
         ),
     }
 }
@@ -329,11 +361,14 @@ pub fn report(inputs: &Inputs, now: DateTime<Utc>, params: &StatusParams) -> Sta
 
     let mut prefixes: BTreeMap<&'static str, usize> =
         Status::ALL.iter().map(|s| (s.as_str(), 0)).collect();
-    let mut totals = Figures::default();
+    // Quiet prefixes come summed: done, ended before the window.
+    let quiet = &inputs.quiet;
+    *prefixes.entry(Status::Done.as_str()).or_default() += quiet.prefixes;
+    let mut totals = quiet.figures;
     let mut unlisted = 0;
     let mut listed_left = 0i64;
-    let mut finished = Vec::new();
-    let mut first_start: Option<DateTime<Utc>> = None;
+    let mut finished = (quiet.prefixes, quiet.figures.bytes.found);
+    let mut first_start: Option<DateTime<Utc>> = quiet.first_start;
     let (mut window_bytes, mut window_objects) = (0i64, 0i64);
     let mut stalled = Vec::new();
     let mut needs_action = Vec::new();
@@ -364,7 +399,8 @@ pub fn report(inputs: &Inputs, now: DateTime<Utc>, params: &StatusParams) -> Sta
             first_start = Some(first_start.map_or(start, |f| f.min(start)));
         }
         if job.status == Status::Done {
-            finished.push(f.bytes.found);
+            finished.0 += 1;
+            finished.1 = finished.1.saturating_add(f.bytes.found);
         }
         if work_left {
             listed_left = listed_left.saturating_add(bytes_left(job, snap, &f));
@@ -436,7 +472,7 @@ pub fn report(inputs: &Inputs, now: DateTime<Utc>, params: &StatusParams) -> Sta
             });
         }
     }
-    prefixes.insert("total", inputs.jobs.len());
+    prefixes.insert("total", inputs.jobs.len() + quiet.prefixes);
 
     let window_seconds = first_start
         .map(|f| (now - f.max(window_start)).num_milliseconds() as f64 / 1000.0)
@@ -472,7 +508,7 @@ pub fn report(inputs: &Inputs, now: DateTime<Utc>, params: &StatusParams) -> Sta
     stalled.truncate(limit);
     let needs_action_total = needs_action.len();
     needs_action.truncate(limit);
-    let mut eta = eta(listed_left, unlisted, &finished, rate);
+    let mut eta = eta(listed_left, unlisted, finished, rate);
     if needs_action_total > 0 {
         eta.basis.push_str(&format!(
             "; {needs_action_total} prefixes out of retries left out (they need action)"
@@ -494,18 +530,20 @@ pub fn report(inputs: &Inputs, now: DateTime<Utc>, params: &StatusParams) -> Sta
         failing,
         failing_total,
         error_codes,
-        unreadable_snapshots: inputs.unreadable,
-        verification: verification_summary(&inputs.jobs, &inputs.verifications),
+        unreadable_snapshots: inputs.unreadable + quiet.unreadable,
+        verification: inputs.verification_summary(),
         pass: inputs.passes.last().map(|p| p.pass),
         passes: pass_figures(inputs),
     }
 }
 
 /// Verdicts that still speak for their prefix, those that no longer do,
-/// and the done prefixes no verdict speaks for. Pure.
+/// and the done prefixes no verdict speaks for (`other_done`: done prefixes
+/// not in `jobs` and with no verdict). Pure.
 pub fn verification_summary(
     jobs: &[PrefixJob],
     verifications: &[crate::records::Verification],
+    other_done: usize,
 ) -> VerificationSummary {
     use crate::records::VerifyResult;
     let by_prefix: HashMap<&str, &PrefixJob> =
@@ -527,7 +565,8 @@ pub fn verification_summary(
     summary.unverified_done = jobs
         .iter()
         .filter(|j| j.status == Status::Done && !spoken_for.contains(j.prefix.as_str()))
-        .count();
+        .count()
+        + other_done;
     summary
 }
 
@@ -574,7 +613,7 @@ mod tests {
             check("gone/", VerifyResult::Verified, 5),
         ];
         assert_eq!(
-            verification_summary(&jobs, &checks),
+            verification_summary(&jobs, &checks, 0),
             VerificationSummary {
                 verified: 1,
                 mismatched: 1,

@@ -1,10 +1,14 @@
 //! Reading what a report needs through the store: the job table, one
 //! latest snapshot per prefix, one per earlier attempt, and the snapshots at
-//! the window's start and at `now - stall_after` only where needed.
+//! the window's start and at `now - stall_after` only where needed; or, from
+//! a store that folds its history (`HistoryReads::status_view`), finished
+//! prefixes as one aggregate and the others' folds.
 
 use super::*;
+use crate::figures::StatusView;
 
-/// Reads what `report` needs through the store: the job table, one latest
+/// Reads what `report` needs through the store, every prefix one by one
+/// (`sts-report` and `progress()` list them all): the job table, one latest
 /// snapshot per prefix, one per earlier attempt, and the snapshots at the
 /// window's start and at `now - stall_after` only for the prefixes that
 /// need them.
@@ -18,6 +22,87 @@ pub async fn read_inputs(
     // Each batch of rows is parsed (and its JSON freed) before the next read.
     let latest = by_prefix(store.latest_snapshots().await?, &mut unreadable);
     let earlier = figures::earlier_attempts(store, &latest, &mut unreadable).await?;
+    let read = Read {
+        jobs,
+        latest,
+        earlier,
+        unreadable,
+        ..Read::default()
+    };
+    complete(store, now, params, read).await
+}
+
+/// What `sts-status` reads: from a store that folds its history, done
+/// prefixes that ended before the throughput window as totals and every
+/// other prefix from its fold (no snapshot of a finished prefix is read);
+/// from another store, `read_inputs`.
+pub async fn read_status_inputs(
+    store: &dyn crate::store::StateStore,
+    now: DateTime<Utc>,
+    params: &StatusParams,
+) -> Result<Inputs, crate::store::StoreError> {
+    // An open pass sums its prefixes' latest snapshots: all of them needed.
+    let pass_open = store
+        .read_passes()
+        .await?
+        .last()
+        .is_some_and(|p| p.ended_at.is_none());
+    let view = if pass_open {
+        None
+    } else {
+        store.status_view(now - THROUGHPUT_WINDOW).await?
+    };
+    let Some(StatusView { quiet, jobs, folds }) = view else {
+        return read_inputs(store, now, params).await;
+    };
+    let mut read = Read {
+        jobs,
+        quiet,
+        failures: Some(HashMap::new()),
+        ..Read::default()
+    };
+    for (prefix, fold) in folds {
+        read.unreadable += fold.unreadable as usize;
+        if let Some(failures) = read.failures.as_mut().filter(|_| fold.failures > 0) {
+            failures.insert(prefix.clone(), fold.failures);
+        }
+        if let Some(latest) = fold.latest {
+            read.earlier_sums.insert(prefix.clone(), fold.earlier);
+            read.latest.insert(prefix, latest);
+        }
+    }
+    complete(store, now, params, read).await
+}
+
+/// What the two ways of reading differ in.
+#[derive(Default)]
+struct Read {
+    jobs: Vec<PrefixJob>,
+    latest: Snapshots,
+    earlier: HashMap<String, Vec<Snapshot>>,
+    earlier_sums: HashMap<String, Sums>,
+    quiet: QuietTotals,
+    /// Failures per prefix since queued, when the store folded them.
+    failures: Option<HashMap<String, u32>>,
+    unreadable: usize,
+}
+
+/// The rest of the inputs, read the same way for both.
+async fn complete(
+    store: &dyn crate::store::StateStore,
+    now: DateTime<Utc>,
+    params: &StatusParams,
+    read: Read,
+) -> Result<Inputs, crate::store::StoreError> {
+    let Read {
+        jobs,
+        latest,
+        earlier,
+        earlier_sums,
+        quiet,
+        failures,
+        mut unreadable,
+    } = read;
     let window_start = now - THROUGHPUT_WINDOW;
     let running: HashSet<&str> = jobs
         .iter()
@@ -50,7 +135,10 @@ pub async fn read_inputs(
         .map(|p| (p.prefix, i64::try_from(p.bytes).unwrap_or(i64::MAX)))
         .collect();
     let final_errors = if jobs.iter().any(|j| j.status == Status::Error) {
-        let failures = store.failure_counts().await?;
+        let failures = match failures {
+            Some(folded) => folded,
+            None => store.failure_counts().await?,
+        };
         crate::manager::failures::final_errors(
             &jobs,
             &failures,
@@ -63,6 +151,23 @@ pub async fn read_inputs(
         HashSet::new()
     };
     let verifications = store.read_verifications().await?;
+    // Quiet prefixes' job rows, for the verdicts that speak of them.
+    let quiet_verified = if quiet.prefixes > 0 && !verifications.is_empty() {
+        let listed: HashSet<&str> = jobs.iter().map(|j| j.prefix.as_str()).collect();
+        let others: Vec<String> = verifications
+            .iter()
+            .filter(|v| !listed.contains(v.prefix.as_str()))
+            .map(|v| v.prefix.clone())
+            .collect();
+        store
+            .read_prefixes(&others)
+            .await?
+            .into_iter()
+            .filter(|j| j.status == Status::Done)
+            .collect()
+    } else {
+        Vec::new()
+    };
     let passes = store.read_passes().await?;
     // Prefixes are read only while a pass runs (an ended one has its figures).
     let pass_of = if passes.last().is_some_and(|p| p.ended_at.is_none()) {
@@ -80,6 +185,9 @@ pub async fn read_inputs(
         verifications,
         latest,
         earlier,
+        earlier_sums,
+        quiet,
+        quiet_verified,
         baseline,
         stall_base,
         planned,
@@ -96,6 +204,6 @@ pub async fn read_status(
     now: DateTime<Utc>,
     params: &StatusParams,
 ) -> Result<StatusReport, crate::store::StoreError> {
-    let inputs = read_inputs(store, now, params).await?;
+    let inputs = read_status_inputs(store, now, params).await?;
     Ok(report(&inputs, now, params))
 }

@@ -78,6 +78,14 @@ impl HistoryReads for SqliteStore {
         self.history_rows(&sql, None)
     }
 
+    async fn status_view(
+        &self,
+        quiet_before: DateTime<Utc>,
+    ) -> Result<Option<crate::figures::StatusView>, StoreError> {
+        self.check_file()?;
+        self.read_status_view(quiet_before)
+    }
+
     async fn snapshots_before(
         &self,
         requests: &[(String, DateTime<Utc>)],

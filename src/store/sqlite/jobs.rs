@@ -26,7 +26,13 @@ impl JobTable for SqliteStore {
             jobs = self.job_table,
             history = self.history_table,
         ))?;
-        self.count(4);
+        // History written by another tool is folded now, not at the first
+        // write or read; in one transaction (row by row, each insert would
+        // be a commit of its own).
+        let tx = conn.unchecked_transaction()?;
+        self.fold_history(&tx)?;
+        tx.commit()?;
+        self.count(5);
         Ok(())
     }
 
@@ -204,6 +210,10 @@ impl JobTable for SqliteStore {
                     timestamp_text(h.timestamp)
                 ])?;
             }
+            statements += 1;
+            // The folds follow the rows in the same transaction.
+            drop(insert);
+            self.fold_history(&tx)?;
             statements += 1;
         }
         tx.commit()?;

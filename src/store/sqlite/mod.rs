@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 
+mod figures;
 mod history;
 mod jobs;
 mod lease;
@@ -532,7 +533,8 @@ mod tests {
         };
         let before = s.statements_issued();
         s.apply(&changes).await.unwrap();
-        assert_eq!(s.statements_issued() - before, 2);
+        // The job rows, the history rows, the folds.
+        assert_eq!(s.statements_issued() - before, 3);
         let jobs = s.read_jobs().await.unwrap();
         assert!(jobs.iter().all(|j| j.status == Status::Running
             && j.job_name.as_deref() == Some(&format!("op-{}", j.prefix)[..])));
