@@ -11,7 +11,7 @@ use super::flags::{Flag, FlagGroup, ToolFlags};
 use super::plan::{concurrency_flag, human_bytes, ProgressLine};
 use super::{Invocation, Running, Tool, VERIFY};
 use crate::error::{Error, Result};
-use crate::options::{Options, BUCKETS, GENERAL, STATE, TRANSFER};
+use crate::options::{Options, BUCKETS, GENERAL, OBJECTS, STATE, TRANSFER};
 use crate::settings::{open_lister, open_store};
 use crate::storage::{ListProgress, ObjectLister};
 use crate::verify::{compare, prefixes_to_check, requeue, Offense, Verification, VerifyResult};
@@ -74,7 +74,7 @@ pub const TOOL: Tool = Tool {
     name: VERIFY,
     about: "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it) and records the verdicts in the verification table.",
     after: "Exit codes: 0 every checked prefix matches, 4 a mismatch, 1 failure, 2 bad input.",
-    groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS],
+    groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS, &OBJECTS],
     own: VERIFY_FLAGS,
     stops_itself: false,
     run,

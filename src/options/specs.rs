@@ -84,6 +84,12 @@ pub const JOBS: OptionGroup = OptionGroup {
         "no-object-logs",
     ],
 };
+/// What each transfer does with objects beyond copying them (the manager,
+/// sts-cutover), and what sts-verify then checks.
+pub const OBJECTS: OptionGroup = OptionGroup {
+    heading: "Objects (metadata kept, moves)",
+    options: &["preserve", "move"],
+};
 pub const LOOP: OptionGroup = OptionGroup {
     heading: "The loop",
     options: &[
@@ -110,6 +116,7 @@ pub const GROUPS: &[&OptionGroup] = &[
     &REQUEUE_PREFIXES,
     &TRANSFER,
     &JOBS,
+    &OBJECTS,
     &LOOP,
     &HEARTBEAT,
 ];
