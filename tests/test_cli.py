@@ -26,6 +26,8 @@ MANAGER = {
     "--max-retries",
     "--no-job-reuse",
     "--no-object-logs",
+    "--preserve",
+    "--move",
     "--start-timeout",
     "--sleep-timeout",
     "--metrics-interval",

@@ -324,10 +324,21 @@ mod tests {
         source.metadata.storage_class = Some("NEARLINE".into());
         source.metadata.temporary_hold = Some(true);
         let copy = object("p/a", 1, Some(1), None);
-        let (v, _) = compare("p/", &[source.clone()], &[copy.clone()], at(0));
+        let (v, _) = compare(
+            "p/",
+            std::slice::from_ref(&source),
+            std::slice::from_ref(&copy),
+            at(0),
+        );
         assert_eq!(v.result, VerifyResult::Verified);
         let asked = Preserve::parse("storage-class,temporary-hold").unwrap();
-        let (v, offenses) = compare_kept("p/", &[source.clone()], &[copy.clone()], at(0), &asked);
+        let (v, offenses) = compare_kept(
+            "p/",
+            std::slice::from_ref(&source),
+            std::slice::from_ref(&copy),
+            at(0),
+            &asked,
+        );
         assert_eq!((v.result, v.different), (VerifyResult::Mismatch, 1));
         assert_eq!(
             offenses[0].reason,
