@@ -179,3 +179,57 @@ def test_move_with_a_mirror_and_bad_preserve_words_are_refused(tmp_path: Path) -
         sjm.Options(preserve="acl,colour")
     assert error.value.option == "preserve"
     assert sjm.Options(preserve="acl, storage-class", move=True).move is True
+
+
+def test_cutover_passes_move_and_preserve_over_sts_http(
+    migration: Migration, emulator: Emulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every pass (the migration, deltas, the final one) moves and keeps the
+    storage class, through the REST client and the emulator's strict layer;
+    the frozen proof is a move's."""
+    monkeypatch.setenv("STORAGE_TRANSFER_EMULATOR_HOST", emulator.host)
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", emulator.url)
+    old = time.time() - 86_400
+    for name in migration.objects:
+        os.utime(migration.source / name, (old, old))
+        emulator.call(
+            "POST",
+            "/_emulator/objects",
+            {"bucket": migration.source_bucket, "name": name, "storageClass": "NEARLINE"},
+        )
+    migration.prepare()
+    args = [
+        *migration.state_args(),
+        "--transfer",
+        "sts",
+        "--project",
+        "http-project",
+        *FAST,
+        "--move",
+        "--preserve",
+        "storage-class",
+    ]
+    tool("sts-cutover", *args, "--until-objects", "0", "--max-passes", "1", timeout=300)
+    migration.assert_copied()
+    assert not any((migration.source / name).exists() for name in migration.objects)
+    late = "data/p03/late.bin"
+    (migration.source / late).write_bytes(b"written before the freeze")
+    emulator.call(
+        "POST",
+        "/_emulator/objects",
+        {"bucket": migration.source_bucket, "name": late, "storageClass": "COLDLINE"},
+    )
+    frozen = tool("sts-cutover", *args, "--frozen", timeout=300)
+    assert "Pass 3 (final) done" in frozen.stdout
+    assert "0 mismatched" in frozen.stdout
+    assert not (migration.source / late).exists(), "the final pass moved it"
+    assert storage_object(emulator, migration.destination_bucket, late)["storageClass"] == (
+        "COLDLINE"
+    )
+    for name in migration.objects:
+        copy = storage_object(emulator, migration.destination_bucket, name)
+        assert copy["storageClass"] == "NEARLINE"
+    for job in migration.engine_jobs():
+        options = job["transferSpec"]["transferOptions"]
+        assert options["deleteObjectsFromSourceAfterTransfer"] is True
+        assert options["metadataOptions"] == {"storageClass": "STORAGE_CLASS_PRESERVE"}
