@@ -175,6 +175,11 @@ def test_move_with_a_mirror_and_bad_preserve_words_are_refused(tmp_path: Path) -
         )
         assert bad.returncode == 2, bad.stdout + bad.stderr
         assert "--preserve" in bad.stderr and "'colour'" in bad.stderr, bad.stderr
+    inventories = ["--source-inventory", "d.src", "--destination-inventory", "d.dst"]
+    for flag in (["--move"], ["--preserve", "kms-key"]):
+        listed = tool("sts-verify", *migration.backend_args(), *inventories, *flag, check=False)
+        assert listed.returncode == 2, listed.stdout + listed.stderr
+        assert "verified by listing, not from inventory tables" in listed.stderr
     with pytest.raises(sjm.errors.OptionsError) as error:
         sjm.Options(preserve="acl,colour")
     assert error.value.option == "preserve"
@@ -209,7 +214,8 @@ def test_cutover_passes_move_and_preserve_over_sts_http(
         "--preserve",
         "storage-class",
     ]
-    tool("sts-cutover", *args, "--until-objects", "0", "--max-passes", "1", timeout=300)
+    first = tool("sts-cutover", *args, "--until-objects", "0", "--max-passes", "1", timeout=300)
+    assert f"Pass 1 moved {len(migration.objects)} objects" in first.stdout
     migration.assert_copied()
     assert not any((migration.source / name).exists() for name in migration.objects)
     late = "data/p03/late.bin"
@@ -221,6 +227,7 @@ def test_cutover_passes_move_and_preserve_over_sts_http(
     )
     frozen = tool("sts-cutover", *args, "--frozen", timeout=300)
     assert "Pass 3 (final) done" in frozen.stdout
+    assert "Pass 3 moved 1 objects" in frozen.stdout
     assert "0 mismatched" in frozen.stdout
     assert not (migration.source / late).exists(), "the final pass moved it"
     assert storage_object(emulator, migration.destination_bucket, late)["storageClass"] == (

@@ -343,6 +343,14 @@ async fn finish_pass(options: &Options, store: &dyn StateStore, mut pass: Pass) 
     pass.objects_deleted = total.objects_deleted_from_sink;
     pass.ended_at = Some(Utc::now());
     store.save_pass(&pass).await?;
+    if total.objects_deleted_from_source > 0 {
+        crate::outln!(
+            "Pass {} moved {} objects ({}): deleted from the source once copied.",
+            pass.pass,
+            total.objects_deleted_from_source,
+            super::plan::human_bytes(total.bytes_deleted_from_source.max(0) as u64)
+        );
+    }
     Ok(pass)
 }
 

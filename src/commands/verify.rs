@@ -336,6 +336,14 @@ async fn operation_starts(
 }
 
 pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyReport> {
+    let inventories = args.source_inventory.is_some() || args.destination_inventory.is_some();
+    if inventories && (options.r#move || !options.preserve_fields()?.is_empty()) {
+        return Err(Error::Input(
+            "--preserve and --move are verified by listing, not from inventory tables: leave \
+             out --source-inventory and --destination-inventory"
+                .into(),
+        ));
+    }
     let store = open_store(options)?;
     let jobs = store.read_jobs().await?;
     // A prefix of no row (a typo, a missing '/') would be checked, recorded
@@ -355,14 +363,6 @@ pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyRe
     };
     if prefixes.is_empty() {
         return Ok(report);
-    }
-    let inventories = args.source_inventory.is_some() && args.destination_inventory.is_some();
-    if inventories && (options.r#move || !options.preserve_fields()?.is_empty()) {
-        return Err(Error::Input(
-            "--preserve and --move are verified by listing, not from inventory tables: leave \
-             out --source-inventory and --destination-inventory"
-                .into(),
-        ));
     }
     let moved = if options.r#move {
         Some(operation_starts(&*store).await?)
