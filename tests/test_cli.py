@@ -57,6 +57,7 @@ OWN_OPTIONS = {
         "--destination-bucket",
         "--publish-heartbeat",
         "--stackdriver-project",
+        "--move",
     },
 }
 

@@ -90,6 +90,11 @@ pub const OBJECTS: OptionGroup = OptionGroup {
     heading: "Objects (metadata kept, moves)",
     options: &["preserve", "move"],
 };
+/// `--move` alone: sts-doctor checks the agent may delete from the source.
+pub const MOVES: OptionGroup = OptionGroup {
+    heading: "Objects (moves)",
+    options: &["move"],
+};
 pub const LOOP: OptionGroup = OptionGroup {
     heading: "The loop",
     options: &[
@@ -117,6 +122,7 @@ pub const GROUPS: &[&OptionGroup] = &[
     &TRANSFER,
     &JOBS,
     &OBJECTS,
+    &MOVES,
     &LOOP,
     &HEARTBEAT,
 ];
