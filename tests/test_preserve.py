@@ -125,6 +125,22 @@ def test_without_preserve_a_copy_takes_the_destination_defaults(
     assert "storage class differs: ARCHIVE in the source, STANDARD in the destination" in (
         caught.stdout
     )
+    # A later run with --preserve skips what matches in content; with
+    # --overwrite-dest-objects the copies are made again, metadata kept.
+    prefix = next(p for p in migration.prefixes if name.startswith(p))
+    migration.prefix_file.write_text(f'["{prefix}"]')
+    tool(
+        "sts-requeue",
+        *migration.state_args(),
+        "--job-prefix-source-file",
+        str(migration.prefix_file),
+    )
+    again = ["--exit-when-done", "--preserve", "storage-class", "--overwrite-dest-objects"]
+    tool("sts-job-manager", *http, *FAST, *again, timeout=300)
+    assert storage_object(emulator, migration.destination_bucket, name)["storageClass"] == (
+        "ARCHIVE"
+    )
+    tool("sts-verify", *http, "--all", "--preserve", "storage-class")
 
 
 def test_move_empties_the_source_and_verify_checks_what_is_left(tmp_path: Path) -> None:

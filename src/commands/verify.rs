@@ -76,7 +76,7 @@ pub const VERIFY_FLAGS: &[FlagGroup] = &[FlagGroup {
 
 pub const TOOL: Tool = Tool {
     name: VERIFY,
-    about: "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it) and records the verdicts in the verification table.",
+    about: "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it; with --preserve the metadata kept; with --move what is left in the source) and records the verdicts in the verification table.",
     after: "Exit codes: 0 every checked prefix matches, 4 a mismatch, 1 failure, 2 bad input.",
     groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS, &OBJECTS],
     own: VERIFY_FLAGS,
