@@ -613,8 +613,7 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
                     if options.delete_objects_from_source_after_transfer {
                         match std::fs::remove_file(&source) {
                             Ok(()) => {
-                                let _ =
-                                    super::metadata::remove(&run.conn, source_bucket, &object.name);
+                                forget_metadata(&run.conn, source_bucket, &object.name);
                                 run.op.counters.objects_deleted_from_source += 1;
                                 run.op.counters.bytes_deleted_from_source += object.size as i64;
                             }
@@ -667,7 +666,7 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
             run.op.counters.bytes_found_only_from_sink += object.size as i64;
             match std::fs::remove_file(sink_dir.join(&object.name)) {
                 Ok(()) => {
-                    let _ = super::metadata::remove(&run.conn, sink_bucket, &object.name);
+                    forget_metadata(&run.conn, sink_bucket, &object.name);
                     run.op.counters.objects_deleted_from_sink += 1;
                     run.op.counters.bytes_deleted_from_sink += object.size as i64;
                 }
@@ -713,6 +712,19 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
         )
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Drops a deleted object's metadata row. The object is gone either way,
+/// so a failure here is logged, not made the copy's: the row is stale
+/// only until a new object of that name is copied in.
+fn forget_metadata(conn: &Connection, bucket: &str, name: &str) {
+    if let Err(e) = super::metadata::remove(conn, bucket, name) {
+        tracing::warn!(
+            bucket,
+            object = name,
+            "forgetting a deleted object's metadata: {e}"
+        );
+    }
 }
 
 #[cfg(test)]
