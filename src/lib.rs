@@ -19,7 +19,7 @@
 //!   (`ObjectLister`: Cloud Storage, local directories, inventory tables),
 //!   [`monitoring`] (the heartbeat), [`http`] (one retry policy for every
 //!   client), [`auth`] (credentials);
-//! - plain data: [`model`], [`records`], [`prefixes`], [`format`] (how
+//! - plain data: [`model`], [`metadata`] (what `--preserve` keeps), [`records`], [`prefixes`], [`format`] (how
 //!   figures read in text); [`error`] gathers each
 //!   layer's errors; [`logging`] and [`runtime`] serve everyone;
 //! - [`emulator`]: the stand-ins for STS, Cloud Storage, Monitoring, Service
@@ -55,6 +55,7 @@ pub mod format;
 pub mod http;
 pub mod logging;
 pub mod manager;
+pub mod metadata;
 pub mod model;
 pub mod monitoring;
 pub mod options;

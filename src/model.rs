@@ -425,6 +425,9 @@ pub struct TransferOptions {
     pub delete_objects_unique_in_sink: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub delete_objects_from_source_after_transfer: bool,
+    /// What object metadata is kept (`--preserve`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metadata_options: Option<crate::metadata::MetadataOptions>,
 }
 
 /// `overwriteWhen` as a name or (GAPIC's int encoding) a number.

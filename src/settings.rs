@@ -108,6 +108,9 @@ impl From<&Options> for ManagerSettings {
             exit_when_done: options.exit_when_done,
             no_job_reuse: options.no_job_reuse,
             object_logs: !options.no_object_logs,
+            // Checked when the options were read (`Options::validate_for`).
+            preserve: options.preserve_fields().unwrap_or_default(),
+            move_objects: options.r#move,
         }
     }
 }

@@ -26,6 +26,8 @@ MANAGER = {
     "--max-retries",
     "--no-job-reuse",
     "--no-object-logs",
+    "--preserve",
+    "--move",
     "--start-timeout",
     "--sleep-timeout",
     "--metrics-interval",
@@ -55,6 +57,7 @@ OWN_OPTIONS = {
         "--destination-bucket",
         "--publish-heartbeat",
         "--stackdriver-project",
+        "--move",
     },
 }
 

@@ -109,6 +109,18 @@ FAILURES = [
 ]
 
 
+def test_a_move_needs_the_agent_to_delete_from_the_source(doctor, emulator: Emulator) -> None:
+    reader = ["roles/storage.objectViewer", "roles/storage.legacyBucketReader"]
+    emulator.set_faults(bucket_roles={"migration-source": reader})
+    assert doctor().returncode == 0, "a copy only reads the source"
+    result = doctor("--move")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "lacks storage.objects.delete" in result.stdout
+    assert f"gs://migration-source --member={AGENT} --role=roles/storage.objectAdmin" in (
+        result.stdout
+    )
+
+
 @pytest.mark.parametrize(("faults", "check", "fix"), FAILURES)
 def test_each_check_fails_on_its_own_naming_the_fix(
     doctor, emulator: Emulator, faults: dict, check: str, fix: str

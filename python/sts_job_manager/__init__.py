@@ -334,7 +334,9 @@ def verify(
     done prefix again whatever was verified before (``--all``); ``requeue``
     puts mismatched prefixes back to ``waiting``. Verdicts go to the
     verification table. A mismatch is reported, not raised: see
-    ``verification["result"]`` of each entry of ``checked``."""
+    ``verification["result"]`` of each entry of ``checked``. The options'
+    ``preserve`` (``"storage-class,kms-key"``) compares that metadata too;
+    ``move=True`` checks what a move left in the source instead."""
     args = {
         "prefix": _prefix_list(prefixes),
         "all": recheck_all,

@@ -19,7 +19,7 @@ use super::{Invocation, Running, Tool, CUTOVER};
 use crate::error::{Error, Result};
 use crate::manager::passes::{plan_pass, recorded_specs, PassKind, PassSpec, DELTA_MARGIN_SECONDS};
 use crate::model::{ChangeSet, Counters, TransferOperation};
-use crate::options::{Options, GENERAL, HEARTBEAT, JOBS, LOOP, STATE, TRANSFER};
+use crate::options::{Options, GENERAL, HEARTBEAT, JOBS, LOOP, OBJECTS, STATE, TRANSFER};
 use crate::records::{Pass, PassPrefix};
 use crate::settings::{open_manager, open_store};
 use crate::store::StateStore;
@@ -56,7 +56,7 @@ pub const TOOL: Tool = Tool {
     about: "Keeps the destination current with delta passes (objects modified since the previous pass), then with --frozen runs the final pass and verifies every prefix.",
     after: "Exit codes: 0 converged (or, with --frozen, the destination matches), 4 a difference \
             after the final pass, 3 another manager holds the job table, 1 failure, 2 bad input.",
-    groups: &[&GENERAL, &STATE, &TRANSFER, &JOBS, &LOOP, &HEARTBEAT],
+    groups: &[&GENERAL, &STATE, &TRANSFER, &JOBS, &OBJECTS, &LOOP, &HEARTBEAT],
     own: CUTOVER_FLAGS,
     stops_itself: false,
     run,
@@ -117,6 +117,14 @@ fn is_final(pass: &Pass) -> bool {
 }
 
 pub async fn run_cutover(mut options: Options, args: &CutoverArgs) -> Result<i32> {
+    if options.r#move && args.mirror {
+        // STS: "This option and delete_objects_unique_in_sink are mutually
+        // exclusive" (TransferOptions, discovery document).
+        return Err(Error::Input(
+            "--move and --delete-unique-in-destination cannot be combined: STS refuses              deleteObjectsFromSourceAfterTransfer with deleteObjectsUniqueInSink"
+                .into(),
+        ));
+    }
     options.exit_when_done = true;
     let store = open_store(&options)?;
     let holder = crate::store::lease_holder();
@@ -335,6 +343,14 @@ async fn finish_pass(options: &Options, store: &dyn StateStore, mut pass: Pass) 
     pass.objects_deleted = total.objects_deleted_from_sink;
     pass.ended_at = Some(Utc::now());
     store.save_pass(&pass).await?;
+    if total.objects_deleted_from_source > 0 {
+        crate::outln!(
+            "Pass {} moved {} objects ({}): deleted from the source once copied.",
+            pass.pass,
+            total.objects_deleted_from_source,
+            super::plan::human_bytes(total.bytes_deleted_from_source.max(0) as u64)
+        );
+    }
     Ok(pass)
 }
 

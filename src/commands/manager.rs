@@ -4,14 +4,14 @@ use std::future::Future;
 
 use super::{Invocation, Running, Tool, MANAGER};
 use crate::error::{Error, Result};
-use crate::options::{Options, GENERAL, HEARTBEAT, JOBS, LOOP, STATE, TRANSFER};
+use crate::options::{Options, GENERAL, HEARTBEAT, JOBS, LOOP, OBJECTS, STATE, TRANSFER};
 use crate::settings::open_manager;
 
 pub const TOOL: Tool = Tool {
     name: MANAGER,
     about: "The STS Job Manager: creates STS jobs for the prefixes of the job table and records each job's state.",
     after: "",
-    groups: &[&GENERAL, &STATE, &TRANSFER, &JOBS, &LOOP, &HEARTBEAT],
+    groups: &[&GENERAL, &STATE, &TRANSFER, &JOBS, &OBJECTS, &LOOP, &HEARTBEAT],
     own: &[],
     stops_itself: true,
     run,

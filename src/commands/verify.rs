@@ -4,17 +4,21 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::flags::{Flag, FlagGroup, ToolFlags};
 use super::plan::{concurrency_flag, human_bytes, ProgressLine};
 use super::{Invocation, Running, Tool, VERIFY};
 use crate::error::{Error, Result};
-use crate::options::{Options, BUCKETS, GENERAL, STATE, TRANSFER};
+use crate::metadata::Preserve;
+use crate::model::TransferOperation;
+use crate::options::{Options, BUCKETS, GENERAL, OBJECTS, STATE, TRANSFER};
 use crate::settings::{open_lister, open_store};
 use crate::storage::{ListProgress, ObjectLister};
-use crate::verify::{compare, prefixes_to_check, requeue, Offense, Verification, VerifyResult};
+use crate::verify::{
+    compare_kept, compare_moved, prefixes_to_check, requeue, Offense, Verification, VerifyResult,
+};
 
 #[derive(Debug, Clone, Default)]
 pub struct VerifyArgs {
@@ -72,9 +76,9 @@ pub const VERIFY_FLAGS: &[FlagGroup] = &[FlagGroup {
 
 pub const TOOL: Tool = Tool {
     name: VERIFY,
-    about: "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it) and records the verdicts in the verification table.",
+    about: "Compares source and destination for every done prefix (name, size, crc32c, md5 where both have it; with --preserve the metadata kept; with --move what is left in the source) and records the verdicts in the verification table.",
     after: "Exit codes: 0 every checked prefix matches, 4 a mismatch, 1 failure, 2 bad input.",
-    groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS],
+    groups: &[&GENERAL, &STATE, &TRANSFER, &BUCKETS, &OBJECTS],
     own: VERIFY_FLAGS,
     stops_itself: false,
     run,
@@ -143,12 +147,23 @@ impl VerifyReport {
     }
 }
 
+/// What a listing comparison checks beyond names and content.
+#[derive(Debug, Default)]
+struct Checks {
+    /// The metadata `--preserve` kept.
+    preserve: Preserve,
+    /// `--move`: each prefix's latest operation's start, by prefix (see
+    /// [`crate::verify::compare_moved`]).
+    moved: Option<HashMap<String, Option<DateTime<Utc>>>>,
+}
+
 async fn check_prefix(
     lister: Arc<dyn ObjectLister>,
     source: String,
     destination: String,
     prefix: String,
     progress: Arc<ListProgress>,
+    checks: Arc<Checks>,
 ) -> Result<(Checked, u64)> {
     let (from, to) = tokio::join!(
         lister.list_all(&source, &prefix, true),
@@ -162,7 +177,20 @@ async fn check_prefix(
     progress
         .bytes
         .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-    let (verification, offenses) = compare(&prefix, &from, &to, Utc::now());
+    if let Some(starts) = &checks.moved {
+        let started = starts.get(&prefix).copied().flatten();
+        let (verification, offenses) = compare_moved(&prefix, &from, &to, started, Utc::now());
+        // The source gave its objects away: none is "only" in the destination.
+        return Ok((
+            Checked {
+                verification,
+                offenses,
+                unique_in_destination: 0,
+            },
+            bytes,
+        ));
+    }
+    let (verification, offenses) = compare_kept(&prefix, &from, &to, Utc::now(), &checks.preserve);
     Ok((
         Checked {
             verification,
@@ -180,7 +208,12 @@ async fn compare_listings(
     args: &VerifyArgs,
     prefixes: Vec<String>,
     report: &mut VerifyReport,
+    moved: Option<HashMap<String, Option<DateTime<Utc>>>>,
 ) -> Result<Option<Error>> {
+    let checks = Arc::new(Checks {
+        preserve: options.preserve_fields()?,
+        moved,
+    });
     let lister = open_lister(options)?;
     lister.get_bucket(&options.source_bucket).await?;
     lister.get_bucket(&options.destination_bucket).await?;
@@ -189,10 +222,11 @@ async fn compare_listings(
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for prefix in prefixes {
-        let (lister, semaphore, progress) = (
+        let (lister, semaphore, progress, checks) = (
             Arc::clone(&lister),
             Arc::clone(&semaphore),
             Arc::clone(&progress),
+            Arc::clone(&checks),
         );
         let (source, destination) = (
             options.source_bucket.clone(),
@@ -203,7 +237,7 @@ async fn compare_listings(
                 .acquire_owned()
                 .await
                 .map_err(|e| Error::Input(e.to_string()))?;
-            check_prefix(lister, source, destination, prefix, progress).await
+            check_prefix(lister, source, destination, prefix, progress, checks).await
         });
     }
     let mut failure = None;
@@ -281,7 +315,35 @@ async fn compare_inventories(
     Ok((checked, bytes))
 }
 
+/// Each prefix's latest operation's start as the history holds it (what
+/// a moved prefix is judged against).
+async fn operation_starts(
+    store: &dyn crate::store::StateStore,
+) -> Result<HashMap<String, Option<DateTime<Utc>>>> {
+    Ok(store
+        .latest_snapshots()
+        .await?
+        .into_iter()
+        .map(|row| {
+            let start = row
+                .operation_results
+                .as_deref()
+                .and_then(|body| serde_json::from_str::<TransferOperation>(body).ok())
+                .and_then(|op| op.start_time);
+            (row.prefix, start)
+        })
+        .collect())
+}
+
 pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyReport> {
+    let inventories = args.source_inventory.is_some() || args.destination_inventory.is_some();
+    if inventories && (options.r#move || !options.preserve_fields()?.is_empty()) {
+        return Err(Error::Input(
+            "--preserve and --move are verified by listing, not from inventory tables: leave \
+             out --source-inventory and --destination-inventory"
+                .into(),
+        ));
+    }
     let store = open_store(options)?;
     let jobs = store.read_jobs().await?;
     // A prefix of no row (a typo, a missing '/') would be checked, recorded
@@ -302,6 +364,11 @@ pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyRe
     if prefixes.is_empty() {
         return Ok(report);
     }
+    let moved = if options.r#move {
+        Some(operation_starts(&*store).await?)
+    } else {
+        None
+    };
     let failure = match (&args.source_inventory, &args.destination_inventory) {
         (Some(source), Some(destination)) => {
             let (checked, bytes) =
@@ -310,7 +377,7 @@ pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyRe
             report.bytes_compared = bytes;
             None
         }
-        _ => compare_listings(options, args, prefixes, &mut report).await?,
+        _ => compare_listings(options, args, prefixes, &mut report, moved).await?,
     };
     report
         .checked

@@ -446,6 +446,60 @@ impl Emulator {
         Reply::ok(self.credentials().stats())
     }
 
+    /// `POST /_emulator/objects`: sets what Cloud Storage would know of an
+    /// object and a file cannot hold (`{"bucket", "name", "storageClass",
+    /// "kmsKeyName", "temporaryHold", "customTime", "timeCreated"}`; fields
+    /// left out are unset), for tests of `--preserve`. Answers the object's
+    /// resource as `objects.get` does.
+    fn set_object_metadata(&self, method: &str, body: &str) -> Reply {
+        #[derive(serde::Deserialize)]
+        struct Request {
+            bucket: String,
+            name: String,
+            #[serde(flatten)]
+            metadata: crate::metadata::ObjectMetadata,
+        }
+        if method != "POST" {
+            return Reply::error(405, "/_emulator/objects takes POST");
+        }
+        let request: Request = match serde_json::from_str(body) {
+            Ok(r) => r,
+            Err(e) => return Reply::error(400, format!("objects: {e}")),
+        };
+        let buckets = match crate::storage::local::LocalBuckets::open(&self.root) {
+            Ok(b) => b,
+            Err(e) => return Reply::error(500, e.to_string()),
+        };
+        match buckets.object_path(&request.bucket, &request.name) {
+            Ok(Some(_)) => {}
+            Ok(None) => {
+                return Reply::error(
+                    404,
+                    format!("No such object: {}/{}", request.bucket, request.name),
+                )
+            }
+            Err(e) => return Reply::error(400, e.to_string()),
+        }
+        let saved = crate::transfer::local::open_db(&self.root)
+            .map_err(|e| e.to_string())
+            .and_then(|conn| {
+                crate::transfer::local::metadata::save(
+                    &conn,
+                    &request.bucket,
+                    &request.name,
+                    &request.metadata,
+                )
+            });
+        if let Err(e) = saved {
+            return Reply::error(500, e);
+        }
+        match buckets.object(&request.bucket, &request.name) {
+            Ok(Some(found)) => Reply::ok(storage::object_json(&request.bucket, &found)),
+            Ok(None) => Reply::error(404, format!("No such object: {}", request.name)),
+            Err(e) => Reply::error(500, e.to_string()),
+        }
+    }
+
     fn control(&self, method: &str, body: &str) -> Reply {
         let mut current = self.api_faults.lock().unwrap_or_else(|p| p.into_inner());
         if method == "POST" {

@@ -90,6 +90,8 @@ pub(super) async fn handle(
     };
     let reply = if path == "/_emulator/faults" {
         emulator.control(&method, &body)
+    } else if path == "/_emulator/objects" {
+        emulator.set_object_metadata(&method, &body)
     } else if path == "/_emulator/credentials" {
         emulator.register_credentials(&method, &body)
     } else if path == "/_emulator/stats" {

@@ -37,11 +37,24 @@ pub fn object_json(bucket: &str, object: &ObjectInfo) -> Value {
         "generation": generation,
         "metageneration": "1",
         "contentType": "application/octet-stream",
-        "storageClass": "STANDARD",
+        "storageClass": object
+            .metadata
+            .storage_class
+            .as_deref()
+            .unwrap_or(crate::metadata::DEFAULT_STORAGE_CLASS),
         "size": object.size.to_string(),
-        "timeCreated": time(object.updated),
+        "timeCreated": time(object.metadata.time_created.or(object.updated)),
         "updated": time(object.updated),
     });
+    if let Some(key) = &object.metadata.kms_key_name {
+        body["kmsKeyName"] = json!(key);
+    }
+    if let Some(held) = object.metadata.temporary_hold {
+        body["temporaryHold"] = json!(held);
+    }
+    if let Some(custom) = object.metadata.custom_time {
+        body["customTime"] = json!(time(Some(custom)));
+    }
     if let Some(crc) = object.crc32c {
         body["crc32c"] = json!(encode_crc32c(crc));
     }

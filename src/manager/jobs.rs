@@ -368,7 +368,8 @@ impl Manager {
                 overwrite_objects_already_existing_in_sink: self.settings.overwrite_dest_objects,
                 overwrite_when: pass.and_then(|p| p.overwrite_when),
                 delete_objects_unique_in_sink: pass.is_some_and(|p| p.delete_unique_in_sink),
-                delete_objects_from_source_after_transfer: false,
+                delete_objects_from_source_after_transfer: self.settings.move_objects,
+                metadata_options: self.settings.preserve.metadata_options(),
             }),
         )
         .modified_since(pass.and_then(|p| p.modified_since))
@@ -393,11 +394,11 @@ impl Manager {
     }
 
     /// Failed objects logged to Cloud Logging unless `--no-object-logs`
-    /// (the manager never deletes objects: COPY only).
+    /// (COPY, and DELETE when `--move` deletes from the source).
     pub(super) fn logging_config(&self) -> Option<LoggingConfig> {
         self.settings
             .object_logs
-            .then(|| LoggingConfig::failed_objects(false))
+            .then(|| LoggingConfig::failed_objects(self.settings.move_objects))
     }
 
     pub(super) fn new_job(&self, name: String, prefix: &str) -> TransferJob {

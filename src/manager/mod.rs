@@ -100,6 +100,10 @@ pub struct ManagerSettings {
     /// Jobs log failed objects to Cloud Logging (`loggingConfig`), and the
     /// sync reads them into the failed-objects table.
     pub object_logs: bool,
+    /// Object metadata every transfer keeps (`--preserve`).
+    pub preserve: crate::metadata::Preserve,
+    /// Objects are deleted from the source once copied (`--move`).
+    pub move_objects: bool,
 }
 
 /// TransferJob.description: "Its max length is 1024 bytes when

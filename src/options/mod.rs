@@ -184,6 +184,10 @@ options_table! {
         "Create one transfer job per prefix (the original's way) instead of reusing a pool of\njobs, patched and run for each start; STS allows 5,000 creates a day";
     stall_after, "stall-after", Seconds, 600.0,
         "Seconds with no counter moving after which a running prefix is stalled (STS refreshes\ncounters only now and then: minutes, not one sync)";
+    preserve, "preserve", OptionalText, None,
+        "Object metadata every transfer keeps (metadataOptions), comma-separated: storage-class,\nacl, kms-key, temporary-hold, time-created (the source's timeCreated as the copy's\ncustomTime); sts-verify then compares those fields (all but acl)";
+    r#move, "move", Flag, false,
+        "Delete each object from the source once it is copied (deleteObjectsFromSourceAfterTransfer);\nnever with --delete-unique-in-destination. sts-verify: check that nothing copied is\nleft in the source";
     reconcile_interval, "reconcile-interval", Seconds, 86400.0,
         "Seconds between full reconciles, which list every transfer operation of the project to\nsee those started or deleted outside the manager";
 }
@@ -436,6 +440,9 @@ impl Options {
                 ));
             }
         }
+        if uses("preserve") {
+            self.preserve_fields()?;
+        }
         if uses("state") {
             self.state_location()?;
         }
@@ -443,6 +450,12 @@ impl Options {
             self.transfer_location()?;
         }
         Ok(())
+    }
+
+    /// The metadata `--preserve` names (none when it is not given).
+    pub fn preserve_fields(&self) -> Result<crate::metadata::Preserve, OptionsError> {
+        crate::metadata::Preserve::parse(self.preserve.as_deref().unwrap_or_default())
+            .map_err(|problem| invalid("preserve", problem))
     }
 
     pub fn state_location(&self) -> Result<StateLocation, OptionsError> {

@@ -84,6 +84,17 @@ pub const JOBS: OptionGroup = OptionGroup {
         "no-object-logs",
     ],
 };
+/// What each transfer does with objects beyond copying them (the manager,
+/// sts-cutover), and what sts-verify then checks.
+pub const OBJECTS: OptionGroup = OptionGroup {
+    heading: "Objects (metadata kept, moves)",
+    options: &["preserve", "move"],
+};
+/// `--move` alone: sts-doctor checks the agent may delete from the source.
+pub const MOVES: OptionGroup = OptionGroup {
+    heading: "Objects (moves)",
+    options: &["move"],
+};
 pub const LOOP: OptionGroup = OptionGroup {
     heading: "The loop",
     options: &[
@@ -110,6 +121,8 @@ pub const GROUPS: &[&OptionGroup] = &[
     &REQUEUE_PREFIXES,
     &TRANSFER,
     &JOBS,
+    &OBJECTS,
+    &MOVES,
     &LOOP,
     &HEARTBEAT,
 ];

@@ -22,7 +22,8 @@ use crate::http::{self, Failed, Failure, Idempotency, RetryPolicy};
 pub const EMULATOR_HOST_VARIABLE: &str = "STORAGE_EMULATOR_HOST";
 const GOOGLE_ENDPOINT: &str = "https://storage.googleapis.com";
 const LIST_FIELDS: &str =
-    "items(name,size,crc32c,md5Hash,generation,updated),prefixes,nextPageToken";
+    "items(name,size,crc32c,md5Hash,generation,updated,storageClass,kmsKeyName,temporaryHold,\
+     customTime,timeCreated),prefixes,nextPageToken";
 
 pub struct GcsClient {
     http: reqwest::Client,
@@ -50,15 +51,25 @@ pub fn object_from_json(item: &Value) -> Result<ObjectInfo, StorageError> {
         .and_then(|s| u64::try_from(s).ok())
         .ok_or_else(|| StorageError::Malformed(format!("object {name}: no valid size")))?;
     let text = |key: &str| item.get(key).and_then(Value::as_str);
+    let time = |key: &str| {
+        text(key)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
     Ok(ObjectInfo {
         name: name.to_string(),
         size,
         crc32c: text("crc32c").and_then(decode_crc32c),
         md5: text("md5Hash").and_then(decode_md5),
         generation: int64(item.get("generation")),
-        updated: text("updated")
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&chrono::Utc)),
+        updated: time("updated"),
+        metadata: crate::metadata::ObjectMetadata {
+            storage_class: text("storageClass").map(str::to_string),
+            kms_key_name: text("kmsKeyName").map(str::to_string),
+            temporary_hold: item.get("temporaryHold").and_then(Value::as_bool),
+            custom_time: time("customTime"),
+            time_created: time("timeCreated"),
+        },
     })
 }
 

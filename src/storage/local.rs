@@ -14,7 +14,7 @@ use md5::Digest;
 
 use super::validate_bucket_name;
 use super::{BucketInfo, ListPage, ListRequest, ObjectInfo, ObjectLister, StorageError};
-use crate::transfer::local::{ENGINE_DIR, TEMP_MARKER};
+use crate::transfer::local::{metadata, ENGINE_DIR, TEMP_MARKER};
 
 pub struct LocalBuckets {
     root: PathBuf,
@@ -297,6 +297,7 @@ impl LocalBuckets {
             more: false,
         };
         walk.visit(&dir, "")?;
+        self.attach_metadata(&request.bucket, &mut walk.objects)?;
         let next_page_token = if walk.more {
             walk.last.as_ref().map(Resume::token)
         } else {
@@ -335,9 +336,40 @@ impl LocalBuckets {
     /// One object's metadata with checksums.
     pub fn object(&self, bucket: &str, name: &str) -> Result<Option<ObjectInfo>, StorageError> {
         match self.object_path(bucket, name)? {
-            Some(path) => describe(name.to_string(), &path, true).map(Some),
+            Some(path) => {
+                let mut found = vec![describe(name.to_string(), &path, true)?];
+                self.attach_metadata(bucket, &mut found)?;
+                Ok(found.pop())
+            }
             None => Ok(None),
         }
+    }
+
+    /// The engine's per-object metadata (`transfer::local::metadata`) of
+    /// a page of objects in name order; `timeCreated` is the file's
+    /// modification time where none is recorded.
+    fn attach_metadata(
+        &self,
+        bucket: &str,
+        objects: &mut [ObjectInfo],
+    ) -> Result<(), StorageError> {
+        let (Some(first), Some(last)) = (objects.first(), objects.last()) else {
+            return Ok(());
+        };
+        let problem = |e: String| local_error(&self.root, e);
+        let mut found = match metadata::open_existing(&self.root).map_err(problem)? {
+            Some(conn) => {
+                metadata::read_range(&conn, bucket, &first.name, &last.name).map_err(problem)?
+            }
+            None => Default::default(),
+        };
+        for object in objects {
+            if let Some(kept) = found.remove(&object.name) {
+                object.metadata = kept;
+            }
+            object.metadata.time_created = object.metadata.time_created.or(object.updated);
+        }
+        Ok(())
     }
 }
 

@@ -69,6 +69,9 @@ pub struct ObjectInfo {
     pub md5: Option<[u8; 16]>,
     pub generation: Option<i64>,
     pub updated: Option<DateTime<Utc>>,
+    /// Storage class, KMS key name, temporary hold, customTime and
+    /// timeCreated (what `--preserve` keeps and verification compares).
+    pub metadata: crate::metadata::ObjectMetadata,
 }
 
 impl ObjectInfo {
@@ -81,6 +84,7 @@ impl ObjectInfo {
             md5: None,
             generation: None,
             updated: None,
+            metadata: crate::metadata::ObjectMetadata::default(),
         }
     }
 }

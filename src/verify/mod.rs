@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 
 use crate::manager::sync::ChangeSet;
+use crate::metadata::Preserve;
 use crate::model::{PrefixJob, Status};
 pub use crate::records::{Verification, VerifyResult, MAX_OFFENDING};
 use crate::storage::ObjectInfo;
@@ -47,6 +48,27 @@ pub fn difference(source: &ObjectInfo, destination: &ObjectInfo) -> Option<Strin
     None
 }
 
+/// Why a copy differs from its source: its content ([`difference`]), else
+/// the metadata `preserve` asked to keep
+/// ([`crate::metadata::preserved_differences`], e.g. "storage class
+/// differs: NEARLINE in the source, STANDARD in the destination").
+pub fn difference_kept(
+    source: &ObjectInfo,
+    destination: &ObjectInfo,
+    preserve: &Preserve,
+) -> Option<String> {
+    if let Some(why) = difference(source, destination) {
+        return Some(why);
+    }
+    let differences = crate::metadata::preserved_differences(
+        preserve,
+        &source.metadata,
+        source.updated,
+        &destination.metadata,
+    );
+    (!differences.is_empty()).then(|| differences.join("; "))
+}
+
 /// Compares every source object under `prefix` with the destination's
 /// object of the same name. Objects only in the destination are not
 /// offences (a destination may hold more). Up to [`MAX_OFFENDING`] offences
@@ -56,6 +78,17 @@ pub fn compare(
     source: &[ObjectInfo],
     destination: &[ObjectInfo],
     now: DateTime<Utc>,
+) -> (Verification, Vec<Offense>) {
+    compare_kept(prefix, source, destination, now, &Preserve::default())
+}
+
+/// [`compare`], the metadata `preserve` names compared too.
+pub fn compare_kept(
+    prefix: &str,
+    source: &[ObjectInfo],
+    destination: &[ObjectInfo],
+    now: DateTime<Utc>,
+    preserve: &Preserve,
 ) -> (Verification, Vec<Offense>) {
     let by_name: HashMap<&str, &ObjectInfo> =
         destination.iter().map(|o| (o.name.as_str(), o)).collect();
@@ -67,7 +100,7 @@ pub fn compare(
                 missing += 1;
                 "missing from the destination".to_string()
             }
-            Some(copy) => match difference(object, copy) {
+            Some(copy) => match difference_kept(object, copy, preserve) {
                 None => continue,
                 Some(why) => {
                     different += 1;
@@ -82,6 +115,24 @@ pub fn compare(
             });
         }
     }
+    verdict(
+        prefix,
+        source.len() as u64,
+        missing,
+        different,
+        offenses,
+        now,
+    )
+}
+
+fn verdict(
+    prefix: &str,
+    compared: u64,
+    missing: u64,
+    different: u64,
+    mut offenses: Vec<Offense>,
+    now: DateTime<Utc>,
+) -> (Verification, Vec<Offense>) {
     offenses.sort_by(|a, b| a.name.cmp(&b.name));
     let result = if missing + different == 0 {
         VerifyResult::Verified
@@ -91,13 +142,63 @@ pub fn compare(
     let verification = Verification {
         prefix: prefix.to_string(),
         result,
-        objects_compared: source.len() as u64,
+        objects_compared: compared,
         missing,
         different,
         checked_at: now,
         offending_objects: offenses.iter().map(|o| o.name.clone()).collect(),
     };
     (verification, offenses)
+}
+
+/// A moved prefix (`--move`: the source's objects are deleted once
+/// copied), checked with what is left to see: every source object last
+/// modified before the prefix's latest operation began (`started`; every
+/// one when it is unknown) should be gone from the source, so each is an
+/// offence ("left in the source after the move"), counted missing when the
+/// destination lacks it too and different otherwise. Objects written
+/// after the operation began are not judged (the next pass moves them).
+/// Compared: the destination's objects plus the leftovers it lacks. What
+/// it cannot prove: that a copy equals a source object that is gone.
+pub fn compare_moved(
+    prefix: &str,
+    source: &[ObjectInfo],
+    destination: &[ObjectInfo],
+    started: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> (Verification, Vec<Offense>) {
+    let by_name: HashMap<&str, &ObjectInfo> =
+        destination.iter().map(|o| (o.name.as_str(), o)).collect();
+    let (mut missing, mut different) = (0u64, 0u64);
+    let mut offenses = Vec::new();
+    let left = source.iter().filter(|o| match (started, o.updated) {
+        (Some(started), Some(updated)) => updated < started,
+        _ => true,
+    });
+    for object in left {
+        let reason = match by_name.get(object.name.as_str()) {
+            None => {
+                missing += 1;
+                "left in the source after the move, and missing from the destination".to_string()
+            }
+            Some(copy) => {
+                different += 1;
+                match difference(object, copy) {
+                    Some(why) => format!("left in the source after the move ({why})"),
+                    None => "left in the source after the move (the destination's copy matches)"
+                        .to_string(),
+                }
+            }
+        };
+        if offenses.len() < MAX_OFFENDING {
+            offenses.push(Offense {
+                name: object.name.clone(),
+                reason,
+            });
+        }
+    }
+    let compared = destination.len() as u64 + missing;
+    verdict(prefix, compared, missing, different, offenses, now)
 }
 
 /// How many destination objects have no source object of the same name.
@@ -215,6 +316,74 @@ mod tests {
         assert_eq!(v.different, 1);
         let (v, _) = compare("p/", &source[..1], &destination[..1], at(10));
         assert_eq!(v.result, VerifyResult::Verified);
+    }
+
+    #[test]
+    fn preserved_fields_are_compared_only_when_asked() {
+        let mut source = object("p/a", 1, Some(1), None);
+        source.metadata.storage_class = Some("NEARLINE".into());
+        source.metadata.temporary_hold = Some(true);
+        let copy = object("p/a", 1, Some(1), None);
+        let (v, _) = compare(
+            "p/",
+            std::slice::from_ref(&source),
+            std::slice::from_ref(&copy),
+            at(0),
+        );
+        assert_eq!(v.result, VerifyResult::Verified);
+        let asked = Preserve::parse("storage-class,temporary-hold").unwrap();
+        let (v, offenses) = compare_kept(
+            "p/",
+            std::slice::from_ref(&source),
+            std::slice::from_ref(&copy),
+            at(0),
+            &asked,
+        );
+        assert_eq!((v.result, v.different), (VerifyResult::Mismatch, 1));
+        assert_eq!(
+            offenses[0].reason,
+            "storage class differs: NEARLINE in the source, STANDARD in the destination; \
+             temporary hold differs: true in the source, false in the destination"
+        );
+        let mut kept = copy;
+        kept.metadata = source.metadata.clone();
+        let (v, _) = compare_kept("p/", &[source], &[kept], at(0), &asked);
+        assert_eq!(v.result, VerifyResult::Verified);
+    }
+
+    #[test]
+    fn a_move_is_verified_by_what_is_left_in_the_source() {
+        let aged = |name: &str, updated: i64| ObjectInfo {
+            updated: Some(at(updated)),
+            ..object(name, 1, Some(1), None)
+        };
+        let destination = [aged("p/a", 5), aged("p/b", 5)];
+        // Everything moved; an object written after the operation began
+        // is not judged.
+        let (v, _) = compare_moved(
+            "p/",
+            &[aged("p/new", 20)],
+            &destination,
+            Some(at(10)),
+            at(30),
+        );
+        assert_eq!((v.result, v.objects_compared), (VerifyResult::Verified, 2));
+        // One left behind (copied), one never copied.
+        let (v, offenses) = compare_moved(
+            "p/",
+            &[aged("p/b", 5), aged("p/c", 5)],
+            &destination,
+            Some(at(10)),
+            at(30),
+        );
+        assert_eq!((v.missing, v.different, v.objects_compared), (1, 1, 3));
+        assert!(
+            offenses[0].reason.starts_with("left in the source"),
+            "{offenses:?}"
+        );
+        // No start known: every source object is a leftover.
+        let (v, _) = compare_moved("p/", &[aged("p/new", 20)], &destination, None, at(30));
+        assert_eq!(v.result, VerifyResult::Mismatch);
     }
 
     #[test]

@@ -89,6 +89,13 @@ const SOURCE_NEEDS: &[&str] = &[
     "storage.objects.list",
     "storage.objects.get",
 ];
+/// With `--move` STS also deletes each source object once copied.
+const MOVED_SOURCE_NEEDS: &[&str] = &[
+    "storage.buckets.get",
+    "storage.objects.list",
+    "storage.objects.get",
+    "storage.objects.delete",
+];
 const SINK_NEEDS: &[&str] = &[
     "storage.buckets.get",
     "storage.objects.list",
@@ -403,13 +410,13 @@ pub async fn run(options: &Options) -> Result<DoctorReport> {
     };
 
     // 3. The agent's roles on both buckets, and 4. the caller's access.
+    let (source_needs, source_role) = if options.r#move {
+        (MOVED_SOURCE_NEEDS, "roles/storage.objectAdmin")
+    } else {
+        (SOURCE_NEEDS, "roles/storage.objectViewer")
+    };
     for (option, bucket, needs, role) in [
-        (
-            "source",
-            &options.source_bucket,
-            SOURCE_NEEDS,
-            "roles/storage.objectViewer",
-        ),
+        ("source", &options.source_bucket, source_needs, source_role),
         (
             "destination",
             &options.destination_bucket,

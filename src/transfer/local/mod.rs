@@ -8,6 +8,7 @@
 
 mod faults;
 pub mod logs;
+pub mod metadata;
 mod service;
 mod worker;
 
@@ -88,6 +89,8 @@ pub(crate) fn open_db(root: &Path) -> Result<Connection, TransferError> {
          CREATE INDEX IF NOT EXISTS log_entries_operation ON log_entries (operation, seq);",
     )
     .map_err(|e| engine_error(root, e))?;
+    conn.execute_batch(metadata::TABLE)
+        .map_err(|e| engine_error(root, e))?;
     Ok(conn)
 }
 

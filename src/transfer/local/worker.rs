@@ -15,6 +15,7 @@ use chrono::Utc;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{decode_operation, open_db, Faults, ENGINE_DIR};
+use crate::metadata::ObjectMetadata;
 use crate::model::{
     Counters, ErrorLogEntry, ErrorSummary, OverwriteWhen, TransferOperation, MAX_ERROR_LOG_ENTRIES,
 };
@@ -484,6 +485,10 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
     let overwrite = spec.overwrite_when();
     let conditions = spec.conditions();
     let options = spec.transfer_options.clone().unwrap_or_default();
+    let (source_bucket, sink_bucket) = (
+        spec.source_bucket().unwrap_or_default(),
+        spec.sink_bucket().unwrap_or_default(),
+    );
     let mut run = Execution {
         conn,
         name,
@@ -584,9 +589,31 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
                 Ok(()) => {
                     run.op.counters.objects_copied_to_sink += 1;
                     run.op.counters.bytes_copied_to_sink += object.size as i64;
+                    // The copy's metadata, as metadataOptions say (ACLs
+                    // are not represented).
+                    let kept = super::metadata::read(&run.conn, source_bucket, &object.name)
+                        .map(|found| {
+                            ObjectMetadata::copied(
+                                &found,
+                                object.modified,
+                                options.metadata_options.as_ref(),
+                            )
+                        })
+                        .and_then(|copy| {
+                            super::metadata::save(&run.conn, sink_bucket, &object.name, &copy)
+                        });
+                    if let Err(e) = kept {
+                        run.record_failure(
+                            "INTERNAL",
+                            url.clone(),
+                            format!("keeping the object's metadata failed: {e}"),
+                            0,
+                        );
+                    }
                     if options.delete_objects_from_source_after_transfer {
                         match std::fs::remove_file(&source) {
                             Ok(()) => {
+                                forget_metadata(&run.conn, source_bucket, &object.name);
                                 run.op.counters.objects_deleted_from_source += 1;
                                 run.op.counters.bytes_deleted_from_source += object.size as i64;
                             }
@@ -639,6 +666,7 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
             run.op.counters.bytes_found_only_from_sink += object.size as i64;
             match std::fs::remove_file(sink_dir.join(&object.name)) {
                 Ok(()) => {
+                    forget_metadata(&run.conn, sink_bucket, &object.name);
                     run.op.counters.objects_deleted_from_sink += 1;
                     run.op.counters.bytes_deleted_from_sink += object.size as i64;
                 }
@@ -684,6 +712,19 @@ fn execute(root: &Path, name: &str, owner: &str, stop: &AtomicBool) -> Result<()
         )
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Drops a deleted object's metadata row. The object is gone either way,
+/// so a failure here is logged, not made the copy's: the row is stale
+/// only until a new object of that name is copied in.
+fn forget_metadata(conn: &Connection, bucket: &str, name: &str) {
+    if let Err(e) = super::metadata::remove(conn, bucket, name) {
+        tracing::warn!(
+            bucket,
+            object = name,
+            "forgetting a deleted object's metadata: {e}"
+        );
+    }
 }
 
 #[cfg(test)]
@@ -892,6 +933,62 @@ mod tests {
         assert_eq!(op.counters.objects_deleted_from_source, 1);
         assert!(!root.join("src/p/a").exists());
         assert_eq!(std::fs::read(root.join("dst/p/a")).unwrap(), b"abc");
+    }
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn metadata_options_decide_what_the_copy_keeps() {
+        use crate::metadata::{ObjectMetadata, Preserve};
+        use crate::storage::local::LocalBuckets;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let created = chrono::DateTime::from_timestamp(1_500_000_000, 0).unwrap();
+        let kept = ObjectMetadata {
+            storage_class: Some("COLDLINE".into()),
+            kms_key_name: Some("projects/p/locations/us/keyRings/r/cryptoKeys/k".into()),
+            temporary_hold: Some(true),
+            custom_time: None,
+            time_created: Some(created),
+        };
+        for name in ["p/a", "p/b"] {
+            write(&root.join("src").join(name), b"abc", None);
+        }
+        std::fs::create_dir_all(root.join("dst")).unwrap();
+        let conn = open_db(root).unwrap();
+        for name in ["p/a", "p/b"] {
+            super::super::metadata::save(&conn, "src", name, &kept).unwrap();
+        }
+        let preserve = Preserve::parse("storage-class,kms-key,temporary-hold,time-created")
+            .unwrap()
+            .metadata_options();
+        let op = run(
+            root,
+            "preserve",
+            spec(
+                Default::default(),
+                TransferOptions {
+                    metadata_options: preserve,
+                    delete_objects_from_source_after_transfer: true,
+                    ..Default::default()
+                },
+            ),
+        )
+        .await;
+        assert_eq!(op.counters.objects_copied_to_sink, 2);
+        assert_eq!(op.counters.objects_deleted_from_source, 2);
+        let copy = LocalBuckets::open(root)
+            .unwrap()
+            .object("dst", "p/a")
+            .unwrap()
+            .unwrap();
+        assert_eq!(copy.metadata.storage_class.as_deref(), Some("COLDLINE"));
+        assert_eq!(copy.metadata.kms_key_name, kept.kms_key_name);
+        assert_eq!(copy.metadata.temporary_hold, Some(true));
+        assert_eq!(copy.metadata.custom_time, Some(created));
+        // Moved: the source's rows went with its objects.
+        assert_eq!(
+            super::super::metadata::read(&conn, "src", "p/a").unwrap(),
+            ObjectMetadata::default()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread")]
