@@ -54,6 +54,7 @@ pub mod format;
 pub mod http;
 pub mod logging;
 pub mod manager;
+pub mod manifest;
 pub mod model;
 pub mod monitoring;
 pub mod options;
