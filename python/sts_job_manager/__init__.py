@@ -264,6 +264,8 @@ class VerifyResult(TypedDict):
     #: Done prefixes verified since their last transfer (not checked again).
     skipped: int
     requeued: int
+    #: With ``objects``: each requeued prefix's manifest.
+    manifests: list[dict[str, Any]]
     list_requests: int
     bytes_compared: int
 
@@ -271,6 +273,9 @@ class VerifyResult(TypedDict):
 class RequeueResult(TypedDict):
     #: Prefixes put back to ``waiting``.
     requeued: list[str]
+    #: With ``failed_objects``: each prefix's manifest (``prefix``,
+    #: ``location``, ``objects``, ``queued_at``).
+    manifests: list[dict[str, Any]]
 
 
 def _prefix_list(prefixes: Iterable[str] | None) -> list[str] | None:
@@ -322,6 +327,8 @@ def verify(
     prefixes: Iterable[str] | None = None,
     recheck_all: bool = False,
     requeue: bool = False,
+    objects: bool = False,
+    manifest_location: str | None = None,
     concurrency: int | None = None,
     source_inventory: str | None = None,
     destination_inventory: str | None = None,
@@ -332,13 +339,17 @@ def verify(
     """Compare source and destination for every done prefix (or ``prefixes``,
     whatever their status), as ``sts-verify``: ``recheck_all`` checks every
     done prefix again whatever was verified before (``--all``); ``requeue``
-    puts mismatched prefixes back to ``waiting``. Verdicts go to the
+    puts mismatched prefixes back to ``waiting``; with ``objects=True`` and
+    ``manifest_location="gs://BUCKET/PATH/"`` each with a manifest of every
+    missing or different object, so only those are copied again. Verdicts go to the
     verification table. A mismatch is reported, not raised: see
     ``verification["result"]`` of each entry of ``checked``."""
     args = {
         "prefix": _prefix_list(prefixes),
         "all": recheck_all,
         "requeue": requeue,
+        "objects": objects,
+        "manifest_location": manifest_location,
         "concurrency": concurrency,
         "source_inventory": source_inventory,
         "destination_inventory": destination_inventory,
@@ -357,17 +368,25 @@ def requeue(
     options: Options | Mapping[str, Any] | None = None,
     *,
     prefixes: Iterable[str] | None = None,
+    failed_objects: bool = False,
+    manifest_location: str | None = None,
     **overrides: Any,
 ) -> RequeueResult:
     """Put prefixes back to ``waiting`` with a fresh retry count, as
     ``sts-requeue``: ``prefixes`` (any status but running or paused), else
     every prefix in ``error``. Refused whole, naming the prefix, when one is
-    unknown or in flight."""
+    unknown or in flight. ``failed_objects=True`` (``--failed-objects``, with
+    ``manifest_location="gs://BUCKET/PATH/"``) requeues each prefix whose
+    latest operation failed objects (or each of ``prefixes``) with a CSV
+    manifest of them written there: its next start copies only those."""
     chosen = _prefix_list(prefixes)
+    if failed_objects != (manifest_location is not None):
+        raise InputError("failed_objects=True and manifest_location go together")
     result: RequeueResult = json.loads(
         _core.requeue(
             _options_json(options, overrides),
             None if chosen is None else json.dumps(chosen),
+            manifest_location,
         )
     )
     return result
