@@ -256,7 +256,7 @@ class PlanResult(TypedDict):
     written_to: str | None
 
 
-class VerifyResult(TypedDict):
+class _VerifyResult(TypedDict):
     """What :func:`verify` compared: one entry per prefix checked, with its
     verdict (``verification``) and the first offending objects."""
 
@@ -264,15 +264,24 @@ class VerifyResult(TypedDict):
     #: Done prefixes verified since their last transfer (not checked again).
     skipped: int
     requeued: int
-    #: With ``objects``: each requeued prefix's manifest.
-    manifests: list[dict[str, Any]]
     list_requests: int
     bytes_compared: int
 
 
-class RequeueResult(TypedDict):
+class VerifyResult(_VerifyResult, total=False):
+    """What :func:`verify` compared; with ``objects``, also ``manifests``."""
+
+    #: With ``objects``: each requeued prefix's manifest (``prefix``,
+    #: ``location``, ``objects``, ``queued_at``).
+    manifests: list[dict[str, Any]]
+
+
+class _RequeueResult(TypedDict):
     #: Prefixes put back to ``waiting``.
     requeued: list[str]
+
+
+class RequeueResult(_RequeueResult, total=False):
     #: With ``failed_objects``: each prefix's manifest (``prefix``,
     #: ``location``, ``objects``, ``queued_at``).
     manifests: list[dict[str, Any]]

@@ -109,7 +109,9 @@ pub fn manifest_folder(text: &str) -> Result<GcsLocation> {
 pub struct RequeueReport {
     /// Prefixes put back to `waiting`.
     pub requeued: Vec<String>,
-    /// With `--failed-objects`: each requeued prefix's manifest.
+    /// With `--failed-objects`: each requeued prefix's manifest (absent
+    /// from the JSON without).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<PendingManifest>,
 }
 

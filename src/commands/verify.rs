@@ -172,7 +172,9 @@ pub struct VerifyReport {
     /// Done prefixes verified since their last transfer.
     pub skipped: usize,
     pub requeued: usize,
-    /// With `--requeue --objects`: each requeued prefix's manifest.
+    /// With `--requeue --objects`: each requeued prefix's manifest (absent
+    /// from the JSON without).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<crate::records::PendingManifest>,
     pub list_requests: u64,
     pub bytes_compared: u64,
