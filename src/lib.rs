@@ -19,7 +19,8 @@
 //!   (`ObjectLister`: Cloud Storage, local directories, inventory tables),
 //!   [`monitoring`] (the heartbeat), [`http`] (one retry policy for every
 //!   client), [`auth`] (credentials);
-//! - plain data: [`model`], [`records`], [`prefixes`], [`format`] (how
+//! - plain data: [`model`], [`records`], [`prefixes`], [`manifest`]
+//!   (transfer manifests' CSV), [`format`] (how
 //!   figures read in text); [`error`] gathers each
 //!   layer's errors; [`logging`] and [`runtime`] serve everyone;
 //! - [`emulator`]: the stand-ins for STS, Cloud Storage, Monitoring, Service
