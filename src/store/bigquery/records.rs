@@ -777,6 +777,7 @@ mod tests {
             (plan_table_schema(), PLAN_FIELDS),
             (verification_table_schema(), VERIFICATION_FIELDS),
             (failed_objects_table_schema(), FAILED_OBJECT_FIELDS),
+            (manifests_table_schema(), MANIFEST_FIELDS),
         ] {
             let names: Vec<String> = columns_of(&schema).into_iter().map(|c| c.0).collect();
             let declared: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();
