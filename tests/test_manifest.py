@@ -167,6 +167,29 @@ def test_failed_objects_over_rest_through_the_emulator(
         emulator.stop()
 
 
+def test_failures_the_logs_do_not_name_are_said(tmp_path: Path) -> None:
+    migration = with_denied_objects(tmp_path)
+    options = migration.options(no_retry_on_job_error=True)
+    migration.set_faults(fail_objects_matching=DENIED)
+    sjm.Manager(options).run_until_done(timeout=120)
+    migration.set_faults()
+    # Two of p01's four entries never arrived from Cloud Logging.
+    sql(
+        migration.state,
+        "DELETE FROM sts_job_failed_objects WHERE object IN (?, ?)",
+        (ODD_NAMES[0], ODD_NAMES[1]),
+    )
+    result = sjm.requeue(
+        options, failed_objects=True, manifest_location=f"gs://{MANIFESTS}/partial/"
+    )
+    [warning] = result["warnings"]
+    assert warning.startswith(
+        "'data/p01/': its operation failed 4 objects, the transfer logs name 2"
+    )
+    counts = {m["prefix"]: m["objects"] for m in result["manifests"]}
+    assert counts == {"data/p01/": 2, "data/p02/": 3}
+
+
 def test_verify_requeues_every_tampered_object_past_the_first_hundred(tmp_path: Path) -> None:
     migration = make_migration(tmp_path, prefixes=2, files_per_prefix=150, size=64)
     (migration.root / MANIFESTS).mkdir()

@@ -285,6 +285,9 @@ class RequeueResult(_RequeueResult, total=False):
     #: With ``failed_objects``: each prefix's manifest (``prefix``,
     #: ``location``, ``objects``, ``queued_at``).
     manifests: list[dict[str, Any]]
+    #: With ``failed_objects``: prefixes whose operation failed more objects
+    #: than the transfer logs name (the manifest holds those named).
+    warnings: list[str]
 
 
 def _prefix_list(prefixes: Iterable[str] | None) -> list[str] | None:

@@ -113,6 +113,10 @@ pub struct RequeueReport {
     /// from the JSON without).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub manifests: Vec<PendingManifest>,
+    /// Prefixes whose manifest names fewer objects than failed (log
+    /// entries missing), one line each; absent from the JSON when none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 fn chosen_prefixes(options: &Options) -> Result<Option<Vec<String>>> {
@@ -188,7 +192,7 @@ pub async fn requeue_prefixes(
     plain_requeue(store.as_ref(), &changes).await?;
     Ok(RequeueReport {
         requeued: targets.iter().map(|r| r.prefix.clone()).collect(),
-        manifests: Vec::new(),
+        ..RequeueReport::default()
     })
 }
 
@@ -268,8 +272,49 @@ pub async fn requeue_failed_objects(
     if per_prefix.is_empty() {
         return Ok(RequeueReport::default());
     }
+    let unnamed = unnamed_failures(store.as_ref(), &per_prefix).await?;
     let lister = open_lister(options)?;
-    requeue_with_objects(store.as_ref(), lister, folder, per_prefix, Utc::now()).await
+    let mut report =
+        requeue_with_objects(store.as_ref(), lister, folder, per_prefix, Utc::now()).await?;
+    report.warnings = unnamed;
+    Ok(report)
+}
+
+/// Prefixes whose latest operation failed more objects than the transfer
+/// logs named (entries that never arrived, or not read yet): said, since
+/// their manifest leaves those out (`sts-verify --requeue --objects` finds
+/// them by listing).
+async fn unnamed_failures(
+    store: &dyn StateStore,
+    per_prefix: &[(String, Vec<String>)],
+) -> Result<Vec<String>> {
+    let named: HashMap<&str, usize> = per_prefix
+        .iter()
+        .map(|(prefix, names)| (prefix.as_str(), names.len()))
+        .collect();
+    let mut warnings = Vec::new();
+    for row in store.latest_snapshots().await? {
+        let Some(&count) = named.get(row.prefix.as_str()) else {
+            continue;
+        };
+        let failed = row
+            .operation_results
+            .as_deref()
+            .and_then(|r| serde_json::from_str::<crate::model::TransferOperation>(r).ok())
+            .map(|op| op.counters.objects_from_source_failed)
+            .unwrap_or_default();
+        let failed = u64::try_from(failed).unwrap_or_default();
+        if failed > count as u64 {
+            let line = format!(
+                "{}: its operation failed {failed} objects, the transfer logs name {count};                  the manifest holds those {count} (run sts-verify --requeue --objects after it                  for the rest)",
+                crate::prefixes::shown_prefix(&row.prefix)
+            );
+            tracing::warn!("{line}");
+            warnings.push(line);
+        }
+    }
+    warnings.sort();
+    Ok(warnings)
 }
 
 /// Writes one manifest per prefix (its objects) under `folder`, then
@@ -303,5 +348,6 @@ pub async fn requeue_with_objects(
     Ok(RequeueReport {
         requeued: manifests.iter().map(|m| m.prefix.clone()).collect(),
         manifests,
+        warnings: Vec::new(),
     })
 }
