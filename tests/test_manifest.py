@@ -132,6 +132,13 @@ def test_failed_objects_are_copied_again_and_only_they(tmp_path: Path, reuse: bo
     assert_manifest_runs_copied_exactly_the_failed(migration, result)
     verified = tool("sts-verify", *migration.backend_args(), "--all")
     assert "4 verified, 0 mismatched" in verified.stdout
+    # The figures: a manifest run finds its objects only, so what each
+    # prefix holds stays what its whole run found; all of it copied.
+    report = json.loads(tool("sts-status", *migration.state_args(), "--json").stdout)
+    objects = len(migration.objects)
+    assert report["objects"]["found"] == objects
+    assert report["objects"]["copied"] == objects
+    assert report["objects"]["failed"] == 0
 
 
 def test_failed_objects_over_rest_through_the_emulator(

@@ -28,6 +28,25 @@ pub struct Digest {
     pub counters: Counters,
     #[serde(default)]
     pub error_breakdowns: Vec<ErrorSummary>,
+    /// Only whether the spec had a manifest; the rest of it is skipped.
+    #[serde(default)]
+    pub transfer_spec: SpecDigest,
+}
+
+/// What views read of an operation's spec: whether it had a manifest.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecDigest {
+    #[serde(default)]
+    pub transfer_manifest: Option<serde::de::IgnoredAny>,
+}
+
+impl Digest {
+    /// Whether the operation ran with a manifest: it looked at the listed
+    /// objects only, not the whole prefix.
+    pub fn manifest_run(&self) -> bool {
+        self.transfer_spec.transfer_manifest.is_some()
+    }
 }
 
 /// One operation snapshot and when it was recorded.
@@ -156,18 +175,33 @@ fn amounts(found: i64, failed: i64, left: i64, copied_sum: i64, failed_sum: i64)
 /// snapshot), oldest first; the last one is the latest attempt. For one
 /// attempt they are its counters as STS reported them.
 pub fn prefix_figures<'a>(attempts: impl IntoIterator<Item = &'a Counters>) -> Figures {
+    prefix_figures_with(attempts.into_iter().map(|c| (c, false)))
+}
+
+/// [`prefix_figures`] of attempts each marked whether it was a manifest
+/// run: such a run finds only the objects listed, so what the prefix holds
+/// (found) stays what its latest whole run found, while failing now and
+/// left are the latest attempt's, and its copies count with the others.
+pub fn prefix_figures_with<'a>(
+    attempts: impl IntoIterator<Item = (&'a Counters, bool)>,
+) -> Figures {
     let mut latest: Option<&Counters> = None;
+    let mut whole: Option<&Counters> = None;
     let (mut oc, mut bc, mut of, mut bf) = (0i64, 0i64, 0i64, 0i64);
-    for c in attempts {
+    for (c, manifest_run) in attempts {
         oc = oc.saturating_add(c.objects_copied_to_sink.max(0));
         bc = bc.saturating_add(c.bytes_copied_to_sink.max(0));
         of = of.saturating_add(c.objects_from_source_failed.max(0));
         bf = bf.saturating_add(c.bytes_from_source_failed.max(0));
         latest = Some(c);
+        if !manifest_run {
+            whole = Some(c);
+        }
     }
     let Some(l) = latest else {
         return Figures::default();
     };
+    let found = whole.unwrap_or(l);
     let left = |found: i64, copied: i64, skipped: i64, failed: i64| {
         found
             .saturating_sub(copied)
@@ -176,7 +210,7 @@ pub fn prefix_figures<'a>(attempts: impl IntoIterator<Item = &'a Counters>) -> F
     };
     Figures {
         objects: amounts(
-            l.objects_found_from_source,
+            found.objects_found_from_source,
             l.objects_from_source_failed,
             left(
                 l.objects_found_from_source,
@@ -188,7 +222,7 @@ pub fn prefix_figures<'a>(attempts: impl IntoIterator<Item = &'a Counters>) -> F
             of,
         ),
         bytes: amounts(
-            l.bytes_found_from_source,
+            found.bytes_found_from_source,
             l.bytes_from_source_failed,
             left(
                 l.bytes_found_from_source,
@@ -384,6 +418,37 @@ mod tests {
         let g = prefix_figures([&odd]).objects;
         assert_eq!(g, objects(0, 0, 0, 0, 3, 0));
         assert_eq!(prefix_figures([]), Figures::default());
+    }
+
+    #[test]
+    fn a_manifest_run_keeps_what_the_prefix_holds() {
+        // 1,000 found, 7 failing; the manifest run looks at those 7 only.
+        let whole = counters(1000, 993, 0, 7);
+        let rerun = counters(7, 7, 0, 0);
+        let f = prefix_figures_with([(&whole, false), (&rerun, true)]).objects;
+        assert_eq!(
+            (
+                f.found,
+                f.copied,
+                f.skipped,
+                f.failed,
+                f.left,
+                f.failed_attempts
+            ),
+            (1000, 1000, 0, 0, 0, 7)
+        );
+        // Still running: its objects not handled yet are left.
+        let running = counters(7, 2, 0, 1);
+        let f = prefix_figures_with([(&whole, false), (&running, true)]).objects;
+        assert_eq!((f.found, f.copied, f.failed, f.left), (1000, 995, 1, 4));
+        // A manifest run alone (earlier history gone) is all there is.
+        let f = prefix_figures_with([(&rerun, true)]).objects;
+        assert_eq!((f.found, f.copied), (7, 7));
+        let op = parse(
+            r#"{"name":"o","transferSpec":{"transferManifest":{"location":"gs://b/m.csv"}}}"#,
+        );
+        assert!(op.is_some_and(|d| d.manifest_run()));
+        assert!(parse(r#"{"name":"o","transferSpec":{}}"#).is_some_and(|d| !d.manifest_run()));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
-use super::figures::{self, by_prefix, prefix_figures, Figures, Snapshot, Snapshots};
+use super::figures::{self, by_prefix, prefix_figures_with, Figures, Snapshot, Snapshots};
 use crate::format::{bytes as bytes_text, duration as duration_text};
 use crate::model::{Counters, HistoryRow, PrefixJob, Status};
 
@@ -208,7 +208,11 @@ impl Inputs {
     pub fn figures_of(&self, prefix: &str) -> Figures {
         let earlier = self.earlier.get(prefix).into_iter().flatten();
         let latest = self.latest.get(prefix);
-        prefix_figures(earlier.chain(latest).map(|s| &s.op.counters))
+        prefix_figures_with(
+            earlier
+                .chain(latest)
+                .map(|s| (&s.op.counters, s.op.manifest_run())),
+        )
     }
 }
 
