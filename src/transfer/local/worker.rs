@@ -917,6 +917,26 @@ mod tests {
             "gs://man/m/gone.csv"
         );
         assert_eq!(op.counters.objects_found_from_source, 0);
+
+        // A location that is no gs://bucket/object is refused at create.
+        let engine = LocalEngine::open(root, Mode::Control).unwrap();
+        let job = TransferJob {
+            name: "transferJobs/bad-manifest".into(),
+            description: String::new(),
+            project_id: "p".into(),
+            transfer_spec: spec(ObjectConditions::default(), TransferOptions::default())
+                .with_manifest(Some("gs://man/folder/")),
+            schedule: None,
+            status: JobStatus::Enabled,
+            latest_operation_name: None,
+            creation_time: None,
+            deletion_time: None,
+            logging_config: None,
+        };
+        assert!(matches!(
+            engine.create_job(&job).await,
+            Err(crate::transfer::TransferError::InvalidArgument(_))
+        ));
     }
 
     #[tokio::test(flavor = "multi_thread")]
