@@ -277,7 +277,7 @@ def test_bad_input_is_refused_and_nothing_failed_is_said(tmp_path: Path) -> None
     nothing = tool(
         "sts-requeue", *args, "--failed-objects", "--manifest-location", f"gs://{MANIFESTS}/m/"
     )
-    assert "No failed objects recorded: nothing requeued." in nothing.stdout
+    assert "No failed objects to re-run" in nothing.stdout
     assert not any((migration.root / MANIFESTS).iterdir())
     refused = tool("sts-verify", *args, "--objects", check=False)
     assert refused.returncode == 2

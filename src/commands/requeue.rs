@@ -58,7 +58,9 @@ fn run(invocation: Invocation) -> Running {
                 let chosen = chosen_prefixes(&invocation.options)?;
                 let r = requeue_failed_objects(&invocation.options, chosen, &location).await?;
                 if r.requeued.is_empty() {
-                    crate::outln!("No failed objects recorded: nothing requeued.");
+                    crate::outln!(
+                        "No failed objects to re-run (none recorded for any prefix's latest operation): nothing requeued."
+                    );
                     return Ok(0);
                 }
                 r
