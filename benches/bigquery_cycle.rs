@@ -62,6 +62,7 @@ fn succeeded(prefix: &str) -> TransferOperation {
                 ..ObjectConditions::default()
             }),
             transfer_options: None,
+            transfer_manifest: None,
         },
         start_time: Some(now),
         end_time: Some(now),

@@ -213,6 +213,7 @@ fn operation(prefix: &str, status: OperationStatus) -> TransferOperation {
                 ..ObjectConditions::default()
             }),
             transfer_options: None,
+            transfer_manifest: None,
         },
         start_time: Some(Utc::now()),
         end_time: None,

@@ -29,6 +29,31 @@ pub struct Digest {
     pub counters: Counters,
     #[serde(default)]
     pub error_breakdowns: Vec<ErrorSummary>,
+    /// Only whether the spec had a manifest; the rest of it is skipped.
+    #[serde(default, skip_serializing_if = "SpecDigest::is_whole")]
+    pub transfer_spec: SpecDigest,
+}
+
+/// What views read of an operation's spec: whether it had a manifest.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpecDigest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transfer_manifest: Option<serde_json::Value>,
+}
+
+impl SpecDigest {
+    fn is_whole(&self) -> bool {
+        self.transfer_manifest.is_none()
+    }
+}
+
+impl Digest {
+    /// Whether the operation ran with a manifest: it looked at the listed
+    /// objects only, not the whole prefix.
+    pub fn manifest_run(&self) -> bool {
+        self.transfer_spec.transfer_manifest.is_some()
+    }
 }
 
 /// One operation snapshot and when it was recorded.
@@ -162,11 +187,19 @@ pub struct Sums {
     pub bytes_failed: i64,
     /// Attempts summed.
     pub attempts: u32,
+    /// Objects and bytes found by the latest whole-prefix attempt summed
+    /// (not a manifest run): what the prefix holds.
+    #[serde(default)]
+    pub whole_found: Option<(i64, i64)>,
 }
 
 impl Sums {
-    /// Adds one attempt (its latest snapshot's counters).
-    pub fn add(&mut self, c: &Counters) {
+    /// Adds one attempt (its latest snapshot's counters, and whether it
+    /// ran with a manifest).
+    pub fn add(&mut self, c: &Counters, manifest_run: bool) {
+        if !manifest_run {
+            self.whole_found = Some((c.objects_found_from_source, c.bytes_found_from_source));
+        }
         self.objects_copied = self
             .objects_copied
             .saturating_add(c.objects_copied_to_sink.max(0));
@@ -187,10 +220,20 @@ impl Sums {
 /// snapshot), oldest first; the last one is the latest attempt. For one
 /// attempt they are its counters as STS reported them.
 pub fn prefix_figures<'a>(attempts: impl IntoIterator<Item = &'a Counters>) -> Figures {
+    prefix_figures_with(attempts.into_iter().map(|c| (c, false)))
+}
+
+/// [`prefix_figures`] of attempts each marked whether it was a manifest
+/// run: such a run finds only the objects listed, so what the prefix holds
+/// (found) stays what its latest whole run found, while failing now and
+/// left are the latest attempt's, and its copies count with the others.
+pub fn prefix_figures_with<'a>(
+    attempts: impl IntoIterator<Item = (&'a Counters, bool)>,
+) -> Figures {
     let mut latest: Option<&Counters> = None;
     let mut sums = Sums::default();
-    for c in attempts {
-        sums.add(c);
+    for (c, manifest_run) in attempts {
+        sums.add(c, manifest_run);
         latest = Some(c);
     }
     latest.map_or_else(Figures::default, |l| figures_with(l, &sums))
@@ -199,6 +242,9 @@ pub fn prefix_figures<'a>(attempts: impl IntoIterator<Item = &'a Counters>) -> F
 /// A prefix's figures from its latest attempt's counters and the sums over
 /// every attempt, the latest included.
 pub fn figures_with(l: &Counters, sums: &Sums) -> Figures {
+    let (objects_found, bytes_found) = sums
+        .whole_found
+        .unwrap_or((l.objects_found_from_source, l.bytes_found_from_source));
     let left = |found: i64, copied: i64, skipped: i64, failed: i64| {
         found
             .saturating_sub(copied)
@@ -207,7 +253,7 @@ pub fn figures_with(l: &Counters, sums: &Sums) -> Figures {
     };
     Figures {
         objects: amounts(
-            l.objects_found_from_source,
+            objects_found,
             l.objects_from_source_failed,
             left(
                 l.objects_found_from_source,
@@ -219,7 +265,7 @@ pub fn figures_with(l: &Counters, sums: &Sums) -> Figures {
             sums.objects_failed,
         ),
         bytes: amounts(
-            l.bytes_found_from_source,
+            bytes_found,
             l.bytes_from_source_failed,
             left(
                 l.bytes_found_from_source,
@@ -280,7 +326,7 @@ impl Fold {
             }
             Some(l) if snap.at >= l.at => {
                 // The next attempt: the one before becomes an earlier one.
-                self.earlier.add(&l.op.counters);
+                self.earlier.add(&l.op.counters, l.op.manifest_run());
                 self.latest = Some(snap);
             }
             // A late row of an earlier attempt: that attempt stays as its
@@ -296,7 +342,7 @@ impl Fold {
             None => Figures::default(),
             Some(l) => {
                 let mut sums = self.earlier;
-                sums.add(&l.op.counters);
+                sums.add(&l.op.counters, l.op.manifest_run());
                 figures_with(&l.op.counters, &sums)
             }
         }
@@ -381,5 +427,39 @@ mod tests {
         });
         assert_eq!(fold.unreadable, 1);
         assert_eq!(fold.figures(), expected);
+    }
+
+    #[test]
+    fn a_fold_keeps_what_a_prefix_holds_across_a_manifest_run() {
+        let mut fold = Fold::default();
+        fold.add(&row(Status::Error, Some(("a", 6, 4)), 1));
+        let mut rerun = row(Status::Done, None, 2);
+        rerun.operation_results = Some(
+            r#"{"name":"m","transferSpec":{"transferManifest":{"location":"gs://b/m.csv"}},
+            "counters":{"objectsFoundFromSource":"4","objectsCopiedToSink":"4"}}"#
+                .into(),
+        );
+        fold.add(&rerun);
+        let whole = Counters {
+            objects_found_from_source: 10,
+            objects_copied_to_sink: 6,
+            objects_from_source_failed: 4,
+            ..Counters::default()
+        };
+        let manifest = Counters {
+            objects_found_from_source: 4,
+            objects_copied_to_sink: 4,
+            ..Counters::default()
+        };
+        let expected = prefix_figures_with([(&whole, false), (&manifest, true)]);
+        assert_eq!(fold.figures(), expected);
+        assert_eq!((expected.objects.found, expected.objects.copied), (10, 10));
+        // Stored and read back, the fold says the same.
+        let stored: Sums =
+            serde_json::from_str(&serde_json::to_string(&fold.earlier).unwrap()).unwrap();
+        assert_eq!(stored, fold.earlier);
+        let latest = fold.latest.as_ref().unwrap();
+        let op = parse(&serde_json::to_string(&latest.op).unwrap()).unwrap();
+        assert!(op.manifest_run());
     }
 }

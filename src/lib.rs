@@ -19,7 +19,8 @@
 //!   (`ObjectLister`: Cloud Storage, local directories, inventory tables),
 //!   [`monitoring`] (the heartbeat), [`http`] (one retry policy for every
 //!   client), [`auth`] (credentials);
-//! - plain data: [`model`], [`metadata`] (what `--preserve` keeps), [`records`], [`prefixes`], [`format`] (how
+//! - plain data: [`model`], [`metadata`] (what `--preserve` keeps), [`records`],
+//!   [`prefixes`], [`manifest`] (transfer manifests' CSV), [`format`] (how
 //!   figures read in text); [`error`] gathers each
 //!   layer's errors; [`logging`] and [`runtime`] serve everyone;
 //! - [`emulator`]: the stand-ins for STS, Cloud Storage, Monitoring, Service
@@ -55,6 +56,7 @@ pub mod format;
 pub mod http;
 pub mod logging;
 pub mod manager;
+pub mod manifest;
 pub mod metadata;
 pub mod model;
 pub mod monitoring;

@@ -483,6 +483,17 @@ pub struct TransferSpec {
     pub object_conditions: Option<ObjectConditions>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer_options: Option<TransferOptions>,
+    /// Only the objects this CSV in Cloud Storage lists ("ObjectConditions
+    /// still apply": discovery document).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_manifest: Option<TransferManifest>,
+}
+
+/// `TransferManifest`: where the manifest is, `gs://bucket/path/file.csv`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct TransferManifest {
+    pub location: String,
 }
 
 impl TransferSpec {
@@ -509,7 +520,24 @@ impl TransferSpec {
                 ..ObjectConditions::default()
             }),
             transfer_options: options,
+            transfer_manifest: None,
         }
+    }
+
+    /// The same spec, transferring only the objects the manifest at
+    /// `location` lists (`None` leaves it).
+    pub fn with_manifest(mut self, location: Option<&str>) -> TransferSpec {
+        if let Some(location) = location {
+            self.transfer_manifest = Some(TransferManifest {
+                location: location.to_string(),
+            });
+        }
+        self
+    }
+
+    /// The manifest's location, when the spec has one.
+    pub fn manifest(&self) -> Option<&str> {
+        self.transfer_manifest.as_ref().map(|m| m.location.as_str())
     }
 
     /// The same spec, transferring only objects last modified on or after

@@ -69,6 +69,20 @@ pub struct Verification {
     pub offending_objects: Vec<String>,
 }
 
+/// A prefix's pending manifest (`{job_table}_manifests`): its next start
+/// runs with `transferSpec.transferManifest` at `location`, copying only the
+/// objects listed there (`sts-requeue --failed-objects`, `sts-verify
+/// --requeue --objects`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PendingManifest {
+    pub prefix: String,
+    /// `gs://bucket/path/file.csv`.
+    pub location: String,
+    /// Objects the manifest lists.
+    pub objects: u64,
+    pub queued_at: DateTime<Utc>,
+}
+
 /// One row of the failed-objects table (`{job_table}_failed_objects`): an
 /// object whose action failed in an operation, as STS's transfer log says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

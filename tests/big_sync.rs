@@ -60,6 +60,7 @@ fn operation(
                 ..ObjectConditions::default()
             }),
             transfer_options: None,
+            transfer_manifest: None,
         },
         start_time: Some(end - Duration::seconds(30)),
         end_time: Some(end),

@@ -127,6 +127,7 @@ fn job(name: &str, start: Date) -> TransferJob {
                 ..ObjectConditions::default()
             }),
             transfer_options: None,
+            transfer_manifest: None,
         },
         schedule: Some(Schedule::one_time(start)),
         status: JobStatus::Enabled,
@@ -560,6 +561,7 @@ async fn the_emulator_enforces_quotas_when_asked() {
             }),
             object_conditions: None,
             transfer_options: None,
+            transfer_manifest: None,
         },
         schedule: None,
         status: JobStatus::Enabled,

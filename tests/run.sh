@@ -91,6 +91,7 @@ bench python benches/list_requests.py 300
 bench python benches/makespan.py 12
 bench python benches/plan_verify.py 2000
 bench python benches/slots.py 100
+bench python benches/manifest_rerun.py 2000
 bench python benches/status_at_scale.py 2000 1
 
 # How many tests ran in each suite, so a suite that silently ran nothing shows.

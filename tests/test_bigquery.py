@@ -546,3 +546,38 @@ def test_doctor_checks_the_dataset_and_its_location(
         assert "pass --dataset-location" in elsewhere.stdout
     finally:
         sts.stop()
+
+
+def test_failed_objects_rerun_by_manifest_with_the_bigquery_store(
+    bigquery: BigQuery, dataset: str, migration: Migration
+) -> None:
+    import sts_job_manager as sjm
+
+    (migration.root / "manifests").mkdir()
+    options = {
+        **migration.options(no_retry_on_job_error=True),
+        "state": "bigquery",
+        "project": PROJECT,
+        "dataset": dataset,
+    }
+    sjm.prepare_tables(options, prefixes=migration.prefixes)
+    migration.set_faults(fail_objects_matching="*file-1.bin", error_code="UNAVAILABLE")
+    sjm.Manager(options).run_until_done(timeout=240)
+    migration.set_faults()
+    result = sjm.requeue(options, failed_objects=True, manifest_location="gs://manifests/m/")
+    assert sorted(result["requeued"]) == sorted(migration.prefixes)
+    table = f"`{PROJECT}.{dataset}.sts_job_manifests`"
+    pending = bigquery.query(f"SELECT prefix, location, objects FROM {table}")
+    assert sorted(r["prefix"] for r in pending) == sorted(migration.prefixes)
+    assert {int(r["objects"]) for r in pending} == {1}
+    summary = sjm.Manager(options).run_until_done(timeout=240)
+    assert summary["counts"]["done"] == len(migration.prefixes)
+    migration.assert_copied()
+    for op in migration.operations():
+        if "transferManifest" in op["transferSpec"]:
+            assert int(op["counters"]["objectsFoundFromSource"]) == 1
+    # Each manifest run that succeeded dropped its manifest; a plain
+    # requeue drops one by prefix.
+    assert bigquery.query(f"SELECT prefix FROM {table}") == []
+    sjm.requeue(options, prefixes=[migration.prefixes[0]])
+    assert bigquery.query(f"SELECT prefix FROM {table}") == []

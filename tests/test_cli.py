@@ -47,7 +47,14 @@ OWN_OPTIONS = {
         "--job-prefix-source-file",
         "--allow-overlapping-prefixes",
     },
-    "sts-requeue": {*GENERAL, *STATE, "--job-prefix-source-file"},
+    "sts-requeue": {
+        *GENERAL,
+        *STATE,
+        "--job-prefix-source-file",
+        "--transfer",
+        "--failed-objects",
+        "--manifest-location",
+    },
     "sts-pause-all-jobs": {*GENERAL, "--transfer"},
     "sts-remove-successful-one-time-jobs": {*GENERAL, "--transfer"},
     "sts-doctor": {

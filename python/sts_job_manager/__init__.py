@@ -256,7 +256,7 @@ class PlanResult(TypedDict):
     written_to: str | None
 
 
-class VerifyResult(TypedDict):
+class _VerifyResult(TypedDict):
     """What :func:`verify` compared: one entry per prefix checked, with its
     verdict (``verification``) and the first offending objects."""
 
@@ -268,9 +268,26 @@ class VerifyResult(TypedDict):
     bytes_compared: int
 
 
-class RequeueResult(TypedDict):
+class VerifyResult(_VerifyResult, total=False):
+    """What :func:`verify` compared; with ``objects``, also ``manifests``."""
+
+    #: With ``objects``: each requeued prefix's manifest (``prefix``,
+    #: ``location``, ``objects``, ``queued_at``).
+    manifests: list[dict[str, Any]]
+
+
+class _RequeueResult(TypedDict):
     #: Prefixes put back to ``waiting``.
     requeued: list[str]
+
+
+class RequeueResult(_RequeueResult, total=False):
+    #: With ``failed_objects``: each prefix's manifest (``prefix``,
+    #: ``location``, ``objects``, ``queued_at``).
+    manifests: list[dict[str, Any]]
+    #: With ``failed_objects``: prefixes whose operation failed more objects
+    #: than the transfer logs name (the manifest holds those named).
+    warnings: list[str]
 
 
 def _prefix_list(prefixes: Iterable[str] | None) -> list[str] | None:
@@ -322,6 +339,8 @@ def verify(
     prefixes: Iterable[str] | None = None,
     recheck_all: bool = False,
     requeue: bool = False,
+    objects: bool = False,
+    manifest_location: str | None = None,
     concurrency: int | None = None,
     source_inventory: str | None = None,
     destination_inventory: str | None = None,
@@ -332,7 +351,9 @@ def verify(
     """Compare source and destination for every done prefix (or ``prefixes``,
     whatever their status), as ``sts-verify``: ``recheck_all`` checks every
     done prefix again whatever was verified before (``--all``); ``requeue``
-    puts mismatched prefixes back to ``waiting``. Verdicts go to the
+    puts mismatched prefixes back to ``waiting``; with ``objects=True`` and
+    ``manifest_location="gs://BUCKET/PATH/"`` each with a manifest of every
+    missing or different object, so only those are copied again. Verdicts go to the
     verification table. A mismatch is reported, not raised: see
     ``verification["result"]`` of each entry of ``checked``. The options'
     ``preserve`` (``"storage-class,kms-key"``) compares that metadata too;
@@ -341,6 +362,8 @@ def verify(
         "prefix": _prefix_list(prefixes),
         "all": recheck_all,
         "requeue": requeue,
+        "objects": objects,
+        "manifest_location": manifest_location,
         "concurrency": concurrency,
         "source_inventory": source_inventory,
         "destination_inventory": destination_inventory,
@@ -359,17 +382,25 @@ def requeue(
     options: Options | Mapping[str, Any] | None = None,
     *,
     prefixes: Iterable[str] | None = None,
+    failed_objects: bool = False,
+    manifest_location: str | None = None,
     **overrides: Any,
 ) -> RequeueResult:
     """Put prefixes back to ``waiting`` with a fresh retry count, as
     ``sts-requeue``: ``prefixes`` (any status but running or paused), else
     every prefix in ``error``. Refused whole, naming the prefix, when one is
-    unknown or in flight."""
+    unknown or in flight. ``failed_objects=True`` (``--failed-objects``, with
+    ``manifest_location="gs://BUCKET/PATH/"``) requeues each prefix whose
+    latest operation failed objects (or each of ``prefixes``) with a CSV
+    manifest of them written there: its next start copies only those."""
     chosen = _prefix_list(prefixes)
+    if failed_objects != (manifest_location is not None):
+        raise InputError("failed_objects=True and manifest_location go together")
     result: RequeueResult = json.loads(
         _core.requeue(
             _options_json(options, overrides),
             None if chosen is None else json.dumps(chosen),
+            manifest_location,
         )
     )
     return result

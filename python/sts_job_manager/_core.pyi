@@ -84,9 +84,15 @@ def verify(
     """``sts-verify`` with ``args_json``, a JSON object of its own flags
     (``{"prefix": ["a/"], "all": true}``); returns the report as JSON."""
 
-def requeue(options_json: str, prefixes_json: str | None = None) -> str:
+def requeue(
+    options_json: str,
+    prefixes_json: str | None = None,
+    manifest_location: str | None = None,
+) -> str:
     """``sts-requeue`` of the JSON array ``prefixes_json`` (every prefix in
-    ``error`` without it); returns ``{"requeued": [...]}`` as JSON."""
+    ``error`` without it); with ``manifest_location`` (``--failed-objects``),
+    each with a manifest of its failed objects written there. Returns
+    ``{"requeued": [...], "manifests": [...]}`` as JSON."""
 
 @final
 class Manager:

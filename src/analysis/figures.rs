@@ -194,6 +194,37 @@ mod tests {
     }
 
     #[test]
+    fn a_manifest_run_keeps_what_the_prefix_holds() {
+        // 1,000 found, 7 failing; the manifest run looks at those 7 only.
+        let whole = counters(1000, 993, 0, 7);
+        let rerun = counters(7, 7, 0, 0);
+        let f = prefix_figures_with([(&whole, false), (&rerun, true)]).objects;
+        assert_eq!(
+            (
+                f.found,
+                f.copied,
+                f.skipped,
+                f.failed,
+                f.left,
+                f.failed_attempts
+            ),
+            (1000, 1000, 0, 0, 0, 7)
+        );
+        // Still running: its objects not handled yet are left.
+        let running = counters(7, 2, 0, 1);
+        let f = prefix_figures_with([(&whole, false), (&running, true)]).objects;
+        assert_eq!((f.found, f.copied, f.failed, f.left), (1000, 995, 1, 4));
+        // A manifest run alone (earlier history gone) is all there is.
+        let f = prefix_figures_with([(&rerun, true)]).objects;
+        assert_eq!((f.found, f.copied), (7, 7));
+        let op = parse(
+            r#"{"name":"o","transferSpec":{"transferManifest":{"location":"gs://b/m.csv"}}}"#,
+        );
+        assert!(op.is_some_and(|d| d.manifest_run()));
+        assert!(parse(r#"{"name":"o","transferSpec":{}}"#).is_some_and(|d| !d.manifest_run()));
+    }
+
+    #[test]
     fn a_stall_is_time_since_the_last_change_not_two_equal_syncs() {
         let t0 = DateTime::from_timestamp(1_000_000, 0).unwrap();
         assert!(!stalled(t0, t0 + Duration::seconds(2), STALL_AFTER));

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 
 use super::columns::{Frame, PrimitiveBuilder, StrBuilder};
-use super::figures::{self, prefix_figures, Figures};
+use super::figures::{self, prefix_figures_with, Figures};
 use crate::model::{Counters, HistoryRow, PrefixJob, Status};
 
 /// Error codes drawn one by one; the rest are summed as `OTHER`.
@@ -33,6 +33,8 @@ struct Snap {
     /// A hash of the operation's name (no string kept per row).
     op: u64,
     counters: Counters,
+    /// Whether the operation ran with a manifest (see `prefix_figures_with`).
+    manifest_run: bool,
     /// Failed objects per error code id.
     errors: Vec<(u16, i64)>,
 }
@@ -72,6 +74,7 @@ impl TimelineBuilder {
                 Some(d) => {
                     let mut hasher = DefaultHasher::new();
                     d.name.hash(&mut hasher);
+                    let manifest_run = d.manifest_run();
                     let errors = d
                         .error_breakdowns
                         .into_iter()
@@ -80,6 +83,7 @@ impl TimelineBuilder {
                     Some(Snap {
                         op: hasher.finish(),
                         counters: d.counters,
+                        manifest_run,
                         errors,
                     })
                 }
@@ -183,18 +187,20 @@ impl TimelineBuilder {
                 continue;
             };
             match state.attempts.last_mut() {
-                Some((op, c)) if *op == snap.op => c.clone_from(&snap.counters),
+                Some((op, c, _)) if *op == snap.op => c.clone_from(&snap.counters),
                 _ => {
                     // A new attempt: what earlier ones did stays counted
                     // (README, "The figures").
-                    state.attempts.push((snap.op, snap.counters.clone()));
+                    state
+                        .attempts
+                        .push((snap.op, snap.counters.clone(), snap.manifest_run));
                     for (code, n) in &state.errors {
                         failed[*code as usize] -= n;
                     }
                     state.errors.clear();
                 }
             }
-            let now = prefix_figures(state.attempts.iter().map(|(_, c)| c));
+            let now = prefix_figures_with(state.attempts.iter().map(|(_, c, m)| (c, *m)));
             let copied = now.bytes.copied - state.figures.bytes.copied;
             add_spread(
                 &mut spread,
@@ -293,8 +299,9 @@ fn subtract(total: &mut Figures, f: &Figures) {
 
 struct PrefixState {
     status: Status,
-    /// Each attempt's latest counters, oldest first.
-    attempts: Vec<(u64, Counters)>,
+    /// Each attempt's latest counters, oldest first, and whether it was a
+    /// manifest run.
+    attempts: Vec<(u64, Counters, bool)>,
     figures: Figures,
     last_at: Option<i64>,
     errors: Vec<(u16, i64)>,

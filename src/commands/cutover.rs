@@ -316,12 +316,16 @@ async fn finish_pass(options: &Options, store: &dyn StateStore, mut pass: Pass) 
             .chunks(10_000)
             .zip(changes.history.chunks(10_000))
         {
-            store
-                .apply(&ChangeSet {
+            // A pass runs whole prefixes: no manifest of an earlier
+            // requeue applies to them.
+            super::requeue::plain_requeue(
+                store,
+                &ChangeSet {
                     updates: chunk.0.to_vec(),
                     history: chunk.1.to_vec(),
-                })
-                .await?;
+                },
+            )
+            .await?;
         }
         pass.queued_at = Some(now);
         store.save_pass(&pass).await?;

@@ -32,6 +32,9 @@ pub struct VerifyArgs {
     /// with SQL instead of listing.
     pub source_inventory: Option<String>,
     pub destination_inventory: Option<String>,
+    /// With `requeue`: requeue with a manifest of every offending object,
+    /// written in this folder (`--objects --manifest-location`).
+    pub manifest_location: Option<crate::manifest::GcsLocation>,
 }
 
 /// `sts-verify`'s own flags.
@@ -53,6 +56,16 @@ pub const VERIFY_FLAGS: &[FlagGroup] = &[FlagGroup {
         Flag::switch(
             "requeue",
             "Put mismatched prefixes back to waiting, for the manager to copy again",
+        ),
+        Flag::switch(
+            "objects",
+            "With --requeue: copy again only the missing and different objects, each\n\
+             mismatched prefix with a CSV manifest of them under --manifest-location",
+        ),
+        Flag::value(
+            "manifest-location",
+            "gs://BUCKET/PATH/",
+            "Where --objects writes its manifests",
         ),
         Flag::value(
             "concurrency",
@@ -107,9 +120,35 @@ impl VerifyArgs {
                 "give both --source-inventory and --destination-inventory, or neither".into(),
             );
         }
+        let requeue = found.contains_key("requeue");
+        let manifest_location = match (found.contains_key("objects"), last("manifest-location")) {
+            (false, None) => None,
+            (true, Some(_)) if !requeue => {
+                return Err("--objects goes with --requeue".into());
+            }
+            (true, Some(_)) if source_inventory.is_some() => {
+                return Err(
+                    "--objects needs every offending name: it lists the buckets, so not with \
+                     --source-inventory"
+                        .into(),
+                );
+            }
+            (true, Some(text)) => Some(
+                crate::manifest::GcsLocation::parse(&text, true)
+                    .map_err(|e| format!("option '--manifest-location': {e}"))?,
+            ),
+            (true, None) => {
+                return Err(
+                    "--objects needs --manifest-location gs://BUCKET/PATH/ (where the manifests are written)"
+                        .into(),
+                )
+            }
+            (false, Some(_)) => return Err("--manifest-location goes with --objects".into()),
+        };
         Ok(VerifyArgs {
             prefixes,
-            requeue: found.contains_key("requeue"),
+            manifest_location,
+            requeue,
             all: found.contains_key("all"),
             concurrency: concurrency_flag(found)?,
             source_inventory,
@@ -126,6 +165,9 @@ pub struct Checked {
     /// Objects under the prefix only the destination holds (not offences:
     /// a destination may hold more; 0 when compared by inventory).
     pub unique_in_destination: u64,
+    /// Every offending object (with `--objects` only), for its manifest.
+    #[serde(skip)]
+    pub all_offending: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -134,6 +176,10 @@ pub struct VerifyReport {
     /// Done prefixes verified since their last transfer.
     pub skipped: usize,
     pub requeued: usize,
+    /// With `--requeue --objects`: each requeued prefix's manifest (absent
+    /// from the JSON without).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<crate::records::PendingManifest>,
     pub list_requests: u64,
     pub bytes_compared: u64,
 }
@@ -164,6 +210,7 @@ async fn check_prefix(
     prefix: String,
     progress: Arc<ListProgress>,
     checks: Arc<Checks>,
+    every_offense: bool,
 ) -> Result<(Checked, u64)> {
     let (from, to) = tokio::join!(
         lister.list_all(&source, &prefix, true),
@@ -186,6 +233,7 @@ async fn check_prefix(
                 verification,
                 offenses,
                 unique_in_destination: 0,
+                all_offending: Vec::new(),
             },
             bytes,
         ));
@@ -193,9 +241,13 @@ async fn check_prefix(
     let (verification, offenses) = compare_kept(&prefix, &from, &to, Utc::now(), &checks.preserve);
     Ok((
         Checked {
-            verification,
             offenses,
             unique_in_destination: crate::verify::only_in_destination(&from, &to),
+            all_offending: match every_offense && verification.result == VerifyResult::Mismatch {
+                true => crate::verify::offending_names(&from, &to),
+                false => Vec::new(),
+            },
+            verification,
         },
         bytes,
     ))
@@ -221,6 +273,7 @@ async fn compare_listings(
     let line = ProgressLine::start("verifying", Arc::clone(&progress));
     let semaphore = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
+    let every_offense = args.manifest_location.is_some();
     for prefix in prefixes {
         let (lister, semaphore, progress, checks) = (
             Arc::clone(&lister),
@@ -237,7 +290,16 @@ async fn compare_listings(
                 .acquire_owned()
                 .await
                 .map_err(|e| Error::Input(e.to_string()))?;
-            check_prefix(lister, source, destination, prefix, progress, checks).await
+            check_prefix(
+                lister,
+                source,
+                destination,
+                prefix,
+                progress,
+                checks,
+                every_offense,
+            )
+            .await
         });
     }
     let mut failure = None;
@@ -309,6 +371,7 @@ async fn compare_inventories(
                 },
                 offenses,
                 unique_in_destination: 0,
+                all_offending: Vec::new(),
             }
         })
         .collect();
@@ -402,8 +465,35 @@ pub async fn run_verify(options: &Options, args: &VerifyArgs) -> Result<VerifyRe
             .map(|c| c.verification.prefix.as_str())
             .collect();
         let changes = requeue(&jobs, &mismatched, Utc::now());
-        store.apply(&changes).await?;
-        report.requeued = changes.updates.len();
+        match &args.manifest_location {
+            Some(folder) => {
+                // Only the prefixes `requeue` took (done or in error), each
+                // with every offending object found by this run's listing.
+                let taken: std::collections::HashSet<&str> =
+                    changes.updates.iter().map(|u| u.prefix.as_str()).collect();
+                let per_prefix: Vec<(String, Vec<String>)> = report
+                    .checked
+                    .iter()
+                    .filter(|c| taken.contains(c.verification.prefix.as_str()))
+                    .map(|c| (c.verification.prefix.clone(), c.all_offending.clone()))
+                    .collect();
+                let lister = open_lister(options)?;
+                let done = super::requeue::requeue_with_objects(
+                    store.as_ref(),
+                    lister,
+                    folder,
+                    per_prefix,
+                    Utc::now(),
+                )
+                .await?;
+                report.requeued = done.requeued.len();
+                report.manifests = done.manifests;
+            }
+            None => {
+                super::requeue::plain_requeue(store.as_ref(), &changes).await?;
+                report.requeued = changes.updates.len();
+            }
+        }
     }
     Ok(report)
 }
@@ -454,6 +544,12 @@ pub fn render(report: &VerifyReport) -> String {
         out.push_str(&format!(
             "Requeued {} mismatched prefixes: the manager copies them again.\n",
             report.requeued
+        ));
+    }
+    for m in &report.manifests {
+        out.push_str(&format!(
+            "  {}: {} objects to copy again, manifest {}\n",
+            m.prefix, m.objects, m.location
         ));
     }
     out

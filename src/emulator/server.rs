@@ -53,8 +53,9 @@ pub(super) async fn handle(
                 .collect()
         })
         .unwrap_or_default();
-    let body = match request.into_body().collect().await {
-        Ok(collected) => String::from_utf8_lossy(&collected.to_bytes()).into_owned(),
+    // Uploads keep their bytes as sent; every other body is JSON text.
+    let raw_body = match request.into_body().collect().await {
+        Ok(collected) => collected.to_bytes(),
         Err(e) => {
             return Ok(respond(Reply::error(
                 400,
@@ -62,6 +63,7 @@ pub(super) async fn handle(
             )))
         }
     };
+    let body = String::from_utf8_lossy(&raw_body).into_owned();
     // Google's token endpoint: not an API call (not counted with them).
     if path == "/token" && method == "POST" {
         let now = service_now(&emulator.root);
@@ -200,7 +202,8 @@ pub(super) async fn handle(
         emulator.write_time_series(&body)
     } else if storage::handles(&path) {
         let buckets = &emulator.buckets;
-        let response = crate::storage::blocking(|| storage::route(buckets, &method, &path, &query));
+        let response =
+            crate::storage::blocking(|| storage::route(buckets, &method, &path, &query, &raw_body));
         tracing::debug!(%method, %path, status = response.status().as_u16(), "request");
         return Ok(response);
     } else {

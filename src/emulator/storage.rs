@@ -18,7 +18,9 @@ use crate::storage::{encode_crc32c, encode_md5, ListRequest, ObjectInfo, Storage
 
 /// Is this a Cloud Storage path?
 pub fn handles(path: &str) -> bool {
-    path.starts_with("/storage/v1/") || path.starts_with("/download/storage/v1/")
+    path.starts_with("/storage/v1/")
+        || path.starts_with("/download/storage/v1/")
+        || path.starts_with("/upload/storage/v1/")
 }
 
 fn time(at: Option<DateTime<Utc>>) -> String {
@@ -86,7 +88,11 @@ pub fn route(
     method: &str,
     path: &str,
     query: &HashMap<String, String>,
+    body: &[u8],
 ) -> Response<Full<Bytes>> {
+    if let Some(rest) = path.strip_prefix("/upload/storage/v1/b/") {
+        return json_response(upload(buckets, method, rest, query, body));
+    }
     let download = path.starts_with("/download/");
     let rest = path
         .trim_start_matches("/download")
@@ -134,6 +140,41 @@ pub fn route(
         },
     };
     json_response(reply.unwrap_or_else(error_reply))
+}
+
+/// `objects.insert` as a media upload (`uploadType=media`, the object's
+/// name in `name`, the content as the body): what manifests are written
+/// with. Multipart and resumable uploads are not served.
+fn upload(
+    buckets: &LocalBuckets,
+    method: &str,
+    rest: &str,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Reply {
+    let Some(bucket) = rest.strip_suffix("/o").filter(|b| !b.contains('/')) else {
+        return Reply::error(404, format!("no upload method at {rest}"));
+    };
+    if method != "POST" {
+        return Reply::error(405, format!("uploads are POST, not {method}"));
+    }
+    if query.get("uploadType").map(String::as_str) != Some("media") {
+        return Reply::error(
+            400,
+            "the emulator serves only uploadType=media (one request, the content as the body)",
+        );
+    }
+    let Some(name) = query.get("name").filter(|n| !n.is_empty()) else {
+        return Reply::error(400, "Required parameter: name");
+    };
+    let stored = buckets
+        .put(bucket, name, body)
+        .and_then(|()| buckets.object(bucket, name));
+    match stored {
+        Ok(Some(found)) => Reply::ok(object_json(bucket, &found)),
+        Ok(None) => Reply::error(500, format!("{bucket}/{name} vanished once written")),
+        Err(e) => error_reply(e),
+    }
 }
 
 fn list(

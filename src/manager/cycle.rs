@@ -224,10 +224,21 @@ impl Manager {
             // A full reconcile counts the prefixes finished before afresh.
             self.finished = elsewhere;
         }
+        let mut manifest_runs_done = Vec::new();
         for row in rows.iter().filter(|r| r.status == Status::Done) {
             if let Some(op) = outcome.latest.get(&row.prefix) {
                 self.finished += &op.counters;
+                if let Some(location) = op.transfer_spec.manifest() {
+                    manifest_runs_done.push((row.prefix.clone(), Some(location.to_string())));
+                }
             }
+        }
+        // A manifest run that succeeded has done its work: its manifest no
+        // longer applies to the prefix (a newer one, at another location,
+        // stays). Left behind by a failed write, it is harmless: a done
+        // prefix starts again only when requeued, which replaces or clears it.
+        if let Err(e) = self.store.clear_manifests(&manifest_runs_done).await {
+            tracing::warn!("clearing the manifests of finished manifest runs: {e}");
         }
         let mut counters = self.finished.clone();
         for row in rows.iter().filter(|r| r.status != Status::Done) {

@@ -173,14 +173,21 @@ impl Manager {
     /// Starts the prefix's job: the same name every time, so a repeat after a
     /// crash answers ALREADY_EXISTS; a retry runs the existing job again.
     pub(super) async fn start_job(&self, row: &PrefixJob) -> Result<String, StartError> {
-        let name = job_name_for_prefix(
+        let mut name = job_name_for_prefix(
             &self.settings.source_bucket,
             &self.settings.destination_bucket,
             &row.prefix,
         );
+        // A manifest run gets a job of its own, named from the manifest (a
+        // repeated create answers ALREADY_EXISTS, as for the prefix's job),
+        // so the prefix's job keeps its plain spec for later runs.
+        let manifest = self.manifests.get(&row.prefix);
+        if let Some(location) = manifest {
+            name = format!("{name}-m{:08x}", crc32c::crc32c(location.as_bytes()));
+        }
         self.note_retry(row);
         let refused = |step: Step, error: TransferError| classify_refusal(step, &name, error);
-        let outcome = if row.job_name.is_some() {
+        let outcome = if row.job_name.is_some() && manifest.is_none() {
             // A previous attempt exists: run its job again (no create quota).
             let ran = match self.pass_spec_patched(&name, &row.prefix).await {
                 Ok(()) => self.transfer.run_job(&name, &self.project_id).await,
@@ -373,6 +380,7 @@ impl Manager {
             }),
         )
         .modified_since(pass.and_then(|p| p.modified_since))
+        .with_manifest(self.manifests.get(prefix).map(String::as_str))
     }
 
     /// Before a prefix's own job runs again for a pass, its spec becomes

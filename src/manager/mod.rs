@@ -257,6 +257,10 @@ pub struct Manager {
     log_cursor: Option<(Vec<String>, String)>,
     /// The specs of the prefixes queued for a pass (`sts-cutover`).
     pass_specs: HashMap<String, passes::PassSpec>,
+    /// Pending manifests by prefix (`{job_table}_manifests`), read at each
+    /// start round that starts something: their next start copies only
+    /// the objects listed there.
+    manifests: HashMap<String, String>,
 }
 
 impl Manager {
@@ -302,6 +306,7 @@ impl Manager {
             log_patience: failed_objects::LOG_PATIENCE,
             log_cursor: None,
             pass_specs: HashMap::new(),
+            manifests: HashMap::new(),
         }
     }
 

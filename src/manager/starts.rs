@@ -80,6 +80,17 @@ impl Manager {
         if !planned.is_empty() && !self.checked_buckets {
             self.check_buckets().await?;
         }
+        if !planned.is_empty() {
+            // Read now, not cached: `sts-requeue` writes them while the
+            // manager runs.
+            self.manifests = self
+                .store
+                .read_manifests()
+                .await?
+                .into_iter()
+                .map(|m| (m.prefix, m.location))
+                .collect();
+        }
         let by_prefix: HashMap<&str, &PrefixJob> =
             self.rows.iter().map(|r| (r.prefix.as_str(), r)).collect();
         let mut free_pool = self.free_pool_jobs();

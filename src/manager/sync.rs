@@ -237,6 +237,7 @@ impl<'a> Latest<'a> {
             gcs_data_sink,
             object_conditions,
             transfer_options,
+            transfer_manifest,
         } = spec;
         let plain = |data: &Option<GcsData>, bucket: &str| {
             data.as_ref().is_some_and(|GcsData { bucket_name, path }| {
@@ -246,6 +247,7 @@ impl<'a> Latest<'a> {
         plain(gcs_data_source, self.source)
             && plain(gcs_data_sink, self.destination)
             && transfer_options.is_none()
+            && transfer_manifest.is_none()
             && object_conditions.as_ref().is_some_and(
                 |ObjectConditions {
                      include_prefixes,
@@ -431,6 +433,7 @@ mod tests {
                     ..ObjectConditions::default()
                 }),
                 transfer_options: None,
+                transfer_manifest: None,
             },
             start_time: Some(at(start)),
             end_time: end.map(at),

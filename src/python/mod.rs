@@ -377,10 +377,17 @@ fn verify(
 }
 
 /// `sts-requeue`: the prefixes of `prefixes_json` (a JSON array), else
-/// every prefix in `error`; the report as JSON.
+/// every prefix in `error`; with `manifest_location` (`--failed-objects`),
+/// each with a manifest of its failed objects written there. The report as
+/// JSON.
 #[pyfunction]
-#[pyo3(signature = (options_json, prefixes_json=None))]
-fn requeue(py: Python<'_>, options_json: &str, prefixes_json: Option<&str>) -> PyResult<String> {
+#[pyo3(signature = (options_json, prefixes_json=None, manifest_location=None))]
+fn requeue(
+    py: Python<'_>,
+    options_json: &str,
+    prefixes_json: Option<&str>,
+    manifest_location: Option<&str>,
+) -> PyResult<String> {
     init_logging();
     let options = parse_options(options_json).map_err(to_py)?;
     let prefixes = prefixes_json
@@ -392,8 +399,17 @@ fn requeue(py: Python<'_>, options_json: &str, prefixes_json: Option<&str>) -> P
         })
         .transpose()
         .map_err(to_py)?;
+    let folder = manifest_location
+        .map(commands::requeue::manifest_folder)
+        .transpose()
+        .map_err(to_py)?;
     let report = block_on(py, async {
-        commands::requeue::requeue_prefixes(&options, prefixes).await
+        match folder {
+            Some(folder) => {
+                commands::requeue::requeue_failed_objects(&options, prefixes, &folder).await
+            }
+            None => commands::requeue::requeue_prefixes(&options, prefixes).await,
+        }
     })?;
     to_json(&report)
 }

@@ -171,6 +171,82 @@ impl GcsClient {
     }
 }
 
+impl GcsClient {
+    /// `POST /upload/storage/v1/b/{bucket}/o?uploadType=media&name=...`:
+    /// one request, the whole content as the body. Retried as safe: the
+    /// same content written again is the same object.
+    async fn insert(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
+        let url = format!("{}/upload/storage/v1/b/{bucket}/o", self.endpoint);
+        let what = format!("upload of gs://{bucket}/{name}");
+        let query = [("uploadType", "media"), ("name", name)];
+        let content = bytes::Bytes::from(content);
+        let outcome = http::retry(
+            &self.retry,
+            Idempotency::Safe,
+            |failed: &Failed<StorageError>| failed.failure,
+            |retry| {
+                if retry.retry > 1 {
+                    let last = &retry.last.last;
+                    tracing::warn!(attempt = retry.retry, "retrying the {what}: {last}");
+                }
+            },
+            || async {
+                self.requests.fetch_add(1, Ordering::Relaxed);
+                let request = self
+                    .auth
+                    .authorize(
+                        self.http
+                            .post(&url)
+                            .query(&query)
+                            .header(reqwest::header::CONTENT_TYPE, content_type)
+                            .body(content.clone()),
+                    )
+                    .await
+                    .map_err(|e| Failed::permanent(e.into()))?;
+                let response = match request.send().await {
+                    Ok(response) => response,
+                    Err(e) => {
+                        return Err(Failed::unanswered(e, &what).unwrap_or_else(|e| {
+                            Failed::permanent(StorageError::Malformed(e.to_string()))
+                        }))
+                    }
+                };
+                let status = response.status();
+                let text = response
+                    .text()
+                    .await
+                    .map_err(|e| Failed::unread_body(e, &what))?;
+                if status.is_success() {
+                    return Ok(());
+                }
+                let message = serde_json::from_str::<Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                    .unwrap_or_else(|| status.canonical_reason().unwrap_or("error").to_string());
+                Err(Failed {
+                    failure: Failure::Status(status.as_u16()),
+                    last: format!("{}: {message}", status.as_u16()),
+                    answer: Some(StorageError::Api {
+                        code: status.as_u16(),
+                        what: what.clone(),
+                        message,
+                    }),
+                })
+            },
+        )
+        .await;
+        outcome.map_err(|gave_up| {
+            gave_up.into_error(|attempts, _, last| StorageError::Unavailable { attempts, last })
+        })
+    }
+}
+
 fn not_found_is_bucket(bucket: &str) -> impl Fn(StorageError) -> StorageError + '_ {
     move |e| match e {
         StorageError::Api { code: 404, .. } => StorageError::BucketNotFound(bucket.to_string()),
@@ -244,6 +320,19 @@ impl ObjectLister for GcsClient {
 
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    async fn upload(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
+        super::validate_bucket_name(bucket).map_err(StorageError::InvalidArgument)?;
+        self.insert(bucket, name, content, content_type)
+            .await
+            .map_err(not_found_is_bucket(bucket))
     }
 }
 

@@ -333,6 +333,38 @@ impl LocalBuckets {
         Ok(path.is_file().then_some(path))
     }
 
+    /// Writes the object `name` (replacing one there): written beside it
+    /// under a temporary name, which is never an object, then renamed, so a
+    /// reader sees the old object or the new one, never half of one.
+    pub fn put(&self, bucket: &str, name: &str, content: &[u8]) -> Result<(), StorageError> {
+        let dir = self.bucket_dir(bucket)?;
+        if name.is_empty()
+            || name.contains(TEMP_MARKER)
+            || name.ends_with('/')
+            || name
+                .split('/')
+                .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(StorageError::InvalidArgument(format!(
+                "'{name}' is not an object name this engine can store (empty parts, '.', '..')"
+            )));
+        }
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| local_error(parent, e))?;
+        }
+        let temp = PathBuf::from(format!(
+            "{}{TEMP_MARKER}{}",
+            path.display(),
+            std::process::id()
+        ));
+        std::fs::write(&temp, content).map_err(|e| local_error(&temp, e))?;
+        std::fs::rename(&temp, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&temp);
+            local_error(&path, e)
+        })
+    }
+
     /// One object's metadata with checksums.
     pub fn object(&self, bucket: &str, name: &str) -> Result<Option<ObjectInfo>, StorageError> {
         match self.object_path(bucket, name)? {
@@ -385,6 +417,16 @@ impl ObjectLister for LocalBuckets {
 
     fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
+    }
+
+    async fn upload(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: Vec<u8>,
+        _content_type: &str,
+    ) -> Result<(), StorageError> {
+        super::blocking(|| self.put(bucket, name, &content))
     }
 
     /// One walk for the whole listing: no pages locally.

@@ -54,6 +54,8 @@ pub enum StorageError {
     Local { path: String, problem: String },
     #[error("{0}")]
     InvalidArgument(String),
+    #[error("{0} cannot write objects")]
+    ReadOnly(&'static str),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
 }
@@ -146,6 +148,20 @@ pub trait ObjectLister: Send + Sync {
     async fn list_page(&self, request: &ListRequest) -> Result<ListPage, StorageError>;
     /// List requests made so far (for figures and tests).
     fn requests(&self) -> u64;
+
+    /// Writes (or replaces) the object `name` (`objects.insert`, a media
+    /// upload): what manifests are written with. Listers that only read
+    /// (inventory tables) refuse.
+    async fn upload(
+        &self,
+        bucket: &str,
+        name: &str,
+        content: Vec<u8>,
+        content_type: &str,
+    ) -> Result<(), StorageError> {
+        let _ = (bucket, name, content, content_type);
+        Err(StorageError::ReadOnly("this object lister"))
+    }
 
     /// Every object under `prefix` in name order, page after page. A page
     /// token seen twice is an error, never a loop.

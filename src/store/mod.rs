@@ -9,7 +9,9 @@ use chrono::{DateTime, Utc};
 
 use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
-use crate::records::{FailedObject, Pass, PassPrefix, PlannedPrefix, Verification};
+use crate::records::{
+    FailedObject, Pass, PassPrefix, PendingManifest, PlannedPrefix, Verification,
+};
 use std::collections::HashMap;
 
 #[derive(Debug, thiserror::Error)]
@@ -351,6 +353,35 @@ pub trait SideTables: Send + Sync {
     }
     /// Every prefix's pass; empty when no pass was recorded.
     async fn read_pass_prefixes(&self) -> Result<Vec<PassPrefix>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    /// Requeues (`changes`: the prefixes back to `waiting`, with their
+    /// history rows) and records each prefix's pending manifest
+    /// (`{job_table}_manifests`, created on first use), replacing one it
+    /// had. All or nothing where the store has transactions; where it has
+    /// none the manifests are written last, so a crash between leaves a
+    /// plain requeue (the whole prefix runs again), never a manifest on a
+    /// prefix that was not requeued.
+    async fn requeue_with_manifests(
+        &self,
+        changes: &ChangeSet,
+        manifests: &[PendingManifest],
+    ) -> Result<(), StoreError> {
+        let _ = (changes, manifests);
+        Err(StoreError::Unsupported(
+            "this state store keeps no manifest table".into(),
+        ))
+    }
+    /// Drops pending manifests: of these prefixes, whatever their location
+    /// (`None`: a plain requeue), or only the one at that location (a
+    /// manifest run that succeeded). Nothing to do without the table.
+    async fn clear_manifests(&self, which: &[(String, Option<String>)]) -> Result<(), StoreError> {
+        let _ = which;
+        Ok(())
+    }
+    /// The pending manifests, by prefix; empty without the table.
+    async fn read_manifests(&self) -> Result<Vec<PendingManifest>, StoreError> {
         Ok(Vec::new())
     }
 }

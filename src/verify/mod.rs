@@ -201,6 +201,22 @@ pub fn compare_moved(
     verdict(prefix, compared, missing, different, offenses, now)
 }
 
+/// Every source object that is missing from the destination or differs
+/// there, by name, in source order: what `--requeue --objects` copies again
+/// (the verification row keeps only the first [`MAX_OFFENDING`]).
+pub fn offending_names(source: &[ObjectInfo], destination: &[ObjectInfo]) -> Vec<String> {
+    let by_name: HashMap<&str, &ObjectInfo> =
+        destination.iter().map(|o| (o.name.as_str(), o)).collect();
+    source
+        .iter()
+        .filter(|o| match by_name.get(o.name.as_str()) {
+            None => true,
+            Some(copy) => difference(o, copy).is_some(),
+        })
+        .map(|o| o.name.clone())
+        .collect()
+}
+
 /// How many destination objects have no source object of the same name.
 pub fn only_in_destination(source: &[ObjectInfo], destination: &[ObjectInfo]) -> u64 {
     let names: std::collections::HashSet<&str> = source.iter().map(|o| o.name.as_str()).collect();

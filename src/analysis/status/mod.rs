@@ -15,7 +15,8 @@ use chrono::{DateTime, Duration, Utc};
 use serde::Serialize;
 
 use super::figures::{
-    self, by_prefix, figures_with, prefix_figures, Figures, QuietTotals, Snapshot, Snapshots, Sums,
+    self, by_prefix, figures_with, prefix_figures_with, Figures, QuietTotals, Snapshot, Snapshots,
+    Sums,
 };
 use crate::format::{bytes as bytes_text, duration as duration_text};
 use crate::model::{Counters, HistoryRow, PrefixJob, Status};
@@ -235,12 +236,16 @@ impl Inputs {
         if let (Some(sums), Some(latest)) = (self.earlier_sums.get(prefix), self.latest.get(prefix))
         {
             let mut sums = *sums;
-            sums.add(&latest.op.counters);
+            sums.add(&latest.op.counters, latest.op.manifest_run());
             return figures_with(&latest.op.counters, &sums);
         }
         let earlier = self.earlier.get(prefix).into_iter().flatten();
         let latest = self.latest.get(prefix);
-        prefix_figures(earlier.chain(latest).map(|s| &s.op.counters))
+        prefix_figures_with(
+            earlier
+                .chain(latest)
+                .map(|s| (&s.op.counters, s.op.manifest_run())),
+        )
     }
 }
 

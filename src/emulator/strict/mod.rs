@@ -43,6 +43,9 @@ struct Method {
     parameters: Map<String, Value>,
     request: Option<String>,
     media_download: bool,
+    /// Whether `/upload` + the path takes the object's content as the body
+    /// (`supportsMediaUpload`).
+    media_upload: bool,
     /// Literal characters in the template: the more specific wins a tie.
     literal_len: usize,
     first_segment: String,
@@ -135,6 +138,7 @@ impl Api {
         };
         let path = path
             .strip_prefix("/download")
+            .or_else(|| path.strip_prefix("/upload"))
             .filter(|p| p.starts_with(&self.base_path))
             .unwrap_or(path);
         path.strip_prefix(&self.base_path).is_some_and(|rest| {
@@ -154,6 +158,10 @@ impl Api {
     ) -> Result<String, String> {
         let path = path.strip_prefix(&self.mount).unwrap_or(path);
         let (download, path) = match path.strip_prefix("/download") {
+            Some(rest) if rest.starts_with(&self.base_path) => (true, rest),
+            _ => (false, path),
+        };
+        let (upload, path) = match path.strip_prefix("/upload") {
             Some(rest) if rest.starts_with(&self.base_path) => (true, rest),
             _ => (false, path),
         };
@@ -195,7 +203,22 @@ impl Api {
         if download && !method.media_download {
             return Err(format!("{} has no media download", method.id));
         }
+        if upload && !method.media_upload {
+            return Err(format!("{} has no media upload", method.id));
+        }
         self.check_query(method, &query)?;
+        if upload {
+            // A media upload's body is the object's content, not JSON;
+            // the protocol is the system parameter `uploadType`.
+            return match query.iter().find(|(n, _)| n == "uploadType") {
+                Some((_, kind)) if kind == "media" => Ok(method.id.clone()),
+                Some((_, kind)) => Err(format!(
+                    "{}: uploadType {kind:?} with a plain body (only \"media\" sends the content alone)",
+                    method.id
+                )),
+                None => Err(format!("{}: an upload without uploadType", method.id)),
+            };
+        }
         self.check_body(method, body)?;
         Ok(method.id.clone())
     }
@@ -364,6 +387,8 @@ fn collect_methods(resources: Option<&Value>, into: &mut Vec<Method>) -> Result<
                     .map(str::to_owned),
                 media_download: method.get("supportsMediaDownload").and_then(Value::as_bool)
                     == Some(true),
+                media_upload: method.get("supportsMediaUpload").and_then(Value::as_bool)
+                    == Some(true),
                 literal_len,
                 first_segment,
             });
@@ -494,6 +519,35 @@ mod tests {
             .check("POST", "/v1/transferOperations/op-1:pause", "", "")
             .is_ok());
         let gcs = Api::new(CLOUD_STORAGE).expect("storage");
+        assert_eq!(
+            gcs.check(
+                "POST",
+                "/upload/storage/v1/b/src/o",
+                "uploadType=media&name=m%2Fa.csv",
+                "\"a,b\"\nplain\n"
+            ),
+            Ok("storage.objects.insert".into())
+        );
+        assert!(gcs
+            .check("POST", "/upload/storage/v1/b/src/o", "name=m.csv", "x")
+            .is_err());
+        assert!(gcs
+            .check(
+                "POST",
+                "/upload/storage/v1/b/src/o",
+                "uploadType=media&nam=x",
+                "x"
+            )
+            .is_err());
+        assert!(gcs
+            .check(
+                "POST",
+                "/upload/storage/v1/b/src/o/x",
+                "uploadType=media",
+                "x"
+            )
+            .is_err());
+        assert!(gcs.serves("/upload/storage/v1/b/x/o"));
         assert_eq!(
             gcs.check("GET", "/storage/v1/b/src/o/a%2Fb.txt", "alt=media", ""),
             Ok("storage.objects.get".into())

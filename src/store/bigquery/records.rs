@@ -16,7 +16,9 @@ use gcp_bigquery_client::model::table_schema::TableSchema;
 
 use super::sql::{self, TableName};
 use super::{columns, field, is_not_found, names_dataset, text, timestamp, BigQueryStore};
-use crate::records::{FailedObject, Pass, PassPrefix, PlannedPrefix, Verification, VerifyResult};
+use crate::records::{
+    FailedObject, Pass, PassPrefix, PendingManifest, PlannedPrefix, Verification, VerifyResult,
+};
 use crate::store::StoreError;
 
 /// Rows per MERGE: keeps each request well under BigQuery's size limits
@@ -143,6 +145,22 @@ const PASS_PREFIX_FIELDS: &[(&str, &str)] = &[
 ];
 
 const PASS_PREFIX_ROWS_PER_STATEMENT: usize = 5000;
+
+pub fn manifests_table_schema() -> TableSchema {
+    schema_of(MANIFEST_FIELDS, &[])
+}
+
+const MANIFEST_FIELDS: &[(&str, &str)] = &[
+    ("prefix", "STRING"),
+    ("location", "STRING"),
+    ("objects", "INT64"),
+    ("queued_at", "TIMESTAMP"),
+];
+
+/// Which pending manifests a clear drops: `location` null for any.
+const MANIFEST_CLEAR_FIELDS: &[(&str, &str)] = &[("prefix", "STRING"), ("location", "STRING")];
+
+const MANIFEST_ROWS_PER_STATEMENT: usize = 5000;
 
 pub(super) fn table_beside(jobs: &TableName, suffix: &str) -> Result<TableName, StoreError> {
     TableName::new(
@@ -552,8 +570,104 @@ impl BigQueryStore {
     }
 }
 
+impl BigQueryStore {
+    pub(super) async fn merge_manifests(
+        &self,
+        manifests: &[PendingManifest],
+    ) -> Result<(), StoreError> {
+        let table = table_beside(&self.jobs, "_manifests")?;
+        self.write_beside(
+            &table,
+            manifests_table_schema,
+            &merge_by(&table, MANIFEST_FIELDS),
+            MANIFEST_FIELDS,
+            manifests,
+            MANIFEST_ROWS_PER_STATEMENT,
+            |m| {
+                Ok(vec![
+                    ("prefix", Some(m.prefix.clone())),
+                    ("location", Some(m.location.clone())),
+                    ("objects", Some(m.objects.to_string())),
+                    ("queued_at", Some(sql::timestamp_value(m.queued_at))),
+                ])
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn delete_manifests(
+        &self,
+        which: &[(String, Option<String>)],
+    ) -> Result<(), StoreError> {
+        let table = table_beside(&self.jobs, "_manifests")?;
+        let statement = format!(
+            "DELETE FROM {} AS t WHERE EXISTS (SELECT 1 FROM UNNEST(@rows) AS r \
+             WHERE r.prefix = t.prefix AND (r.location IS NULL OR r.location = t.location))",
+            table.sql()
+        );
+        self.write_beside(
+            &table,
+            manifests_table_schema,
+            &statement,
+            MANIFEST_CLEAR_FIELDS,
+            which,
+            MANIFEST_ROWS_PER_STATEMENT,
+            |(prefix, location)| {
+                Ok(vec![
+                    ("prefix", Some(prefix.clone())),
+                    ("location", location.clone()),
+                ])
+            },
+        )
+        .await
+    }
+
+    pub(super) async fn select_manifests(&self) -> Result<Vec<PendingManifest>, StoreError> {
+        let table = table_beside(&self.jobs, "_manifests")?;
+        let rows = self
+            .read_beside(&format!(
+                "SELECT prefix, location, objects, UNIX_MICROS(queued_at) FROM {} ORDER BY prefix",
+                table.sql()
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let [prefix, location, objects, at] = columns::<4>(row)?;
+                Ok(PendingManifest {
+                    prefix: text(prefix, "prefix")?,
+                    location: text(location, "location")?,
+                    objects: number(objects, "objects")?,
+                    queued_at: timestamp(at)?,
+                })
+            })
+            .collect()
+    }
+}
+
 #[async_trait::async_trait]
 impl crate::store::SideTables for BigQueryStore {
+    /// BigQuery has no transaction across these statements: the requeue
+    /// first, the manifests last (see the trait).
+    async fn requeue_with_manifests(
+        &self,
+        changes: &crate::model::ChangeSet,
+        manifests: &[PendingManifest],
+    ) -> Result<(), StoreError> {
+        crate::store::JobTable::apply(self, changes).await?;
+        self.merge_manifests(manifests).await
+    }
+
+    async fn clear_manifests(&self, which: &[(String, Option<String>)]) -> Result<(), StoreError> {
+        if which.is_empty() {
+            return Ok(());
+        }
+        self.delete_manifests(which).await
+    }
+
+    async fn read_manifests(&self) -> Result<Vec<PendingManifest>, StoreError> {
+        self.select_manifests().await
+    }
+
     async fn save_failed_objects(&self, rows: &[FailedObject]) -> Result<(), StoreError> {
         self.merge_failed_objects(rows).await
     }
@@ -663,6 +777,7 @@ mod tests {
             (plan_table_schema(), PLAN_FIELDS),
             (verification_table_schema(), VERIFICATION_FIELDS),
             (failed_objects_table_schema(), FAILED_OBJECT_FIELDS),
+            (manifests_table_schema(), MANIFEST_FIELDS),
         ] {
             let names: Vec<String> = columns_of(&schema).into_iter().map(|c| c.0).collect();
             let declared: Vec<&str> = fields.iter().map(|(n, _)| *n).collect();

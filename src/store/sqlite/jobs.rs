@@ -162,6 +162,26 @@ impl JobTable for SqliteStore {
         // bounded by the change set itself.
         let mut conn = self.lock();
         let tx = conn.transaction()?;
+        let statements = self.apply_in(&tx, changes)?;
+        tx.commit()?;
+        self.count(statements);
+        self.checkpoint_soon();
+        Ok(())
+    }
+
+    fn statements_issued(&self) -> u64 {
+        self.statements.load(Ordering::Relaxed)
+    }
+}
+
+impl SqliteStore {
+    /// [`JobTable::apply`]'s writes inside a transaction the caller
+    /// commits (a requeue with manifests adds its own): the statements run.
+    pub(super) fn apply_in(
+        &self,
+        tx: &rusqlite::Transaction<'_>,
+        changes: &ChangeSet,
+    ) -> Result<u64, StoreError> {
         let mut statements = 0;
         if !changes.updates.is_empty() {
             // Staged in the connection's temporary table, then one UPDATE:
@@ -213,16 +233,9 @@ impl JobTable for SqliteStore {
             statements += 1;
             // The folds follow the rows in the same transaction.
             drop(insert);
-            self.fold_history(&tx)?;
+            self.fold_history(tx)?;
             statements += 1;
         }
-        tx.commit()?;
-        self.count(statements);
-        self.checkpoint_soon();
-        Ok(())
-    }
-
-    fn statements_issued(&self) -> u64 {
-        self.statements.load(Ordering::Relaxed)
+        Ok(statements)
     }
 }

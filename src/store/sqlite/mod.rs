@@ -20,7 +20,9 @@ mod side;
 use super::{check_identifier, holder_is_dead_here, Lease, LoadReport, StoreError};
 use crate::model::ChangeSet;
 use crate::model::{HistoryRow, PrefixJob, Status};
-use crate::records::{FailedObject, Pass, PassPrefix, PlannedPrefix, Verification, VerifyResult};
+use crate::records::{
+    FailedObject, Pass, PassPrefix, PendingManifest, PlannedPrefix, Verification, VerifyResult,
+};
 use crate::store::HistoryReads;
 use crate::store::JobTable;
 use crate::store::LeaseStore;
@@ -392,6 +394,54 @@ mod tests {
         assert!(jobs
             .iter()
             .all(|j| j.status == Status::Waiting && j.job_name.is_none()));
+    }
+
+    #[tokio::test]
+    async fn manifests_are_written_with_their_requeue_and_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.prepare().await.unwrap();
+        s.load_prefixes(&["a/".into(), "b/".into()]).await.unwrap();
+        // No table yet: nothing pending, and clearing is a no-op.
+        assert!(s.read_manifests().await.unwrap().is_empty());
+        s.clear_manifests(&[("a/".into(), None)]).await.unwrap();
+        // Whole microseconds, as the table keeps them.
+        let now = chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap();
+        let manifest = |prefix: &str, location: &str| PendingManifest {
+            prefix: prefix.into(),
+            location: location.into(),
+            objects: 3,
+            queued_at: now,
+        };
+        let mut changes = ChangeSet::default();
+        changes.requeue("a/", now);
+        changes.requeue("b/", now);
+        s.requeue_with_manifests(
+            &changes,
+            &[
+                manifest("a/", "gs://m/1.csv"),
+                manifest("b/", "gs://m/2.csv"),
+            ],
+        )
+        .await
+        .unwrap();
+        let history = s.read_history().await.unwrap();
+        assert_eq!(history.len(), 2);
+        // A newer manifest replaces the prefix's; a clear by location
+        // leaves a newer one; a clear of any location drops it.
+        s.requeue_with_manifests(&ChangeSet::default(), &[manifest("a/", "gs://m/3.csv")])
+            .await
+            .unwrap();
+        s.clear_manifests(&[("a/".into(), Some("gs://m/1.csv".into()))])
+            .await
+            .unwrap();
+        let pending = s.read_manifests().await.unwrap();
+        assert_eq!(pending.len(), 2);
+        assert_eq!(pending[0].location, "gs://m/3.csv");
+        assert_eq!(pending[0].queued_at.timestamp(), now.timestamp());
+        s.clear_manifests(&[("a/".into(), None)]).await.unwrap();
+        let pending = s.read_manifests().await.unwrap();
+        assert_eq!(pending, vec![manifest("b/", "gs://m/2.csv")]);
     }
 
     #[tokio::test]

@@ -5,6 +5,95 @@ use super::*;
 
 #[async_trait]
 impl SideTables for SqliteStore {
+    async fn requeue_with_manifests(
+        &self,
+        changes: &ChangeSet,
+        manifests: &[PendingManifest],
+    ) -> Result<(), StoreError> {
+        self.check_file()?;
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let statements = self.apply_in(&tx, changes)?;
+        tx.execute_batch(&self.manifests_schema())?;
+        {
+            let mut insert = tx.prepare_cached(&format!(
+                "INSERT INTO {}_manifests (prefix, location, objects, queued_at)
+                 VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (prefix) DO UPDATE SET location = excluded.location,
+                    objects = excluded.objects, queued_at = excluded.queued_at",
+                self.job_table
+            ))?;
+            for m in manifests {
+                insert.execute(params![
+                    m.prefix,
+                    m.location,
+                    i64::try_from(m.objects).unwrap_or(i64::MAX),
+                    timestamp_text(m.queued_at)
+                ])?;
+            }
+        }
+        tx.commit()?;
+        self.count(statements + 2);
+        Ok(())
+    }
+
+    async fn clear_manifests(&self, which: &[(String, Option<String>)]) -> Result<(), StoreError> {
+        if which.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        {
+            let sql = format!(
+                "DELETE FROM {}_manifests WHERE prefix = ?1 AND (?2 IS NULL OR location = ?2)",
+                self.job_table
+            );
+            let Some(mut delete) = side_table_statement(&tx, &sql)? else {
+                return Ok(());
+            };
+            for (prefix, location) in which {
+                delete.execute(params![prefix, location])?;
+            }
+        }
+        tx.commit()?;
+        self.count(1);
+        Ok(())
+    }
+
+    async fn read_manifests(&self) -> Result<Vec<PendingManifest>, StoreError> {
+        let conn = self.lock();
+        let Some(mut statement) = side_table_statement(
+            &conn,
+            &format!(
+                "SELECT prefix, location, objects, queued_at FROM {}_manifests ORDER BY prefix",
+                self.job_table
+            ),
+        )?
+        else {
+            return Ok(Vec::new());
+        };
+        let rows = statement.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (prefix, location, objects, at) = row?;
+            out.push(PendingManifest {
+                prefix,
+                location,
+                objects: objects.max(0) as u64,
+                queued_at: parse_timestamp(&at)?,
+            });
+        }
+        self.count(1);
+        Ok(out)
+    }
+
     async fn save_plan(&self, planned: &[PlannedPrefix]) -> Result<(), StoreError> {
         let rows = serde_json::to_string(
             &planned
@@ -474,6 +563,18 @@ impl SqliteStore {
                 bytes INTEGER NOT NULL,
                 planned_at TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS {0}_plan_bytes ON {0}_plan (bytes DESC, prefix)",
+            self.job_table
+        )
+    }
+
+    /// The manifest table (README "State"): created on first use.
+    fn manifests_schema(&self) -> String {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {}_manifests (
+                prefix TEXT NOT NULL PRIMARY KEY,
+                location TEXT NOT NULL,
+                objects INTEGER NOT NULL,
+                queued_at TEXT NOT NULL)",
             self.job_table
         )
     }

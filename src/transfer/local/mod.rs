@@ -166,6 +166,13 @@ impl LocalEngine {
         if let Some(problem) = spec.options_problem() {
             return Err(TransferError::InvalidArgument(problem));
         }
+        // Whether STS checks the location's form at create is not
+        // documented; one that is no `gs://bucket/object` can never be read.
+        if let Some(location) = spec.manifest() {
+            crate::manifest::GcsLocation::parse(location, false).map_err(|e| {
+                TransferError::InvalidArgument(format!("transferManifest.location: {e}"))
+            })?;
+        }
         for (role, bucket) in [("source", source), ("destination", sink)] {
             // Bucket names never hold a path; one that does cannot exist.
             let usable = !bucket.is_empty() && !bucket.contains(['/', '\\']) && bucket != "..";
