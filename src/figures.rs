@@ -151,6 +151,60 @@ pub struct Figures {
     pub bytes: Amounts,
 }
 
+impl Figures {
+    /// The figures' names as columns (frames, the SQLite fold), in the
+    /// order of [`Figures::values`].
+    pub const COLUMNS: [&'static str; 12] = [
+        "objects_found",
+        "objects_copied",
+        "objects_skipped",
+        "objects_failed",
+        "objects_failed_attempts",
+        "objects_left",
+        "bytes_found",
+        "bytes_copied",
+        "bytes_skipped",
+        "bytes_failed",
+        "bytes_failed_attempts",
+        "bytes_left",
+    ];
+
+    /// The figures in the order of [`Figures::COLUMNS`].
+    pub fn values(&self) -> [i64; 12] {
+        let (o, b) = (&self.objects, &self.bytes);
+        [
+            o.found,
+            o.copied,
+            o.skipped,
+            o.failed,
+            o.failed_attempts,
+            o.left,
+            b.found,
+            b.copied,
+            b.skipped,
+            b.failed,
+            b.failed_attempts,
+            b.left,
+        ]
+    }
+
+    /// The figures from values in the order of [`Figures::COLUMNS`].
+    pub fn from_values(v: [i64; 12]) -> Self {
+        let amounts = |a: &[i64]| Amounts {
+            found: a[0],
+            copied: a[1],
+            skipped: a[2],
+            failed: a[3],
+            failed_attempts: a[4],
+            left: a[5],
+        };
+        Figures {
+            objects: amounts(&v[..6]),
+            bytes: amounts(&v[6..]),
+        }
+    }
+}
+
 impl std::ops::AddAssign<&Figures> for Figures {
     fn add_assign(&mut self, f: &Figures) {
         self.objects += &f.objects;

@@ -222,44 +222,17 @@ pub fn progress_frame(inputs: &status::Inputs, report: &status::StatusReport) ->
     let mut prefix = StrBuilder::with_capacity(n);
     let mut status = StrBuilder::with_capacity(n);
     let mut job_name = StrBuilder::with_capacity(n);
-    let mut ints: Vec<(&'static str, PrimitiveBuilder<i64>)> = [
-        "objects_found",
-        "objects_copied",
-        "objects_skipped",
-        "objects_failed",
-        "objects_failed_attempts",
-        "objects_left",
-        "bytes_found",
-        "bytes_copied",
-        "bytes_skipped",
-        "bytes_failed",
-        "bytes_failed_attempts",
-        "bytes_left",
-    ]
-    .into_iter()
-    .map(|name| (name, PrimitiveBuilder::with_capacity(n)))
-    .collect();
+    let mut ints: Vec<(&'static str, PrimitiveBuilder<i64>)> = figures::Figures::COLUMNS
+        .into_iter()
+        .map(|name| (name, PrimitiveBuilder::with_capacity(n)))
+        .collect();
     let mut started = PrimitiveBuilder::with_capacity(n);
     let mut updated = PrimitiveBuilder::with_capacity(n);
     let mut throughput = PrimitiveBuilder::with_capacity(n);
     let mut eta = PrimitiveBuilder::with_capacity(n);
     let mut eta_basis = StrBuilder::with_capacity(n);
     let mut push_figures = |f: &figures::Figures| {
-        let (o, b) = (&f.objects, &f.bytes);
-        let values = [
-            o.found,
-            o.copied,
-            o.skipped,
-            o.failed,
-            o.failed_attempts,
-            o.left,
-            b.found,
-            b.copied,
-            b.skipped,
-            b.failed,
-            b.failed_attempts,
-            b.left,
-        ];
+        let values = f.values();
         for ((_, builder), value) in ints.iter_mut().zip(values) {
             builder.push(Some(value));
         }

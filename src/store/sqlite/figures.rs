@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{parse_status, parse_timestamp, timestamp_text, SqliteStore};
-use crate::figures::{parse, Fold, QuietTotals, Snapshot, StatusView, Sums};
+use crate::figures::{parse, Figures, Fold, QuietTotals, Snapshot, StatusView, Sums};
 use crate::model::{HistoryRow, PrefixJob, Status};
 use crate::store::StoreError;
 
@@ -19,21 +19,8 @@ use crate::store::StoreError;
 /// (one taken over, or a plan load) is folded the first time.
 const CHUNK: i64 = 20_000;
 
-/// The derived figure columns, summed by the quiet aggregate.
-const FIGURE_COLUMNS: [&str; 12] = [
-    "objects_found",
-    "objects_copied",
-    "objects_skipped",
-    "objects_failed",
-    "objects_failed_attempts",
-    "objects_left",
-    "bytes_found",
-    "bytes_copied",
-    "bytes_skipped",
-    "bytes_failed",
-    "bytes_failed_attempts",
-    "bytes_left",
-];
+/// The figure columns, summed by the quiet aggregate.
+const FIGURE_COLUMNS: [&str; 12] = Figures::COLUMNS;
 
 impl SqliteStore {
     fn figures_table(&self) -> String {
@@ -206,37 +193,31 @@ impl SqliteStore {
                 .map_err(|e| StoreError::CorruptRow(e.to_string()))?;
             let earlier = serde_json::to_string(&fold.earlier)
                 .map_err(|e| StoreError::CorruptRow(e.to_string()))?;
-            let f = fold.figures();
-            let (o, b) = (f.objects, f.bytes);
-            insert.execute(params![
+            let at = fold.latest.as_ref().map(|l| timestamp_text(l.at));
+            // Summed once it ended without failures (NULL: never).
+            let quiet_from = fold
+                .latest
+                .as_ref()
+                .filter(|_| !fold.has_errors())
+                .map(|l| timestamp_text(l.updated()));
+            let start = fold
+                .latest
+                .as_ref()
+                .and_then(|l| l.op.start_time)
+                .map(timestamp_text);
+            let figures = fold.figures().values();
+            let mut values: Vec<&dyn rusqlite::ToSql> = vec![
                 prefix,
-                snapshot,
-                fold.latest.as_ref().map(|l| timestamp_text(l.at)),
-                // Summed once it ended without failures (NULL: never).
-                fold.latest
-                    .as_ref()
-                    .filter(|_| !fold.has_errors())
-                    .map(|l| timestamp_text(l.updated())),
-                fold.latest
-                    .as_ref()
-                    .and_then(|l| l.op.start_time)
-                    .map(timestamp_text),
-                earlier,
-                fold.failures,
-                fold.unreadable,
-                o.found,
-                o.copied,
-                o.skipped,
-                o.failed,
-                o.failed_attempts,
-                o.left,
-                b.found,
-                b.copied,
-                b.skipped,
-                b.failed,
-                b.failed_attempts,
-                b.left,
-            ])?;
+                &snapshot,
+                &at,
+                &quiet_from,
+                &start,
+                &earlier,
+                &fold.failures,
+                &fold.unreadable,
+            ];
+            values.extend(figures.iter().map(|v| v as &dyn rusqlite::ToSql));
+            insert.execute(rusqlite::params_from_iter(values))?;
         }
         Ok(())
     }
@@ -298,31 +279,23 @@ impl SqliteStore {
                 ),
                 params![quiet_before, changed],
                 |r| {
-                    let n = |i: usize| r.get::<_, i64>(i);
-                    let amounts = |at: usize| -> rusqlite::Result<crate::figures::Amounts> {
-                        Ok(crate::figures::Amounts {
-                            found: n(at)?,
-                            copied: n(at + 1)?,
-                            skipped: n(at + 2)?,
-                            failed: n(at + 3)?,
-                            failed_attempts: n(at + 4)?,
-                            left: n(at + 5)?,
-                        })
-                    };
+                    let mut figures = [0i64; 12];
+                    for (i, value) in figures.iter_mut().enumerate() {
+                        *value = r.get(3 + i)?;
+                    }
                     Ok((
                         r.get::<_, i64>(0)?,
                         r.get::<_, Option<String>>(1)?,
                         r.get::<_, i64>(2)?,
-                        amounts(3)?,
-                        amounts(9)?,
+                        Figures::from_values(figures),
                     ))
                 },
             )
             .map_err(|e| self.missing_table(e))?;
-        let (count, first_start, unreadable, objects, bytes) = quiet;
+        let (count, first_start, unreadable, figures) = quiet;
         let quiet = QuietTotals {
             prefixes: usize::try_from(count).unwrap_or(0),
-            figures: crate::figures::Figures { objects, bytes },
+            figures,
             first_start: first_start.as_deref().map(parse_timestamp).transpose()?,
             unreadable: usize::try_from(unreadable).unwrap_or(0),
         };
