@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import http.server
 import json
+import os
 import random
 import signal
 import socket
@@ -581,3 +582,54 @@ def test_failed_objects_rerun_by_manifest_with_the_bigquery_store(
     assert bigquery.query(f"SELECT prefix FROM {table}") == []
     sjm.requeue(options, prefixes=[migration.prefixes[0]])
     assert bigquery.query(f"SELECT prefix FROM {table}") == []
+
+
+def test_a_requeue_crashed_at_every_point_on_bigquery(
+    bigquery: BigQuery, dataset: str, tmp_path: Path
+) -> None:
+    """`STS_JOB_MANAGER_CRASH_AT=N` (README, "Crash points") before each of
+    a requeue's write requests in turn: BigQuery writes history first, so a
+    crash leaves a job row never ahead of its history, and a rerun
+    finishes the requeue."""
+    prefixes = ["data/p00/", "data/p01/"]
+    listed = tmp_path / "prefixes.json"
+    listed.write_text(json.dumps(prefixes))
+
+    def rows(name: str) -> tuple[dict[str, str], set[str]]:
+        jobs = bigquery.query(f"SELECT prefix, status FROM `{PROJECT}.{name}.sts_job`")
+        queued = bigquery.query(
+            f"SELECT prefix FROM `{PROJECT}.{name}.sts_job_history` WHERE status = 'waiting'"
+        )
+        return {r["prefix"]: r["status"] for r in jobs}, {r["prefix"] for r in queued}
+
+    crashed_at = 0
+    for n in range(1, 50):
+        name = f"{dataset}_{n}"
+        state = bq_state_args(name)
+        tool("sts-prepare-tables", *state, "--job-prefix-source-file", str(listed))
+        table = f"`{PROJECT}.{name}.sts_job`"
+        bigquery.query(
+            f"UPDATE {table} SET status = 'done', job_name = 'transferOperations/x' WHERE true"
+        )
+        args = [str(BIN / "sts-requeue"), *state, "--job-prefix-source-file", str(listed)]
+        crashed = subprocess.run(
+            args,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "STS_JOB_MANAGER_CRASH_AT": str(n)},
+        )
+
+        if crashed.returncode != -signal.SIGABRT:
+            assert crashed.returncode == 0, crashed.stderr
+            break
+        crashed_at = n
+        jobs, queued = rows(name)
+        for prefix, status in jobs.items():
+            assert status == "done" or prefix in queued, f"{prefix} requeued, no history row"
+        rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert rerun.returncode == 0, rerun.stderr
+        jobs, queued = rows(name)
+        assert jobs == dict.fromkeys(prefixes, "waiting")
+        assert queued == set(prefixes)
+    assert crashed_at >= 2, f"only {crashed_at} crash points in a requeue"

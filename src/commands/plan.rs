@@ -388,8 +388,11 @@ pub async fn run_plan(options: &Options, args: &PlanArgs) -> Result<PlanReport> 
             )));
         }
         let prefixes: Vec<String> = report.planned.iter().map(|p| p.prefix.clone()).collect();
-        let loaded = store.load_prefixes(&prefixes).await?;
+        // The plan first: a crash between the two leaves planned sizes for
+        // prefixes not loaded yet (read for no one; the rerun loads them),
+        // never loaded prefixes whose sizes are lost (counted unlisted).
         store.save_plan(&report.planned).await?;
+        let loaded = store.load_prefixes(&prefixes).await?;
         report.loaded = Some(loaded.inserted);
         report.already_present = Some(loaded.already_present);
     }

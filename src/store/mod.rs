@@ -1,6 +1,7 @@
 //! Where the job and history tables live. The manager sees only this trait.
 
 pub mod bigquery;
+pub mod crash;
 pub mod sqlite;
 
 use async_trait::async_trait;

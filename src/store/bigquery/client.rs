@@ -181,6 +181,7 @@ impl Api {
         sql: &str,
         parameters: Vec<QueryParameter>,
     ) -> Result<QueryOutput, StoreError> {
+        crate::store::crash::on_bigquery_statement(sql);
         let mut rows = Vec::new();
         let affected_rows = self
             .query_pages(sql, parameters, &mut |page| {

@@ -153,6 +153,16 @@ impl SqliteStore {
             other => other,
         };
         let conn = Connection::open(path).map_err(open_error)?;
+        if crate::store::crash::armed() {
+            conn.trace_v2(
+                rusqlite::trace::TraceEventCodes::SQLITE_TRACE_STMT,
+                Some(|event| {
+                    if let rusqlite::trace::TraceEvent::Stmt(_, sql) = event {
+                        crate::store::crash::on_sqlite_statement(sql);
+                    }
+                }),
+            );
+        }
         // A new file gets 16 KiB pages (an existing one keeps its own):
         // history rows hold ~600 bytes of JSON, and 100,000 of them plus
         // their status updates were written in 0.66 s instead of 0.87 s.
