@@ -198,13 +198,12 @@ async fn a_sync_larger_than_a_write_chunk_writes_what_a_small_one_would() {
         listed_pages.load(Ordering::Relaxed) >= pages,
         "the reconcile read every page"
     );
-    // Each prefix counts its latest operation once: 3 objects for each
-    // running prefix, 10 for each finished before; never the failed
-    // attempts nor the other bucket's operation.
-    assert_eq!(
-        summary.progress.objects_copied,
-        (3 * RUNNING + 10 * DONE_BEFORE) as i64
-    );
+    // Progress is the figures every view reports, from the history: 3
+    // objects for each running prefix (its latest operation once, never
+    // the failed attempts nor the other bucket's operation); the prefixes
+    // finished before were set done here with no history row, so, as in
+    // sts-status, they count nothing.
+    assert_eq!(summary.progress.objects_copied, (3 * RUNNING) as i64);
 
     let jobs = store.read_jobs().await.unwrap();
     for job in jobs.iter().filter(|j| j.prefix.starts_with("p/")) {

@@ -152,11 +152,11 @@ def test_the_emulator_pages_filters_and_enforces_the_read_quota(logging_emulator
     sjm.Manager(options).run_until_done(timeout=120)
     operations = sorted(set(sjm.State(options).failed_objects()["operation"]))
     assert len(operations) == 2
-    log = f"projects/{PROJECT}/logs/storagetransfer.googleapis.com%2Ftransfer"
+    log = f"projects/{PROJECT}/logs/storagetransfer.googleapis.com%2Ftransfer_activity"
     names = " OR ".join(json.dumps(o) for o in operations)
     request = {
         "resourceNames": [f"projects/{PROJECT}"],
-        "filter": f'logName="{log}" AND jsonPayload.operation.name=({names})',
+        "filter": f'logName="{log}" AND jsonPayload.operation=({names})',
         "pageSize": 3,
     }
     seen: list[str] = []
@@ -179,7 +179,7 @@ def test_the_emulator_pages_filters_and_enforces_the_read_quota(logging_emulator
     assert pages == 3
     assert sorted(seen) == sorted(ODD_NAMES)
     # One operation only.
-    request = {**request, "filter": f"jsonPayload.operation.name={json.dumps(operations[0])}"}
+    request = {**request, "filter": f"jsonPayload.operation={json.dumps(operations[0])}"}
     request.pop("pageToken")
     request["pageSize"] = 100
     one = emulator.call("POST", "/v2/entries:list", request)["entries"]

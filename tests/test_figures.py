@@ -16,7 +16,7 @@ import pytest
 from test_notebooks import _jupyter_env, run_notebook  # noqa: F401 (the fixture is used)
 
 import sts_job_manager as sjm
-from conftest import sql, tool
+from conftest import make_migration, sql, tool
 from synthetic_state import stamp
 
 SIZE = 1000  # bytes per object
@@ -252,3 +252,23 @@ def test_the_notebooks_headlines_are_the_reports(state_path: Path, tmp_path: Pat
     assert progress["bytes_copied_over_time_last"] == progress["bytes_copied"]
     assert progress["stalled"] == ["stalled/"]
     assert progress["needs_action"] == ["retry/"]
+
+
+def test_the_managers_progress_is_the_figures_every_view_reports(tmp_path: Path) -> None:
+    """The cycle summary's progress (the quickstart line, Airflow's XCom) is
+    the same figures as sts-status: a prefix run again counts its objects
+    once, as copied by the first run, not found twice or skipped."""
+    migration = make_migration(tmp_path, prefixes=3, files_per_prefix=4, size=100)
+    migration.prepare()
+    options = migration.options()
+    sjm.Manager(options).run_until_done(timeout=120)
+    sjm.requeue(options, prefixes=[migration.prefixes[0]])
+    summary = sjm.Manager(options).run_until_done(timeout=120)
+    report = sjm.State(options).status()
+    progress = summary["progress"]
+    for kind in ("objects", "bytes"):
+        for name in ("found", "copied", "skipped", "failed"):
+            assert progress[f"{kind}_{name}"] == report[kind][name], (kind, name)
+    # By hand: every object found once and copied once.
+    assert progress["objects_found"] == progress["objects_copied"] == len(migration.objects)
+    assert progress["objects_skipped"] == 0

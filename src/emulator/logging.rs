@@ -199,8 +199,12 @@ fn list(engine: &LocalEngine, body: &str) -> Result<Reply, String> {
     let conditions = parse_filter(request["filter"].as_str().unwrap_or_default())?;
     let page_size = match request["pageSize"].as_i64() {
         None => 50,
-        Some(n) if n < 0 => return Err("pageSize must not be negative".into()),
-        Some(n) => n.clamp(1, 1000) as usize,
+        // logging.proto: "If the value is negative or exceeds 1000, the
+        // request is rejected."
+        Some(n) if !(0..=1000).contains(&n) => {
+            return Err(format!("pageSize {n} is negative or over 1000"))
+        }
+        Some(n) => n.max(1) as usize,
     };
     let mut after = match request["pageToken"].as_str() {
         None | Some("") => 0,

@@ -82,6 +82,16 @@ impl Manager {
             // Moments after the first sync: too soon to judge stalls again.
             self.sync_state(&mut summary, false).await?;
         }
+        if sync_due {
+            // A store that folds its history has the figures every view
+            // reports (README, "The figures"): progress is its sum, not the
+            // raw counters added up (which count a re-run's objects twice).
+            match self.store.figures_total().await {
+                Ok(Some(figures)) => self.progress = super::Progress::of(&figures),
+                Ok(None) => {}
+                Err(e) => tracing::warn!("reading the figures' totals (going on): {e}"),
+            }
+        }
         self.finish_summary(&mut summary);
         // Cloud Monitoring takes one point per time series every 5 s at
         // most: one every 10 s, whatever the intervals.

@@ -156,6 +156,22 @@ pub struct Progress {
     pub bytes_failed: i64,
 }
 
+impl Progress {
+    /// From the figures (failed: failing now).
+    pub fn of(f: &crate::figures::Figures) -> Self {
+        Progress {
+            objects_found: f.objects.found,
+            objects_copied: f.objects.copied,
+            objects_skipped: f.objects.skipped,
+            objects_failed: f.objects.failed,
+            bytes_found: f.bytes.found,
+            bytes_copied: f.bytes.copied,
+            bytes_skipped: f.bytes.skipped,
+            bytes_failed: f.bytes.failed,
+        }
+    }
+}
+
 /// What one iteration did: JSON-serialisable (an Airflow XCom).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct CycleSummary {

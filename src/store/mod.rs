@@ -209,6 +209,12 @@ pub trait HistoryReads: JobTable {
         let _ = quiet_before;
         Ok(None)
     }
+    /// The figures summed over every prefix with history, from a store that
+    /// folds its history (as `status_view`), in one read whatever the
+    /// migration's size: the manager's progress. None: this store does not.
+    async fn figures_total(&self) -> Result<Option<crate::figures::Figures>, StoreError> {
+        Ok(None)
+    }
     /// Hands every history row to `visit`, one at a time, in no particular
     /// order, so a caller that keeps only a digest of each row never holds
     /// the whole history (notebooks' timelines at a million rows).

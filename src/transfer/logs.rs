@@ -12,8 +12,9 @@ use super::pacing::Bucket;
 use crate::auth::GoogleAuth;
 use crate::http::{self, Failure, Idempotency, RetryPolicy};
 
-/// The log STS writes transfer activity to (URL-encoded in `logName`).
-pub const LOG_ID: &str = "storagetransfer.googleapis.com%2Ftransfer";
+/// The log STS writes transfer activity to (URL-encoded in `logName`):
+/// Cloud Logging's list of platform logs, "Storage Transfer" row.
+pub const LOG_ID: &str = "storagetransfer.googleapis.com%2Ftransfer_activity";
 /// The monitored resource of those entries.
 pub const RESOURCE_TYPE: &str = "storage_transfer_job";
 /// `jsonPayload.@type` of every transfer activity entry.
@@ -31,7 +32,7 @@ pub const READS_PER_MINUTE: f64 = 60.0;
 pub const EMULATOR_HOST_VARIABLE: &str = "LOGGING_EMULATOR_HOST";
 const GOOGLE_ENDPOINT: &str = "https://logging.googleapis.com";
 
-/// `projects/{project}/logs/storagetransfer.googleapis.com%2Ftransfer`.
+/// `projects/{project}/logs/storagetransfer.googleapis.com%2Ftransfer_activity`.
 pub fn log_name(project: &str) -> String {
     format!("projects/{project}/logs/{LOG_ID}")
 }
@@ -106,7 +107,7 @@ pub fn failure_filter(project: &str, operations: &[String]) -> String {
     let names: Vec<String> = operations.iter().map(|o| quoted(o)).collect();
     format!(
         "logName={} AND resource.type={} AND jsonPayload.\"@type\"={} AND severity>=ERROR \
-         AND jsonPayload.operation.name=({})",
+         AND jsonPayload.operation=({})",
         quoted(&log_name(project)),
         quoted(RESOURCE_TYPE),
         quoted(PAYLOAD_TYPE),
@@ -136,16 +137,14 @@ pub fn chunk_operations(project: &str, operations: &[String]) -> Vec<Vec<String>
     chunks
 }
 
-/// The source object of an entry: `sourceObject.gcsObject.objectKey`, else
-/// the object of the source URL.
+/// The object of an entry: `sourceObject.gcsObject.objectKey`
+/// (`TransferActivityLog`: set for COPY, and for DELETE at the source),
+/// else `destinationObject`'s (a DELETE at the destination has no source).
 fn object_of(payload: &Value) -> Option<String> {
-    let gcs = &payload["sourceObject"]["gcsObject"];
-    if let Some(key) = gcs["objectKey"].as_str() {
-        return Some(key.to_string());
-    }
-    let url = payload["sourceObject"]["url"].as_str()?;
-    let rest = url.strip_prefix("gs://")?;
-    rest.split_once('/').map(|(_, object)| object.to_string())
+    ["sourceObject", "destinationObject"]
+        .iter()
+        .find_map(|side| payload[side]["gcsObject"]["objectKey"].as_str())
+        .map(str::to_string)
 }
 
 /// A failure entry as a [`LoggedFailure`]; `Err` names what is missing.
@@ -157,9 +156,11 @@ pub fn parse_entry(entry: &Value) -> Result<LoggedFailure, String> {
             .map(str::to_string)
             .ok_or_else(|| format!("a transfer log entry without {name}"))
     };
-    let operation = field(&payload["operation"]["name"], "jsonPayload.operation.name")?;
-    let object = object_of(payload)
-        .ok_or_else(|| "a transfer log entry without sourceObject".to_string())?;
+    // `TransferActivityLog.operation` is the operation's name, a string.
+    let operation = field(&payload["operation"], "jsonPayload.operation")?;
+    let object = object_of(payload).ok_or_else(|| {
+        "a transfer log entry without sourceObject or destinationObject".to_string()
+    })?;
     let action = field(&payload["action"], "jsonPayload.action")?;
     let status = &payload["status"];
     let error_code = field(&status["statusCode"], "jsonPayload.status.statusCode")?;
@@ -198,21 +199,12 @@ pub fn failure_entry(
     time: &str,
     insert_id: &str,
 ) -> Value {
-    let gcs = |bucket: &str| {
-        json!({
-            "gcsObject": { "bucket": bucket, "objectKey": object },
-            "url": format!("gs://{bucket}/{object}"),
-        })
-    };
+    let gcs = |bucket: &str| json!({ "type": "GCS", "gcsObject": { "bucket": bucket, "objectKey": object } });
     json!({
         "logName": log_name(project),
         "resource": {
             "type": RESOURCE_TYPE,
-            "labels": {
-                "project_id": project,
-                "job_id": job.trim_start_matches("transferJobs/"),
-                "location": "global",
-            },
+            "labels": { "project_id": project, "job_id": job },
         },
         "insertId": insert_id,
         "timestamp": time,
@@ -222,7 +214,7 @@ pub fn failure_entry(
             "@type": PAYLOAD_TYPE,
             "action": action,
             "completeTime": time,
-            "operation": { "name": operation },
+            "operation": operation,
             "sourceObject": gcs(source),
             "destinationObject": gcs(sink),
             "status": { "statusCode": code, "errorType": code, "errorMessage": message },
@@ -417,22 +409,44 @@ mod tests {
         let mut e = entry("x");
         e["jsonPayload"]["operation"] = json!({});
         let problem = parse_entry(&e).unwrap_err();
-        assert!(problem.contains("jsonPayload.operation.name"), "{problem}");
-        // Without gcsObject, the URL names the object.
+        assert!(problem.contains("jsonPayload.operation"), "{problem}");
+        // A DELETE at the destination names only the destination's object.
         let mut e = entry("dir/x y");
-        e["jsonPayload"]["sourceObject"]
+        e["jsonPayload"]
             .as_object_mut()
             .unwrap()
-            .remove("gcsObject");
+            .remove("sourceObject");
         assert_eq!(parse_entry(&e).unwrap().object, "dir/x y");
+        // An entry as Google's page shows one: the operation a string.
+        let documented = json!({
+            "jsonPayload": {
+                "@type": PAYLOAD_TYPE,
+                "action": "COPY",
+                "completeTime": "2021-12-16T18:59:00.510509049Z",
+                "operation": "transferOperations/transferJobs-78-30",
+                "sourceObject": {
+                    "type": "GCS",
+                    "gcsObject": { "bucket": "b", "objectKey": "o.txt" },
+                },
+                "status": { "statusCode": "PERMISSION_DENIED", "errorType": "PERMISSION_DENIED" },
+            },
+            "resource": {
+                "type": "storage_transfer_job",
+                "labels": { "job_id": "transferJobs/78", "project_id": "p" },
+            },
+        });
+        let parsed = parse_entry(&documented).unwrap();
+        assert_eq!(parsed.operation, "transferOperations/transferJobs-78-30");
+        assert_eq!(parsed.object, "o.txt");
     }
 
     #[test]
     fn the_filter_quotes_names_and_chunks_stay_under_the_limit() {
         let filter = failure_filter("p", &["transferOperations/a\"b".to_string()]);
-        assert!(filter.contains(r#"jsonPayload.operation.name=("transferOperations/a\"b")"#));
-        assert!(filter
-            .contains(r#"logName="projects/p/logs/storagetransfer.googleapis.com%2Ftransfer""#));
+        assert!(filter.contains(r#"jsonPayload.operation=("transferOperations/a\"b")"#));
+        assert!(filter.contains(
+            r#"logName="projects/p/logs/storagetransfer.googleapis.com%2Ftransfer_activity""#
+        ));
         let operations: Vec<String> = (0..2000)
             .map(|i| format!("transferOperations/transferJobs-sts-jm-pool-{i:05}-1"))
             .collect();

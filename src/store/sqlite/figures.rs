@@ -48,14 +48,16 @@ impl SqliteStore {
              CREATE INDEX IF NOT EXISTS {t}_quiet_from ON {t} (quiet_from);
              CREATE TABLE IF NOT EXISTS {t}_mark (
                 one INTEGER PRIMARY KEY CHECK (one = 1),
-                history_rowid INTEGER NOT NULL);",
+                history_rowid INTEGER NOT NULL,
+                totals TEXT NOT NULL);",
             t = self.figures_table(),
         ))?;
         Ok(())
     }
 
-    /// The history rowid folded so far; None when the tables do not exist.
-    fn fold_mark(&self, conn: &Connection) -> Result<Option<i64>, StoreError> {
+    /// The history rowid folded so far and the sum of every fold's figures
+    /// (in `Figures::COLUMNS` order); None when the tables do not exist.
+    fn read_mark(&self, conn: &Connection) -> Result<Option<(i64, [i64; 12])>, StoreError> {
         let exists: bool = conn.query_row(
             "SELECT COUNT(*) = 2 FROM sqlite_master WHERE type = 'table' AND name IN (?1, ?2)",
             params![
@@ -67,14 +69,24 @@ impl SqliteStore {
         if !exists {
             return Ok(None);
         }
-        let mark: Option<i64> = conn
+        let mark: Option<(i64, String)> = conn
             .query_row(
-                &format!("SELECT history_rowid FROM {}_mark", self.figures_table()),
+                &format!(
+                    "SELECT history_rowid, totals FROM {}_mark",
+                    self.figures_table()
+                ),
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
-        Ok(Some(mark.unwrap_or(0)))
+        match mark {
+            None => Ok(Some((0, [0; 12]))),
+            Some((rowid, totals)) => {
+                let totals = serde_json::from_str(&totals)
+                    .map_err(|e| StoreError::CorruptRow(format!("figures totals: {e}")))?;
+                Ok(Some((rowid, totals)))
+            }
+        }
     }
 
     /// A prefix's stored fold (the default when it has none).
@@ -92,12 +104,15 @@ impl SqliteStore {
     /// Folds the history rows after `mark` into the stored folds, in memory:
     /// each prefix's fold starts from its stored one. Returns the folds
     /// touched and the last rowid read; `max_rows` bounds one call.
+    /// `totals` loses each stored fold's figures as it is taken up (the
+    /// caller adds the folds' new figures once they are folded).
     fn fold_after(
         &self,
         conn: &Connection,
         mark: i64,
         max_rows: i64,
         folds: &mut HashMap<String, Fold>,
+        totals: &mut [i64; 12],
     ) -> Result<(i64, usize), StoreError> {
         let mut statement = conn.prepare_cached(&format!(
             "SELECT rowid, prefix, status, job_name, operation_results, timestamp FROM {}
@@ -118,6 +133,7 @@ impl SqliteStore {
             };
             if !folds.contains_key(&row.prefix) {
                 let stored = self.stored_fold(conn, &row.prefix)?;
+                add_figures(totals, &stored, -1);
                 folds.insert(row.prefix.clone(), stored);
             }
             if let Some(fold) = folds.get_mut(&row.prefix) {
@@ -132,7 +148,7 @@ impl SqliteStore {
     /// rows it wrote). Returns the rows folded.
     pub(super) fn fold_history(&self, conn: &Connection) -> Result<usize, StoreError> {
         self.create_figures_tables(conn)?;
-        let mut mark = self.fold_mark(conn)?.unwrap_or(0);
+        let (mut mark, mut totals) = self.read_mark(conn)?.unwrap_or((0, [0; 12]));
         let max: i64 = conn.query_row(
             &format!("SELECT COALESCE(MAX(rowid), 0) FROM {}", self.history_table),
             [],
@@ -141,26 +157,32 @@ impl SqliteStore {
         if max < mark {
             // The history was rewritten (rowids renumbered): fold it anew.
             conn.execute(&format!("DELETE FROM {}", self.figures_table()), [])?;
-            mark = 0;
+            (mark, totals) = (0, [0; 12]);
         }
         let mut total = 0;
         loop {
             let mut folds = HashMap::new();
-            let (last, read) = self.fold_after(conn, mark, CHUNK, &mut folds)?;
+            let (last, read) = self.fold_after(conn, mark, CHUNK, &mut folds, &mut totals)?;
             if read == 0 {
                 break;
             }
             total += read;
             mark = last;
+            for fold in folds.values() {
+                add_figures(&mut totals, fold, 1);
+            }
             self.write_folds(conn, &folds)?;
         }
+        let totals =
+            serde_json::to_string(&totals).map_err(|e| StoreError::CorruptRow(e.to_string()))?;
         conn.execute(
             &format!(
-                "INSERT INTO {}_mark (one, history_rowid) VALUES (1, ?1)
-                 ON CONFLICT (one) DO UPDATE SET history_rowid = excluded.history_rowid",
+                "INSERT INTO {}_mark (one, history_rowid, totals) VALUES (1, ?1, ?2)
+                 ON CONFLICT (one) DO UPDATE SET history_rowid = excluded.history_rowid,
+                    totals = excluded.totals",
                 self.figures_table()
             ),
-            params![mark],
+            params![mark, totals],
         )?;
         if total > 100_000 {
             tracing::info!("folded {total} history rows into {}", self.figures_table());
@@ -230,7 +252,7 @@ impl SqliteStore {
         quiet_before: DateTime<Utc>,
     ) -> Result<Option<StatusView>, StoreError> {
         let conn = self.lock();
-        let Some(mark) = self.fold_mark(&conn)? else {
+        let Some((mark, mut totals)) = self.read_mark(&conn)? else {
             return Ok(None);
         };
         let max: i64 = conn
@@ -246,7 +268,7 @@ impl SqliteStore {
         let mut delta = HashMap::new();
         let mut at = mark;
         loop {
-            let (last, read) = self.fold_after(&conn, at, CHUNK, &mut delta)?;
+            let (last, read) = self.fold_after(&conn, at, CHUNK, &mut delta, &mut totals)?;
             if read == 0 {
                 break;
             }
@@ -391,6 +413,48 @@ impl SqliteStore {
             jobs.push(job);
         }
         Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// `HistoryReads::figures_total` on SQLite: the mark's running sum,
+    /// with rows written since the last fold folded in memory.
+    pub(super) fn read_figures_total(&self) -> Result<Option<Figures>, StoreError> {
+        let conn = self.lock();
+        let Some((mark, mut totals)) = self.read_mark(&conn)? else {
+            return Ok(None);
+        };
+        let max: i64 = conn
+            .query_row(
+                &format!("SELECT COALESCE(MAX(rowid), 0) FROM {}", self.history_table),
+                [],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.missing_table(e))?;
+        if max < mark {
+            return Ok(None);
+        }
+        let mut delta = HashMap::new();
+        let mut at = mark;
+        loop {
+            let (last, read) = self.fold_after(&conn, at, CHUNK, &mut delta, &mut totals)?;
+            if read == 0 {
+                break;
+            }
+            at = last;
+        }
+        for fold in delta.values() {
+            add_figures(&mut totals, fold, 1);
+        }
+        self.count(2);
+        Ok(Some(Figures::from_values(totals)))
+    }
+}
+
+/// Adds (`sign` 1) or takes away (-1) a fold's figures from a running sum.
+fn add_figures(totals: &mut [i64; 12], fold: &Fold, sign: i64) {
+    for (total, value) in totals.iter_mut().zip(fold.figures().values()) {
+        *total = total.saturating_add(value.saturating_mul(sign));
     }
 }
 

@@ -86,6 +86,11 @@ impl HistoryReads for SqliteStore {
         self.read_status_view(quiet_before)
     }
 
+    async fn figures_total(&self) -> Result<Option<crate::figures::Figures>, StoreError> {
+        self.check_file()?;
+        self.read_figures_total()
+    }
+
     async fn snapshots_before(
         &self,
         requests: &[(String, DateTime<Utc>)],
