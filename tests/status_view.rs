@@ -10,7 +10,7 @@ use sts_job_manager::analysis::status::{read_inputs, read_status_inputs, report,
 use sts_job_manager::model::{ChangeSet, Status};
 use sts_job_manager::records::{Verification, VerifyResult};
 use sts_job_manager::store::sqlite::SqliteStore;
-use sts_job_manager::store::{JobTable, SideTables};
+use sts_job_manager::store::{HistoryReads, JobTable, SideTables};
 
 fn op(name: &str, start: DateTime<Utc>, end: Option<DateTime<Utc>>, c: [i64; 3]) -> String {
     let [found, copied, failed] = c;
@@ -71,11 +71,15 @@ async fn reports_agree(store: &SqliteStore, now: DateTime<Utc>) -> usize {
     let full = read_inputs(store, now, &params).await.unwrap();
     let light = read_status_inputs(store, now, &params).await.unwrap();
     assert!(full.quiet.prefixes == 0);
+    let shown = report(&full, now, &params);
     assert_eq!(
-        report(&full, now, &params),
+        shown,
         report(&light, now, &params),
         "the light read's report differs from the full read's"
     );
+    // The running sum the manager reports as progress: the same totals.
+    let total = store.figures_total().await.unwrap().unwrap();
+    assert_eq!((total.objects, total.bytes), (shown.objects, shown.bytes));
     light.quiet.prefixes
 }
 
