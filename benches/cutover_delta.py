@@ -79,14 +79,14 @@ def main() -> None:
         old = time.time() - 86_400
         for p in range(prefixes):
             for f in range(files):
-                name = f"data/p{p:03d}/f{f:05d}"
+                name = f"data/p{p:05d}/f{f:05d}"
                 path = source / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(os.urandom(size))
                 os.utime(path, (old, old))
                 names.append(name)
         prefix_file = base / "prefixes.json"
-        prefix_file.write_text(json.dumps([f"data/p{p:03d}/" for p in range(prefixes)]))
+        prefix_file.write_text(json.dumps([f"data/p{p:05d}/" for p in range(prefixes)]))
         state = ["--state", f"sqlite:{base / 'state.db'}"]
         backends = [
             *state,
@@ -110,14 +110,22 @@ def main() -> None:
         before = operations(engine_db)
         delta = run("sts-cutover", *backends, *FAST, *once)
         found, copied = latest_counters(engine_db, before)
-        print(f"delta pass:  {changed} changed; {found} found, {copied} copied, {delta:.1f} s")
+        ops = operations(engine_db) - before
+        print(
+            f"delta pass:  {changed} changed; {ops} operations, {found} found, "
+            f"{copied} copied, {delta:.1f} s"
+        )
 
         changed = change(source, names, percent, seed=2)
         before = operations(engine_db)
         full = run("sts-requeue", *state, "--job-prefix-source-file", str(prefix_file))
         full += run("sts-job-manager", *backends, *FAST, "--exit-when-done")
         found, copied = latest_counters(engine_db, before)
-        print(f"full re-run: {changed} changed; {found} found, {copied} copied, {full:.1f} s")
+        ops = operations(engine_db) - before
+        print(
+            f"full re-run: {changed} changed; {ops} operations, {found} found, "
+            f"{copied} copied, {full:.1f} s"
+        )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,9 @@ struct Fixture {
 /// STS's largest page.
 const PAGE: usize = 256;
 
+/// How long before the running operations the finished ones began.
+const FINISHED_EARLIER: chrono::Duration = chrono::Duration::hours(1);
+
 impl Fixture {
     fn make(&self, i: usize) -> TransferOperation {
         let in_progress = i < self.unfinished;
@@ -49,7 +52,14 @@ impl Fixture {
             OperationStatus::Success
         };
         let mut op = operation(&prefix(i), status);
-        op.start_time = Some(self.started);
+        // The finished ones began an hour before the running ones (as in a
+        // migration under way), so "created since the last sync" names only
+        // the running ones.
+        op.start_time = Some(if in_progress {
+            self.started
+        } else {
+            self.started - FINISHED_EARLIER
+        });
         if !in_progress {
             op.end_time = Some(Utc::now());
             op.counters.objects_copied_to_sink = op.counters.objects_found_from_source;
@@ -77,9 +87,19 @@ impl Fixture {
             visit(named.filter(|op| filter.admits(op)).collect());
             return;
         }
-        for first in (0..self.prefixes).step_by(PAGE) {
+        // Like STS, a creation-time bound past the finished ones' start
+        // looks at the running ones only (STS filters before paging).
+        let end = if filter
+            .min_creation_time
+            .is_some_and(|t| t > self.started - FINISHED_EARLIER)
+        {
+            self.unfinished.min(self.prefixes)
+        } else {
+            self.prefixes
+        };
+        for first in (0..end).step_by(PAGE) {
             visit(
-                (first..(first + PAGE).min(self.prefixes))
+                (first..(first + PAGE).min(end))
                     .map(|i| self.make(i))
                     .filter(|op| filter.admits(op))
                     .collect(),

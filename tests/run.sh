@@ -87,6 +87,7 @@ bench cargo test --quiet --bench sync_cycle -- 2000 waiting
 bench cargo test --quiet --bench bigquery_cycle -- 200 --load 500
 bench python benches/api_calls.py 200
 bench python benches/history_frame.py 20000
+bench python benches/failed_object_reads.py 20 2000
 bench python benches/list_requests.py 300
 bench python benches/makespan.py 12
 bench python benches/plan_verify.py 2000
