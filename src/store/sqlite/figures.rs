@@ -252,28 +252,9 @@ impl SqliteStore {
         quiet_before: DateTime<Utc>,
     ) -> Result<Option<StatusView>, StoreError> {
         let conn = self.lock();
-        let Some((mark, mut totals)) = self.read_mark(&conn)? else {
+        let Some((_, mut delta)) = self.folded_now(&conn)? else {
             return Ok(None);
         };
-        let max: i64 = conn
-            .query_row(
-                &format!("SELECT COALESCE(MAX(rowid), 0) FROM {}", self.history_table),
-                [],
-                |r| r.get(0),
-            )
-            .map_err(|e| self.missing_table(e))?;
-        if max < mark {
-            return Ok(None);
-        }
-        let mut delta = HashMap::new();
-        let mut at = mark;
-        loop {
-            let (last, read) = self.fold_after(&conn, at, CHUNK, &mut delta, &mut totals)?;
-            if read == 0 {
-                break;
-            }
-            at = last;
-        }
         let changed = serde_json::to_string(&delta.keys().collect::<Vec<_>>())
             .map_err(|e| StoreError::CorruptRow(e.to_string()))?;
         // Quiet: done, its latest attempt without failures and ended by
@@ -417,11 +398,12 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// `HistoryReads::figures_total` on SQLite: the mark's running sum,
-    /// with rows written since the last fold folded in memory.
-    pub(super) fn read_figures_total(&self) -> Result<Option<Figures>, StoreError> {
-        let conn = self.lock();
-        let Some((mark, mut totals)) = self.read_mark(&conn)? else {
+    /// For a read: the running sum as the mark has it, less the stored folds
+    /// of prefixes with rows written since, and those prefixes' folds with
+    /// the rows folded in memory (nothing is written). None: no fold here,
+    /// or the history was rewritten since (the caller reads snapshots).
+    fn folded_now(&self, conn: &Connection) -> Result<Option<FoldedNow>, StoreError> {
+        let Some((mark, mut totals)) = self.read_mark(conn)? else {
             return Ok(None);
         };
         let max: i64 = conn
@@ -437,12 +419,22 @@ impl SqliteStore {
         let mut delta = HashMap::new();
         let mut at = mark;
         loop {
-            let (last, read) = self.fold_after(&conn, at, CHUNK, &mut delta, &mut totals)?;
+            let (last, read) = self.fold_after(conn, at, CHUNK, &mut delta, &mut totals)?;
             if read == 0 {
                 break;
             }
             at = last;
         }
+        Ok(Some((totals, delta)))
+    }
+
+    /// `HistoryReads::figures_total` on SQLite: the mark's running sum,
+    /// with rows written since the last fold folded in memory.
+    pub(super) fn read_figures_total(&self) -> Result<Option<Figures>, StoreError> {
+        let conn = self.lock();
+        let Some((mut totals, delta)) = self.folded_now(&conn)? else {
+            return Ok(None);
+        };
         for fold in delta.values() {
             add_figures(&mut totals, fold, 1);
         }
@@ -457,6 +449,9 @@ fn add_figures(totals: &mut [i64; 12], fold: &Fold, sign: i64) {
         *total = total.saturating_add(value.saturating_mul(sign));
     }
 }
+
+/// The running sum of the figures and the folds changed since the mark.
+type FoldedNow = ([i64; 12], HashMap<String, Fold>);
 
 type FoldColumns = (Option<String>, Option<String>, String, u32, u32);
 
