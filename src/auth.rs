@@ -273,6 +273,25 @@ impl GoogleAuth {
         })
     }
 
+    /// A JSON POST with this authorization, sent: its response, or the
+    /// failure classified for the shared retry policy (`crate::http`),
+    /// with no URL in the message.
+    pub async fn post_json(
+        &self,
+        http: &reqwest::Client,
+        url: String,
+        body: &serde_json::Value,
+    ) -> Result<reqwest::Response, (crate::http::Failure, String)> {
+        let request = self
+            .authorize(http.post(url).json(body))
+            .await
+            .map_err(|e| (crate::http::Failure::Permanent, e.to_string()))?;
+        request
+            .send()
+            .await
+            .map_err(|e| (crate::http::send_failure(&e), e.without_url().to_string()))
+    }
+
     /// The `Authorization` header value, or `None` when anonymous. Tokens are
     /// cached and refreshed by google-cloud-auth. Bounded: a token endpoint
     /// that accepts and never answers costs at most [`TOKEN_ATTEMPTS`] waits

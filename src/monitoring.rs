@@ -91,15 +91,7 @@ impl CloudMonitoring {
     /// One `timeSeries.create`.
     async fn write(&self, body: &Value) -> Result<(), (Failure, String)> {
         let url = format!("{}/v3/projects/{}/timeSeries", self.endpoint, self.project);
-        let request = self
-            .auth
-            .authorize(self.http.post(url).json(body))
-            .await
-            .map_err(|e| (Failure::Permanent, e.to_string()))?;
-        let response = request
-            .send()
-            .await
-            .map_err(|e| (http::send_failure(&e), e.without_url().to_string()))?;
+        let response = self.auth.post_json(&self.http, url, body).await?;
         let status = response.status();
         if status.is_success() {
             return Ok(());

@@ -38,11 +38,7 @@ pub fn point(what: &str) {
 /// make up state writes are crash points.
 pub fn on_sqlite_statement(sql: &str) {
     static IN_TRANSACTION: AtomicBool = AtomicBool::new(false);
-    let head = sql
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase();
+    let head = first_word(sql);
     match head.as_str() {
         "BEGIN" => {
             point(sql);
@@ -62,15 +58,19 @@ pub fn on_sqlite_statement(sql: &str) {
 /// A BigQuery request about to be sent: a write (or a script) is a crash
 /// point.
 pub fn on_bigquery_statement(sql: &str) {
-    let head = sql
-        .split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_ascii_uppercase();
+    let head = first_word(sql);
     if matches!(
         head.as_str(),
         "INSERT" | "UPDATE" | "DELETE" | "MERGE" | "BEGIN" | "CREATE" | "DECLARE"
     ) {
         point(sql);
     }
+}
+
+/// A statement's first word, upper case (its kind).
+fn first_word(sql: &str) -> String {
+    sql.split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase()
 }

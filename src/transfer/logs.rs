@@ -277,15 +277,7 @@ impl CloudLogging {
             tokio::time::sleep(wait).await;
         }
         let url = format!("{}/v2/entries:list", self.endpoint);
-        let request = self
-            .auth
-            .authorize(self.http.post(url).json(body))
-            .await
-            .map_err(|e| (Failure::Permanent, e.to_string()))?;
-        let response = request
-            .send()
-            .await
-            .map_err(|e| (http::send_failure(&e), e.without_url().to_string()))?;
+        let response = self.auth.post_json(&self.http, url, body).await?;
         let status = response.status();
         let text = response
             .text()

@@ -42,11 +42,8 @@ pub async fn read_status_inputs(
     params: &StatusParams,
 ) -> Result<Inputs, crate::store::StoreError> {
     // An open pass sums its prefixes' latest snapshots: all of them needed.
-    let pass_open = store
-        .read_passes()
-        .await?
-        .last()
-        .is_some_and(|p| p.ended_at.is_none());
+    let passes = store.read_passes().await?;
+    let pass_open = passes.last().is_some_and(|p| p.ended_at.is_none());
     let view = if pass_open {
         None
     } else {
@@ -59,6 +56,7 @@ pub async fn read_status_inputs(
         jobs,
         quiet,
         failures: Some(HashMap::new()),
+        passes: Some(passes),
         ..Read::default()
     };
     for (prefix, fold) in folds {
@@ -84,6 +82,8 @@ struct Read {
     quiet: QuietTotals,
     /// Failures per prefix since queued, when the store folded them.
     failures: Option<HashMap<String, u32>>,
+    /// The pass table, when already read.
+    passes: Option<Vec<crate::records::Pass>>,
     unreadable: usize,
 }
 
@@ -101,6 +101,7 @@ async fn complete(
         earlier_sums,
         quiet,
         failures,
+        passes,
         mut unreadable,
     } = read;
     let window_start = now - THROUGHPUT_WINDOW;
@@ -168,7 +169,10 @@ async fn complete(
     } else {
         Vec::new()
     };
-    let passes = store.read_passes().await?;
+    let passes = match passes {
+        Some(passes) => passes,
+        None => store.read_passes().await?,
+    };
     // Prefixes are read only while a pass runs (an ended one has its figures).
     let pass_of = if passes.last().is_some_and(|p| p.ended_at.is_none()) {
         store
