@@ -83,7 +83,7 @@ impl SqliteStore {
             None => Ok(Some((0, [0; 12]))),
             Some((rowid, totals)) => {
                 let totals = serde_json::from_str(&totals)
-                    .map_err(|e| StoreError::CorruptRow(format!("figures totals: {e}")))?;
+                    .map_err(|e| self.corrupt_folds(&format!("the mark's totals: {e}")))?;
                 Ok(Some((rowid, totals)))
             }
         }
@@ -98,7 +98,46 @@ impl SqliteStore {
             ))?
             .query_row(params![prefix], fold_columns)
             .optional()?;
-        row.map_or_else(|| Ok(Fold::default()), fold_of)
+        row.map_or_else(
+            || Ok(Fold::default()),
+            |columns| self.fold_of(prefix, columns),
+        )
+    }
+
+    /// A fold table that does not read, named with its way out: both
+    /// tables are derived from the history, so dropping them loses nothing.
+    fn corrupt_folds(&self, what: &str) -> StoreError {
+        let t = self.figures_table();
+        StoreError::CorruptRow(format!(
+            "{t}: {what}; drop the tables {t} and {t}_mark (both are made from the \
+             history: the next write or sts-prepare-tables makes them again)"
+        ))
+    }
+
+    /// A stored fold from its columns. A snapshot that does not read (the
+    /// table edited by hand) leaves the fold without one, counted unreadable.
+    fn fold_of(&self, prefix: &str, columns: FoldColumns) -> Result<Fold, StoreError> {
+        let (snapshot, at, earlier, failures, mut unreadable) = columns;
+        let earlier: Sums = serde_json::from_str(&earlier).map_err(|e| {
+            self.corrupt_folds(&format!("prefix '{prefix}': earlier attempts' sums: {e}"))
+        })?;
+        let latest = match (snapshot.as_deref().map(parse), at) {
+            (Some(Some(op)), Some(at)) => Some(Snapshot {
+                op,
+                at: parse_timestamp(&at)?,
+            }),
+            (None, _) => None,
+            _ => {
+                unreadable = unreadable.saturating_add(1);
+                None
+            }
+        };
+        Ok(Fold {
+            latest,
+            earlier,
+            failures,
+            unreadable,
+        })
     }
 
     /// Folds the history rows after `mark` into the stored folds, in memory:
@@ -378,13 +417,10 @@ impl SqliteStore {
             let fold = match delta.remove(&job.prefix) {
                 Some(fold) => Some(fold),
                 None => match r.get::<_, Option<String>>(6)? {
-                    Some(earlier) => Some(fold_of((
-                        r.get(4)?,
-                        r.get(5)?,
-                        earlier,
-                        r.get(7)?,
-                        r.get(8)?,
-                    ))?),
+                    Some(earlier) => Some(self.fold_of(
+                        &job.prefix,
+                        (r.get(4)?, r.get(5)?, earlier, r.get(7)?, r.get(8)?),
+                    )?),
                     None => None,
                 },
             };
@@ -457,29 +493,4 @@ type FoldColumns = (Option<String>, Option<String>, String, u32, u32);
 
 fn fold_columns(r: &rusqlite::Row<'_>) -> rusqlite::Result<FoldColumns> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
-}
-
-/// A stored fold from its columns. A snapshot that does not read (the
-/// table edited by hand) leaves the fold without one, counted unreadable.
-fn fold_of(columns: FoldColumns) -> Result<Fold, StoreError> {
-    let (snapshot, at, earlier, failures, mut unreadable) = columns;
-    let earlier: Sums =
-        serde_json::from_str(&earlier).map_err(|e| StoreError::CorruptRow(e.to_string()))?;
-    let latest = match (snapshot.as_deref().map(parse), at) {
-        (Some(Some(op)), Some(at)) => Some(Snapshot {
-            op,
-            at: parse_timestamp(&at)?,
-        }),
-        (None, _) => None,
-        _ => {
-            unreadable = unreadable.saturating_add(1);
-            None
-        }
-    };
-    Ok(Fold {
-        latest,
-        earlier,
-        failures,
-        unreadable,
-    })
 }
