@@ -574,6 +574,15 @@ def test_failed_objects_rerun_by_manifest_with_the_bigquery_store(
     summary = sjm.Manager(options).run_until_done(timeout=240)
     assert summary["counts"]["done"] == len(migration.prefixes)
     migration.assert_copied()
+    # The manager's progress is the figures sts-status reports (the quiet
+    # prefixes summed by BigQuery): a manifest run's found (one object)
+    # does not replace what its prefix holds.
+    report = sjm.State(options).status()
+    progress = summary["progress"]
+    for kind in ("objects", "bytes"):
+        for name in ("found", "copied", "skipped", "failed"):
+            assert progress[f"{kind}_{name}"] == report[kind][name], (kind, name)
+    assert progress["objects_found"] == progress["objects_copied"] == len(migration.objects)
     for op in migration.operations():
         if "transferManifest" in op["transferSpec"]:
             assert int(op["counters"]["objectsFoundFromSource"]) == 1

@@ -82,17 +82,26 @@ impl Manager {
             // Moments after the first sync: too soon to judge stalls again.
             self.sync_state(&mut summary, false).await?;
         }
-        if sync_due {
-            // A store that folds its history has the figures every view
-            // reports (README, "The figures"): progress is its sum, not the
-            // raw counters added up (which count a re-run's objects twice).
+        self.finish_summary(&mut summary);
+        // A store that keeps or aggregates the figures every view reports
+        // (README, "The figures"): progress is their sum, not the raw
+        // counters added up (which count a re-run's objects twice); read
+        // at the store's pace (BigQuery scans its history for them), and
+        // when the migration has ended, so the last word is exact.
+        let figures_due = self
+            .last_figures
+            .is_none_or(|t| t.elapsed() >= self.store.figures_every());
+        if sync_due && (figures_due || summary.done) {
             match self.store.figures_total().await {
-                Ok(Some(figures)) => self.progress = super::Progress::of(&figures),
+                Ok(Some(figures)) => {
+                    self.last_figures = Some(Instant::now());
+                    self.progress = super::Progress::of(&figures);
+                    summary.progress = self.progress.clone();
+                }
                 Ok(None) => {}
                 Err(e) => tracing::warn!("reading the figures' totals (going on): {e}"),
             }
         }
-        self.finish_summary(&mut summary);
         // Cloud Monitoring takes one point per time series every 5 s at
         // most: one every 10 s, whatever the intervals.
         let heartbeat_due = self
@@ -256,7 +265,11 @@ impl Manager {
                 counters += &op.counters;
             }
         }
-        self.progress = progress_of(std::iter::once(&counters));
+        if self.last_figures.is_none() {
+            // Only until the store's figures are read (a store without
+            // them: always).
+            self.progress = progress_of(std::iter::once(&counters));
+        }
         // Prefixes done or waiting leave memory; the counts remember them.
         rows.retain(|r| !matches!(r.status, Status::Done | Status::Waiting));
         // A prefix no longer in flight or failed (done, or requeued: waiting

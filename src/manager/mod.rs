@@ -226,6 +226,9 @@ pub struct Manager {
     last_sync: Option<Instant>,
     last_job_round: Option<Instant>,
     last_reconcile: Option<Instant>,
+    /// When the store's figures (`HistoryReads::figures_total`) were last
+    /// read into `progress`; None: never (or the store has none).
+    last_figures: Option<Instant>,
     /// When the previous sync began (server-side lower bound for new operations).
     /// The newest start time of any operation listed so far (microseconds,
     /// STS's clock; `i64::MIN`: none yet): a steady sync lists operations
@@ -300,6 +303,7 @@ impl Manager {
             last_sync: None,
             last_job_round: None,
             last_reconcile: None,
+            last_figures: None,
             newest_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
             failures: BTreeMap::new(),
             attempts: HashMap::new(),

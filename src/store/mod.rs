@@ -215,6 +215,12 @@ pub trait HistoryReads: JobTable {
     async fn figures_total(&self) -> Result<Option<crate::figures::Figures>, StoreError> {
         Ok(None)
     }
+    /// How often the manager may read `figures_total`: every sync from a
+    /// store that keeps the sum (SQLite), less often from one that
+    /// aggregates its history for it (BigQuery: each read scans the table).
+    fn figures_every(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
     /// Hands every history row to `visit`, one at a time, in no particular
     /// order, so a caller that keeps only a digest of each row never holds
     /// the whole history (notebooks' timelines at a million rows).

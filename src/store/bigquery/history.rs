@@ -1,6 +1,7 @@
 //! The history table on BigQuery as analysis reads it: page by page, or
 //! one snapshot per prefix or operation.
 
+use super::quiet;
 use super::*;
 
 #[async_trait]
@@ -38,6 +39,21 @@ impl HistoryReads for BigQueryStore {
             )
             .await?;
         history_rows(&output)
+    }
+
+    async fn status_view(
+        &self,
+        quiet_before: DateTime<Utc>,
+    ) -> Result<Option<crate::figures::StatusView>, StoreError> {
+        self.read_status_view(quiet_before).await.map(Some)
+    }
+
+    async fn figures_total(&self) -> Result<Option<crate::figures::Figures>, StoreError> {
+        self.read_figures_total().await.map(Some)
+    }
+
+    fn figures_every(&self) -> std::time::Duration {
+        quiet::FIGURES_EVERY
     }
 
     async fn snapshots_before(

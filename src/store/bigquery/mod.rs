@@ -15,6 +15,7 @@ mod history;
 mod jobs;
 mod lease;
 mod queue;
+mod quiet;
 pub mod records;
 pub mod sql;
 
