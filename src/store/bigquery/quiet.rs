@@ -156,9 +156,10 @@ pub fn quiet_cte(history: &TableName, jobs: &TableName) -> String {
     )
 }
 
-/// One row: how many quiet prefixes, their earliest start (INT64
-/// microseconds), and their figures in the order of `Figures::COLUMNS`.
-pub fn select_quiet_totals(history: &TableName, jobs: &TableName) -> String {
+/// The figures of the quiet prefixes summed, in one text: how many, their
+/// earliest start (INT64 microseconds, empty: none), then the figures in
+/// the order of `Figures::COLUMNS`, comma-separated.
+fn quiet_totals_text() -> String {
     let kind = |k: &str| {
         [
             format!("SUM({k}_found)"),
@@ -168,32 +169,41 @@ pub fn select_quiet_totals(history: &TableName, jobs: &TableName) -> String {
             format!("SUM(GREATEST({k}_failed_sum, 0))"),
             format!("SUM({k}_left)"),
         ]
-        .map(|sum| format!("COALESCE({sum}, 0)"))
+        .map(|sum| format!("CAST(COALESCE({sum}, 0) AS STRING)"))
         .join(", ")
     };
     format!(
-        "{cte}
-         SELECT COUNT(*) AS prefixes, UNIX_MICROS(MIN(started)) AS first_start, {o}, {b}
-         FROM quiet",
-        cte = quiet_cte(history, jobs),
+        "ARRAY_TO_STRING([CAST(COUNT(*) AS STRING), \
+         COALESCE(CAST(UNIX_MICROS(MIN(started)) AS STRING), ''), {o}, {b}], ',')",
         o = kind("o"),
         b = kind("b"),
     )
 }
 
-/// Every prefix that is not quiet: its job row, then each of its history
-/// rows in time order (none: one row with the history columns NULL), by
-/// prefix, so each prefix is folded as its rows arrive.
-pub fn select_loud_rows(history: &TableName, jobs: &TableName) -> String {
+/// The status view in one query (the quiet prefixes are found once): first
+/// a row (`part` 0) whose `totals` sums the quiet prefixes
+/// ([`quiet_totals_text`]), then every other prefix (`part` 1): its job
+/// row with each of its history rows in time order (none: one row with the
+/// history columns NULL), by prefix, so each is folded as its rows arrive.
+pub fn select_status_view(history: &TableName, jobs: &TableName) -> String {
     format!(
         "{cte}
-         SELECT j.prefix, j.status, j.job_name, UNIX_MICROS(j.last_updated) AS last_updated,
+         SELECT 0 AS part, CAST(NULL AS STRING) AS prefix, CAST(NULL AS STRING) AS status,
+           CAST(NULL AS STRING) AS job_name, CAST(NULL AS INT64) AS last_updated,
+           CAST(NULL AS STRING) AS h_prefix, CAST(NULL AS STRING) AS h_status,
+           CAST(NULL AS STRING) AS h_job_name, {totals} AS operation_results,
+           CAST(NULL AS INT64) AS h_timestamp
+         FROM quiet
+         UNION ALL
+         SELECT 1 AS part, j.prefix, j.status, j.job_name,
+           UNIX_MICROS(j.last_updated) AS last_updated,
            h.prefix AS h_prefix, h.status AS h_status, h.job_name AS h_job_name,
            h.operation_results, UNIX_MICROS(h.timestamp) AS h_timestamp
          FROM {jt} AS j LEFT JOIN {h} AS h ON h.prefix = j.prefix
          WHERE j.prefix NOT IN (SELECT prefix FROM quiet)
-         ORDER BY j.prefix, h.timestamp",
+         ORDER BY part, prefix, h_timestamp",
         cte = quiet_cte(history, jobs),
+        totals = quiet_totals_text(),
         h = history.sql(),
         jt = jobs.sql(),
     )
@@ -206,25 +216,23 @@ impl BigQueryStore {
         &self,
         quiet_before: DateTime<Utc>,
     ) -> Result<StatusView, StoreError> {
-        let before = || vec![timestamp_param("before", quiet_before)];
-        let output = self
-            .run(&select_quiet_totals(&self.history, &self.jobs), before())
-            .await?;
-        let quiet = match output.rows.first() {
-            Some(row) => quiet_totals(row)?,
-            None => QuietTotals::default(),
-        };
+        let mut quiet = None;
         let mut jobs = Vec::new();
         let mut folds: HashMap<String, Fold> = HashMap::new();
         self.statements
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.api
             .query_pages(
-                &select_loud_rows(&self.history, &self.jobs),
-                before(),
+                &select_status_view(&self.history, &self.jobs),
+                vec![timestamp_param("before", quiet_before)],
                 &mut |page| {
                     for row in &page {
-                        let (job, history) = loud_row(row)?;
+                        let cells = columns::<10>(row)?;
+                        if text(&cells[0], "part")? == "0" {
+                            quiet = Some(quiet_totals(&cells[8])?);
+                            continue;
+                        }
+                        let (job, history) = loud_row(&cells[1..])?;
                         if jobs
                             .last()
                             .is_none_or(|j: &PrefixJob| j.prefix != job.prefix)
@@ -243,6 +251,9 @@ impl BigQueryStore {
             )
             .await
             .map_err(|e| self.missing_table(e))?;
+        let quiet = quiet.ok_or_else(|| {
+            StoreError::CorruptRow("the status view's query returned no totals row".into())
+        })?;
         Ok(StatusView { quiet, jobs, folds })
     }
 
@@ -258,24 +269,29 @@ impl BigQueryStore {
     }
 }
 
-fn quiet_totals(row: &[serde_json::Value]) -> Result<QuietTotals, StoreError> {
-    let cells = columns::<14>(row)?;
-    let number = |cell: &serde_json::Value, what: &str| -> Result<i64, StoreError> {
-        let raw = text(cell, what)?;
-        raw.parse()
-            .map_err(|_| StoreError::CorruptRow(format!("{what} '{raw}'")))
+/// The quiet totals from their text (see [`quiet_totals_text`]).
+fn quiet_totals(cell: &serde_json::Value) -> Result<QuietTotals, StoreError> {
+    let raw = text(cell, "quiet totals")?;
+    let bad = || StoreError::CorruptRow(format!("quiet totals '{raw}'"));
+    let parts: Vec<&str> = raw.split(',').collect();
+    let [count, first_start, figures @ ..] = parts.as_slice() else {
+        return Err(bad());
     };
-    let mut values = [0i64; 12];
-    for (i, value) in values.iter_mut().enumerate() {
-        *value = number(&cells[2 + i], Figures::COLUMNS[i])?;
-    }
+    let number = |part: &str| part.parse::<i64>().map_err(|_| bad());
+    let figures: [i64; 12] = figures
+        .iter()
+        .map(|part| number(part))
+        .collect::<Result<Vec<_>, _>>()?
+        .try_into()
+        .map_err(|_| bad())?;
+    let first_start = match *first_start {
+        "" => None,
+        micros => Some(DateTime::from_timestamp_micros(number(micros)?).ok_or_else(bad)?),
+    };
     Ok(QuietTotals {
-        prefixes: usize::try_from(number(&cells[0], "prefixes")?).unwrap_or(0),
-        figures: Figures::from_values(values),
-        first_start: match &cells[1] {
-            serde_json::Value::Null => None,
-            cell => Some(timestamp(cell)?),
-        },
+        prefixes: usize::try_from(number(count)?).map_err(|_| bad())?,
+        figures: Figures::from_values(figures),
+        first_start,
         unreadable: 0,
     })
 }
@@ -305,26 +321,45 @@ mod tests {
 
     fn tables() -> (TableName, TableName) {
         (
-            TableName::new("p", "d", "sts_job_history").unwrap(),
-            TableName::new("p", "d", "sts_job").unwrap(),
+            TableName::new("my-project", "d", "sts_job_history").unwrap(),
+            TableName::new("my-project", "d", "sts_job").unwrap(),
         )
     }
 
     #[test]
-    fn the_quiet_queries_name_their_tables_and_take_the_moment_as_a_parameter() {
+    fn the_status_view_query_names_its_tables_and_takes_the_moment_as_a_parameter() {
         let (h, j) = tables();
-        for sql in [select_quiet_totals(&h, &j), select_loud_rows(&h, &j)] {
-            assert!(sql.contains("`p.d.sts_job_history`"), "{sql}");
-            assert!(sql.contains("`p.d.sts_job`"), "{sql}");
-            assert!(sql.contains("<= @before"), "{sql}");
-            // Every counter the figures read, and nothing left unfilled.
-            for name in COUNTERS {
-                assert!(sql.contains(&format!("'$.counters.{name}'")), "{name}");
-            }
+        let sql = select_status_view(&h, &j);
+        assert!(sql.contains("`my-project.d.sts_job_history`"), "{sql}");
+        assert!(sql.contains("`my-project.d.sts_job`"), "{sql}");
+        assert!(sql.contains("<= @before"), "{sql}");
+        // Every counter the figures read, and twelve figures summed.
+        for name in COUNTERS {
+            assert!(sql.contains(&format!("'$.counters.{name}'")), "{name}");
         }
-        // Fourteen columns: the count, the first start, twelve figures.
-        let totals = select_quiet_totals(&h, &j);
-        let select = totals.rsplit_once("SELECT COUNT(*)").unwrap().1;
-        assert_eq!(select.matches("COALESCE(SUM(").count(), 12);
+        assert_eq!(sql.matches("CAST(COALESCE(SUM(").count(), 12);
+    }
+
+    #[test]
+    fn the_totals_text_reads_back_or_is_refused_by_name() {
+        let cell = |s: &str| serde_json::Value::String(s.into());
+        let totals = quiet_totals(&cell("3,1767225600000000,1,2,3,4,5,6,7,8,9,10,11,12")).unwrap();
+        assert_eq!(totals.prefixes, 3);
+        assert_eq!(
+            totals.figures.values(),
+            [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+        );
+        assert_eq!(totals.first_start.unwrap().timestamp(), 1_767_225_600);
+        let none = quiet_totals(&cell("0,,0,0,0,0,0,0,0,0,0,0,0,0")).unwrap();
+        assert_eq!((none.prefixes, none.first_start), (0, None));
+        for bad in [
+            "",
+            "1,2",
+            "1,,x,0,0,0,0,0,0,0,0,0,0,0",
+            "1,,0,0,0,0,0,0,0,0,0,0,0,0,0",
+        ] {
+            let err = quiet_totals(&cell(bad)).unwrap_err().to_string();
+            assert!(err.contains("quiet totals"), "{err}");
+        }
     }
 }
