@@ -135,11 +135,11 @@ def main() -> None:
             env = {**os.environ, "BIGQUERY_EMULATOR_HOST": host}
             env.pop("GOOGLE_CLOUD_PROJECT", None)
             bq = ["--state", "bigquery", "--project", PROJECT, "--dataset", DATASET]
-            subprocess.run(
-                [str(args.tool_dir / "sts-prepare-tables"), *bq], check=True, env=env
-            )
+            subprocess.run([str(args.tool_dir / "sts-prepare-tables"), *bq], check=True, env=env)
             started = time.perf_counter()
-            jobs = copy_table(host, state, "sts_job", ["prefix", "status", "job_name", "last_updated"])
+            jobs = copy_table(
+                host, state, "sts_job", ["prefix", "status", "job_name", "last_updated"]
+            )
             history = copy_table(
                 host,
                 state,
