@@ -57,8 +57,11 @@ def call(host: str, path: str, body: dict | None = None) -> dict:
     url = f"http://{host}/bigquery/v2/projects/{PROJECT}/{path}"
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=600) as response:
-        answer = json.load(response)
+    try:
+        with urllib.request.urlopen(request, timeout=600) as response:
+            answer = json.load(response)
+    except urllib.error.HTTPError as e:
+        raise SystemExit(f"{path}: HTTP {e.code}: {e.read()[:2000]!r}") from e
     assert not answer.get("errors") and not answer.get("insertErrors"), answer
     return answer
 

@@ -177,6 +177,11 @@ pub async fn build(options: &Options, now: DateTime<Utc>) -> Result<Report> {
             }
         })
         .collect();
+    // The snapshots are in the lines now: freed before the timeline's scan.
+    drop(verdicts);
+    drop(inputs.latest);
+    drop(inputs.earlier);
+    drop(inputs.earlier_sums);
     let mut timeline = TimelineBuilder::new(&inputs.jobs);
     store.scan_history(&mut |row| timeline.add(row)).await?;
     let (frame, _) = timeline.finish(PLOT_BUCKETS);
@@ -209,22 +214,70 @@ pub fn twin(html: &Path) -> PathBuf {
 }
 
 /// Writes the HTML and its JSON twin, each whole or not at all (a
-/// temporary file renamed into place); returns both paths.
+/// temporary file renamed into place); returns both paths. Both are
+/// streamed to disk (a million prefixes make a JSON of hundreds of MB:
+/// never held as text, here or in the page).
 pub fn write(report: &Report, html: &Path) -> Result<(PathBuf, PathBuf)> {
-    let json = serde_json::to_string(report)
-        .map_err(|e| Error::Failed(format!("cannot encode the report: {e}")))?;
-    let page = render(report, &json);
     let twin = twin(html);
-    for (path, body) in [(html, page.as_str()), (twin.as_path(), json.as_str())] {
-        let temp = path.with_extension("tmp-sts-report");
-        std::fs::write(&temp, body)
-            .and_then(|()| std::fs::rename(&temp, path))
-            .map_err(|e| {
-                let _ = std::fs::remove_file(&temp);
-                Error::Input(format!("cannot write {}: {e}", path.display()))
-            })?;
-    }
+    write_whole(&twin, |out| {
+        serde_json::to_writer(&mut *out, report).map_err(std::io::Error::other)
+    })?;
+    write_whole(html, |out| render_to(out, report))?;
     Ok((html.to_path_buf(), twin))
+}
+
+/// Writes `path` through `body` into a temporary file renamed into place:
+/// the file is whole or absent, never half-written.
+fn write_whole(
+    path: &Path,
+    body: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> Result<()> {
+    let temp = path.with_extension("tmp-sts-report");
+    let written = std::fs::File::create(&temp).and_then(|file| {
+        let mut out = std::io::BufWriter::new(file);
+        body(&mut out)?;
+        out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        std::fs::rename(&temp, path)
+    });
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&temp);
+        Error::Input(format!("cannot write {}: {e}", path.display()))
+    })
+}
+
+/// Inside `<script>`, "</" would end the element: written as "<\/", which
+/// JSON reads as the same text ("</" only ever occurs inside its strings).
+struct ScriptSafe<W> {
+    inner: W,
+    /// The last byte written was '<' (a "</" may straddle two writes).
+    after_lt: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for ScriptSafe<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let mut from = 0;
+        for (i, byte) in buf.iter().enumerate() {
+            let after_lt = if i == 0 {
+                self.after_lt
+            } else {
+                buf[i - 1] == b'<'
+            };
+            if *byte == b'/' && after_lt {
+                self.inner.write_all(&buf[from..i])?;
+                self.inner.write_all(b"\\/")?;
+                from = i + 1;
+            }
+        }
+        self.inner.write_all(&buf[from..])?;
+        if let Some(last) = buf.last() {
+            self.after_lt = *last == b'<';
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 fn escape(text: &str) -> String {
@@ -313,7 +366,9 @@ fn amounts_row(name: &str, a: &Amounts, bytes: bool) -> String {
 
 /// The HTML page: the totals, the plots, and every prefix (rendered from
 /// the data inside the page, a page of rows at a time).
-pub fn render(report: &Report, json: &str) -> String {
+/// Writes the page: the totals and plots, the report's JSON (streamed,
+/// script-safe) for the table of every prefix, and the script.
+pub fn render_to(out: &mut impl std::io::Write, report: &Report) -> std::io::Result<()> {
     let t = &report.totals;
     let count = |s: &str| t.prefixes.get(s).copied().unwrap_or(0);
     let status_series: Vec<(&str, &str, Vec<f64>)> = [
@@ -336,9 +391,8 @@ pub fn render(report: &Report, json: &str) -> String {
     .collect();
     let throughput = vec![("bytes/s", "#27c", report.plots.bytes_per_second.clone())];
     let v = &t.verification;
-    // Inside <script>, "</" would end the element: escaped as JSON allows.
-    let data = json.replace("</", "<\\/");
-    format!(
+    write!(
+        out,
         r##"<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>sts-job-manager sign-off report</title>
@@ -370,7 +424,34 @@ Needs action: {needs_action} prefixes out of retries. Stalled: {stalled}.</p>
 <th>objects found</th><th>copied</th><th>failing now</th><th>bytes found</th><th>bytes copied</th>
 <th class="l">failure codes (samples)</th><th class="l">verification</th><th class="l">operations</th></tr></thead>
 <tbody></tbody></table>
-<script type="application/json" id="data">{data}</script>
+<script type="application/json" id="data">"##,
+        generated = report.generated_at.to_rfc3339(),
+        total = count("total"),
+        done = count("done"),
+        running = count("running"),
+        waiting = count("waiting"),
+        paused = count("paused"),
+        error = count("error"),
+        objects = amounts_row("objects", &t.objects, false),
+        bytes = amounts_row("bytes", &t.bytes, true),
+        verified = v.verified,
+        mismatched = v.mismatched,
+        mismatch_class = if v.mismatched > 0 { "bad" } else { "" },
+        unverified = v.unverified_done,
+        stale = v.stale,
+        needs_action = t.needs_action_total,
+        stalled = t.stalled_total,
+        status_plot = plot("Prefixes per status", &status_series, ""),
+        throughput_plot = plot("Throughput", &throughput, "B/s"),
+    )?;
+    let mut data = ScriptSafe {
+        inner: &mut *out,
+        after_lt: false,
+    };
+    serde_json::to_writer(&mut data, report).map_err(std::io::Error::other)?;
+    write!(
+        out,
+        r##"</script>
 <script>
 const report = JSON.parse(document.getElementById("data").textContent);
 const page = 500; let start = 0;
@@ -401,25 +482,7 @@ draw();
 </script>
 <noscript><p>The table of every prefix needs JavaScript; every figure is also in the JSON twin.</p></noscript>
 </body></html>
-"##,
-        generated = report.generated_at.to_rfc3339(),
-        total = count("total"),
-        done = count("done"),
-        running = count("running"),
-        waiting = count("waiting"),
-        paused = count("paused"),
-        error = count("error"),
-        objects = amounts_row("objects", &t.objects, false),
-        bytes = amounts_row("bytes", &t.bytes, true),
-        verified = v.verified,
-        mismatched = v.mismatched,
-        mismatch_class = if v.mismatched > 0 { "bad" } else { "" },
-        unverified = v.unverified_done,
-        stale = v.stale,
-        needs_action = t.needs_action_total,
-        stalled = t.stalled_total,
-        status_plot = plot("Prefixes per status", &status_series, ""),
-        throughput_plot = plot("Throughput", &throughput, "B/s"),
+"##
     )
 }
 
@@ -442,5 +505,24 @@ mod tests {
         );
         assert!(drawn.contains("<polyline") && !drawn.contains("no data yet"));
         assert_eq!(twin(Path::new("/x/r.html")), Path::new("/x/r.json"));
+    }
+
+    #[test]
+    fn script_safe_data_never_ends_its_element_even_across_writes() {
+        use std::io::Write;
+        let text = r#"{"p":"a</script><b/</"}"#;
+        for split in 0..=text.len() {
+            let mut out = Vec::new();
+            let mut safe = ScriptSafe {
+                inner: &mut out,
+                after_lt: false,
+            };
+            safe.write_all(&text.as_bytes()[..split]).unwrap();
+            safe.write_all(&text.as_bytes()[split..]).unwrap();
+            let written = String::from_utf8(out).unwrap();
+            assert_eq!(written, text.replace("</", "<\\/"), "split at {split}");
+            let read: serde_json::Value = serde_json::from_str(&written).unwrap();
+            assert_eq!(read["p"], "a</script><b/</");
+        }
     }
 }
