@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,27 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 from synthetic_state import make_state  # noqa: E402
+
+
+def measured(
+    command: list[str], env: dict[str, str] | None = None
+) -> tuple[float, float, float, str]:
+    """Runs one tool: wall seconds, CPU seconds and peak RSS (MiB) of that
+    child alone (os.wait4, not the maximum over every child so far), its
+    standard output."""
+    started = time.perf_counter()
+    with tempfile.TemporaryFile() as out:
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, env=env)
+        assert child.stderr is not None
+        errors = child.stderr.read()
+        _, code, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(code)
+        seconds = time.perf_counter() - started
+        if child.returncode != 0:
+            raise SystemExit(f"{command[0]} exited {child.returncode}: {errors.decode()[-2000:]}")
+        out.seek(0)
+        text = out.read().decode()
+    return seconds, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, text
 
 
 def run_notebook(name: str, work: Path, state: Path) -> tuple[float, float]:
@@ -82,37 +102,21 @@ def main() -> None:
         )
         tool = Path(sys.executable).parent / "sts-status"
         for attempt in range(3):
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
-            started = time.perf_counter()
-            out = subprocess.run(
-                [str(tool), "--state", f"sqlite:{state}", "--json"],
-                check=True,
-                capture_output=True,
-                text=True,
-            ).stdout
-            seconds = time.perf_counter() - started
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+            seconds, cpu, peak, out = measured([str(tool), "--state", f"sqlite:{state}", "--json"])
             report = json.loads(out)
             assert report["prefixes"]["total"] == prefixes
             print(
                 f"sts-status --json, attempt {attempt + 1}: {seconds:.2f} s wall, "
-                f"{cpu:.2f} s CPU, peak RSS {after.ru_maxrss / 1024:,.0f} MiB"
+                f"{cpu:.2f} s CPU, peak RSS {peak:,.0f} MiB"
             )
         report = Path(tmp) / "report.html"
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
-        subprocess.run(
-            [str(tool.parent / "sts-report"), "--state", f"sqlite:{state}", "--out", str(report)],
-            check=True,
-            capture_output=True,
+        seconds, cpu, peak, _ = measured(
+            [str(tool.parent / "sts-report"), "--state", f"sqlite:{state}", "--out", str(report)]
         )
-        seconds = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         twin = json.loads(report.with_suffix(".json").read_text())
         assert len(twin["prefixes"]) == prefixes
         print(
-            f"sts-report: {seconds:.2f} s wall, peak RSS {after.ru_maxrss / 1024:,.0f} MiB, "
+            f"sts-report: {seconds:.2f} s wall, {cpu:.2f} s CPU, peak RSS {peak:,.0f} MiB, "
             f"HTML {report.stat().st_size / 2**20:,.1f} MiB"
         )
         if args.no_notebooks:

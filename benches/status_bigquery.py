@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import socket
 import sqlite3
 import subprocess
@@ -40,6 +39,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
+
+from status_at_scale import measured  # noqa: E402
 
 from synthetic_state import make_state  # noqa: E402
 
@@ -72,22 +73,22 @@ def copy_table(host: str, db: Path, table: str, columns: list[str]) -> int:
     cursor = connection.execute(f"SELECT {', '.join(columns)} FROM {table}")
     copied = 0
     while rows := cursor.fetchmany(10_000):
-        call(
-            host,
-            f"datasets/{DATASET}/tables/{table}/insertAll",
-            {"rows": [{"json": dict(zip(columns, row))} for row in rows]},
-        )
+        try:
+            call(
+                host,
+                f"datasets/{DATASET}/tables/{table}/insertAll",
+                {"rows": [{"json": dict(zip(columns, row))} for row in rows]},
+            )
+        except SystemExit as e:
+            raise SystemExit(f"{e} (after {copied:,} rows of {table})") from e
         copied += len(rows)
     connection.close()
     return copied
 
 
 def timed(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """Wall seconds, peak RSS (MiB) of the child, its standard output."""
-    started = time.perf_counter()
-    out = subprocess.run(command, check=True, capture_output=True, text=True, env=env).stdout
-    seconds = time.perf_counter() - started
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    """Wall seconds, peak RSS (MiB) of that child alone, its standard output."""
+    seconds, _, peak, out = measured(command, env)
     return seconds, peak, out
 
 
@@ -140,15 +141,20 @@ def main() -> None:
             bq = ["--state", "bigquery", "--project", PROJECT, "--dataset", DATASET]
             subprocess.run([str(args.tool_dir / "sts-prepare-tables"), *bq], check=True, env=env)
             started = time.perf_counter()
-            jobs = copy_table(
-                host, state, "sts_job", ["prefix", "status", "job_name", "last_updated"]
-            )
-            history = copy_table(
-                host,
-                state,
-                "sts_job_history",
-                ["prefix", "status", "job_name", "operation_results", "timestamp"],
-            )
+            try:
+                jobs = copy_table(
+                    host, state, "sts_job", ["prefix", "status", "job_name", "last_updated"]
+                )
+                history = copy_table(
+                    host,
+                    state,
+                    "sts_job_history",
+                    ["prefix", "status", "job_name", "operation_results", "timestamp"],
+                )
+            except SystemExit:
+                # bqemulator's own account of the failure is in its log.
+                print("\n".join(log.read_text(errors="replace").splitlines()[-40:]))
+                raise
             print(
                 f"copied {jobs:,} job rows and {history:,} history rows into bqemulator "
                 f"in {time.perf_counter() - started:.0f} s"

@@ -94,6 +94,7 @@ bench python benches/plan_verify.py 2000
 bench python benches/slots.py 100
 bench python benches/manifest_rerun.py 2000
 bench python benches/status_at_scale.py 2000 1
+bench python benches/status_bigquery.py 2000 1 --every 100
 
 # How many tests ran in each suite, so a suite that silently ran nothing shows.
 passed() { grep -Eo '[0-9]+ passed' "$1" | awk '{n += $1} END {print n + 0}'; }
