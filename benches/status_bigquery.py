@@ -124,6 +124,8 @@ def main() -> None:
                 + ["--grpc-host", "127.0.0.1", "--grpc-port", str(grpc), "--project", PROJECT],
                 stdout=out,
                 stderr=subprocess.STDOUT,
+                # DuckDB spills what does not fit in memory to ./.tmp: here, not the checkout.
+                cwd=tmp,
             )
         host = f"127.0.0.1:{rest}"
         try:
