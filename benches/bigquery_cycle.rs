@@ -32,12 +32,8 @@ use sts_job_manager::store::JobTable;
 fn store(emulator: &bqemulator::Emulator, dataset: &str) -> Arc<BigQueryStore> {
     Arc::new(
         BigQueryStore::open(&Settings {
-            project: Some(PROJECT.into()),
             dataset: dataset.into(),
-            location: "US".into(),
-            job_table: "sts_job".into(),
-            history_table: "sts_job_history".into(),
-            emulator_host: Some(emulator.host.clone()),
+            ..emulator.settings()
         })
         .expect("open"),
     )

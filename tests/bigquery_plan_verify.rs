@@ -6,22 +6,11 @@ mod bqemulator;
 
 use chrono::{DateTime, Utc};
 use sts_job_manager::records::{FailedObject, PlannedPrefix, Verification, VerifyResult};
-use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
+use sts_job_manager::store::bigquery::BigQueryStore;
 use sts_job_manager::store::JobTable;
 use sts_job_manager::store::SideTables;
 
 const PROJECT: &str = "sts-plan-verify-test";
-
-fn settings(emulator_host: &str) -> Settings {
-    Settings {
-        project: Some(PROJECT.into()),
-        dataset: "data_migration".into(),
-        location: "US".into(),
-        job_table: "sts_job".into(),
-        history_table: "sts_job_history".into(),
-        emulator_host: Some(emulator_host.into()),
-    }
-}
 
 fn planned(prefix: &str, objects: u64, bytes: u64) -> PlannedPrefix {
     PlannedPrefix {
@@ -34,7 +23,7 @@ fn planned(prefix: &str, objects: u64, bytes: u64) -> PlannedPrefix {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_and_verification_tables_round_trip() {
     let emulator = bqemulator::Emulator::start(PROJECT);
-    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    let store = BigQueryStore::open(&emulator.settings()).unwrap();
     store.prepare().await.unwrap();
 
     assert!(store.read_plan().await.unwrap().is_empty());
@@ -83,7 +72,7 @@ async fn plan_and_verification_tables_round_trip() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_objects_table_round_trips_once_per_object() {
     let emulator = bqemulator::Emulator::start(PROJECT);
-    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    let store = BigQueryStore::open(&emulator.settings()).unwrap();
     store.prepare().await.unwrap();
     assert!(store.read_failed_objects().await.unwrap().is_empty());
     assert_eq!(store.count_all_failed_objects().await.unwrap(), 0);
@@ -125,7 +114,7 @@ async fn failed_objects_table_round_trips_once_per_object() {
 async fn pass_tables_round_trip() {
     use sts_job_manager::records::{Pass, PassPrefix};
     let emulator = bqemulator::Emulator::start(PROJECT);
-    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    let store = BigQueryStore::open(&emulator.settings()).unwrap();
     store.prepare().await.unwrap();
     assert!(store.read_passes().await.unwrap().is_empty());
     assert!(store.read_pass_prefixes().await.unwrap().is_empty());

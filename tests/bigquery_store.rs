@@ -16,17 +16,6 @@ use sts_job_manager::store::{LoadReport, StoreError};
 
 const PROJECT: &str = "sts-store-test";
 
-fn settings(emulator_host: &str) -> Settings {
-    Settings {
-        project: Some(PROJECT.into()),
-        dataset: "data_migration".into(),
-        location: "EU".into(),
-        job_table: "sts_job".into(),
-        history_table: "sts_job_history".into(),
-        emulator_host: Some(emulator_host.into()),
-    }
-}
-
 fn micros(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap()
 }
@@ -55,7 +44,7 @@ fn fields(table: &gcp_bigquery_client::model::table::Table) -> Vec<(String, Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prepare_load_apply_and_read_back() {
     let emulator = bqemulator::Emulator::start(PROJECT);
-    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    let store = BigQueryStore::open(&emulator.settings()).unwrap();
 
     let err = store.read_jobs().await.unwrap_err();
     assert!(
@@ -224,7 +213,7 @@ async fn bad_names_are_refused_before_any_request() {
             job_table: table.into(),
             dataset: dataset.into(),
             project: Some(project.into()),
-            ..settings(&host)
+            ..bqemulator::settings(PROJECT, &host)
         });
         match result {
             Err(StoreError::InvalidIdentifier(name)) => assert!(name == table || name == dataset),
@@ -239,7 +228,7 @@ async fn bad_names_are_refused_before_any_request() {
 async fn the_lease_has_one_holder_until_it_expires_or_its_holder_dies() {
     use sts_job_manager::store::Lease;
     let emulator = bqemulator::Emulator::start(PROJECT);
-    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    let store = BigQueryStore::open(&emulator.settings()).unwrap();
     let long = std::time::Duration::from_secs(600);
 
     // No dataset yet: the job table is named as missing.
@@ -289,7 +278,7 @@ async fn the_lease_has_one_holder_until_it_expires_or_its_holder_dies() {
     let here = sts_job_manager::store::lease_holder();
     let host = here.split(':').next().unwrap().to_string();
     let dead = format!("{host}:4194999:1");
-    let other = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    let other = BigQueryStore::open(&emulator.settings()).unwrap();
     store.release_lease("host-c:3:3").await.unwrap();
     assert_eq!(
         other.acquire_lease(&dead, long).await.unwrap(),
@@ -305,12 +294,12 @@ async fn the_lease_has_one_holder_until_it_expires_or_its_holder_dies() {
 async fn managers_racing_for_a_fresh_lease_get_one_winner() {
     use sts_job_manager::store::Lease;
     let emulator = bqemulator::Emulator::start(PROJECT);
-    let first = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    let first = BigQueryStore::open(&emulator.settings()).unwrap();
     first.prepare().await.unwrap();
     let long = std::time::Duration::from_secs(600);
     let racers: Vec<_> = (0..6)
         .map(|i| {
-            let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+            let store = BigQueryStore::open(&emulator.settings()).unwrap();
             tokio::spawn(async move {
                 let holder = format!("racer-{i}:1:1");
                 let lease = store.acquire_lease(&holder, long).await.unwrap();
@@ -342,7 +331,7 @@ async fn snapshot_queries_agree_with_the_whole_history() {
     use sts_job_manager::store::{failure_snapshots_in, latest_snapshots_in, snapshots_before_in};
 
     let emulator = bqemulator::Emulator::start(PROJECT);
-    let store = BigQueryStore::open(&settings(&emulator.host)).unwrap();
+    let store = BigQueryStore::open(&emulator.settings()).unwrap();
     store.prepare().await.unwrap();
     let prefixes: Vec<String> = ["a/", "b/", "c/"].iter().map(|p| p.to_string()).collect();
     store.load_prefixes(&prefixes).await.unwrap();

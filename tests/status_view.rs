@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 use sts_job_manager::analysis::status::{read_inputs, read_status_inputs, report, StatusParams};
 use sts_job_manager::model::{ChangeSet, Status};
 use sts_job_manager::records::{Verification, VerifyResult};
-use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
+use sts_job_manager::store::bigquery::BigQueryStore;
 use sts_job_manager::store::sqlite::SqliteStore;
 use sts_job_manager::store::{JobTable, StateStore};
 
@@ -337,15 +337,7 @@ async fn the_folded_read_reports_what_the_full_read_reports() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_aggregate_read_on_bigquery_reports_what_the_full_read_reports() {
     let emulator = bqemulator::Emulator::start("sts-status-view");
-    let store = BigQueryStore::open(&Settings {
-        project: Some("sts-status-view".into()),
-        dataset: "data_migration".into(),
-        location: "EU".into(),
-        job_table: "sts_job".into(),
-        history_table: "sts_job_history".into(),
-        emulator_host: Some(emulator.host.clone()),
-    })
-    .unwrap();
+    let store = BigQueryStore::open(&emulator.settings()).unwrap();
     let now = micros_now();
     build_state(&store, now).await;
     // Quiet in SQL: a/, c/, g/, j/ (by manifest), k/, m/; not l/ (a

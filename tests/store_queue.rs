@@ -9,7 +9,7 @@ mod bqemulator;
 use chrono::Utc;
 use sts_job_manager::model::{ChangeSet, PrefixJob, Status};
 use sts_job_manager::records::PlannedPrefix;
-use sts_job_manager::store::bigquery::{BigQueryStore, Settings};
+use sts_job_manager::store::bigquery::BigQueryStore;
 use sts_job_manager::store::sqlite::SqliteStore;
 use sts_job_manager::store::StateStore;
 
@@ -131,14 +131,6 @@ async fn sqlite_keeps_the_queue_contract() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bigquery_keeps_the_queue_contract() {
     let emulator = bqemulator::Emulator::start("sts-queue-test");
-    let store = BigQueryStore::open(&Settings {
-        project: Some("sts-queue-test".into()),
-        dataset: "data_migration".into(),
-        location: "EU".into(),
-        job_table: "sts_job".into(),
-        history_table: "sts_job_history".into(),
-        emulator_host: Some(emulator.host.clone()),
-    })
-    .unwrap();
+    let store = BigQueryStore::open(&emulator.settings()).unwrap();
     the_queue_contract(&store).await;
 }

@@ -11,10 +11,26 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use sts_job_manager::store::bigquery::Settings;
+
+/// A store's settings for `project` at `host`: dataset `data_migration`,
+/// the default table names.
+pub fn settings(project: &str, host: &str) -> Settings {
+    Settings {
+        project: Some(project.into()),
+        dataset: "data_migration".into(),
+        location: "EU".into(),
+        job_table: "sts_job".into(),
+        history_table: "sts_job_history".into(),
+        emulator_host: Some(host.into()),
+    }
+}
+
 pub struct Emulator {
     child: Child,
     /// `127.0.0.1:PORT`, the value for BIGQUERY_EMULATOR_HOST.
     pub host: String,
+    project: String,
     _log: tempfile::NamedTempFile,
     strict: Option<Strict>,
 }
@@ -132,6 +148,7 @@ impl Emulator {
         let mut emulator = Emulator {
             child,
             host: format!("127.0.0.1:{rest}"),
+            project: project.into(),
             _log: log,
             strict: None,
         };
@@ -152,6 +169,11 @@ impl Emulator {
         emulator.strict = Some(strict);
         emulator.host = host;
         emulator
+    }
+
+    /// A store's settings for this emulator's project (see `settings`).
+    pub fn settings(&self) -> Settings {
+        settings(&self.project, &self.host)
     }
 
     /// What the strict layer refused so far.
