@@ -79,3 +79,22 @@ def test_a_report_of_nothing_says_no_data_yet(tmp_path: Path) -> None:
     tool("sts-report", "--state", f"sqlite:{state}", "--out", str(out))
     assert "no data yet" in out.read_text()
     assert json.loads(out.with_suffix(".json").read_text())["prefixes"] == []
+
+
+def test_an_out_the_report_cannot_take_is_refused_before_anything_is_read(
+    tmp_path: Path,
+) -> None:
+    # The state does not exist: each refusal names --out, so it came first.
+    state = ["--state", f"sqlite:{tmp_path / 'absent.db'}"]
+    page_as_json = tmp_path / "signoff.json"
+    cases = [
+        (page_as_json, "would overwrite the page"),
+        (tmp_path, "is a folder"),
+        (tmp_path / "missing" / "signoff.html", "does not exist"),
+    ]
+    for out, says in cases:
+        result = tool("sts-report", *state, "--out", str(out), check=False)
+        assert result.returncode == 2, result
+        assert says in result.stderr and "--out" in result.stderr, result.stderr
+    assert not page_as_json.exists()
+    assert not (tmp_path / "absent.db").exists()

@@ -53,6 +53,8 @@ pub const TOOL: Tool = Tool {
 fn run(invocation: Invocation) -> Running {
     Box::pin(async move {
         let out = PathBuf::from(last(&invocation.flags, "out").unwrap_or("sts-report.html"));
+        // Before anything is read: a million prefixes take half a minute.
+        check_out(&out)?;
         let report = build(&invocation.options, Utc::now()).await?;
         let (html, json) = write(&report, &out)?;
         crate::outln!(
@@ -211,6 +213,37 @@ pub async fn build(options: &Options, now: DateTime<Utc>) -> Result<Report> {
 /// The JSON twin's path: `FILE` with the extension `.json`.
 pub fn twin(html: &Path) -> PathBuf {
     html.with_extension("json")
+}
+
+/// Refuses an `--out` the report could not be written to, or whose JSON
+/// twin would overwrite the page itself.
+pub fn check_out(html: &Path) -> Result<()> {
+    if html.as_os_str().is_empty() {
+        return Err(Error::Input("--out needs a file name".into()));
+    }
+    if twin(html) == html {
+        return Err(Error::Input(format!(
+            "--out {}: the JSON twin is the same name with the extension .json, so it \
+             would overwrite the page; name the page .html",
+            html.display()
+        )));
+    }
+    if html.is_dir() {
+        return Err(Error::Input(format!(
+            "--out {} is a folder: give a file name, such as {}",
+            html.display(),
+            html.join("sts-report.html").display()
+        )));
+    }
+    let folder = html.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(folder) = folder.filter(|f| !f.is_dir()) {
+        return Err(Error::Input(format!(
+            "--out {}: the folder {} does not exist",
+            html.display(),
+            folder.display()
+        )));
+    }
+    Ok(())
 }
 
 /// Writes the HTML and its JSON twin, each whole or not at all (a
@@ -505,6 +538,22 @@ mod tests {
         );
         assert!(drawn.contains("<polyline") && !drawn.contains("no data yet"));
         assert_eq!(twin(Path::new("/x/r.html")), Path::new("/x/r.json"));
+    }
+
+    #[test]
+    fn an_out_the_report_cannot_take_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let refused = |out: &Path, says: &str| match check_out(out) {
+            Err(Error::Input(message)) => assert!(message.contains(says), "{message}"),
+            other => panic!("{} not refused: {other:?}", out.display()),
+        };
+        refused(Path::new(""), "needs a file name");
+        refused(&dir.path().join("r.json"), "overwrite the page");
+        refused(dir.path(), "is a folder");
+        refused(&dir.path().join("no/r.html"), "does not exist");
+        assert!(check_out(&dir.path().join("r.html")).is_ok());
+        assert!(check_out(Path::new("r.html")).is_ok());
+        assert!(check_out(Path::new("report")).is_ok());
     }
 
     #[test]
