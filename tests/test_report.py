@@ -69,6 +69,8 @@ def test_the_report_holds_every_prefix_and_the_totals_of_sts_status(tmp_path: Pa
     embedded = re.search(r'<script type="application/json" id="data">(.*?)</script>', html, re.S)
     assert embedded is not None
     assert json.loads(embedded.group(1)) == twin
+    # Every '<' inside the data is escaped: no name can end or bend the element.
+    assert "<" not in embedded.group(1)
     assert "Sign-off report" in html and "Prefixes per status" in html
 
 
