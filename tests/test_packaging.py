@@ -62,3 +62,12 @@ def test_quickstart_runs_from_the_installed_tools(tmp_path: Path) -> None:
     assert re.search(r"Done in [\d.]+ s: 10 prefixes done, 0 in error", result.stdout), (
         result.stdout
     )
+    # The commands it suggests for looking at the result work as printed.
+    suggested = re.findall(r"^  (sts-(?:status|report) .*)$", result.stdout, re.M)
+    assert len(suggested) == 2, result.stdout
+    for line in suggested:
+        name, *args = line.split()
+        ran = subprocess.run([str(BIN / name), *args], capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert (tmp_path / "demo" / "sts-report.html").is_file()
+    assert (tmp_path / "demo" / "sts-report.json").is_file()

@@ -158,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print("\nSee the migration's state (counts, rate, ETA, failing prefixes):")
     print(f"  sts-status --state sqlite:{state}")
+    print("\nWrite the sign-off report (one HTML file that opens offline, and its JSON twin):")
+    print(f"  sts-report --state sqlite:{state} --out {directory / 'sts-report.html'}")
     print("\nRun the manager yourself on the same backends:")
     print(
         f"  sts-job-manager --state sqlite:{state} --transfer local:{buckets}"
