@@ -1,7 +1,7 @@
-//! `sts-status`'s light read on BigQuery: the quiet prefixes (done, their
-//! latest attempt without failures and ended by a moment) summed by one
-//! aggregate query, and every other prefix folded here from its history
-//! rows (`crate::figures::Fold`), read in a second query.
+//! `sts-status`'s light read on BigQuery, one query: the quiet prefixes
+//! (done, their latest attempt without failures and ended by a moment)
+//! summed where the rows are, and every other prefix's job and history
+//! rows, folded here (`crate::figures::Fold`).
 //!
 //! BigQuery has no transaction to keep a fold table in step with the
 //! history (SQLite's `_figures`), so the quiet prefixes' figures are
@@ -24,8 +24,8 @@ use crate::figures::{Figures, Fold, QuietTotals, StatusView};
 use crate::model::PrefixJob;
 use crate::store::StoreError;
 
-/// How often the manager reads the figures here (two queries that scan
-/// the history table): its progress is at most this old, and exact at the
+/// How often the manager reads the figures here (a query that scans the
+/// history table): its progress is at most this old, and exact at the
 /// end of the migration.
 pub const FIGURES_EVERY: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
@@ -57,24 +57,28 @@ fn time_of(column: &str) -> String {
 /// not overlap, and whose latest attempt lists no failures and ended at or
 /// before `@before`.
 pub fn quiet_cte(history: &TableName, jobs: &TableName) -> String {
-    let extracted = COUNTERS
-        .iter()
-        .enumerate()
-        .map(|(i, name)| format!("JSON_VALUE(j, '$.counters.{name}') AS c{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let typed = (0..COUNTERS.len())
-        .map(|i| format!("COALESCE(SAFE_CAST(c{i} AS INT64), 0) AS c{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let plain = (0..COUNTERS.len())
-        .map(|i| format!("(c{i} IS NULL OR REGEXP_CONTAINS(c{i}, r'^\\d{{1,15}}$'))"))
-        .collect::<Vec<_>>()
-        .join(" AND ");
-    let fields = (0..COUNTERS.len())
-        .map(|i| format!("c{i} AS c{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+    // One SQL term per counter, joined.
+    let each = |term: &dyn Fn(usize, &str) -> String, joint: &str| {
+        COUNTERS
+            .iter()
+            .enumerate()
+            .map(|(i, name)| term(i, name))
+            .collect::<Vec<_>>()
+            .join(joint)
+    };
+    let extracted = each(
+        &|i, name| format!("JSON_VALUE(j, '$.counters.{name}') AS c{i}"),
+        ", ",
+    );
+    let typed = each(
+        &|i, _| format!("COALESCE(SAFE_CAST(c{i} AS INT64), 0) AS c{i}"),
+        ", ",
+    );
+    let plain = each(
+        &|i, _| format!("(c{i} IS NULL OR REGEXP_CONTAINS(c{i}, r'^\\d{{1,15}}$'))"),
+        " AND ",
+    );
+    let fields = each(&|i, _| format!("c{i} AS c{i}"), ", ");
     // One kind (objects: counters 0-3, bytes: 4-7) of `figures_with`.
     let kind = |k: &str, base: usize| {
         let [found, copied, skipped, failed] = [base, base + 1, base + 2, base + 3];
@@ -210,7 +214,7 @@ pub fn select_status_view(history: &TableName, jobs: &TableName) -> String {
 }
 
 impl BigQueryStore {
-    /// `HistoryReads::status_view` on BigQuery: two queries whatever the
+    /// `HistoryReads::status_view` on BigQuery: one query whatever the
     /// migration's size.
     pub(super) async fn read_status_view(
         &self,
@@ -232,7 +236,7 @@ impl BigQueryStore {
                             quiet = Some(quiet_totals(&cells[8])?);
                             continue;
                         }
-                        let (job, history) = loud_row(&cells[1..])?;
+                        let (job, history) = job_and_history(&cells[1..])?;
                         if jobs
                             .last()
                             .is_none_or(|j: &PrefixJob| j.prefix != job.prefix)
@@ -258,7 +262,7 @@ impl BigQueryStore {
     }
 
     /// `HistoryReads::figures_total` on BigQuery: the quiet sum and the
-    /// others' folds, as `sts-status` reads them (two queries).
+    /// others' folds, as `sts-status` reads them (one query).
     pub(super) async fn read_figures_total(&self) -> Result<Figures, StoreError> {
         let view = self.read_status_view(Utc::now()).await?;
         let mut total = view.quiet.figures;
@@ -297,7 +301,7 @@ fn quiet_totals(cell: &serde_json::Value) -> Result<QuietTotals, StoreError> {
 }
 
 /// A job row, and one of its history rows unless it has none.
-fn loud_row(
+fn job_and_history(
     row: &[serde_json::Value],
 ) -> Result<(PrefixJob, Option<crate::model::HistoryRow>), StoreError> {
     let cells = columns::<9>(row)?;
