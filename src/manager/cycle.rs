@@ -88,18 +88,31 @@ impl Manager {
         // counters added up (which count a re-run's objects twice); read
         // at the store's pace (BigQuery scans its history for them), and
         // when the migration has ended, so the last word is exact.
-        let figures_due = self
-            .last_figures
-            .is_none_or(|t| t.elapsed() >= self.store.figures_every());
-        if sync_due && (figures_due || summary.done) {
+        if !summary.done {
+            self.figures_at_end = false;
+        }
+        let wanted = figures_wanted(
+            self.last_figures.map(|t| t.elapsed()),
+            self.store.figures_every(),
+            summary.done,
+            self.figures_at_end,
+        );
+        if sync_due && wanted {
+            self.last_figures = Some(Instant::now());
+            self.figures_at_end = summary.done;
             match self.store.figures_total().await {
                 Ok(Some(figures)) => {
-                    self.last_figures = Some(Instant::now());
+                    self.has_figures = true;
                     self.progress = super::Progress::of(&figures);
                     summary.progress = self.progress.clone();
                 }
                 Ok(None) => {}
-                Err(e) => tracing::warn!("reading the figures' totals (going on): {e}"),
+                Err(e) => tracing::warn!(
+                    "reading the migration's figures failed (going on; progress stays as last \
+                     read, or the operations' raw counters, and the read is tried again in {} s; \
+                     sts-status reads the same figures and says more): {e}",
+                    self.store.figures_every().as_secs()
+                ),
             }
         }
         // Cloud Monitoring takes one point per time series every 5 s at
@@ -265,7 +278,7 @@ impl Manager {
                 counters += &op.counters;
             }
         }
-        if self.last_figures.is_none() {
+        if !self.has_figures {
             // Only until the store's figures are read (a store without
             // them: always).
             self.progress = progress_of(std::iter::once(&counters));
@@ -354,5 +367,37 @@ impl Manager {
             finish_write(last).await?;
         }
         Ok(())
+    }
+}
+
+/// Whether a sync asks the store for the migration's figures: the first
+/// time, then once `every` has passed since the last ask (answered or
+/// not), and once when the migration has ended (`asked_at_end`: already
+/// asked since it last ended).
+fn figures_wanted(
+    since_last: Option<std::time::Duration>,
+    every: std::time::Duration,
+    done: bool,
+    asked_at_end: bool,
+) -> bool {
+    since_last.is_none_or(|d| d >= every) || (done && !asked_at_end)
+}
+
+#[cfg(test)]
+mod figures_pace {
+    use super::figures_wanted;
+    use std::time::Duration;
+
+    #[test]
+    fn figures_are_read_at_the_stores_pace_and_once_at_the_end() {
+        let every = Duration::from_secs(900);
+        let after = |s: u64| Some(Duration::from_secs(s));
+        assert!(figures_wanted(None, every, false, false), "the first sync");
+        assert!(!figures_wanted(after(60), every, false, false), "too soon");
+        assert!(figures_wanted(after(900), every, false, false), "its turn");
+        assert!(figures_wanted(after(60), every, true, false), "the end");
+        assert!(!figures_wanted(after(60), every, true, true), "not again");
+        // A store that keeps the sum: every sync.
+        assert!(figures_wanted(after(0), Duration::ZERO, false, false));
     }
 }

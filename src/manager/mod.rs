@@ -227,8 +227,14 @@ pub struct Manager {
     last_job_round: Option<Instant>,
     last_reconcile: Option<Instant>,
     /// When the store's figures (`HistoryReads::figures_total`) were last
-    /// read into `progress`; None: never (or the store has none).
+    /// asked for, read or not: a read that fails waits its turn like any
+    /// other (on BigQuery each one scans the history table).
     last_figures: Option<Instant>,
+    /// `progress` holds the store's figures (not the raw counters).
+    has_figures: bool,
+    /// The figures were asked for since the migration last ended: once
+    /// at the end, not at every sync of a manager left running after it.
+    figures_at_end: bool,
     /// When the previous sync began (server-side lower bound for new operations).
     /// The newest start time of any operation listed so far (microseconds,
     /// STS's clock; `i64::MIN`: none yet): a steady sync lists operations
@@ -304,6 +310,8 @@ impl Manager {
             last_job_round: None,
             last_reconcile: None,
             last_figures: None,
+            has_figures: false,
+            figures_at_end: false,
             newest_seen: std::sync::atomic::AtomicI64::new(i64::MIN),
             failures: BTreeMap::new(),
             attempts: HashMap::new(),
